@@ -1,0 +1,90 @@
+"""jobkit: one job interface, many backends, the same semantics everywhere."""
+
+from jobkit.app import App
+from jobkit.backend import Backend, WorkerOptions
+from jobkit.capabilities import Capabilities
+from jobkit.clock import Clock, ManualClock, SystemClock
+from jobkit.envelope import ENVELOPE_VERSION, Envelope, decode
+from jobkit.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    JobFailed,
+    JobkitError,
+    JobNotFound,
+    JobTimeout,
+    Reject,
+    Retry,
+    SerializationError,
+    TimeLimitExceeded,
+    UnknownBackend,
+    UnknownJob,
+    UnsupportedFeature,
+    WorkerLost,
+)
+from jobkit.handle import JobHandle
+from jobkit.job import EnqueueOptions, JobDef
+from jobkit.policy import RetryPolicy
+from jobkit.records import (
+    AttemptError,
+    DeadLetter,
+    Delivery,
+    JobRecord,
+    JobState,
+    Message,
+    QueueStats,
+)
+from jobkit.redact import redact_url
+from jobkit.registry import open_backend
+from jobkit.store import EventKind, JobEvent, JobStore, MemoryJobStore, dedup_key
+from jobkit.transport import Transport
+from jobkit.transport_backend import TransportBackend, replay_body
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "App",
+    "AttemptError",
+    "Backend",
+    "BrokerUnavailable",
+    "Capabilities",
+    "Clock",
+    "ConfigurationError",
+    "DeadLetter",
+    "Delivery",
+    "EnqueueOptions",
+    "Envelope",
+    "EventKind",
+    "JobDef",
+    "JobEvent",
+    "JobFailed",
+    "JobHandle",
+    "JobNotFound",
+    "JobRecord",
+    "JobState",
+    "JobStore",
+    "JobTimeout",
+    "JobkitError",
+    "ManualClock",
+    "MemoryJobStore",
+    "Message",
+    "QueueStats",
+    "Reject",
+    "Retry",
+    "RetryPolicy",
+    "SerializationError",
+    "SystemClock",
+    "TimeLimitExceeded",
+    "Transport",
+    "TransportBackend",
+    "UnknownBackend",
+    "UnknownJob",
+    "UnsupportedFeature",
+    "WorkerLost",
+    "WorkerOptions",
+    "decode",
+    "dedup_key",
+    "open_backend",
+    "redact_url",
+    "replay_body",
+]

@@ -1,0 +1,96 @@
+"""The job-level interface, which every backend implements.
+
+Frameworks that own their worker (Celery, Dramatiq, RQ) implement `Backend` directly, mapping
+jobkit's semantics onto their native mechanisms. Brokers that jobkit drives itself implement the
+smaller message-level `Transport` and get a `Backend` from `TransportBackend`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from jobkit.capabilities import Capabilities
+from jobkit.clock import Clock, SystemClock
+from jobkit.envelope import Envelope
+from jobkit.records import DeadLetter, JobRecord, QueueStats
+
+if TYPE_CHECKING:
+    from jobkit.app import App
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions:
+    """How a worker runs. `app_path` ("module:attribute") lets job processes import the app.
+
+    `concurrency` job processes, each running one job at a time; `prefetch` messages leased ahead
+    per process; `lease` is how long a message stays invisible before it is redelivered unless
+    extended (the worker extends it every `lease / 3` while the job runs); `grace` is how long a
+    SIGTERM waits for running jobs before they are stopped and released.
+    """
+
+    app_path: str
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 2
+    prefetch: int = 1
+    lease: timedelta = timedelta(seconds=30)
+    grace: timedelta = timedelta(seconds=30)
+    poll: timedelta = timedelta(seconds=1)
+    max_jobs: int | None = None
+    burst: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """One configured backend instance. Thread-safe unless an implementation says otherwise."""
+
+    clock: Clock = SystemClock()
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """The claims of this configured instance. Cheap, no I/O."""
+
+    @abstractmethod
+    def send(self, envelopes: Sequence[tuple[Envelope, bytes]]) -> None:
+        """Durably enqueue already-validated envelopes (with their encoded bodies).
+
+        Blocks until the broker has them. Raises `BrokerUnavailable` when the broker cannot be
+        reached; never drops. Called through `App.enqueue`, which checks capabilities first.
+        """
+
+    @abstractmethod
+    def job_record(self, job_id: str) -> JobRecord | None:
+        """What the backend knows of a job, or None. Raises `UnsupportedFeature` if the
+        backend keeps no records (`capabilities.results` is False)."""
+
+    @abstractmethod
+    def run_worker(self, app: App, options: WorkerOptions) -> None:
+        """Serve jobs until SIGTERM/SIGINT (graceful, then immediate on a second signal), until
+        `options.max_jobs` jobs have ended, or (with `burst`) until the queues are empty."""
+
+    @abstractmethod
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The dead-letter queue of `queue`, oldest first, unchanged."""
+
+    @abstractmethod
+    def replay(self, queue: str, *, ids: Sequence[str] | None = None) -> int:
+        """Move dead letters back to `queue` as fresh jobs (attempt count reset)."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete the dead letters of `queue`; returns how many."""
+
+    @abstractmethod
+    def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Depth per queue: ready, in flight, delayed, dead."""
+
+    def check(self, app: App) -> list[str]:
+        """Problems in this configuration for `app`, one sentence each (for `jobkit check`)."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Idempotent."""

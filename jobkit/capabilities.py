@@ -1,0 +1,93 @@
+"""What a configured backend instance can honour, declared up front.
+
+A request outside these capabilities raises `UnsupportedFeature` at enqueue, never later and never
+silently. The conformance suite holds each claim to account: a claimed capability must pass its
+checks, an unclaimed one must be refused at enqueue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from jobkit.envelope import Envelope
+from jobkit.errors import UnsupportedFeature
+
+
+class Delivery(StrEnum):
+    AT_LEAST_ONCE = "at-least-once"
+    AT_MOST_ONCE = "at-most-once"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """The claims of one configured backend instance.
+
+    `redelivery` says what makes an unacknowledged job run again (for example "lease expiry",
+    "connection loss") and `redelivery_after` after how long at most.
+    `max_delay` is None for unlimited delays, `timedelta(0)` when delays are not supported.
+    `priorities` is the number of distinct priority levels (1: no priorities), higher runs first.
+    `dedup_window` is the window of native duplicate suppression, None when the broker has none
+    (jobkit's idempotency keys still work through the job store).
+    """
+
+    name: str
+    delivery: Delivery = Delivery.AT_LEAST_ONCE
+    redelivery: str = "lease expiry"
+    redelivery_after: timedelta | None = None
+    dead_letter: bool = True
+    max_delay: timedelta | None = None
+    priorities: int = 10
+    dedup_window: timedelta | None = None
+    time_limits: bool = True
+    lease_extension: bool = True
+    results: bool = True
+    max_message_bytes: int | None = None
+    shared_across_processes: bool = True
+
+    def check(self, envelope: Envelope, body_size: int, *, now_delay: timedelta) -> None:
+        """Raise `UnsupportedFeature` if `envelope` asks for more than these capabilities."""
+        if now_delay > timedelta(0) and self.max_delay is not None and now_delay > self.max_delay:
+            if self.max_delay == timedelta(0):
+                supported = f"{self.name} does not support delayed jobs"
+            else:
+                supported = f"{self.name} supports delays up to {_fmt(self.max_delay)}"
+            raise UnsupportedFeature(
+                asked=f"job {envelope.job!r} asked for a delay of {_fmt(now_delay)}",
+                supported=supported,
+                change="Use a shorter delay, or schedule the job from a periodic job",
+            )
+        if envelope.priority and not 0 <= envelope.priority < max(self.priorities, 1):
+            if self.priorities <= 1:
+                supported = f"{self.name} has no priorities"
+                change = "Drop the priority, or route urgent jobs to their own queue"
+            else:
+                supported = f"{self.name} supports priorities 0..{self.priorities - 1}"
+                change = "Use a priority in that range"
+            raise UnsupportedFeature(
+                asked=f"job {envelope.job!r} asked for priority {envelope.priority}",
+                supported=supported,
+                change=change,
+            )
+        if envelope.time_limit is not None and not self.time_limits:
+            raise UnsupportedFeature(
+                asked=f"job {envelope.job!r} has a time limit of {envelope.time_limit} s",
+                supported=f"{self.name} cannot stop a running job",
+                change="Drop the time limit, or use a backend whose worker enforces it",
+            )
+        if self.max_message_bytes is not None and body_size > self.max_message_bytes:
+            raise UnsupportedFeature(
+                asked=f"job {envelope.job!r} is {body_size} bytes on the wire",
+                supported=f"{self.name} takes messages up to {self.max_message_bytes} bytes",
+                change="Pass a reference (a key or URL) to the data instead of the data",
+            )
+
+
+def _fmt(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"

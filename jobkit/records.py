@@ -1,0 +1,92 @@
+"""Records that cross the interfaces: frozen, keyword-only, comparable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """A message to send. `body` is the encoded envelope (or, in tests, anything)."""
+
+    queue: str
+    body: bytes
+    id: str
+    delay: timedelta = timedelta(0)
+    priority: int = 0
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """One delivery of a message to one consumer, under a lease.
+
+    `deliveries` counts how often the broker has handed this message out, this time included
+    (SQS ApproximateReceiveCount, RabbitMQ x-delivery-count + 1). `receipt` identifies this
+    lease: after the lease has expired and the message was delivered again, the old receipt is
+    stale and acting on it must not affect the new delivery.
+    """
+
+    queue: str
+    id: str
+    body: bytes
+    deliveries: int
+    receipt: str
+    leased_until: datetime | None = None
+    native: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter:
+    """A message in a dead-letter queue, with why and when it got there."""
+
+    queue: str
+    id: str
+    body: bytes
+    reason: str
+    dead_at: datetime | None
+    deliveries: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueStats:
+    queue: str
+    ready: int
+    in_flight: int
+    delayed: int
+    dead: int
+
+
+class JobState(StrEnum):
+    """Where a job is, in the spirit of RQ's explicit states."""
+
+    QUEUED = "queued"  # waiting for a worker
+    SCHEDULED = "scheduled"  # delayed, or waiting out a retry backoff
+    RUNNING = "running"  # an attempt has started and not ended
+    SUCCEEDED = "succeeded"  # done; the result (if any) is stored
+    DEAD = "dead"  # in the dead-letter queue
+    UNKNOWN = "unknown"  # the backend keeps no record of this id
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptError:
+    attempt: int
+    error: str
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRecord:
+    """What the job store knows of one job."""
+
+    id: str
+    job: str
+    state: JobState
+    attempts: int
+    errors: tuple[AttemptError, ...] = ()
+    result: Any = None
+    idempotency_key: str | None = None
+    updated_at: datetime | None = None

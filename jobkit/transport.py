@@ -1,0 +1,102 @@
+"""The message-level interface: leased delivery, for brokers jobkit drives itself.
+
+Implement this for a broker where jobkit runs its own worker loop (memory, SQLite, SQS,
+RabbitMQ). The generic `TransportBackend` turns any `Transport` into a full job `Backend`: retries,
+dead letters, time limits, idempotency and graceful shutdown all come from jobkit then.
+
+The model is SQS's: `receive` hands out a message under a lease; until the lease ends the message
+is invisible to other consumers; `ack` removes it, `release` makes it visible again (after a delay),
+`dead_letter` moves it to the queue's dead-letter queue, `extend` lengthens the lease. A message
+whose lease runs out without an ack is delivered again: that is the at-least-once guarantee.
+
+Unless a method says otherwise, an instance is used from one thread at a time; the worker gives
+each thread its own instance (`clone`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import timedelta
+
+from jobkit.capabilities import Capabilities
+from jobkit.records import DeadLetter, Delivery, Message, QueueStats
+
+
+class Transport(ABC):
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """The claims of this configured instance. Cheap, no I/O."""
+
+    @abstractmethod
+    def send(self, messages: Sequence[Message]) -> None:
+        """Durably store every message before returning; all or nothing where the broker can.
+
+        Raises `BrokerUnavailable` if the broker cannot be reached: a message is never dropped
+        silently. A message with a `delay` is not delivered before the delay has passed.
+        Not idempotent: sending the same message twice delivers it twice, unless the broker
+        dedups on `dedup_key` (see `Capabilities.dedup_window`).
+        """
+
+    @abstractmethod
+    def receive(
+        self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
+    ) -> list[Delivery]:
+        """Lease up to `max_messages` due messages from `queues`.
+
+        Blocks for at most `wait` when nothing is due, then returns an empty list. Higher
+        priority first where the broker supports priorities, then oldest first.
+        """
+
+    @abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Remove the messages for good. Idempotent. A stale receipt (the lease ran out and the
+        message was delivered again) must not remove the newer delivery where the broker can
+        tell them apart."""
+
+    @abstractmethod
+    def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        """End the lease early: the message becomes deliverable again after `delay`.
+
+        The next delivery counts one more in `Delivery.deliveries`. Idempotent.
+        """
+
+    @abstractmethod
+    def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
+        """Move the message to its queue's dead-letter queue, keeping the body intact and
+        recording `reason`. Idempotent."""
+
+    @abstractmethod
+    def extend(self, delivery: Delivery, *, lease: timedelta) -> None:
+        """Set the lease to end `lease` from now. A no-op if the message was acked already."""
+
+    @abstractmethod
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        """List the dead-letter queue of `queue`, oldest first, without changing it."""
+
+    @abstractmethod
+    def replay(self, queue: str, *, ids: Sequence[str] | None = None) -> int:
+        """Move dead letters (all, or those with `ids`) back to `queue`; returns how many.
+
+        Must not lose or duplicate: each message is on exactly one of the two queues at any
+        moment a reader can observe, or (where the broker cannot move atomically) is sent to
+        `queue` before it is removed from the dead-letter queue.
+        """
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete every dead letter of `queue`; returns how many."""
+
+    @abstractmethod
+    def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Depths per queue (all known queues when `queues` is None). Approximate on brokers
+        that only approximate."""
+
+    def clone(self) -> Transport:
+        """A new instance with the same configuration, for another thread. Default: self,
+        for transports that are thread-safe."""
+        return self
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Idempotent."""

@@ -1,0 +1,119 @@
+"""`TransportBackend`: a full job backend over any message-level `Transport`.
+
+Retries, backoff, dead letters, time limits, idempotency and graceful shutdown all come from
+jobkit's own worker (`jobkit.worker`), so every transport gets the same semantics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from jobkit.backend import Backend, WorkerOptions
+from jobkit.capabilities import Capabilities
+from jobkit.clock import Clock, SystemClock
+from jobkit.envelope import Envelope, decode
+from jobkit.errors import SerializationError
+from jobkit.records import DeadLetter, JobRecord, Message, QueueStats
+from jobkit.store import JobStore
+from jobkit.transport import Transport
+
+if TYPE_CHECKING:
+    from jobkit.app import App
+
+
+def message_for(envelope: Envelope, body: bytes, now_delay: timedelta) -> Message:
+    return Message(
+        queue=envelope.queue,
+        body=body,
+        id=envelope.id,
+        delay=max(now_delay, timedelta(0)),
+        priority=envelope.priority,
+        dedup_key=envelope.idempotency_key,
+    )
+
+
+class TransportBackend(Backend):
+    """Thread-safe if the transport and store are (the worker clones the transport per thread)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        store: JobStore,
+        *,
+        clock: Clock | None = None,
+        default_lease: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.transport = transport
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.default_lease = default_lease
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.transport.capabilities
+
+    def send(self, envelopes: Sequence[tuple[Envelope, bytes]]) -> None:
+        now = self.clock.now()
+        self.transport.send(
+            [
+                message_for(env, body, (env.not_before - now) if env.not_before else timedelta(0))
+                for env, body in envelopes
+            ]
+        )
+
+    def job_record(self, job_id: str) -> JobRecord | None:
+        return self.store.get(job_id)
+
+    def run_worker(self, app: App, options: WorkerOptions) -> None:
+        from jobkit.worker.supervisor import Worker
+
+        Worker(app, self, options).run()
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        return self.transport.dead_letters(queue, limit=limit)
+
+    def replay(self, queue: str, *, ids: Sequence[str] | None = None) -> int:
+        return self.transport.replay(queue, ids=ids)
+
+    def purge(self, queue: str) -> int:
+        return self.transport.purge(queue)
+
+    def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        return self.transport.stats(queues)
+
+    def check(self, app: App) -> list[str]:
+        problems: list[str] = []
+        caps = self.capabilities
+        for job in app.jobs.values():
+            if job.time_limit is not None and not caps.time_limits:
+                problems.append(f"job {job.name!r} has a time limit that {caps.name} cannot enforce")
+            if (
+                job.time_limit is not None
+                and not caps.lease_extension
+                and job.time_limit > self.default_lease
+            ):
+                problems.append(
+                    f"job {job.name!r}: time limit {job.time_limit} exceeds the lease "
+                    f"{self.default_lease} and {caps.name} cannot extend leases; it would run twice"
+                )
+        return problems
+
+    def close(self) -> None:
+        self.transport.close()
+        self.store.close()
+
+
+def replay_body(body: bytes) -> bytes:
+    """The body to send when replaying a dead letter: the envelope with its attempts reset.
+
+    An undecodable body is replayed unchanged (it will be dead-lettered again, with its reason).
+    """
+    try:
+        env = decode(body)
+    except SerializationError:
+        return body
+    data = env.with_attempt(0).to_dict()
+    return json.dumps(data, separators=(",", ":")).encode()
