@@ -44,18 +44,6 @@ class App:
     @overload
     def job(
         self,
-        *,
-        name: str | None = None,
-        queue: str = "default",
-        retry: RetryPolicy = DEFAULT_POLICY,
-        time_limit: timedelta | None = None,
-        priority: int = 0,
-        idempotency_key: Callable[..., str] | None = None,
-    ) -> Callable[[Callable[P, R]], JobDef[P, R]]: ...
-
-    def job(
-        self,
-        fn: Callable[P, R] | None = None,
         /,
         *,
         name: str | None = None,
@@ -64,27 +52,45 @@ class App:
         time_limit: timedelta | None = None,
         priority: int = 0,
         idempotency_key: Callable[..., str] | None = None,
-    ) -> JobDef[P, R] | Callable[[Callable[P, R]], JobDef[P, R]]:
-        """Define a job. ``idempotency_key`` derives a key from the call's arguments."""
+    ) -> _Decorator: ...
 
-        def wrap(f: Callable[P, R]) -> JobDef[P, R]:
-            job_name = name or f"{f.__module__}.{f.__qualname__}"
-            if job_name in self.jobs:
-                raise ConfigurationError(f"job name {job_name!r} is defined twice in {self.name}")
-            jd = JobDef(
-                self,
-                f,
-                name=job_name,
+    def job(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retry: RetryPolicy = DEFAULT_POLICY,
+        time_limit: timedelta | None = None,
+        priority: int = 0,
+        idempotency_key: Callable[..., str] | None = None,
+    ) -> JobDef[Any, Any] | _Decorator:
+        """Define a job: ``@app.job`` or ``@app.job(queue="mail", retry=RetryPolicy(...))``.
+
+        The name defaults to ``module.function``; it is what travels in the envelope, so keep it
+        stable across deploys. ``idempotency_key`` derives a key from the call's arguments.
+        """
+        decorator = _Decorator(
+            self,
+            dict(
+                name=name,
                 queue=queue,
                 retry=retry,
                 time_limit=time_limit,
                 priority=priority,
                 idempotency_key=idempotency_key,
-            )
-            self.jobs[job_name] = jd
-            return jd
+            ),
+        )
+        return decorator(fn) if fn is not None else decorator
 
-        return wrap(fn) if fn is not None else wrap
+    def _define(self, fn: Callable[P, R], settings: dict[str, Any]) -> JobDef[P, R]:
+        job_name = settings["name"] or f"{fn.__module__}.{fn.__qualname__}"
+        if job_name in self.jobs:
+            raise ConfigurationError(f"job name {job_name!r} is defined twice in {self.name}")
+        jd = JobDef(self, fn, **{**settings, "name": job_name})
+        self.jobs[job_name] = jd
+        return jd
 
     # -- backend ----------------------------------------------------------------------------
 
@@ -162,3 +168,12 @@ class App:
     def handle(self, job_id: str) -> JobHandle:
         """A handle on a job enqueued elsewhere, by id."""
         return JobHandle(self.backend, job_id, None)
+
+
+class _Decorator:
+    def __init__(self, app: App, settings: dict[str, Any]) -> None:
+        self._app = app
+        self._settings = settings
+
+    def __call__(self, fn: Callable[P, R]) -> JobDef[P, R]:
+        return self._app._define(fn, self._settings)

@@ -67,7 +67,7 @@ class WorkerLost(JobkitError):
 # Raised by job code to steer the outcome of the current attempt.
 
 
-class Retry(JobkitError):  # noqa: N818 - a verb raised by job code, like Celery's Retry
+class Retry(JobkitError):
     """Raise in a job to ask for another attempt, optionally after `delay`.
 
     It counts as a failed attempt: when the policy's max attempts are used up, the job goes to
@@ -82,7 +82,7 @@ class Retry(JobkitError):  # noqa: N818 - a verb raised by job code, like Celery
         super().__init__(reason)
 
 
-class Reject(JobkitError):  # noqa: N818 - a verb raised by job code
+class Reject(JobkitError):
     """Raise in a job to fail permanently: no more attempts, straight to the dead-letter queue."""
 
     def __init__(self, reason: str) -> None:

@@ -48,7 +48,7 @@ class RetryPolicy:
         """True if `exc` may succeed on another attempt."""
         if isinstance(exc, Retry):
             return True
-        if isinstance(exc, Reject) or isinstance(exc, self.permanent):
+        if isinstance(exc, (Reject, self.permanent)):
             return False
         return isinstance(exc, self.retry_on)
 

@@ -89,7 +89,9 @@ class TransportBackend(Backend):
         caps = self.capabilities
         for job in app.jobs.values():
             if job.time_limit is not None and not caps.time_limits:
-                problems.append(f"job {job.name!r} has a time limit that {caps.name} cannot enforce")
+                problems.append(
+                    f"job {job.name!r} has a time limit that {caps.name} cannot enforce"
+                )
             if (
                 job.time_limit is not None
                 and not caps.lease_extension

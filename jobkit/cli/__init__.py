@@ -1,0 +1,1 @@
+"""The `jobkit` command line: worker, status, dlq, check."""

@@ -1,0 +1,59 @@
+"""`jobkit worker`: serve jobs until SIGTERM (graceful) or a second signal (immediate)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from jobkit.backend import WorkerOptions
+from jobkit.cli._common import backend_url, open_app, seconds
+from jobkit.redact import redact_url
+
+log = logging.getLogger("jobkit.worker")
+
+
+def add_parser(commands: Any) -> None:
+    p: argparse.ArgumentParser = commands.add_parser("worker", help="run a worker")
+    p.add_argument("-q", "--queue", action="append", dest="queues", help="queue to serve (repeat)")
+    p.add_argument(
+        "-c", "--concurrency", type=int, default=os.cpu_count() or 1, help="job processes"
+    )
+    p.add_argument("--prefetch", type=int, default=1, help="messages leased ahead per process")
+    p.add_argument("--lease", type=seconds, default=30.0, help="lease (visibility timeout), s")
+    p.add_argument("--grace", type=seconds, default=30.0, help="SIGTERM grace period, s")
+    p.add_argument("--poll", type=seconds, default=1.0, help="longest wait per receive, s")
+    p.add_argument("--max-jobs", type=int, help="stop after this many jobs ended")
+    p.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path, app = open_app(args)
+    queues = tuple(args.queues or sorted({job.queue for job in app.jobs.values()}) or ["default"])
+    options = WorkerOptions(
+        app_path=path,
+        queues=queues,
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+        lease=timedelta(seconds=args.lease),
+        grace=timedelta(seconds=args.grace),
+        poll=timedelta(seconds=args.poll),
+        max_jobs=args.max_jobs,
+        burst=args.burst,
+    )
+    log.info(
+        "worker for %s on %s, queues %s, %d processes",
+        path,
+        redact_url(backend_url(args)),
+        ", ".join(queues),
+        options.concurrency,
+    )
+    try:
+        app.backend.run_worker(app, options)
+    finally:
+        app.close()
+    log.info("worker stopped")
+    return 0

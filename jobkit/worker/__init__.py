@@ -1,0 +1,12 @@
+"""jobkit's own worker, used by every `TransportBackend`.
+
+* `supervisor.Worker`: the parent process: leases messages, hands them to job processes, applies
+  the retry policy, extends leases, handles signals.
+* `_pool`: the job processes (one job at a time each, so a hard time limit can stop one).
+* `_execute`: what a job process does with one envelope (and nothing else).
+* `_outcome`: the pure decision of ack / release / dead-letter for one finished attempt.
+"""
+
+from jobkit.worker.context import JobContext, current_job
+
+__all__ = ["JobContext", "current_job"]

@@ -1,0 +1,62 @@
+"""A job process: reads frames (attempt, envelope) from a pipe, runs each job, reports outcomes.
+
+Started by the supervisor as ``python -m jobkit.worker._child APP READ_FD WRITE_FD PARENT_PID``.
+It ignores SIGINT and SIGTERM (the supervisor decides when jobs stop) and dies with its parent
+(PR_SET_PDEATHSIG), so a SIGKILLed worker leaves no orphan running a job.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+
+from jobkit.envelope import decode
+from jobkit.errors import SerializationError
+from jobkit.loading import load_app
+from jobkit.worker._execute import run
+from jobkit.worker._outcome import Outcome
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: fall back to the check below only
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def main(argv: list[str]) -> int:
+    app_path, read_fd, write_fd, parent_pid = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    logging.basicConfig(level=os.environ.get("JOBKIT_LOG_LEVEL", "WARNING"))
+    app = load_app(app_path)
+    inbox = Connection(read_fd, writable=False)
+    outbox = Connection(write_fd, readable=False)
+    outbox.send_bytes(b"ready")
+    while True:
+        try:
+            frame = inbox.recv_bytes()
+        except EOFError:
+            return 0
+        head, _, body = frame.partition(b"\n")
+        try:
+            outcome = run(app, decode(body), int(head))
+        except SerializationError as exc:  # the supervisor decodes first; belt and braces
+            outcome = Outcome(ok=False, transient=False, error=str(exc))
+        outbox.send_bytes(json.dumps(asdict(outcome), separators=(",", ":")).encode())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

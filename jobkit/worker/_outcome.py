@@ -1,0 +1,65 @@
+"""The decision for one finished attempt: ack, release with a delay, or dead-letter. Pure."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from jobkit.envelope import Envelope
+from jobkit.policy import RetryPolicy
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What a job process reported for one attempt (or what the supervisor concluded)."""
+
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    transient: bool = True
+    retry_delay: float | None = None  # seconds, from `Retry(delay=...)`
+
+
+class Action(StrEnum):
+    ACK = "ack"
+    RELEASE = "release"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    action: Action
+    delay: timedelta = timedelta(0)
+    reason: str = ""
+
+
+def decide(
+    envelope: Envelope,
+    attempt: int,
+    outcome: Outcome,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+) -> Decision:
+    """Ack a success; retry a transient failure while attempts remain; dead-letter the rest.
+
+    `attempt` is 1-based; `envelope.max_attempts` (not the policy's) bounds it, so a job keeps the
+    policy it was enqueued with across deploys.
+    """
+    if outcome.ok:
+        return Decision(action=Action.ACK)
+    error = outcome.error or "failed"
+    if not outcome.transient:
+        return Decision(action=Action.DEAD_LETTER, reason=f"permanent error: {error}")
+    if attempt >= envelope.max_attempts:
+        return Decision(
+            action=Action.DEAD_LETTER,
+            reason=f"gave up after {attempt} of {envelope.max_attempts} attempts: {error}",
+        )
+    if outcome.retry_delay is not None:
+        delay = timedelta(seconds=max(outcome.retry_delay, 0.0))
+    else:
+        delay = policy.backoff(attempt, rng)
+    return Decision(action=Action.RELEASE, delay=delay, reason=error)
