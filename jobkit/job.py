@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from jobkit.errors import ConfigurationError
-from jobkit.policy import DEFAULT_POLICY, RetryPolicy
+from jobkit.policy import RetryPolicy
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -82,9 +82,7 @@ class JobDef(Generic[P, R]):
 
     def enqueue_many(self, calls: Iterable[tuple[Any, ...]]) -> list[JobHandle]:
         """Enqueue one job per argument tuple in as few broker round trips as the backend can."""
-        return self.app.enqueue_many(
-            [(self, tuple(args), {}, EnqueueOptions()) for args in calls]
-        )
+        return self.app.enqueue_many([(self, tuple(args), {}, EnqueueOptions()) for args in calls])
 
 
 class BoundJob(Generic[P, R]):
