@@ -1,0 +1,76 @@
+"""A test app whose jobs record every run and every effect in a SQLite ledger outside the broker.
+
+The ledger path comes from JOBKIT_TEST_LEDGER, read when a job runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from datetime import timedelta
+
+from jobkit import App, Reject, RetryPolicy
+from jobkit.worker import current_job
+
+app = App("ledger")
+
+FAST = RetryPolicy(max_attempts=5, backoff_base=timedelta(seconds=0.05), jitter=0.5)
+GROWING = RetryPolicy(max_attempts=4, backoff_base=timedelta(seconds=0.2), jitter=0.0)
+
+
+def connect(path: str | None = None) -> sqlite3.Connection:
+    db = sqlite3.connect(path or os.environ["JOBKIT_TEST_LEDGER"], timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS runs (key TEXT, job_id TEXT, attempt INT, pid INT, at REAL);
+        CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, at REAL);
+        """
+    )
+    return db
+
+
+def _run(key: str) -> sqlite3.Connection:
+    ctx = current_job()
+    db = connect()
+    with db:
+        db.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+            (key, ctx.id if ctx else None, ctx.attempt if ctx else 0, os.getpid(), time.time()),
+        )
+    return db
+
+
+@app.job(queue="work", retry=FAST)
+def record(key: str, sleep: float = 0.0) -> str:
+    """Run, maybe sleep, then apply the effect once per key (an idempotent write)."""
+    db = _run(key)
+    if sleep:
+        time.sleep(sleep)
+    with db:
+        db.execute("INSERT OR IGNORE INTO effects VALUES (?, ?)", (key, time.time()))
+    return key
+
+
+@app.job(queue="work", retry=GROWING)
+def always_fails(key: str) -> None:
+    _run(key)
+    raise ConnectionError("downstream unavailable")
+
+
+@app.job(queue="work", retry=GROWING)
+def permanent(key: str) -> None:
+    _run(key)
+    raise Reject("this input can never work")
+
+
+@app.job(
+    queue="work",
+    retry=RetryPolicy(max_attempts=2, backoff_base=timedelta(0)),
+    time_limit=timedelta(seconds=0.5),
+)
+def hang(key: str, seconds: float) -> str:
+    _run(key)
+    time.sleep(seconds)
+    return key

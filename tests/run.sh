@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Python 3.11:
+#   installs Debian's redis-server and rabbitmq-server (without starting the system services),
+#   creates .venv with jobkit, the conformance suite and every adapter (editable),
+#   runs ruff, mypy --strict, and pytest. The tests start their own broker processes on
+#   127.0.0.1 ports of their own and stop them (by PID) when they end.
+# Usage: tests/run.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+say() { printf '\n== %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_debian_packages() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v rabbitmq-server >/dev/null || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] \
+    || missing+=(rabbitmq-server)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  # Forbid the packages' maintainer scripts from starting system services: the tests start
+  # their own servers on ports of their own and must not find strays on the default ports.
+  local policy=/usr/sbin/policy-rc.d created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod +x "$policy"
+    created_policy=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+  [ "$created_policy" = 1 ] && as_root rm -f "$policy"
+  return 0
+}
+
+python_bin=${PYTHON:-python3.11}
+command -v "$python_bin" >/dev/null || python_bin=python3
+
+install_debian_packages
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $($python_bin --version)"
+  "$python_bin" -m venv .venv
+fi
+say "installing jobkit, the conformance suite and the adapters (editable)"
+packages=(-e ".[dev]" -e conformance)
+for adapter in adapters/*/; do
+  [ -f "$adapter/pyproject.toml" ] && packages+=(-e "$adapter")
+done
+for extra in tests/*/pyproject.toml tests/*/*/pyproject.toml; do
+  [ -f "$extra" ] && packages+=(-e "$(dirname "$extra")")
+done
+.venv/bin/python -m pip install -q --disable-pip-version-check "${packages[@]}"
+
+say "ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+say "mypy --strict (core and conformance)"
+.venv/bin/mypy jobkit conformance/jobkit_conformance
+
+say "pytest"
+export PYTHONUNBUFFERED=1
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,228 @@
+"""The worker against the embedded SQLite backend, with real worker processes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobkit import App, JobState
+from tests.apps import ledger
+from tests.waiting import wait_until
+from tests.workers import ROOT, kill_group, running_worker, start_worker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "ledger.db"
+    ledger.connect(str(path)).close()
+    monkeypatch.setenv("JOBKIT_TEST_LEDGER", str(path))
+    return path
+
+
+@pytest.fixture
+def app(backend: str) -> App:
+    ledger.app.use(backend)
+    yield ledger.app
+    ledger.app.close()
+
+
+def rows(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+def count(path: Path, sql: str, *params: object) -> int:
+    value = rows(path, sql, *params)[0][0]
+    assert isinstance(value, int)
+    return value
+
+
+def jobkit_cli(backend: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobkit.cli.main", "--backend", backend, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_killed_worker_loses_no_job_and_effects_happen_once_per_key(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    handles = ledger.record.enqueue_many([(f"k{i}", 0.002) for i in range(1000)])
+    assert len(handles) == 1000
+    args = ("-q", "work", "-c", "2", "--prefetch", "2", "--lease", "2")
+    survivor = start_worker(backend, ledger_path, *args)
+    victim = start_worker(backend, ledger_path, *args)
+    try:
+        wait_until(
+            lambda: count(ledger_path, "SELECT COUNT(*) FROM effects") >= 300,
+            timeout=60,
+            what="a third of the jobs done",
+        )
+        kill_group(victim)  # SIGKILL mid-run: the supervisor and its job processes
+        victim.wait(timeout=10)
+        victim = start_worker(backend, ledger_path, *args)  # restarted
+        wait_until(
+            lambda: count(ledger_path, "SELECT COUNT(*) FROM effects") == 1000,
+            timeout=120,
+            what="every effect",
+        )
+        wait_until(
+            lambda: all(s.ready == s.in_flight == 0 for s in app.backend.stats(["work"])),
+            timeout=30,
+            what="the queue drained and acked",
+        )
+    finally:
+        for proc in (survivor, victim):
+            kill_group(proc)
+            proc.wait(timeout=10)
+    assert count(ledger_path, "SELECT COUNT(DISTINCT key) FROM effects") == 1000
+    runs = count(ledger_path, "SELECT COUNT(*) FROM runs")
+    # At-least-once: only jobs the killed worker held (2 processes x (2 + 1) leased) run again.
+    assert 1000 <= runs <= 1000 + 6
+    assert app.backend.stats(["work"])[0].dead == 0
+    assert all(h.state is JobState.SUCCEEDED for h in handles[:20])
+
+
+def test_transient_failure_uses_every_attempt_with_growing_delays_then_dead_letters(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    handle = ledger.always_fails.enqueue("fails")
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1", "--lease", "5"):
+        wait_until(lambda: handle.state is JobState.DEAD, timeout=30, what="the dead letter")
+    runs = rows(ledger_path, "SELECT attempt, at FROM runs WHERE key='fails' ORDER BY at")
+    assert [attempt for attempt, _ in runs] == [1, 2, 3, 4]
+    times = [float(at) for _, at in runs]  # type: ignore[arg-type]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # GROWING: base 0.2 s, doubling, no jitter: waits of at least 0.2, 0.4, 0.8 s.
+    assert all(g >= low for g, low in zip(gaps, (0.2, 0.4, 0.8), strict=True))
+    assert gaps[0] < gaps[1] < gaps[2]
+    assert handle.attempts == 4
+    dead = app.backend.dead_letters("work")
+    assert [d.id for d in dead] == [handle.id]
+    assert "gave up after 4 of 4 attempts" in dead[0].reason
+
+
+def test_dlq_replay_from_the_cli_runs_the_job_again(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    handle = ledger.permanent.enqueue("replayed")
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1", "--lease", "5"):
+        wait_until(lambda: handle.state is JobState.DEAD, timeout=30, what="the dead letter")
+        listed = jobkit_cli(backend, "dlq", "list", "work", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [row["id"] for row in json.loads(listed.stdout)] == [handle.id]
+        replayed = jobkit_cli(backend, "dlq", "replay", "work")
+        assert replayed.returncode == 0, replayed.stderr
+        assert "replayed 1" in replayed.stdout
+        wait_until(
+            lambda: count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='replayed'") == 2,
+            timeout=30,
+            what="the replayed run",
+        )
+        wait_until(lambda: handle.state is JobState.DEAD, timeout=30, what="dead again")
+
+
+def test_permanent_error_is_not_retried(app: App, backend: str, ledger_path: Path) -> None:
+    handle = ledger.permanent.enqueue("once")
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
+        wait_until(lambda: handle.state is JobState.DEAD, timeout=30, what="the dead letter")
+    assert count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='once'") == 1
+    assert "permanent error" in app.backend.dead_letters("work")[0].reason
+
+
+def test_job_past_its_time_limit_is_stopped_counted_and_the_worker_goes_on(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    stuck = ledger.hang.enqueue("stuck", 60.0)
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1", "--lease", "5") as proc:
+        wait_until(lambda: stuck.state is JobState.DEAD, timeout=30, what="the stuck job stopped")
+        after = ledger.record.enqueue("after")
+        wait_until(lambda: after.state is JobState.SUCCEEDED, timeout=30, what="the next job")
+        assert proc.poll() is None
+    assert stuck.attempts == 2  # max_attempts=2: both attempts ran into the limit
+    assert all("TimeLimitExceeded" in e.error for e in stuck.errors)
+
+
+def test_undecodable_message_is_dead_lettered_and_the_worker_keeps_serving(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    from jobkit import Message
+
+    app.backend.transport.send(  # type: ignore[attr-defined]
+        [Message(queue="work", body=b"\x80not json", id="poison")]
+    )
+    good = ledger.record.enqueue("good")
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
+        wait_until(lambda: good.state is JobState.SUCCEEDED, timeout=30, what="the good job")
+        wait_until(lambda: app.backend.dead_letters("work"), timeout=10, what="the poison")
+    dead = app.backend.dead_letters("work")
+    assert [d.id for d in dead] == ["poison"]
+    assert dead[0].body == b"\x80not json"
+    assert "undecodable" in dead[0].reason
+
+
+def test_sigterm_lets_the_running_job_finish_and_releases_the_rest(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    slow = ledger.record.enqueue("slow", 1.5)
+    rest = ledger.record.enqueue_many([(f"r{i}",) for i in range(3)])
+    proc = start_worker(
+        backend, ledger_path, "-q", "work", "-c", "1", "--prefetch", "3", "--grace", "10"
+    )
+    try:
+        wait_until(
+            lambda: count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='slow'") == 1,
+            timeout=30,
+            what="the slow job started",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        kill_group(proc)
+    assert slow.state is JobState.SUCCEEDED
+    assert count(ledger_path, "SELECT COUNT(*) FROM effects WHERE key='slow'") == 1
+    stats = app.backend.stats(["work"])[0]
+    not_run = [h for h in rest if h.state is not JobState.SUCCEEDED]
+    assert stats.in_flight == 0
+    assert stats.ready == len(not_run)  # released, not lost
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
+        wait_until(
+            lambda: all(h.state is JobState.SUCCEEDED for h in rest),
+            timeout=30,
+            what="the released jobs done by the next worker",
+        )
+
+
+def test_status_prints_depths_as_json(app: App, backend: str) -> None:
+    ledger.record.enqueue_many([("a",), ("b",)])
+    out = jobkit_cli(backend, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    by_queue = {row["queue"]: row for row in json.loads(out.stdout)}
+    assert by_queue["work"]["ready"] == 2
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    out = jobkit_cli("nosuch://x", "status")
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "no backend for scheme 'nosuch'" in out.stderr

@@ -1,0 +1,54 @@
+"""Start real `jobkit worker` processes for tests, and end them (only them) by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_worker(
+    backend: str, ledger: Path, *args: str, app: str = "tests.apps.ledger:app"
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, JOBKIT_TEST_LEDGER=str(ledger), PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobkit.cli.main",
+            "--app",
+            app,
+            "--backend",
+            backend,
+            "worker",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Signal the worker's whole process group (the supervisor and its job processes)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@contextmanager
+def running_worker(backend: str, ledger: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_worker(backend, ledger, *args)
+    try:
+        yield proc
+    finally:
+        kill_group(proc)
+        proc.wait(timeout=30)
