@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -242,3 +243,20 @@ def test_synchronous_option_sets_the_pragma(tmp_path: Path) -> None:
         conn = backend.transport._db.conn()
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
         backend.close()
+
+
+def test_forked_child_reopens_the_file_instead_of_sharing_the_connection(
+    transport: SqliteTransport,
+) -> None:
+    _send(transport, b"before")
+    pid = os.fork()
+    if pid == 0:  # child: use the inherited instance, then leave without cleanup
+        try:
+            _send(transport, b"from-child")
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    got = transport.receive(["q"], max_messages=5, wait=NOW, lease=LONG)
+    assert sorted(d.body for d in got) == [b"before", b"from-child"]
