@@ -1,0 +1,54 @@
+"""jobkit on Amazon SQS (boto3): ``sqs://`` URLs, driven by jobkit's own worker.
+
+    sqs://?region=us-east-1&endpoint_url=http://127.0.0.1:5000&prefix=jobkit-&store=sqlite:///jobs.db
+
+See docs/adapters/sqs.md for the options, the capabilities and the known differences.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import jobkit
+from jobkit import ConfigurationError, JobStore, MemoryJobStore, TransportBackend, redact_url
+from jobkit_sqs.config import SqsConfig, parse_url
+from jobkit_sqs.transport import SqsTransport, capabilities_for
+
+__all__ = ["SqsConfig", "SqsTransport", "backend_from_url", "capabilities_for", "parse_url"]
+
+
+def backend_from_url(url: str) -> TransportBackend:
+    """The `jobkit.backends` entry point for the ``sqs`` scheme."""
+    config = parse_url(url)
+    store, shared = open_store(config.store, url)
+    transport = SqsTransport(config, results=shared)
+    return TransportBackend(
+        transport, store, default_lease=max(config.visibility, timedelta(seconds=1))
+    )
+
+
+def open_store(store_url: str, url: str) -> tuple[JobStore, bool]:
+    """The job store named by the ``store=`` option, and whether other processes share it.
+
+    ``memory`` (the default) keeps job records in the process: results and idempotency are then
+    per worker process (`Capabilities.results` is False). ``sqlite:///path`` shares them between
+    the processes of one machine.
+    """
+    if store_url == "memory":
+        return MemoryJobStore(), False
+    if store_url.startswith("sqlite:"):
+        factory = getattr(jobkit, "SqliteJobStore", None)
+        if factory is None:
+            raise ConfigurationError(
+                f"{redact_url(url)!r}: store={store_url!r} needs jobkit's SqliteJobStore, which "
+                "this jobkit does not provide; upgrade jobkit or use store=memory"
+            )
+        path = store_url.split("://", 1)[1].removeprefix("/") if "://" in store_url else ""
+        if not path:
+            raise ConfigurationError(f"{redact_url(url)!r}: store={store_url!r} names no file")
+        store: JobStore = factory(path)
+        return store, True
+    raise ConfigurationError(
+        f"{redact_url(url)!r}: store={store_url!r} is not supported; use store=memory or "
+        "store=sqlite:///path/to/jobs.db"
+    )

@@ -1,0 +1,108 @@
+"""Batched SendMessage / DeleteMessage / ChangeMessageVisibility, 10 entries per call.
+
+Batch calls succeed or fail per entry. Entries that failed on the server's side are tried again
+(twice); what still fails is reported to the caller, who decides (raise, or leave the message
+to reappear when its lease ends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from jobkit import JobkitError
+from jobkit_sqs.client import GONE, SqsClient, translated
+from jobkit_sqs.config import SqsConfig
+
+BATCH = 10
+_RETRIES = 2
+
+Entry = dict[str, Any]
+
+
+def entry_size(entry: Entry) -> int:
+    size = len(entry["MessageBody"].encode("utf-8"))
+    for name, value in (entry.get("MessageAttributes") or {}).items():
+        size += len(name) + len(value["DataType"]) + len(value.get("StringValue", ""))
+    return size
+
+
+def chunks(entries: Sequence[Entry], *, max_bytes: int | None = None) -> Iterator[list[Entry]]:
+    """Groups of at most 10 entries (and at most `max_bytes` of payload, when given)."""
+    batch: list[Entry] = []
+    size = 0
+    for entry in entries:
+        this = entry_size(entry) if max_bytes is not None else 0
+        if batch and (len(batch) == BATCH or (max_bytes is not None and size + this > max_bytes)):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += this
+    if batch:
+        yield batch
+
+
+def send(
+    client: SqsClient, config: SqsConfig, url: str, entries: Sequence[Entry], what: str
+) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+    """SendMessageBatch every entry (each with a unique "Id"); returns (sent, failed+reason)."""
+    sent: list[Entry] = []
+    failed: list[tuple[Entry, str]] = []
+    for batch in chunks(entries, max_bytes=config.max_message_bytes):
+        ok, bad = _call(client, config, "send_message_batch", url, batch, what)
+        sent.extend(ok)
+        failed.extend(bad)
+    return sent, failed
+
+
+def delete(
+    client: SqsClient, config: SqsConfig, url: str, receipts: Sequence[str], what: str
+) -> list[tuple[str, str]]:
+    """DeleteMessageBatch; a receipt that is gone already counts as deleted. Returns failures."""
+    unique = list(dict.fromkeys(receipts))
+    entries = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(unique)]
+    failures: list[tuple[str, str]] = []
+    for batch in chunks(entries):
+        _, bad = _call(client, config, "delete_message_batch", url, batch, what)
+        failures.extend((e["ReceiptHandle"], reason) for e, reason in bad)
+    return failures
+
+
+def change_visibility(
+    client: SqsClient, config: SqsConfig, url: str, receipts: Sequence[str], seconds: int, what: str
+) -> None:
+    """ChangeMessageVisibilityBatch, best effort (a message that is gone is skipped)."""
+    unique = list(dict.fromkeys(receipts))
+    entries = [
+        {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": seconds}
+        for i, r in enumerate(unique)
+    ]
+    for batch in chunks(entries):
+        _call(client, config, "change_message_visibility_batch", url, batch, what)
+
+
+def _call(
+    client: SqsClient, config: SqsConfig, method: str, url: str, batch: list[Entry], what: str
+) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+    by_id = {e["Id"]: e for e in batch}
+    pending = list(batch)
+    ok: list[Entry] = []
+    bad: list[tuple[Entry, str]] = []
+    for attempt in range(_RETRIES + 1):
+        with translated(what, config):
+            response = getattr(client.get(), method)(QueueUrl=url, Entries=pending)
+        ok.extend(by_id[s["Id"]] for s in response.get("Successful", []))
+        retry: list[Entry] = []
+        for failure in response.get("Failed", []):
+            entry = by_id[failure["Id"]]
+            code = failure.get("Code", "")
+            if method != "send_message_batch" and code in GONE:
+                ok.append(entry)  # already deleted / no longer in flight: nothing to do
+            elif not failure.get("SenderFault") and attempt < _RETRIES:
+                retry.append(entry)
+            else:
+                bad.append((entry, f"{code}: {failure.get('Message', '')}"))
+        if not retry:
+            return ok, bad
+        pending = retry
+    raise JobkitError(f"could not {what}: retries exhausted")  # pragma: no cover

@@ -1,0 +1,397 @@
+"""`SqsTransport`: jobkit's leased-delivery `Transport` on Amazon SQS.
+
+The mapping is direct: a lease is the visibility timeout, `receive` is ReceiveMessage (long
+polling), `ack` is DeleteMessageBatch, `release` and `extend` are ChangeMessageVisibility, and
+`Delivery.deliveries` is SQS's ApproximateReceiveCount (plus deliveries carried across a
+re-send, see `codec`). Dead letters go to a DLQ per queue, with the reason in a message
+attribute; the redrive policy on every queue is a safety net for crash loops.
+
+Delays beyond SQS's 15 minutes are honoured by re-delaying: the message carries its due time and
+is re-sent with the remaining delay (up to 15 min each hop) when it surfaces early; the re-send
+keeps its delivery count, so a hop is never counted as an attempt.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+from jobkit import (
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    JobkitError,
+    Message,
+    QueueStats,
+    Transport,
+    UnsupportedFeature,
+)
+from jobkit_sqs import batches, codec
+from jobkit_sqs.client import GONE, SqsClient, error_code, translated
+from jobkit_sqs.config import MAX_NATIVE_DELAY, MAX_VISIBILITY, SqsConfig
+from jobkit_sqs.dlq import DeadLetters
+from jobkit_sqs.queues import QueueDirectory
+
+FIFO_DEDUP_WINDOW = timedelta(minutes=5)
+_NATIVE_DELAY_S = int(MAX_NATIVE_DELAY.total_seconds())
+_MAX_VISIBILITY_S = int(MAX_VISIBILITY.total_seconds())
+_DEAD_LETTER_HOLD_S = 60  # lease held on a message while it is moved to the DLQ
+_FINISHED_MEMORY = 4096
+
+
+def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
+    return Capabilities(
+        name="sqs-fifo" if config.fifo else "sqs",
+        redelivery="visibility timeout (lease) expiry",
+        redelivery_after=config.visibility,
+        dead_letter=True,
+        max_delay=timedelta(0) if config.fifo else None,
+        priorities=1,
+        dedup_window=FIFO_DEDUP_WINDOW if config.fifo else None,
+        time_limits=True,
+        lease_extension=True,
+        results=results,
+        max_message_bytes=config.max_message_bytes - codec.ATTRIBUTE_RESERVE,
+        shared_across_processes=True,
+    )
+
+
+def _seconds_up(delta: timedelta) -> int:
+    return max(0, math.ceil(delta.total_seconds() - 1e-9))
+
+
+class SqsTransport(Transport):
+    """One thread at a time; `clone` gives each thread its own client."""
+
+    def __init__(
+        self,
+        config: SqsConfig,
+        *,
+        results: bool = False,
+        directory: QueueDirectory | None = None,
+    ) -> None:
+        self.config = config
+        self._results = results
+        self._caps = capabilities_for(config, results=results)
+        self._client = SqsClient(config)
+        self._queues = directory or QueueDirectory(config)
+        self._dlq = DeadLetters(config, self._client, self._queues)
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._rotation = 0
+        self._lock = threading.Lock()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def clone(self) -> SqsTransport:
+        return SqsTransport(self.config, results=self._results, directory=self._queues)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- send --------------------------------------------------------------------------------
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Validates every message first (size, delay, priority), then sends per queue in
+        batches of 10. All or nothing per batch call only: SQS has no multi-batch transaction."""
+        now = time.time()
+        by_queue: dict[str, list[batches.Entry]] = {}
+        for index, message in enumerate(messages):
+            entry = self._entry(message, now)
+            entry["Id"] = str(index)
+            by_queue.setdefault(message.queue, []).append(entry)
+        for queue, entries in by_queue.items():
+            pair = self._queues.ensure(self._client, queue)
+            _, failed = batches.send(
+                self._client, self.config, pair.url, entries, f"send to SQS queue {queue!r}"
+            )
+            if failed:
+                raise JobkitError(
+                    f"SQS refused {len(failed)} of {len(entries)} messages for {queue!r}: "
+                    f"{failed[0][1]}"
+                )
+
+    def _entry(self, message: Message, now: float) -> batches.Entry:
+        if message.priority:
+            raise UnsupportedFeature(
+                asked=f"message {message.id} has priority {message.priority}",
+                supported="SQS has no priorities",
+                change="Drop the priority, or route urgent jobs to their own queue",
+            )
+        delay = message.delay.total_seconds()
+        if delay > 0 and self.config.fifo:
+            raise UnsupportedFeature(
+                asked=f"message {message.id} asked for a delay of {delay:g} s",
+                supported="SQS FIFO queues take no per-message delay",
+                change="Use a standard queue (fifo=false) for delayed jobs",
+            )
+        due = now + delay if delay > _NATIVE_DELAY_S else None
+        layout = codec.layout(message.body, job_id=message.id, due=due)
+        size = codec.body_size(layout.body)
+        if size > self._caps.max_message_bytes:  # type: ignore[operator]
+            raise UnsupportedFeature(
+                asked=f"message {message.id} is {size} bytes on the wire",
+                supported=f"this SQS backend takes messages up to {self._caps.max_message_bytes} "
+                f"bytes ({self.config.max_message_bytes} minus room for jobkit's attributes)",
+                change="Pass a reference (a key or URL) to the data instead of the data",
+            )
+        entry: batches.Entry = {"MessageBody": layout.body, "MessageAttributes": layout.attributes}
+        if delay > 0:
+            entry["DelaySeconds"] = min(_NATIVE_DELAY_S, _seconds_up(message.delay))
+        if self.config.fifo:
+            group = message.queue if self.config.fifo_group == "queue" else message.id
+            entry["MessageGroupId"] = codec.fifo_id(group)
+            entry["MessageDeduplicationId"] = codec.fifo_id(message.dedup_key or message.id)
+        return entry
+
+    # -- receive -----------------------------------------------------------------------------
+
+    def receive(
+        self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
+    ) -> list[Delivery]:
+        """Long-polls a single queue for up to `wait` (whole seconds, at most 20; a sub-second
+        remainder is slept). With several queues, each is polled without waiting, in rotation,
+        then the next one in rotation is long-polled. Up to 10 messages per call."""
+        if not queues:
+            return []
+        deadline = time.monotonic() + max(0.0, wait.total_seconds())
+        wanted = max(1, min(max_messages, batches.BATCH))
+        visibility = min(_MAX_VISIBILITY_S, _seconds_up(lease))
+        long_wait = min(self.config.wait, int(max(0.0, wait.total_seconds())))
+        order = list(queues)
+        if len(order) > 1:
+            with self._lock:
+                start = self._rotation % len(order)
+                self._rotation += 1
+            order = order[start:] + order[:start]
+        got: list[Delivery] = []
+        if len(order) == 1:
+            got = self._receive_one(order[0], wanted, long_wait, visibility)
+        else:
+            for queue in order:
+                got.extend(self._receive_one(queue, wanted - len(got), 0, visibility))
+                if len(got) >= wanted:
+                    break
+            if not got and long_wait:
+                got = self._receive_one(order[0], wanted, long_wait, visibility)
+        if not got:
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)  # SQS waits in whole seconds; honour the rest of `wait`
+        return got
+
+    def _receive_one(self, queue: str, n: int, wait_s: int, visibility: int) -> list[Delivery]:
+        pair = self._queues.ensure(self._client, queue)
+        with translated(f"receive from SQS queue {queue!r}", self.config):
+            response = self._client.get().receive_message(
+                QueueUrl=pair.url,
+                MaxNumberOfMessages=n,
+                WaitTimeSeconds=wait_s,
+                VisibilityTimeout=visibility,
+                MessageSystemAttributeNames=codec.SYSTEM_ATTRIBUTES,
+                MessageAttributeNames=["All"],
+            )
+        now = time.time()
+        leased_until = datetime.now(UTC) + timedelta(seconds=visibility)
+        due: list[Delivery] = []
+        early: list[dict[str, Any]] = []
+        for raw in response.get("Messages", []):
+            not_before = codec.attr_float(raw, codec.DUE)
+            if not_before is not None and not_before > now:
+                early.append(raw)
+                continue
+            due.append(
+                Delivery(
+                    queue=queue,
+                    id=codec.job_id_of(raw),
+                    body=codec.body_of(raw),
+                    deliveries=codec.prior_of(raw) + codec.receive_count(raw),
+                    receipt=raw["ReceiptHandle"],
+                    leased_until=leased_until,
+                    native=raw,
+                )
+            )
+        if early:
+            self._redelay(queue, pair.url, early, now)
+        return due
+
+    def _redelay(self, queue: str, url: str, raws: list[dict[str, Any]], now: float) -> None:
+        """Re-send messages that surfaced before their due time with the remaining delay, then
+        delete the originals (send first: a crash in between duplicates, never loses). The copy
+        keeps `jobkit-prior`, so this receive is not counted as a delivery."""
+        entries = []
+        for index, raw in enumerate(raws):
+            attributes = {
+                name: {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+                for name, value in (raw.get("MessageAttributes") or {}).items()
+                if "StringValue" in value
+            }
+            remaining = (codec.attr_float(raw, codec.DUE) or now) - now
+            entries.append(
+                {
+                    "Id": str(index),
+                    "MessageBody": raw["Body"],
+                    "MessageAttributes": attributes,
+                    "DelaySeconds": min(_NATIVE_DELAY_S, max(1, math.ceil(remaining))),
+                    "_receipt": raw["ReceiptHandle"],
+                }
+            )
+        wire = [{k: v for k, v in e.items() if k != "_receipt"} for e in entries]
+        sent, _ = batches.send(
+            self._client, self.config, url, wire, f"re-delay messages on {queue!r}"
+        )
+        done = {e["Id"] for e in sent}
+        receipts = [e["_receipt"] for e in entries if e["Id"] in done]
+        if receipts:
+            batches.delete(self._client, self.config, url, receipts, f"re-delay on {queue!r}")
+
+    # -- settle ------------------------------------------------------------------------------
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        by_queue: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            by_queue.setdefault(delivery.queue, []).append(delivery.receipt)
+        for queue, receipts in by_queue.items():
+            pair = self._queues.ensure(self._client, queue)
+            failures = batches.delete(
+                self._client, self.config, pair.url, receipts, f"ack on SQS queue {queue!r}"
+            )
+            if failures:
+                raise JobkitError(
+                    f"SQS did not delete {len(failures)} acked messages on {queue!r}: "
+                    f"{failures[0][1]}"
+                )
+            self._remember(receipts)
+
+    def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        """ChangeMessageVisibility(delay). A delay beyond 15 minutes on a standard queue is a
+        re-send carrying the delivery count and due time (send, then delete)."""
+        if delivery.receipt in self._finished:
+            return
+        seconds = _seconds_up(delay)
+        if seconds <= _NATIVE_DELAY_S or self.config.fifo:
+            self._change_visibility(delivery, min(seconds, _MAX_VISIBILITY_S))
+            return
+        if not self._change_visibility(delivery, _DEAD_LETTER_HOLD_S):
+            return  # acked, moved or released already
+        pair = self._queues.ensure(self._client, delivery.queue)
+        layout = codec.layout(
+            delivery.body,
+            job_id=delivery.id,
+            due=time.time() + delay.total_seconds(),
+            prior=delivery.deliveries,
+        )
+        with translated(f"release on SQS queue {delivery.queue!r}", self.config):
+            self._client.get().send_message(
+                QueueUrl=pair.url,
+                MessageBody=layout.body,
+                MessageAttributes=layout.attributes,
+                DelaySeconds=_NATIVE_DELAY_S,
+            )
+        self._delete_one(pair.url, delivery)
+
+    def extend(self, delivery: Delivery, *, lease: timedelta) -> None:
+        self._change_visibility(delivery, min(_MAX_VISIBILITY_S, _seconds_up(lease)))
+
+    def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
+        """Send the body to the DLQ with the reason, then delete it from its queue (send first:
+        never lost). A no-op when the message is no longer leased (acked or moved already)."""
+        if delivery.receipt in self._finished:
+            return
+        if not self._change_visibility(delivery, _DEAD_LETTER_HOLD_S):
+            return
+        pair = self._queues.ensure(self._client, delivery.queue)
+        extra = codec.dead_attributes(reason, delivery.deliveries, datetime.now(UTC))
+        layout = codec.layout(delivery.body, job_id=delivery.id, extra=extra)
+        params: dict[str, Any] = {
+            "QueueUrl": pair.dlq_url,
+            "MessageBody": layout.body,
+            "MessageAttributes": layout.attributes,
+        }
+        if self.config.fifo:
+            params["MessageGroupId"] = codec.fifo_id(delivery.id)
+            params["MessageDeduplicationId"] = codec.fifo_id(f"dead:{delivery.receipt}")
+        with translated(f"dead-letter on SQS queue {delivery.queue!r}", self.config):
+            self._client.get().send_message(**params)
+        self._delete_one(pair.url, delivery)
+
+    def _change_visibility(self, delivery: Delivery, seconds: int) -> bool:
+        """False when the message is gone or no longer in flight under this receipt."""
+        pair = self._queues.ensure(self._client, delivery.queue)
+        with translated(f"change visibility on SQS queue {delivery.queue!r}", self.config):
+            try:
+                self._client.get().change_message_visibility(
+                    QueueUrl=pair.url, ReceiptHandle=delivery.receipt, VisibilityTimeout=seconds
+                )
+            except ClientError as exc:
+                if error_code(exc) in GONE:
+                    return False
+                raise
+        return True
+
+    def _delete_one(self, url: str, delivery: Delivery) -> None:
+        batches.delete(
+            self._client, self.config, url, [delivery.receipt], f"delete on {delivery.queue!r}"
+        )
+        self._remember([delivery.receipt])
+
+    def _remember(self, receipts: Sequence[str]) -> None:
+        with self._lock:
+            for receipt in receipts:
+                self._finished[receipt] = None
+            while len(self._finished) > _FINISHED_MEMORY:
+                self._finished.popitem(last=False)
+
+    # -- dead letters and stats --------------------------------------------------------------
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        return self._dlq.list_letters(queue, limit=limit)
+
+    def replay(self, queue: str, *, ids: Sequence[str] | None = None) -> int:
+        return self._dlq.replay(queue, ids=ids)
+
+    def purge(self, queue: str) -> int:
+        return self._dlq.purge(queue)
+
+    def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """From ApproximateNumberOfMessages(/NotVisible/Delayed): approximate on real SQS. A
+        message released with a delay is in flight to SQS (invisible), not delayed."""
+        names = list(queues) if queues is not None else self._queues.known(self._client)
+        out = []
+        for queue in names:
+            pair = self._queues.lookup(self._client, queue)
+            if pair is None:
+                out.append(QueueStats(queue=queue, ready=0, in_flight=0, delayed=0, dead=0))
+                continue
+            main = self._counts(pair.url)
+            dead = self._counts(pair.dlq_url)
+            out.append(
+                QueueStats(
+                    queue=queue,
+                    ready=main[0],
+                    in_flight=main[1],
+                    delayed=main[2],
+                    dead=sum(dead),
+                )
+            )
+        return out
+
+    def _counts(self, url: str) -> tuple[int, int, int]:
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        with translated("read SQS queue attributes", self.config):
+            attrs = self._client.get().get_queue_attributes(QueueUrl=url, AttributeNames=names)
+        values = attrs.get("Attributes", {})
+        ready, flight, delayed = (int(values.get(name, 0)) for name in names)
+        return ready, flight, delayed

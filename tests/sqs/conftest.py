@@ -1,0 +1,35 @@
+"""Fixtures for the SQS adapter tests: one moto server (real HTTP) per test session.
+
+The server is started by the tests on a loopback port of its own and stopped by PID. A server
+that cannot start makes the tests that need it fail (error), never skip.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers.moto import FAKE_AWS_ENV, MotoServer, start_moto
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FAKE_AWS_ENV.items():
+            patch.setenv(name, value)  # fake credentials, only ever sent to our moto
+        try:
+            server = start_moto()
+        except RuntimeError as exc:
+            pytest.fail(f"cannot start moto's SQS server: {exc}")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A queue-name prefix of this test's own: every test works on fresh, shallow queues."""
+    return f"jk{uuid.uuid4().hex[:8]}-"
