@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobkit.worker")
 
 _MAX_START_FAILURES = 3
+# Outcomes and acks are written in batches: at most this long after a job ends, or this many.
+# A crash loses at most that batch's acks, whose jobs then run again (at-least-once).
+_FLUSH_EVERY = 0.02
+_FLUSH_AT = 200
 
 
 class Worker:
@@ -78,6 +82,7 @@ class Worker:
         self._events: list[JobEvent] = []
         self._acks: list[Delivery] = []
         self._start_failures = 0
+        self._last_flush = 0.0
 
     # -- control ----------------------------------------------------------------------------
 
@@ -138,7 +143,8 @@ class Worker:
                 now = time.monotonic()
                 self._enforce_time_limits(transport, now)
                 self._extend_leases(transport, now)
-                self._flush(transport)
+                if now - self._last_flush >= _FLUSH_EVERY or len(self._acks) >= _FLUSH_AT:
+                    self._flush(transport)
         finally:
             self._stop.set()
             with self._space:
@@ -273,28 +279,36 @@ class Worker:
     # -- dispatching and outcomes (main thread) ---------------------------------------------
 
     def _dispatch(self, now: float) -> None:
-        idle = [p for p in self._procs if p.idle]
-        if not idle:
+        """Hand buffered jobs to idle processes first; then, with `prefetch` > 1 and for jobs
+        without a time limit, queue up to `prefetch - 1` more in each process so that it never
+        waits for the supervisor (at the cost of fairness: they wait behind the running job)."""
+        if not self._buffer:
             return
         started: list[JobEvent] = []
         at = self.backend.clock.now()
         with self._space:
-            for proc in idle:
-                if not self._buffer:
-                    break
-                running = self._buffer.popleft()
-                proc.submit(running, now)
-                env = running.envelope
-                started.append(
-                    JobEvent(
-                        job_id=env.id,
-                        job=env.job,
-                        kind=EventKind.STARTED,
-                        attempt=running.attempt,
-                        at=at,
-                        key=env.idempotency_key,
+            for depth in range(max(1, self.options.prefetch)):
+                for proc in self._procs:
+                    if not self._buffer or not proc.ready or len(proc.jobs) != depth:
+                        continue
+                    if depth and (
+                        self._buffer[0].envelope.time_limit is not None
+                        or proc.jobs[-1].envelope.time_limit is not None
+                    ):
+                        continue
+                    running = self._buffer.popleft()
+                    proc.submit(running, now)
+                    env = running.envelope
+                    started.append(
+                        JobEvent(
+                            job_id=env.id,
+                            job=env.job,
+                            kind=EventKind.STARTED,
+                            attempt=running.attempt,
+                            at=at,
+                            key=env.idempotency_key,
+                        )
                     )
-                )
         self._events.extend(started)
 
     def _wait_and_read(self, transport: Transport, timeout: float) -> None:
@@ -410,6 +424,7 @@ class Worker:
 
     def _flush(self, transport: Transport) -> None:
         """Record outcomes, then ack: a crash in between re-runs nothing (the key is done)."""
+        self._last_flush = time.monotonic()
         self._flush_events()
         if self._acks:
             transport.ack(self._acks)
