@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import jobkit
 from jobkit import ConfigurationError, JobStore, MemoryJobStore, TransportBackend, redact_url
 from jobkit_sqs.config import SqsConfig, parse_url
 from jobkit_sqs.transport import SqsTransport, capabilities_for
@@ -37,17 +36,12 @@ def open_store(store_url: str, url: str) -> tuple[JobStore, bool]:
     if store_url == "memory":
         return MemoryJobStore(), False
     if store_url.startswith("sqlite:"):
-        factory = getattr(jobkit, "SqliteJobStore", None)
-        if factory is None:
-            raise ConfigurationError(
-                f"{redact_url(url)!r}: store={store_url!r} needs jobkit's SqliteJobStore, which "
-                "this jobkit does not provide; upgrade jobkit or use store=memory"
-            )
         path = store_url.split("://", 1)[1].removeprefix("/") if "://" in store_url else ""
         if not path:
             raise ConfigurationError(f"{redact_url(url)!r}: store={store_url!r} names no file")
-        store: JobStore = factory(path)
-        return store, True
+        from jobkit.sqlite import SqliteJobStore  # jobkit's embedded backend, part of the core
+
+        return SqliteJobStore(path), True
     raise ConfigurationError(
         f"{redact_url(url)!r}: store={store_url!r} is not supported; use store=memory or "
         "store=sqlite:///path/to/jobs.db"
