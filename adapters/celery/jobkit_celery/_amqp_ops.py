@@ -1,0 +1,253 @@
+"""Queues, dead letters and raw access on RabbitMQ, straight through py-amqp.
+
+Every work queue is declared with a dead-letter exchange (the default exchange, routing key
+``jobkit.dlq.<queue>``) and ``x-max-priority: 10``; producers and workers declare it with the
+same arguments. Dead letters that jobkit moves itself carry ``x-jobkit-*`` headers (reason, time,
+deliveries); messages RabbitMQ dead-letters natively (a rejected Celery message) are read back
+from their Celery headers and ``x-death``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import amqp
+
+import jobkit
+from jobkit_celery._names import delay_queue_name, dlq_name
+from jobkit_celery._wire import envelope_from_message
+
+MAX_PRIORITY = 10
+
+
+def work_queue_arguments(queue: str) -> dict[str, Any]:
+    return {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dlq_name(queue),
+        "x-max-priority": MAX_PRIORITY,
+    }
+
+
+def delay_ttl_ms(seconds: float) -> int:
+    """The delay bucket for a delay of `seconds`: rounded *up* (a job never runs early) to
+    1 s below a minute, 10 s below 10 min, 1 min above; so few distinct TTL queues exist."""
+    ms = max(1, int(seconds * 1000 + 0.999))
+    step = 1000 if ms <= 60_000 else 10_000 if ms <= 600_000 else 60_000
+    return -(-ms // step) * step
+
+
+def delay_queue_arguments(queue: str, ttl_ms: int) -> dict[str, Any]:
+    return {
+        "x-message-ttl": ttl_ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+        # Unused bucket queues disappear, but only well after their last message is due.
+        "x-expires": ttl_ms * 2 + 300_000,
+    }
+
+
+def connection_params(broker_url: str) -> dict[str, Any]:
+    parts = urlsplit(broker_url)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return {
+        "host": f"{parts.hostname or '127.0.0.1'}:{parts.port or 5672}",
+        "userid": unquote(parts.username or "guest"),
+        "password": unquote(parts.password or "guest"),
+        "virtual_host": vhost or "/",
+        "connect_timeout": 10,
+    }
+
+
+class AmqpOps:
+    """Thread-safe (one lock around one connection); reconnects after fork or a broken link."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.params = connection_params(broker_url)
+        self._lock = threading.RLock()
+        self._conn: amqp.Connection | None = None
+        self._pid = 0
+        self._declared: set[str] = set()
+
+    @contextmanager
+    def _channel(self, what: str) -> Iterator[Any]:
+        with self._lock:
+            try:
+                if self._conn is None or self._pid != os.getpid() or not self._conn.connected:
+                    self._conn = amqp.Connection(**self.params)
+                    self._conn.connect()
+                    self._pid = os.getpid()
+                    self._declared = set()
+                channel = self._conn.channel()
+            except (OSError, amqp.exceptions.AMQPError) as exc:
+                self._conn = None
+                raise jobkit.BrokerUnavailable(f"cannot {what} on RabbitMQ: {exc}") from exc
+            try:
+                yield channel
+            except (OSError, amqp.exceptions.ConnectionError) as exc:
+                self._conn = None
+                raise jobkit.BrokerUnavailable(f"cannot {what} on RabbitMQ: {exc}") from exc
+            finally:
+                try:
+                    if channel.is_open:
+                        channel.close()
+                except (OSError, amqp.exceptions.AMQPError):
+                    self._conn = None
+
+    def declare(self, channel: Any, queue: str) -> None:
+        """Declare `queue` (with its dead-letter arguments) and its dead-letter queue."""
+        if queue in self._declared:
+            return
+        channel.queue_declare(dlq_name(queue), durable=True, auto_delete=False)
+        channel.queue_declare(
+            queue, durable=True, auto_delete=False, arguments=work_queue_arguments(queue)
+        )
+        channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)
+        channel.queue_bind(queue, queue, routing_key=queue)
+        self._declared.add(queue)
+
+    def ensure_queues(self, queues: Sequence[str]) -> None:
+        with self._channel("declare queues") as channel:
+            for queue in queues:
+                self.declare(channel, queue)
+
+    def dead_letter(
+        self, *, queue: str, job_id: str | None, body: bytes, reason: str, deliveries: int
+    ) -> None:
+        headers = {
+            "x-jobkit-id": job_id or uuid.uuid4().hex,
+            "x-jobkit-reason": reason,
+            "x-jobkit-dead-at": jobkit.SystemClock().now().isoformat(),
+            "x-jobkit-deliveries": deliveries,
+        }
+        with self._channel("dead-letter a job") as channel:
+            self.declare(channel, queue)
+            channel.confirm_select()
+            channel.basic_publish_confirm(
+                amqp.Message(
+                    body, content_type="application/json", delivery_mode=2,
+                    application_headers=headers,
+                ),
+                exchange="",
+                routing_key=dlq_name(queue),
+            )  # fmt: skip
+
+    def _get_all(
+        self, channel: Any, queue: str, limit: int | None
+    ) -> Iterator[tuple[Any, jobkit.DeadLetter]]:
+        self.declare(channel, queue)
+        taken = 0
+        while limit is None or taken < limit:
+            message = channel.basic_get(dlq_name(queue), no_ack=False)
+            if message is None:
+                return
+            taken += 1
+            yield message, to_dead_letter(queue, message)
+
+    def dead_letters(self, queue: str, limit: int) -> list[jobkit.DeadLetter]:
+        """Read without removing: the messages are fetched unacked, then the channel closes and
+        RabbitMQ puts them back in order."""
+        with self._channel("list dead letters") as channel:
+            return [dead for _, dead in self._get_all(channel, queue, max(limit, 1))]
+
+    def replay(
+        self, queue: str, ids: Sequence[str] | None, send: Callable[[jobkit.DeadLetter], None]
+    ) -> int:
+        """`send` each matching dead letter to `queue`, then ack it off the dead-letter queue."""
+        wanted = set(ids) if ids is not None else None
+        count = 0
+        with self._channel("replay dead letters") as channel:
+            for message, dead in self._get_all(channel, queue, None):
+                if wanted is not None and dead.id not in wanted:
+                    continue  # left unacked: back on the queue when the channel closes
+                send(dead)
+                channel.basic_ack(message.delivery_tag)
+                count += 1
+        return count
+
+    def purge(self, queue: str) -> int:
+        with self._channel("purge dead letters") as channel:
+            self.declare(channel, queue)
+            return int(channel.queue_purge(dlq_name(queue)) or 0)
+
+    def depth(self, name: str) -> int:
+        """Ready messages in the queue `name` (0 if it does not exist)."""
+        with self._channel("read queue depth") as channel:
+            try:
+                _, count, _ = channel.queue_declare(name, passive=True)
+            except amqp.exceptions.NotFound:
+                return 0
+            return int(count)
+
+    def delayed(self, queue: str, ttls_ms: Sequence[int]) -> int:
+        return sum(self.depth(delay_queue_name(queue, ttl)) for ttl in ttls_ms)
+
+    def publish_raw(self, queue: str, body: bytes, content_type: str | None) -> None:
+        with self._channel("publish a message") as channel:
+            self.declare(channel, queue)
+            channel.confirm_select()
+            channel.basic_publish_confirm(
+                amqp.Message(body, content_type=content_type, delivery_mode=2),
+                exchange="",
+                routing_key=queue,
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                try:
+                    self._conn.close()
+                except (OSError, amqp.exceptions.AMQPError):
+                    pass
+            self._conn = None
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def to_dead_letter(queue: str, message: Any) -> jobkit.DeadLetter:
+    body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    headers: dict[str, Any] = dict(message.headers or {})
+    if "x-jobkit-reason" in headers:
+        dead_at = headers.get("x-jobkit-dead-at")
+        return jobkit.DeadLetter(
+            queue=queue,
+            id=_text(headers.get("x-jobkit-id") or uuid.uuid4().hex),
+            body=body,
+            reason=_text(headers["x-jobkit-reason"]),
+            dead_at=datetime.fromisoformat(_text(dead_at)) if dead_at else None,
+            deliveries=int(headers.get("x-jobkit-deliveries") or 0),
+        )
+    deaths = headers.get("x-death") or [{}]
+    death = deaths[0] if isinstance(deaths, list) and deaths else {}
+    reason = f"dead-lettered by RabbitMQ ({_text(death.get('reason', 'unknown'))})"
+    when = death.get("time")
+    try:
+        env = envelope_from_message(headers, body)
+        job_id, body = env.id, env.encode()
+    except jobkit.SerializationError:
+        job_id = uuid.uuid5(uuid.NAMESPACE_OID, body.hex()).hex
+    return jobkit.DeadLetter(
+        queue=queue,
+        id=job_id,
+        body=body,
+        reason=reason,
+        dead_at=when if isinstance(when, datetime) else None,
+        deliveries=int(death.get("count", 1) or 1),
+    )
+
+
+def is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True

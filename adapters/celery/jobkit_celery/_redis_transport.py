@@ -1,0 +1,146 @@
+"""kombu's Redis transport with three fixes jobkit needs. Used as Celery's ``broker_transport``.
+
+1. **Poison messages** (celery#... measured: one undecodable entry makes the whole worker exit
+   with ``Unrecoverable error: JSONDecodeError`` and the entry is gone). `Channel._brpop_read`
+   checks what BRPOP returned before kombu decodes it; anything that is not a kombu message goes
+   to ``jobkit.dlq.<queue>`` byte-for-byte, with the reason, and the worker keeps serving.
+2. **Delays without the ETA trap** (kombu#337, celery#2599: a Celery ETA/countdown longer than
+   ``visibility_timeout`` runs the task again and again). jobkit never uses Celery's ETA on
+   Redis: a message carrying the ``x-jobkit-due`` header is added to the sorted set
+   ``jobkit.delayed.<queue>`` (score = due time) instead of the queue's list; the worker moves due
+   messages onto the list with one Lua script (ZRANGEBYSCORE + LPUSH + ZREM), every sweep.
+   A delayed message is not in kombu's ``unacked`` index while it waits, so it cannot be restored.
+3. **Jobs longer than the visibility timeout** are not started again while they run: at every
+   sweep the worker refreshes the score of each message it holds unacked in kombu's
+   ``unacked_index`` (ZADD XX), so only the messages of a dead worker ever get older than the
+   visibility timeout and are restored.
+
+The sweep is kombu's own periodic ``restore_visible`` (every ``unacked_restore_interval`` s).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from time import time
+from typing import Any
+
+from kombu.exceptions import DecodeError
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+
+from jobkit_celery._dlq_record import encode_record
+from jobkit_celery._names import delayed_name, dlq_name
+from jobkit_celery._wire import DUE_HEADER
+
+logger = logging.getLogger("jobkit.celery")
+
+Empty = kombu_redis.Empty
+
+MOVE_DUE = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(items) do
+  local nl = string.find(member, '\\n', 1, true)
+  if nl then
+    redis.call('LPUSH', string.sub(member, 1, nl - 1), string.sub(member, nl + 1))
+  end
+  redis.call('ZREM', KEYS[1], member)
+end
+return #items
+"""
+
+
+def problem_with(payload: Any) -> str | None:
+    """Why `payload` (decoded JSON) is not a kombu message kombu can build, or None."""
+    if not isinstance(payload, dict):
+        return f"message is JSON {type(payload).__name__}, not a kombu message object"
+    props = payload.get("properties")
+    if not isinstance(props, dict) or "delivery_tag" not in props:
+        return "message has no properties.delivery_tag (not a kombu message)"
+    if not isinstance(props.get("delivery_info"), dict):
+        return "message has no properties.delivery_info (not a kombu message)"
+    if payload.get("headers") is not None and not isinstance(payload.get("headers"), dict):
+        return "message headers are not an object"
+    body = payload.get("body")
+    if body and props.get("body_encoding") == "base64":
+        try:
+            base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            return f"message body is not base64: {exc}"
+    return None
+
+
+class QoS(kombu_redis.QoS):
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        channel: Channel = self.channel
+        with channel.conn_or_acquire() as client:
+            now = time()
+            if self._delivered:
+                # Heartbeat: messages this worker still holds are not older than now.
+                client.zadd(
+                    self.unacked_index_key, {tag: now for tag in list(self._delivered)}, xx=True
+                )
+            for queue in list(channel.active_queues):
+                channel.move_due(client, queue, now)
+        super().restore_visible(start=start, num=num, interval=interval)
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+    def move_due(self, client: Any, queue: str, now: float, limit: int = 500) -> int:
+        """Move the due delayed messages of `queue` onto its lists. Returns how many."""
+        script = getattr(self, "_jobkit_move_due", None)
+        if script is None:
+            script = self._jobkit_move_due = client.register_script(MOVE_DUE)
+        return int(script(keys=[delayed_name(queue)], args=[now, limit], client=client))
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        due = (message.get("headers") or {}).get(DUE_HEADER)
+        if due is None or float(due) <= time():
+            super()._put(queue, message, **kwargs)
+            return
+        kwargs.pop("_publish_batch", None)
+        pri = self._get_message_priority(message, reverse=False)
+        member = f"{self._q_for_pri(queue, pri)}\n{dumps(message)}"
+        with self.conn_or_acquire() as client:
+            client.zadd(delayed_name(queue), {member: float(due)})
+
+    def _dead_letter_raw(self, queue: str, raw: bytes, reason: str) -> None:
+        logger.error("dead-lettering an undecodable message on %r: %s", queue, reason)
+        record = encode_record(queue=queue, job_id=None, body=raw, reason=reason, deliveries=1)
+        with self.conn_or_acquire() as client:
+            client.rpush(dlq_name(queue), record)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            raw = item if isinstance(item, bytes) else str(item).encode()
+            try:
+                payload = loads(bytes_to_str(raw))
+                problem = problem_with(payload)
+            except (ValueError, TypeError, UnicodeDecodeError, DecodeError) as exc:
+                problem = f"message is not JSON: {exc}"
+            if problem is not None:
+                self._dead_letter_raw(dest, raw, f"undecodable message: {problem}")
+                raise Empty()
+            self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel

@@ -1,0 +1,125 @@
+"""Parse ``celery+redis://`` and ``celery+amqp://`` URLs into settings.
+
+Options go in the query string, for example
+``celery+redis://127.0.0.1:6379/0?visibility_timeout=60&prefetch=1``. Unknown options are an
+error (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import jobkit
+
+_REDIS_OPTIONS = {"visibility_timeout", "restore_interval"}
+_COMMON_OPTIONS = {"prefetch", "store", "result_ttl", "profile", "events", "hard_limit_margin"}
+_PROFILES = ("hardened", "native")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """One configured Celery backend.
+
+    `broker` is "redis" or "amqp"; `broker_url` the URL Celery/kombu get (no ``celery+``);
+    `store_url` where job records live (a ``redis://`` URL) or None for no records.
+    `profile` is "hardened" (jobkit's settings) or "native" (Celery's defaults: early ack; only
+    for demonstrating what the conformance suite catches).
+    """
+
+    url: str
+    broker: str
+    broker_url: str
+    visibility_timeout: timedelta = timedelta(seconds=60)
+    restore_interval: timedelta | None = None
+    prefetch: int = 1
+    store_url: str | None = None
+    result_ttl: timedelta = timedelta(days=7)
+    profile: str = "hardened"
+    events: bool = False
+    hard_limit_margin: timedelta = timedelta(seconds=5)
+
+    @property
+    def hardened(self) -> bool:
+        return self.profile == "hardened"
+
+    @property
+    def restore_every(self) -> float:
+        """Seconds between kombu's unacked sweeps (also our heartbeat and delay mover)."""
+        if self.restore_interval is not None:
+            return self.restore_interval.total_seconds()
+        return max(0.25, min(1.0, self.visibility_timeout.total_seconds() / 4))
+
+
+def _seconds(name: str, value: str) -> timedelta:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise jobkit.ConfigurationError(
+            f"option {name}={value!r} must be a number of seconds"
+        ) from None
+    if seconds <= 0:
+        raise jobkit.ConfigurationError(f"option {name}={value!r} must be positive")
+    return timedelta(seconds=seconds)
+
+
+def parse_url(url: str) -> Settings:
+    """Settings for a ``celery+redis://`` or ``celery+amqp://`` URL.
+
+    Raises `ConfigurationError` naming the bad part.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("celery+redis", "celery+amqp"):
+        raise jobkit.ConfigurationError(
+            f"{jobkit.redact_url(url)!r} is not a Celery URL; use celery+redis://HOST:PORT/DB "
+            "or celery+amqp://USER:PASSWORD@HOST:PORT/VHOST"
+        )
+    broker = scheme.split("+", 1)[1]
+    allowed = _COMMON_OPTIONS | (_REDIS_OPTIONS if broker == "redis" else set())
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise jobkit.ConfigurationError(
+            f"unknown option(s) {', '.join(unknown)} in {jobkit.redact_url(url)!r}; "
+            f"{broker} takes: {', '.join(sorted(allowed))}"
+        )
+    broker_url = urlunsplit((broker, parts.netloc, parts.path, "", ""))
+    kwargs: dict[str, object] = {}
+    if "visibility_timeout" in options:
+        kwargs["visibility_timeout"] = _seconds("visibility_timeout", options["visibility_timeout"])
+    if "restore_interval" in options:
+        kwargs["restore_interval"] = _seconds("restore_interval", options["restore_interval"])
+    if "result_ttl" in options:
+        kwargs["result_ttl"] = _seconds("result_ttl", options["result_ttl"])
+    if "hard_limit_margin" in options:
+        kwargs["hard_limit_margin"] = _seconds("hard_limit_margin", options["hard_limit_margin"])
+    if "prefetch" in options:
+        try:
+            prefetch = int(options["prefetch"])
+        except ValueError:
+            prefetch = 0
+        if prefetch < 1:
+            raise jobkit.ConfigurationError(
+                f"option prefetch={options['prefetch']!r} must be a whole number >= 1"
+            )
+        kwargs["prefetch"] = prefetch
+    profile = options.get("profile", "hardened")
+    if profile not in _PROFILES:
+        raise jobkit.ConfigurationError(
+            f"option profile={profile!r}: use one of {', '.join(_PROFILES)}"
+        )
+    kwargs["profile"] = profile
+    kwargs["events"] = options.get("events", "0").lower() in ("1", "true", "yes")
+    store = options.get("store")
+    if store is None and broker == "redis":
+        store = broker_url  # the broker's own Redis keeps the job records
+    if store is not None and store not in ("", "none"):
+        if not store.startswith(("redis://", "rediss://")):
+            raise jobkit.ConfigurationError(
+                f"option store={jobkit.redact_url(store)!r}: the Celery backend keeps job "
+                "records in Redis; give a redis://HOST:PORT/DB URL, or store=none for no records"
+            )
+        kwargs["store_url"] = store
+    return Settings(url=url, broker=broker, broker_url=broker_url, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,156 @@
+"""`RedisJobStore`: job records and completed idempotency keys in Redis.
+
+Write-optimised: every event is one RPUSH onto the job's event list (pipelined with the key's
+expiry), and a record is folded from the list when read. A success also sets the dedup key.
+
+Keys (all expire after `ttl`): ``jobkit.job.<id>`` (list of JSON events),
+``jobkit.done.<dedup key>`` (set when the job succeeded), ``jobkit.redeliveries.<id>.<attempt>``
+(how often a message was redelivered after a crash).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+
+import jobkit
+from jobkit import EventKind, JobEvent, JobRecord, JobState
+
+_STATE_OF = {
+    EventKind.STARTED: JobState.RUNNING,
+    EventKind.SUCCEEDED: JobState.SUCCEEDED,
+    EventKind.FAILED: JobState.SCHEDULED,
+    EventKind.DEAD: JobState.DEAD,
+    EventKind.SKIPPED: JobState.SUCCEEDED,
+}
+
+
+def job_key(job_id: str) -> str:
+    return f"jobkit.job.{job_id}"
+
+
+def done_key(key: str) -> str:
+    return f"jobkit.done.{key}"
+
+
+def encode_event(event: JobEvent) -> str:
+    return json.dumps(
+        {
+            "job_id": event.job_id,
+            "job": event.job,
+            "kind": event.kind.value,
+            "attempt": event.attempt,
+            "at": event.at.isoformat(),
+            "error": event.error,
+            "result": event.result,
+            "key": event.key,
+        },
+        separators=(",", ":"),
+    )
+
+
+def fold(job_id: str, raw_events: Sequence[bytes | str]) -> JobRecord | None:
+    """The record that a list of encoded events adds up to (None for no events)."""
+    record: JobRecord | None = None
+    for raw in raw_events:
+        data: dict[str, Any] = json.loads(raw)
+        kind = EventKind(data["kind"])
+        at = datetime.fromisoformat(data["at"])
+        if record is None:
+            record = JobRecord(id=job_id, job=data["job"], state=JobState.QUEUED, attempts=0)
+        if record.state is JobState.SUCCEEDED and kind is not EventKind.SUCCEEDED:
+            continue  # a late duplicate does not undo success
+        errors = record.errors
+        if data.get("error") is not None and kind in (EventKind.FAILED, EventKind.DEAD):
+            errors = (
+                *errors,
+                jobkit.AttemptError(attempt=data["attempt"], error=data["error"], at=at),
+            )
+        record = JobRecord(
+            id=job_id,
+            job=data["job"],
+            state=_STATE_OF[kind],
+            attempts=max(record.attempts, int(data["attempt"])),
+            errors=errors,
+            result=data.get("result") if kind is EventKind.SUCCEEDED else record.result,
+            idempotency_key=data.get("key") or record.idempotency_key,
+            updated_at=at,
+        )
+    return record
+
+
+class RedisJobStore(jobkit.JobStore):
+    """Thread-safe (redis-py's client is). Safe to use after fork (redis-py reconnects)."""
+
+    def __init__(self, url: str, *, ttl: timedelta = timedelta(days=7)) -> None:
+        self.url = url
+        self.ttl = int(ttl.total_seconds())
+        self.client = redis.Redis.from_url(url)
+
+    def _push(self, pipe: Any, events: Sequence[JobEvent]) -> None:
+        for event in events:
+            key = job_key(event.job_id)
+            pipe.rpush(key, encode_event(event))
+            pipe.expire(key, self.ttl)
+            if event.kind is EventKind.SUCCEEDED:
+                pipe.set(done_key(jobkit.dedup_key(event.job_id, event.key)), 1, ex=self.ttl)
+
+    def record(self, events: Sequence[JobEvent]) -> None:
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                self._push(pipe, events)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
+
+    def start(self, event: JobEvent, key: str) -> bool:
+        """Record `event` (STARTED) unless `key` is done already; True if the job should run.
+
+        One round trip: the dedup check and the STARTED event are sent together.
+        """
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.exists(done_key(key))
+                self._push(pipe, [event])
+                done = pipe.execute()[0]
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot record job start: {exc}") from exc
+        return not done
+
+    def redelivered(self, job_id: str, attempt: int) -> int:
+        """Count one more crash redelivery of the message (job, attempt); returns the count."""
+        key = f"jobkit.redeliveries.{job_id}.{attempt}"
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, self.ttl)
+                count = int(pipe.execute()[0])
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot count a redelivery: {exc}") from exc
+        return count
+
+    def get(self, job_id: str) -> JobRecord | None:
+        try:
+            raw = self.client.lrange(job_key(job_id), 0, -1)
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot read job {job_id}: {exc}") from exc
+        return fold(job_id, raw)
+
+    def done(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(done_key(key))
+                found = pipe.execute()
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot read idempotency keys: {exc}") from exc
+        return {key for key, hit in zip(keys, found, strict=True) if hit}
+
+    def close(self) -> None:
+        self.client.close()

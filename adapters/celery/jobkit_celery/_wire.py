@@ -1,0 +1,92 @@
+"""jobkit envelopes as Celery task messages, and back.
+
+A job travels as a real Celery task message (protocol 2): task name = job name, task id = job
+id, the job's args and kwargs as the task's, so Flower and ``celery inspect`` show what they
+always show. The envelope fields Celery has no place for travel in one message header,
+``jobkit`` (a JSON object).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import jobkit
+from jobkit import Envelope
+
+HEADER = "jobkit"
+DUE_HEADER = "x-jobkit-due"
+
+
+def meta_of(env: Envelope) -> dict[str, Any]:
+    """The envelope fields that go into the ``jobkit`` header."""
+    return {
+        "v": env.version,
+        "queue": env.queue,
+        "attempt": env.attempt,
+        "max_attempts": env.max_attempts,
+        "enqueued_at": env.enqueued_at.isoformat(),
+        "not_before": env.not_before.isoformat() if env.not_before else None,
+        "priority": env.priority,
+        "idempotency_key": env.idempotency_key,
+        "time_limit": env.time_limit,
+        "headers": env.headers,
+    }
+
+
+def envelope_of(
+    *, task_id: str, name: str, args: Any, kwargs: Any, meta: Any, queue: str
+) -> Envelope:
+    """Rebuild the envelope of a task message. A plain Celery message (no ``jobkit`` header,
+    e.g. sent with ``task.delay()``) becomes a fresh envelope with the defaults.
+
+    Raises `SerializationError` if the fields are malformed.
+    """
+    data: dict[str, Any] = {
+        "v": jobkit.ENVELOPE_VERSION,
+        "id": task_id,
+        "job": name,
+        "args": list(args or ()),
+        "kwargs": dict(kwargs or {}),
+        "queue": queue,
+        "attempt": 0,
+        "max_attempts": 5,
+        "enqueued_at": jobkit.SystemClock().now().isoformat(),
+        "priority": 0,
+    }
+    if isinstance(meta, dict):
+        data.update({k: v for k, v in meta.items() if v is not None})
+    try:
+        return jobkit.decode(json.dumps(data))
+    except (TypeError, ValueError) as exc:
+        raise jobkit.SerializationError(f"malformed jobkit header: {exc}") from exc
+
+
+def envelope_from_message(headers: dict[str, Any], body: bytes) -> Envelope:
+    """The envelope of a raw Celery protocol-2 message (headers + JSON body).
+
+    Raises `SerializationError` for anything else.
+    """
+    try:
+        name, task_id = headers["task"], headers["id"]
+        args, kwargs, _embed = json.loads(body)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise jobkit.SerializationError(f"not a Celery task message: {exc}") from exc
+    meta = headers.get(HEADER)
+    queue = meta.get("queue") if isinstance(meta, dict) else None
+    return envelope_of(
+        task_id=str(task_id),
+        name=str(name),
+        args=args,
+        kwargs=kwargs,
+        meta=meta,
+        queue=str(queue or "default"),
+    )
+
+
+def due_timestamp(env: Envelope, now: datetime) -> float | None:
+    """The epoch time the job is due at, or None if it is due now."""
+    if env.not_before is None or env.not_before <= now:
+        return None
+    return env.not_before.timestamp()

@@ -1,0 +1,273 @@
+"""`CeleryBackend`: jobkit's job-level `Backend` on Celery, with Redis or RabbitMQ brokers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from celery import signals as celery_signals
+
+import jobkit
+from jobkit import Capabilities, DeadLetter, JobRecord, QueueStats, WorkerOptions
+from jobkit_celery._amqp_ops import AmqpOps
+from jobkit_celery._redis_ops import RedisOps
+from jobkit_celery._runtime import Runtime
+from jobkit_celery._settings import Settings, parse_url
+
+logger = logging.getLogger("jobkit.celery")
+
+
+class CeleryBackend(jobkit.Backend):
+    """Thread-safe for sending and for the dead-letter and stats calls."""
+
+    def __init__(self, settings: Settings, *, app_name: str = "jobkit") -> None:
+        self.settings = settings
+        self.runtime = Runtime(settings, app_name=app_name)
+        self._closed = False
+
+    @property
+    def celery(self) -> Any:
+        """The Celery app (for ``celery -A``, Flower, ``celery inspect``)."""
+        return self.runtime.celery
+
+    @property
+    def capabilities(self) -> Capabilities:
+        s = self.settings
+        native = "" if s.hardened else " (native defaults)"
+        if s.broker == "redis":
+            return Capabilities(
+                name=f"celery+redis{native}",
+                redelivery="visibility timeout after a worker dies; requeue when a pool child dies",
+                redelivery_after=s.visibility_timeout + timedelta(seconds=2 * s.restore_every),
+                max_delay=None,
+                priorities=10,
+                results=s.store_url is not None,
+            )
+        return Capabilities(
+            name=f"celery+amqp{native}",
+            redelivery="connection loss when a worker dies; requeue when a pool child dies",
+            redelivery_after=timedelta(seconds=5),
+            max_delay=timedelta(days=49),  # x-message-ttl is at most 2**32-1 ms
+            priorities=10,
+            results=s.store_url is not None,
+        )
+
+    def send(self, envelopes: Sequence[tuple[jobkit.Envelope, bytes]]) -> None:
+        self.runtime.send([env for env, _ in envelopes])
+
+    def job_record(self, job_id: str) -> JobRecord | None:
+        if self.runtime.store is None:
+            raise jobkit.UnsupportedFeature(
+                asked=f"the record of job {job_id}",
+                supported=f"{self.capabilities.name} keeps no job records without a store",
+                change="Add store=redis://HOST:PORT/DB to the backend URL",
+            )
+        return self.runtime.store.get(job_id)
+
+    # -- worker -------------------------------------------------------------------------------
+
+    def run_worker(self, app: jobkit.App, options: WorkerOptions) -> None:
+        """Start a Celery worker in this process, serving `options.queues` with every job of
+        `app` registered as a Celery task. Blocks until the worker stops.
+
+        SIGTERM is Celery's warm shutdown (stop consuming, let running jobs finish); if jobs
+        still run after `options.grace`, the worker does a cold shutdown: running jobs are
+        stopped and, acked late, are delivered again. `burst` and `max_jobs` stop the worker
+        once the queues are empty or that many jobs have ended.
+        """
+        runtime = self.runtime
+        runtime.register(app)
+        for queue in options.queues:
+            runtime.queue(queue)
+        if isinstance(runtime.ops, AmqpOps):
+            runtime.ops.ensure_queues(list(options.queues))
+        celery = runtime.celery
+        hostname = options.extra.get("hostname") or f"jobkit-{os.getpid()}@{socket.gethostname()}"
+        worker = celery.Worker(
+            hostname=hostname,
+            queues=list(options.queues),
+            concurrency=options.concurrency,
+            pool_cls="prefork",
+            loglevel=options.extra.get("loglevel", "INFO"),
+            optimization="fair",
+            prefetch_multiplier=self.settings.prefetch if self.settings.hardened else 4,
+            without_gossip=True,
+            without_mingle=True,
+            quiet=True,
+        )
+        stopper = _Stopper(self, worker, options)
+        stopper.install()
+        try:
+            worker.start()
+        finally:
+            stopper.uninstall()
+
+    # -- dead letters and stats ---------------------------------------------------------------
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        return self.runtime.ops.dead_letters(queue, limit)
+
+    def _replay_one(self, dead: DeadLetter) -> None:
+        try:
+            env = jobkit.decode(dead.body)
+        except jobkit.SerializationError:
+            ops = self.runtime.ops
+            if isinstance(ops, RedisOps):
+                ops.push_raw(dead.queue, dead.body)
+            else:
+                ops.publish_raw(dead.queue, dead.body, "application/json")
+            return
+        self.runtime.send([replace(env, attempt=0, not_before=None)])
+
+    def replay(self, queue: str, *, ids: Sequence[str] | None = None) -> int:
+        ops = self.runtime.ops
+        if isinstance(ops, AmqpOps):
+            return ops.replay(queue, ids, self._replay_one)
+        count = 0
+        for raw, dead in ops.take_dead(queue, ids):
+            self._replay_one(dead)  # sent before it is removed: never lost
+            ops.remove_dead(queue, raw)
+            count += 1
+        return count
+
+    def purge(self, queue: str) -> int:
+        return self.runtime.ops.purge(queue)
+
+    def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        ops = self.runtime.ops
+        if isinstance(ops, RedisOps):
+            return ops.stats(list(queues) if queues is not None else ops.known_queues())
+        names = list(queues) if queues is not None else sorted(self.runtime.celery.amqp.queues)
+        return [
+            QueueStats(
+                queue=name,
+                ready=ops.depth(name),
+                in_flight=0,  # not visible over AMQP 0-9-1 without the management plugin
+                delayed=ops.delayed(name, sorted(self.runtime.delay_ttls)),
+                dead=ops.depth(f"jobkit.dlq.{name}"),
+            )
+            for name in names
+        ]
+
+    def check(self, app: jobkit.App) -> list[str]:
+        s = self.settings
+        problems: list[str] = []
+        if not s.hardened:
+            problems.append(
+                "profile=native keeps Celery's defaults: jobs are acked before they run, so a "
+                "killed worker loses them; drop profile=native"
+            )
+        if s.store_url is None:
+            problems.append(
+                "no job store: results, job states and idempotency keys are off; add "
+                "store=redis://HOST:PORT/DB to the backend URL"
+            )
+        if s.broker == "redis":
+            vt = s.visibility_timeout.total_seconds()
+            if s.restore_every * 3 > vt:
+                problems.append(
+                    f"visibility_timeout={vt:g} s is under 3 sweeps ({s.restore_every:g} s each): "
+                    "a running job may be restored and run twice; raise visibility_timeout"
+                )
+            problems.append(
+                f"ETA trap: a Celery ETA or countdown (task.apply_async(countdown=...)) longer "
+                f"than visibility_timeout={vt:g} s runs the task more than once on Redis "
+                "(kombu#337); enqueue delayed jobs through jobkit, which holds them outside "
+                "kombu's unacked index"
+            )
+        return problems
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.runtime.close()
+
+
+class _Stopper:
+    """Grace period, `burst` and `max_jobs` for a Celery worker."""
+
+    def __init__(self, backend: CeleryBackend, worker: Any, options: WorkerOptions) -> None:
+        self.backend = backend
+        self.worker = worker
+        self.options = options
+        self.ended = 0
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._stopping = False
+
+    def install(self) -> None:
+        celery_signals.worker_shutting_down.connect(self._on_shutdown, weak=False)
+        celery_signals.task_postrun.connect(self._noop, weak=False)
+        celery_signals.worker_ready.connect(self._on_ready, weak=False)
+
+    def uninstall(self) -> None:
+        self._done.set()
+        celery_signals.worker_shutting_down.disconnect(self._on_shutdown)
+        celery_signals.task_postrun.disconnect(self._noop)
+        celery_signals.worker_ready.disconnect(self._on_ready)
+
+    def _noop(self, **_: Any) -> None:
+        return None
+
+    def _on_ready(self, **_: Any) -> None:
+        if self.options.burst or self.options.max_jobs is not None:
+            threading.Thread(target=self._watch, name="jobkit-burst", daemon=True).start()
+
+    def _watch(self) -> None:
+        poll = max(self.options.poll.total_seconds(), 0.2)
+        empty_for = 0
+        while not self._done.wait(poll):
+            if self.options.max_jobs is not None and _ended() >= self.options.max_jobs:
+                self._stop()
+                return
+            if self.options.burst:
+                stats = self.backend.stats(list(self.options.queues))
+                busy = sum(s.ready + s.in_flight + s.delayed for s in stats)
+                active = _active_requests()
+                empty_for = empty_for + 1 if busy == 0 and active == 0 else 0
+                if empty_for >= 2:
+                    self._stop()
+                    return
+
+    def _stop(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def _on_shutdown(self, sig: str = "", how: str = "", exitcode: int = 0, **_: Any) -> None:
+        if how != "Warm":
+            return
+        grace = self.options.grace.total_seconds()
+
+        def cold() -> None:
+            if not self._done.wait(grace):
+                logger.warning(
+                    "jobs still running after the %g s grace period: stopping them", grace
+                )
+                os.kill(os.getpid(), signal.SIGQUIT)
+
+        threading.Thread(target=cold, name="jobkit-grace", daemon=True).start()
+
+
+def _ended() -> int:
+    from celery.worker import state
+
+    return int(state.all_total_count[0]) - len(state.active_requests)
+
+
+def _active_requests() -> int:
+    from celery.worker import state
+
+    return len(state.active_requests) + len(state.reserved_requests)
+
+
+def backend_from_url(url: str) -> CeleryBackend:
+    """The `jobkit.backends` entry point for ``celery+redis://`` and ``celery+amqp://``."""
+    return CeleryBackend(parse_url(url))
