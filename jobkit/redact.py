@@ -28,5 +28,8 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in pairs])
+        if any(_SECRET_PARAMS.search(k) for k, _ in pairs):
+            query = urlencode([(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in pairs])
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing to hide; urlunsplit would also mangle sqlite:////abs/path
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -59,3 +59,7 @@ def test_redaction_hides_password_and_secret_query_values() -> None:
     redacted = redact_url("sqs://AKIA:wJalr@host/?aws_secret_access_key=abc&region=eu-west-1")
     assert "wJalr" not in redacted and "abc" not in redacted
     assert "region=eu-west-1" in redacted
+
+
+def test_redaction_leaves_urls_without_secrets_unchanged() -> None:
+    assert redact_url("sqlite:////tmp/jobs.db") == "sqlite:////tmp/jobs.db"
