@@ -1,0 +1,244 @@
+"""The check registry: stable ids, each tied to the capability it verifies and the scenario
+whose history it reads.
+
+Ids are part of the public interface (reports, ``--only``, expected failures in config files):
+never rename one; add a new id instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from jobkit import Capabilities
+from jobkit.capabilities import Delivery
+from jobkit_conformance import checkers
+from jobkit_conformance.checkers import Finding
+from jobkit_conformance.history import History
+
+Checker = Callable[[History], Finding]
+
+
+def all_of(*parts: Checker) -> Checker:
+    """A checker that passes when every part passes; reports the first failure."""
+
+    def check(history: History) -> Finding:
+        findings = [part(history) for part in parts]
+        failed = [f for f in findings if not f.passed]
+        counts: dict[str, float] = {}
+        for f in findings:
+            counts.update(f.counts)
+        if failed:
+            details = tuple(d for f in failed for d in f.details)
+            return Finding(passed=False, summary=failed[0].summary, counts=counts, details=details)
+        return Finding(passed=True, summary="; ".join(f.summary for f in findings), counts=counts)
+
+    return check
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capability:
+    """A behaviour a backend may claim. `claimed` reads the claim from `Capabilities`;
+    `refusal` names the enqueue feature that must raise `UnsupportedFeature` when unclaimed
+    (None when there is nothing to ask for at enqueue)."""
+
+    name: str
+    description: str
+    claimed: Callable[[Capabilities, timedelta], bool]
+    refusal: str | None = None
+
+
+def _always(caps: Capabilities, lease: timedelta) -> bool:
+    return True
+
+
+CAPABILITIES: dict[str, Capability] = {
+    c.name: c
+    for c in [
+        Capability(
+            name="delivery",
+            description="at-least-once delivery: nothing lost, nothing invented",
+            claimed=lambda c, lease: c.delivery is Delivery.AT_LEAST_ONCE,
+        ),
+        Capability(
+            name="redelivery",
+            description="a job whose worker dies or stalls past its lease runs again",
+            claimed=lambda c, lease: c.delivery is Delivery.AT_LEAST_ONCE,
+        ),
+        Capability(
+            name="lease_extension",
+            description="a job longer than the lease is not started a second time",
+            claimed=lambda c, lease: c.lease_extension,
+        ),
+        Capability(
+            name="idempotency",
+            description="a duplicate of a completed job (same key) does not take effect again",
+            claimed=_always,
+        ),
+        Capability(
+            name="retries",
+            description="transient errors retried with backoff up to max attempts",
+            claimed=_always,
+        ),
+        Capability(
+            name="dead_letter",
+            description="exhausted, permanent and undecodable jobs kept in a dead-letter queue",
+            claimed=lambda c, lease: c.dead_letter,
+        ),
+        Capability(
+            name="time_limits",
+            description="a job past its time limit is stopped and counted as a failed attempt",
+            claimed=lambda c, lease: c.time_limits,
+            refusal="time_limit",
+        ),
+        Capability(
+            name="delay",
+            description="delayed jobs do not start before they are due",
+            claimed=lambda c, lease: c.max_delay is None or c.max_delay > timedelta(0),
+            refusal="delay",
+        ),
+        Capability(
+            name="long_delay",
+            description="a delay longer than the lease runs once",
+            claimed=lambda c, lease: c.max_delay is None or c.max_delay > lease * 3,
+            refusal="long_delay",
+        ),
+        Capability(
+            name="priorities",
+            description="higher priorities start first",
+            claimed=lambda c, lease: c.priorities > 1,
+            refusal="priority",
+        ),
+        Capability(
+            name="graceful_shutdown",
+            description="SIGTERM lets running jobs finish and loses nothing",
+            claimed=_always,
+        ),
+        Capability(
+            name="enqueue_errors",
+            description="enqueue raises BrokerUnavailable when the broker is down",
+            claimed=_always,
+        ),
+        Capability(
+            name="capabilities",
+            description="what is not claimed is refused with UnsupportedFeature at enqueue",
+            claimed=_always,
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    id: str
+    capability: str
+    scenario: str
+    description: str
+    checker: Checker
+
+
+def _c(id: str, capability: str, scenario: str, description: str, checker: Checker) -> Check:
+    assert capability in CAPABILITIES, capability
+    return Check(
+        id=id, capability=capability, scenario=scenario, description=description, checker=checker
+    )
+
+
+CHECKS: tuple[Check, ...] = (
+    _c("delivery.no_loss", "delivery", "basic",
+       "every accepted job runs to success or sits in the DLQ", checkers.no_loss),
+    _c("delivery.no_unexpected", "delivery", "*",
+       "nothing runs that was not enqueued, in any scenario", checkers.no_unexpected),
+    _c("delivery.once_without_faults", "delivery", "basic",
+       "without faults no job starts twice", checkers.no_duplicate_runs),
+    _c("delivery.outcomes_as_specified", "delivery", "*",
+       "jobs meant to succeed are not dead-lettered and vice versa",
+       checkers.outcomes_as_specified),
+    _c("crash.redelivered", "redelivery", "crash",
+       "a job whose worker is SIGKILLed mid-run runs again (recovery time measured)",
+       checkers.recovered),
+    _c("crash.no_loss", "redelivery", "crash",
+       "no job is lost when workers are SIGKILLed", checkers.no_loss),
+    _c("lease.expired_redelivered", "redelivery", "stop",
+       "a job whose worker is SIGSTOPped past its lease runs again; the late ack loses nothing",
+       all_of(checkers.redelivered_while_stopped, checkers.no_loss)),
+    _c("lease.long_job_not_duplicated", "lease_extension", "long",
+       "a job running several leases long is not started a second time",
+       lambda h: checkers.started_once(h, ("long",))),
+    _c("duplicate.effect_once_with_key", "idempotency", "duplicate",
+       "the same envelope published twice, and two jobs with one key, take effect once",
+       all_of(checkers.effect_once_per_key, checkers.no_loss)),
+    _c("retry.transient_then_success", "retries", "retry",
+       "a job failing N times transiently succeeds at attempt N+1",
+       checkers.succeeds_after_transient),
+    _c("retry.max_attempts", "retries", "retry",
+       "an always-failing job is attempted exactly max_attempts times, no job more",
+       all_of(checkers.exhausted_exactly, checkers.attempts_within_policy)),
+    _c("retry.backoff_lower_bound", "retries", "retry",
+       "retries wait at least the policy's lower bound", checkers.backoff_lower_bound),
+    _c("retry.permanent_not_retried", "retries", "retry",
+       "a permanent error (Reject) is not retried and is dead-lettered",
+       checkers.permanent_not_retried),
+    _c("dlq.after_exhaustion", "dead_letter", "retry",
+       "jobs out of attempts are in the dead-letter queue", checkers.dead_after_exhaustion),
+    _c("dlq.contents_intact", "dead_letter", "retry",
+       "dead letters carry the original envelope and a reason", checkers.dead_letters_intact),
+    _c("dlq.replay", "dead_letter", "retry",
+       "replayed dead letters run again", checkers.replayed),
+    _c("timeout.stopped_and_counted", "time_limits", "timeout",
+       "a job past its time limit is stopped, each stop counts, it ends in the DLQ",
+       checkers.time_limit_enforced),
+    _c("delay.not_before", "delay", "delay",
+       "delayed jobs do not start before they are due", checkers.not_before),
+    _c("delay.longer_than_lease_runs_once", "long_delay", "delay",
+       "a job delayed longer than the lease runs once, on time",
+       lambda h: checkers.started_once(h, ("long_delay",))),
+    _c("priority.order", "priorities", "priority",
+       "with a backlog and one consumer, higher priorities start first",
+       checkers.priority_order),
+    _c("shutdown.no_loss", "graceful_shutdown", "shutdown",
+       "SIGTERM mid-job loses nothing", checkers.no_loss),
+    _c("shutdown.in_flight_finished", "graceful_shutdown", "shutdown",
+       "jobs running at SIGTERM finish within the grace", checkers.in_flight_finished),
+    _c("poison.dead_lettered_worker_survives", "dead_letter", "poison",
+       "an undecodable message is dead-lettered and the worker keeps serving",
+       checkers.poison_handled),
+    _c("enqueue.broker_down_raises", "enqueue_errors", "broker_down",
+       "enqueue while the broker is unreachable raises BrokerUnavailable",
+       lambda h: checkers.enqueue_refused(h, error="BrokerUnavailable")),
+    _c("unsupported.raises_at_enqueue", "capabilities", "unsupported",
+       "enqueue of an unclaimed feature raises UnsupportedFeature and sends nothing",
+       lambda h: checkers.enqueue_refused(h, error="UnsupportedFeature")),
+)  # fmt: skip
+
+BY_ID: dict[str, Check] = {c.id: c for c in CHECKS}
+
+
+def select(patterns: Sequence[str]) -> list[Check]:
+    """The checks whose id matches any pattern (fnmatch globs or id prefixes; all if none).
+
+    Raises `KeyError` naming a pattern that matches nothing."""
+    if not patterns:
+        return list(CHECKS)
+    chosen: list[Check] = []
+    for pattern in patterns:
+        hits = [
+            c
+            for c in CHECKS
+            if fnmatch.fnmatchcase(c.id, pattern) or c.id.startswith(pattern.rstrip(".") + ".")
+        ]
+        if not hits:
+            raise KeyError(pattern)
+        chosen += [c for c in hits if c not in chosen]
+    return [c for c in CHECKS if c in chosen]
+
+
+def scenarios_for(checks: Sequence[Check]) -> list[str]:
+    """The scenarios those checks need, in registry order ("*" means every selected one)."""
+    names: list[str] = []
+    for c in checks:
+        if c.scenario != "*" and c.scenario not in names:
+            names.append(c.scenario)
+    return names

@@ -1,0 +1,116 @@
+"""The run configuration: a TOML file and/or command-line options.
+
+    backend = "sqs://${AWS_ACCESS_KEY_ID}:${AWS_SECRET_ACCESS_KEY}@us-east-1/prefix"
+    only = ["delivery.*", "crash.*"]       # optional: a subset of check ids (globs)
+
+    [settings]                             # optional
+    lease = 2.0                            # seconds; the workers' lease for the run
+    grace = 5.0
+    concurrency = 2
+    timeout = 60.0                         # longest wait inside a scenario
+    parallel = 4                           # scenarios at once
+
+    [expected_failures]                    # strict: an unexpected pass fails the run
+    "priority.order" = "our broker has no priorities (tracked in ISSUE-123)"
+
+String values may use ``${VAR}``: secrets stay in the environment, not in the file. A variable
+that is not set is a configuration error.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from jobkit import ConfigurationError
+from jobkit.config import interpolate
+from jobkit_conformance.checks import BY_ID
+from jobkit_conformance.harness.context import Settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    backend: str
+    only: tuple[str, ...] = ()
+    expected_failures: dict[str, str] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+
+
+def _interpolate(value: Any) -> Any:
+    if isinstance(value, str):
+        return interpolate(value)
+    if isinstance(value, list):
+        return [_interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v) for k, v in value.items()}
+    return value
+
+
+_SETTINGS = {"lease", "grace", "concurrency", "timeout", "parallel"}
+_TOP = {"backend", "only", "settings", "expected_failures"}
+
+
+def settings_from(table: dict[str, Any], base: Settings | None = None) -> Settings:
+    unknown = set(table) - _SETTINGS
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(_SETTINGS))}"
+        )
+    s = base or Settings()
+    try:
+        return Settings(
+            lease=timedelta(seconds=float(table.get("lease", s.lease.total_seconds()))),
+            grace=timedelta(seconds=float(table.get("grace", s.grace.total_seconds()))),
+            concurrency=int(table.get("concurrency", s.concurrency)),
+            timeout=float(table.get("timeout", s.timeout)),
+            parallel=int(table.get("parallel", s.parallel)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"bad setting: {exc}") from exc
+
+
+def validate_expected_failures(declared: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for check_id, reason in declared.items():
+        if check_id not in BY_ID:
+            raise ConfigurationError(
+                f"expected failure for unknown check {check_id!r}; see `jobkit-conformance checks`"
+            )
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigurationError(
+                f"expected failure {check_id!r} needs a reason (a non-empty string)"
+            )
+        out[check_id] = reason.strip()
+    return out
+
+
+def load(path: Path) -> RunConfig:
+    """Read and validate a configuration file (``${VAR}`` interpolated)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}") from exc
+    unknown = set(data) - _TOP
+    if unknown:
+        raise ConfigurationError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_TOP))}"
+        )
+    data = _interpolate(data)
+    backend = data.get("backend")
+    if not isinstance(backend, str) or not backend:
+        raise ConfigurationError(f"{path}: `backend` (a URL string) is required")
+    only = data.get("only", [])
+    if not isinstance(only, list) or not all(isinstance(x, str) for x in only):
+        raise ConfigurationError(f"{path}: `only` must be a list of check ids or globs")
+    return RunConfig(
+        backend=backend,
+        only=tuple(only),
+        expected_failures=validate_expected_failures(dict(data.get("expected_failures", {}))),
+        settings=settings_from(dict(data.get("settings", {}))),
+    )

@@ -1,0 +1,318 @@
+"""What a scenario works with: its own queue, the client, the nemesis, workers and the probe.
+
+Every action is recorded in the scenario's `History` as it happens; at the end the ledger's rows
+for the scenario's jobs and a last look at the dead-letter queue are added.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jobkit import App, Backend, Envelope, JobDef, JobkitError
+from jobkit.job import EnqueueOptions
+from jobkit_conformance.history import F, History, JobSpec, Op, OpType
+from jobkit_conformance.ledger import Ledger, RunRow
+from jobkit_conformance.probes import Probe
+
+from .workers import InProcessWorker, ProcessWorker, WorkerHandle, wait_for
+
+
+class NotApplicable(Exception):
+    """Raised by a scenario that cannot be set up for this backend; the reason is reported."""
+
+
+class ScenarioFailed(Exception):
+    """Raised by a scenario when the run cannot go on (e.g. a worker did not start)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Run settings: short leases and backoffs so the suite takes minutes, not hours."""
+
+    lease: timedelta = timedelta(seconds=2)
+    grace: timedelta = timedelta(seconds=5)
+    concurrency: int = 2
+    timeout: float = 60.0  # per wait inside a scenario
+    parallel: int = 4  # scenarios run at once
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lease_s": self.lease.total_seconds(),
+            "grace_s": self.grace.total_seconds(),
+            "concurrency": self.concurrency,
+            "timeout_s": self.timeout,
+            "parallel": self.parallel,
+        }
+
+
+@dataclass(kw_only=True)
+class Suite:
+    """Shared by all scenarios of one run."""
+
+    url: str
+    backend: Backend
+    probe: Probe
+    app: App  # the harness's client, bound to `backend`
+    ledger: Ledger
+    namespace: str
+    workdir: Path
+    settings: Settings
+    in_process: bool
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Context:
+    def __init__(self, suite: Suite, scenario: str) -> None:
+        self.suite = suite
+        self.scenario = scenario
+        self.queue = f"{suite.namespace}-{scenario}"
+        self.history = History()
+        self.job_ids: set[str] = set()
+        self.sent: dict[str, tuple[Envelope, bytes]] = {}
+        self.workers: list[WorkerHandle] = []
+        self._lock = threading.Lock()
+
+    @property
+    def lease(self) -> float:
+        return self.suite.settings.lease.total_seconds()
+
+    def record(
+        self,
+        process: str,
+        type: OpType,
+        f: F,
+        *,
+        job_id: str | None = None,
+        value: dict[str, Any] | None = None,
+        at: float | None = None,
+    ) -> Op:
+        op = Op(
+            process=process,
+            type=type,
+            f=f,
+            time=time.time() if at is None else at,
+            job_id=job_id,
+            value=value or {},
+        )
+        with self._lock:
+            self.history.add(op)
+        return op
+
+    # -- client -----------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        return uuid.uuid4().hex
+
+    def enqueue(
+        self,
+        job: JobDef[Any, Any],
+        args: Sequence[Any],
+        spec: JobSpec,
+        *,
+        not_before: float | None = None,
+        priority: int | None = None,
+        key: str | None = None,
+        app: App | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Enqueue `job(token, *args)` on this scenario's queue; record invoke and outcome."""
+        token = job_id or self.new_id()
+        full_args = (token, *args)
+        spec = JobSpec(
+            **{
+                **spec.__dict__,
+                "job": job.name,
+                "args": full_args,
+                "key": key,
+                "not_before": not_before,
+                "priority": priority or 0,
+                "max_attempts": job.retry.max_attempts,
+                "time_limit": job.time_limit.total_seconds() if job.time_limit else None,
+            }
+        )
+        self.job_ids.add(token)
+        self.record("client", OpType.INVOKE, F.ENQUEUE, job_id=token, value=spec.to_value())
+        options = EnqueueOptions(
+            queue=self.queue,
+            job_id=token,
+            idempotency_key=key,
+            priority=priority,
+            not_before=datetime.fromtimestamp(not_before, UTC) if not_before else None,
+        )
+        try:
+            (app or self.suite.app).enqueue(job, full_args, {}, options)
+        except JobkitError as exc:
+            self.record(
+                "client",
+                OpType.FAIL,
+                F.ENQUEUE,
+                job_id=token,
+                value={"error": type(exc).__name__, "message": str(exc)},
+            )
+        except Exception as exc:
+            self.record(
+                "client",
+                OpType.UNKNOWN,
+                F.ENQUEUE,
+                job_id=token,
+                value={"error": type(exc).__name__, "message": str(exc)},
+            )
+        else:
+            self.record("client", OpType.OK, F.ENQUEUE, job_id=token)
+        return token
+
+    def publish(
+        self, job: JobDef[Any, Any], args: Sequence[Any], spec: JobSpec, *, key: str | None = None
+    ) -> str:
+        """Send `job(token, *args)` below the App (`Backend.send`) so that `duplicate` can send
+        the very same bytes again."""
+        token = self.new_id()
+        full_args = (token, *args)
+        env = Envelope(
+            id=token,
+            job=job.name,
+            args=full_args,
+            queue=self.queue,
+            max_attempts=job.retry.max_attempts,
+            idempotency_key=key,
+        )
+        spec = JobSpec(
+            **{**spec.__dict__, "job": job.name, "args": full_args, "key": key,
+               "max_attempts": job.retry.max_attempts}
+        )  # fmt: skip
+        self.job_ids.add(token)
+        self.sent[token] = (env, env.encode())
+        self.record("client", OpType.INVOKE, F.ENQUEUE, job_id=token, value=spec.to_value())
+        self.suite.backend.send([self.sent[token]])
+        self.record("client", OpType.OK, F.ENQUEUE, job_id=token)
+        return token
+
+    def duplicate(self, job_id: str) -> None:
+        """Publish the envelope of `job_id` again, byte for byte (a duplicate delivery, as a
+        producer retry or a broker fail-over makes)."""
+        self.record("nemesis", OpType.INVOKE, F.DUPLICATE, job_id=job_id)
+        self.suite.backend.send([self.sent[job_id]])
+        self.record("nemesis", OpType.OK, F.DUPLICATE, job_id=job_id)
+
+    # -- workers and faults -----------------------------------------------------------------
+
+    def start_worker(self, *, concurrency: int | None = None) -> WorkerHandle:
+        s = self.suite
+        n = len(self.workers)
+        name = f"{self.scenario}-{n}"
+        worker: WorkerHandle
+        if s.in_process:
+            worker = InProcessWorker(
+                name=name,
+                app=s.app,
+                backend=s.backend,
+                queues=[self.queue],
+                concurrency=concurrency or s.settings.concurrency,
+                lease=s.settings.lease,
+                grace=s.settings.grace,
+            )
+        else:
+            worker = ProcessWorker(
+                name=name,
+                backend_url=s.url,
+                queues=[self.queue],
+                concurrency=concurrency or s.settings.concurrency,
+                lease=s.settings.lease,
+                grace=s.settings.grace,
+                ledger=s.ledger.path,
+                log_path=s.workdir / f"worker-{name}.log",
+            )
+        self.workers.append(worker)
+        self.record("nemesis", OpType.INVOKE, F.WORKER, value={"name": name, "pid": worker.pid})
+        return worker
+
+    def fault(self, f: F, worker: WorkerHandle) -> None:
+        action = {
+            F.KILL: worker.kill,
+            F.TERM: worker.term,
+            F.STOP: worker.stop,
+            F.CONT: worker.cont,
+        }
+        self.record("nemesis", OpType.INVOKE, f, value={"worker": worker.name})
+        action[f]()
+        self.record("nemesis", OpType.OK, f, value={"worker": worker.name, "pid": worker.pid})
+
+    def stop_workers(self) -> None:
+        for w in self.workers:
+            if w.alive():
+                w.cont()
+                w.term()
+        grace = self.suite.settings.grace.total_seconds() + 10
+        for w in self.workers:
+            code = w.wait(grace)
+            self.record(
+                "nemesis", OpType.OK, F.WORKER, value={"name": w.name, "code": code, "alive": False}
+            )
+            w.close()
+
+    # -- observation ------------------------------------------------------------------------
+
+    def runs(self) -> list[RunRow]:
+        return self.suite.ledger.runs(self.job_ids)
+
+    def wait(self, condition: Any, what: str, timeout: float | None = None) -> None:
+        limit = self.suite.settings.timeout if timeout is None else timeout
+        dead: list[str] = []
+
+        def done() -> bool:
+            if condition():
+                return True
+            if self.workers and not any(w.alive() for w in self.workers):
+                dead.append("every worker of the scenario has exited")
+                return True
+            return False
+
+        if not wait_for(done, timeout=limit, interval=0.05):
+            raise ScenarioFailed(f"timed out after {limit:g} s waiting until {what}")
+        if dead and not condition():
+            raise ScenarioFailed(f"{dead[0]} while waiting until {what}")
+
+    def try_wait(self, condition: Any, timeout: float) -> bool:
+        return wait_for(condition, timeout=timeout, interval=0.05)
+
+    def succeeded(self, ids: Sequence[str]) -> bool:
+        done = {r.job_id for r in self.runs() if r.outcome == "ok"}
+        return all(i in done for i in ids)
+
+    def started(self, ids: Sequence[str], n: int = 1) -> bool:
+        rows = self.runs()
+        return all(sum(1 for r in rows if r.job_id == i) >= n for i in ids)
+
+    def running(self) -> list[RunRow]:
+        return [r for r in self.runs() if r.end is None]
+
+    def dead_ids(self) -> set[str]:
+        return {d.id for d in self.suite.probe.dead(self.queue)}
+
+    def depth(self) -> int:
+        return self.suite.probe.depth(self.queue)
+
+    def observe_dead(self) -> None:
+        entries = [
+            {"id": d.id, "reason": d.reason, "body_hex": d.body.hex()}
+            for d in self.suite.probe.dead(self.queue)
+        ]
+        self.record("probe", OpType.OK, F.DEAD, value={"queue": self.queue, "entries": entries})
+
+    def observe_depth(self) -> None:
+        self.record("probe", OpType.OK, F.DEPTH, value={"queue": self.queue, "depth": self.depth()})
+
+    def finish(self) -> History:
+        """Stop the workers, read the ledger and the dead-letter queue; the full history."""
+        self.stop_workers()
+        self.observe_dead()
+        history = History(self.history.ops)
+        history.extend(self.suite.ledger.history(self.job_ids))
+        return history.sorted()

@@ -1,0 +1,236 @@
+"""The scenarios: each sets up its own queue and workers, injects its fault and waits (with
+deadlines, never bare sleeps, except where the sleep is the fault) until the jobs settle.
+
+A scenario only acts and records; whether the backend behaved is decided afterwards by the
+checkers, from the history.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from jobkit import App
+from jobkit_conformance import jobs
+from jobkit_conformance.history import F, JobSpec, OpType
+
+from .context import Context, NotApplicable, ScenarioFailed
+
+Scenario = Callable[[Context], None]
+
+
+def basic(ctx: Context) -> None:
+    """20 jobs (half with idempotency keys), one worker, no faults."""
+    ctx.start_worker()
+    ids = [
+        ctx.enqueue(jobs.effect, [f"k-{i}"] if i % 2 else [], JobSpec(kind="effect"),
+                    key=f"{ctx.queue}-k-{i}" if i % 2 else None)
+        for i in range(20)
+    ]  # fmt: skip
+    ctx.wait(lambda: ctx.succeeded(ids), "all 20 jobs succeeded")
+    ctx.wait(lambda: ctx.depth() == 0, "the queue is empty", timeout=ctx.lease * 3)
+    # a spurious copy (e.g. delivered twice) shows within a lease; waiting for it IS the check
+    ctx.try_wait(lambda: len(ctx.runs()) > len(ids), timeout=ctx.lease)
+
+
+def crash(ctx: Context) -> None:
+    """SIGKILL a worker (process group) while jobs run; a fresh worker must redo them."""
+    first = ctx.start_worker()
+    ids = [ctx.enqueue(jobs.sleep, [1.5], JobSpec(kind="sleep", duration=1.5)) for _ in range(4)]
+    ctx.wait(lambda: len(ctx.running()) >= 2, "two jobs are running")
+    ctx.fault(F.KILL, first)
+    first.wait(10)
+    ctx.start_worker()
+    ctx.wait(lambda: ctx.succeeded(ids), "all jobs succeeded after the crash")
+
+
+def stop(ctx: Context) -> None:
+    """SIGSTOP a worker past its lease: another worker must take the job over; after SIGCONT
+    the stopped worker's late acknowledgement must not lose anything."""
+    if ctx.suite.in_process:
+        raise NotApplicable(
+            "the worker shares the broker's process (not shared across processes): its lease "
+            "cannot expire while the broker lives"
+        )
+    first = ctx.start_worker(concurrency=1)
+    job = ctx.enqueue(jobs.sleep, [3 * ctx.lease], JobSpec(kind="sleep", duration=3 * ctx.lease))
+    ctx.wait(lambda: ctx.started([job]), "the job started")
+    ctx.fault(F.STOP, first)
+    ctx.start_worker(concurrency=1)
+    ctx.try_wait(lambda: ctx.started([job], 2), timeout=ctx.lease * 4 + 5)
+    ctx.fault(F.CONT, first)
+    ctx.wait(lambda: ctx.succeeded([job]) and not ctx.running(), "the job finished")
+    ctx.wait(lambda: ctx.depth() == 0, "the queue is empty", timeout=ctx.lease * 4)
+
+
+def long_job(ctx: Context) -> None:
+    """A job running 3 leases long, with an idle second worker waiting to steal it."""
+    ctx.start_worker(concurrency=1)
+    seconds = 3 * ctx.lease
+    job = ctx.enqueue(jobs.sleep, [seconds], JobSpec(kind="long", duration=seconds))
+    ctx.wait(lambda: ctx.started([job]), "the long job started")
+    ctx.start_worker(concurrency=1)
+    ctx.wait(lambda: ctx.succeeded([job]), "the long job finished", timeout=seconds + 30)
+    ctx.wait(lambda: ctx.depth() == 0, "the queue is empty", timeout=ctx.lease * 3)
+
+
+def duplicate(ctx: Context) -> None:
+    """The same envelope published twice (after the first copy succeeded), and a second job
+    carrying the idempotency key of a completed one."""
+    ctx.start_worker()
+    plain = ctx.publish(jobs.effect, [], JobSpec(kind="effect"))
+    keyed = ctx.publish(jobs.effect, [f"{ctx.queue}-key"], JobSpec(kind="effect"),
+                        key=f"{ctx.queue}-key")  # fmt: skip
+    ctx.wait(lambda: ctx.succeeded([plain, keyed]), "the originals succeeded")
+    ctx.duplicate(plain)
+    ctx.duplicate(keyed)
+    ctx.enqueue(jobs.effect, [f"{ctx.queue}-key"], JobSpec(kind="effect", outcome="skip"),
+                key=f"{ctx.queue}-key")  # fmt: skip
+    ctx.wait(lambda: ctx.depth() == 0, "the duplicates were consumed")
+    ctx.try_wait(lambda: False, timeout=0.5)  # let a wrongly run duplicate record its effect
+
+
+def retry(ctx: Context) -> None:
+    """Transient failures then success; always failing; permanent failure; then a replay."""
+    ctx.start_worker()
+    flaky = [ctx.enqueue(jobs.flaky, [2], JobSpec(kind="flaky", failures=2)) for _ in range(2)]
+    policy = jobs.FAILING
+    bounds = tuple(policy.min_backoff(n).total_seconds() for n in range(1, policy.max_attempts))
+    failing = [
+        ctx.enqueue(jobs.always_fail, [], JobSpec(kind="always_fail", outcome="dead",
+                                                  backoff_min=bounds))
+        for _ in range(2)
+    ]  # fmt: skip
+    flaky_bounds = tuple(
+        jobs.FLAKY.min_backoff(n).total_seconds() for n in range(1, jobs.FLAKY.max_attempts)
+    )
+    flaky += [
+        ctx.enqueue(jobs.flaky, [1], JobSpec(kind="flaky", failures=1, backoff_min=flaky_bounds))
+    ]
+    rejected = ctx.enqueue(jobs.reject, [], JobSpec(kind="reject", outcome="dead", permanent=True))
+    ctx.wait(lambda: ctx.succeeded(flaky), "the flaky jobs succeeded")
+    ctx.wait(lambda: {*failing, rejected} <= ctx.dead_ids(), "the failing jobs are dead-lettered")
+    # replay one: it must run again (and, failing again, return to the DLQ)
+    replayed = failing[0]
+    count = ctx.suite.backend.replay(ctx.queue, ids=[replayed])
+    ctx.record("client", OpType.OK, F.REPLAY, value={"ids": [replayed], "count": count})
+    ctx.wait(lambda: ctx.started([replayed], policy.max_attempts + 1), "the replayed job ran again")
+    ctx.wait(lambda: replayed in ctx.dead_ids(), "the replayed job is dead-lettered again")
+
+
+def timeout(ctx: Context) -> None:
+    """A job running far past its time limit."""
+    ctx.start_worker()
+    seconds = 30.0
+    job = ctx.enqueue(jobs.limited, [seconds],
+                      JobSpec(kind="limited", outcome="dead", duration=seconds))  # fmt: skip
+    ctx.wait(lambda: job in ctx.dead_ids(), "the time-limited job is dead-lettered", timeout=25)
+
+
+def delay(ctx: Context) -> None:
+    """Jobs due in 1.5 s, and one due in more than 3 leases."""
+    ctx.start_worker()
+    now = time.time()
+    ids = [
+        ctx.enqueue(jobs.effect, [], JobSpec(kind="delay"), not_before=now + 1.5) for _ in range(3)
+    ]
+    ids.append(
+        ctx.enqueue(jobs.effect, [], JobSpec(kind="long_delay"), not_before=now + 3 * ctx.lease + 1)
+    )
+    ctx.wait(lambda: ctx.succeeded(ids), "the delayed jobs ran", timeout=3 * ctx.lease + 30)
+    ctx.wait(lambda: ctx.depth() == 0, "the queue is empty", timeout=ctx.lease * 3)
+    ctx.try_wait(lambda: False, timeout=ctx.lease)  # a late second copy would show here
+
+
+def priority(ctx: Context) -> None:
+    """A backlog of ten jobs with priorities 0..9 in random order, then one consumer."""
+    prios = list(range(10))
+    random.Random(7).shuffle(prios)
+    ids = [ctx.enqueue(jobs.effect, [], JobSpec(kind="priority"), priority=p) for p in prios]
+    ctx.start_worker(concurrency=1)
+    ctx.wait(lambda: ctx.succeeded(ids), "the prioritised jobs ran")
+
+
+def shutdown(ctx: Context) -> None:
+    """SIGTERM while jobs run: they finish within the grace, the rest waits for the next worker."""
+    first = ctx.start_worker()
+    ids = [ctx.enqueue(jobs.sleep, [1.5], JobSpec(kind="sleep", duration=1.5)) for _ in range(4)]
+    ctx.wait(lambda: len(ctx.running()) >= 2, "two jobs are running")
+    ctx.fault(F.TERM, first)
+    if first.wait(ctx.suite.settings.grace.total_seconds() + 10) is None:
+        raise ScenarioFailed("the worker did not exit within its grace after SIGTERM")
+    ctx.start_worker()
+    ctx.wait(lambda: ctx.succeeded(ids), "all jobs succeeded after the restart")
+
+
+def poison(ctx: Context) -> None:
+    """Undecodable bytes put on the queue with the native client, then a normal job."""
+    worker = ctx.start_worker(concurrency=1)
+    body = b"\xff\xfe this is not a jobkit envelope {"
+    raw_id = ctx.new_id()
+    ctx.record("nemesis", OpType.INVOKE, F.INJECT, job_id=raw_id)
+    ctx.suite.probe.inject_raw(ctx.queue, body, id=raw_id)
+    ctx.record("nemesis", OpType.OK, F.INJECT, job_id=raw_id, value={"body_hex": body.hex()})
+    job = ctx.enqueue(jobs.effect, [], JobSpec(kind="effect"))
+    ctx.try_wait(lambda: ctx.succeeded([job]) and raw_id in ctx.dead_ids(), timeout=20)
+    ctx.record("probe", OpType.OK, F.WORKER, value={"name": worker.name, "alive": worker.alive()})
+
+
+def broker_down(ctx: Context) -> None:
+    """Enqueue against the same kind of backend whose broker cannot be reached."""
+    url = ctx.suite.probe.unreachable_url()
+    if url is None:
+        raise NotApplicable("this backend has no broker that could be unreachable")
+    app = App("conformance-broker-down", backend=url)
+    try:
+        ctx.enqueue(jobs.effect, [], JobSpec(kind="refused", outcome="skip"), app=app)
+    finally:
+        app.close()
+
+
+def unsupported(ctx: Context) -> None:
+    """Enqueue what the backend does not claim: it must raise UnsupportedFeature, send nothing."""
+    caps = ctx.suite.backend.capabilities
+    lease = ctx.suite.settings.lease
+    ctx.enqueue(jobs.effect, [], JobSpec(kind="refused", outcome="skip", feature="priority_range"),
+                priority=max(caps.priorities, 10))  # fmt: skip
+    if caps.priorities <= 1:
+        ctx.enqueue(jobs.effect, [], JobSpec(kind="refused", outcome="skip", feature="priority"),
+                    priority=1)  # fmt: skip
+    if caps.max_delay is not None:
+        ask = caps.max_delay.total_seconds() + 60
+        ctx.enqueue(jobs.effect, [], JobSpec(kind="refused", outcome="skip", feature="delay_range"),
+                    not_before=time.time() + ask)  # fmt: skip
+        if caps.max_delay.total_seconds() == 0:
+            ctx.enqueue(jobs.effect, [], JobSpec(kind="refused", outcome="skip", feature="delay"),
+                        not_before=time.time() + 1)  # fmt: skip
+        elif caps.max_delay <= lease * 3:
+            ctx.enqueue(
+                jobs.effect,
+                [],
+                JobSpec(kind="refused", outcome="skip", feature="long_delay"),
+                not_before=time.time() + caps.max_delay.total_seconds() + 1,
+            )
+    if not caps.time_limits:
+        ctx.enqueue(jobs.limited, [1.0],
+                    JobSpec(kind="refused", outcome="skip", feature="time_limit"))  # fmt: skip
+    ctx.observe_depth()
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "basic": basic,
+    "crash": crash,
+    "stop": stop,
+    "long": long_job,
+    "duplicate": duplicate,
+    "retry": retry,
+    "timeout": timeout,
+    "delay": delay,
+    "priority": priority,
+    "shutdown": shutdown,
+    "poison": poison,
+    "broker_down": broker_down,
+    "unsupported": unsupported,
+}
+"""Scenario name -> function, longest first (they are started in this order)."""

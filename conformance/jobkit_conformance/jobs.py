@@ -1,0 +1,92 @@
+"""The conformance jobs: an `App` whose jobs record every execution in the effect ledger.
+
+Workers started by the harness run ``--app jobkit_conformance.jobs:app``; the ledger path comes
+from ``JOBKIT_CONFORMANCE_LEDGER``. Every job takes a `token` first: the job id the harness
+gave it, so the ledger rows name the job without any worker-side context.
+
+Retry policies are short (backoff base 0.1-0.2 s) so the whole suite runs in minutes; jitter
+0.5 gives the backoff a lower bound that `retry.backoff_lower_bound` can check.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from jobkit import App, Reject, RetryPolicy
+from jobkit_conformance.ledger import Ledger
+
+app = App("jobkit-conformance")
+
+FAST = RetryPolicy(max_attempts=5, backoff_base=timedelta(milliseconds=100), jitter=0.5)
+FLAKY = RetryPolicy(max_attempts=4, backoff_base=timedelta(milliseconds=200), jitter=0.5)
+FAILING = RetryPolicy(max_attempts=3, backoff_base=timedelta(milliseconds=200), jitter=0.5)
+LIMITED = RetryPolicy(max_attempts=2, backoff_base=timedelta(milliseconds=100), jitter=0.5)
+TIME_LIMIT = timedelta(seconds=1)
+
+
+class TransientError(RuntimeError):
+    """Raised by the conformance jobs that fail on purpose (transient)."""
+
+
+def _run(token: str, job: str, body: str, *, seconds: float = 0.0, key: str | None = None) -> None:
+    ledger = Ledger.from_env()
+    row, attempt = ledger.start(token, job)
+    try:
+        if seconds:
+            deadline = time.monotonic() + seconds
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(0.1, left))
+                ledger.beat(row)
+        if body == "effect":
+            ledger.effect(token, key)
+        elif body.startswith("fail<"):
+            if attempt <= int(body[5:]):
+                raise TransientError(f"attempt {attempt} fails on purpose")
+        elif body == "always_fail":
+            raise TransientError(f"attempt {attempt} fails on purpose (always)")
+        elif body == "reject":
+            raise Reject("permanent failure on purpose")
+    except BaseException as exc:
+        ledger.end(row, "fail", f"{type(exc).__name__}: {exc}")
+        raise
+    ledger.end(row, "ok")
+
+
+@app.job(name="conformance.effect", retry=FAST)
+def effect(token: str, key: str | None = None) -> None:
+    """Record one side effect under `key` (not deduplicated: duplicates must show)."""
+    _run(token, "conformance.effect", "effect", key=key)
+
+
+@app.job(name="conformance.sleep", retry=FAST)
+def sleep(token: str, seconds: float) -> None:
+    """Run for `seconds`, beating in the ledger, then record the effect."""
+    _run(token, "conformance.sleep", "effect", seconds=seconds)
+
+
+@app.job(name="conformance.flaky", retry=FLAKY)
+def flaky(token: str, failures: int) -> None:
+    """Fail transiently on the first `failures` attempts, then succeed."""
+    _run(token, "conformance.flaky", f"fail<{failures}")
+
+
+@app.job(name="conformance.always_fail", retry=FAILING)
+def always_fail(token: str) -> None:
+    """Fail transiently on every attempt."""
+    _run(token, "conformance.always_fail", "always_fail")
+
+
+@app.job(name="conformance.reject", retry=FAST)
+def reject(token: str) -> None:
+    """Fail permanently (`Reject`) on the first attempt."""
+    _run(token, "conformance.reject", "reject")
+
+
+@app.job(name="conformance.limited", retry=LIMITED, time_limit=TIME_LIMIT)
+def limited(token: str, seconds: float) -> None:
+    """Run far past the 1 s time limit; the worker must stop it."""
+    _run(token, "conformance.limited", "effect", seconds=seconds)
