@@ -226,3 +226,25 @@ def test_cli_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0
     assert "no backend for scheme 'nosuch'" in out.stderr
+
+
+def test_second_sigterm_stops_at_once_and_releases_the_running_job(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    slow = ledger.record.enqueue("slow-twice", 30.0)
+    proc = start_worker(backend, ledger_path, "-q", "work", "-c", "1", "--grace", "60")
+    try:
+        wait_until(
+            lambda: count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='slow-twice'") == 1,
+            timeout=30,
+            what="the slow job started",
+        )
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: proc.poll() is None, timeout=1, what="still draining after one")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        kill_group(proc)
+    stats = app.backend.stats(["work"])[0]
+    assert (stats.ready, stats.in_flight, stats.dead) == (1, 0, 0)  # released, not lost
+    assert slow.state is not JobState.SUCCEEDED
