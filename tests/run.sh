@@ -52,7 +52,9 @@ done
 for extra in tests/*/pyproject.toml tests/*/*/pyproject.toml; do
   [ -f "$extra" ] && packages+=(-e "$(dirname "$extra")")
 done
-.venv/bin/python -m pip install -q --disable-pip-version-check "${packages[@]}"
+# (pip's notes about this machine's local package mirrors are filtered out; errors still fail)
+.venv/bin/python -m pip install -q --disable-pip-version-check "${packages[@]}" 2>&1 \
+  | { grep -v '^WARNING: Location .* is ignored' || true; }
 
 say "ruff"
 .venv/bin/ruff check .
