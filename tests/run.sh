@@ -45,7 +45,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv
 fi
 say "installing jobkit, the conformance suite and the adapters (editable)"
-packages=(-e ".[dev]" -e conformance)
+packages=(-e ".[dev]" -e conformance -r tests/requirements.txt)
 for adapter in adapters/*/; do
   [ -f "$adapter/pyproject.toml" ] && packages+=(-e "$adapter")
 done

@@ -229,10 +229,11 @@ def test_cli_error_is_one_line_without_traceback(tmp_path: Path) -> None:
 
 
 def test_second_sigterm_stops_at_once_and_releases_the_running_job(
-    app: App, backend: str, ledger_path: Path
+    app: App, backend: str, ledger_path: Path, tmp_path: Path
 ) -> None:
     slow = ledger.record.enqueue("slow-twice", 30.0)
-    proc = start_worker(backend, ledger_path, "-q", "work", "-c", "1", "--grace", "60")
+    log = tmp_path / "worker.log"
+    proc = start_worker(backend, ledger_path, "-q", "work", "-c", "1", "--grace", "60", log=log)
     try:
         wait_until(
             lambda: count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='slow-twice'") == 1,
@@ -240,7 +241,11 @@ def test_second_sigterm_stops_at_once_and_releases_the_running_job(
             what="the slow job started",
         )
         proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: proc.poll() is None, timeout=1, what="still draining after one")
+        # Signals do not queue: wait until the first one was handled before sending the second.
+        wait_until(
+            lambda: "finishing running jobs" in log.read_text(), timeout=10, what="first signal"
+        )
+        assert proc.poll() is None  # still draining
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:

@@ -14,9 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_worker(
-    backend: str, ledger: Path, *args: str, app: str = "tests.apps.ledger:app"
+    backend: str,
+    ledger: Path,
+    *args: str,
+    app: str = "tests.apps.ledger:app",
+    log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start `jobkit worker`; its log (stderr) goes to `log` if given."""
     env = dict(os.environ, JOBKIT_TEST_LEDGER=str(ledger), PYTHONPATH=str(ROOT))
+    stderr = log.open("ab") if log is not None else None
     return subprocess.Popen(
         [
             sys.executable,
@@ -31,6 +37,7 @@ def start_worker(
         ],
         cwd=ROOT,
         env=env,
+        stderr=stderr,
         start_new_session=True,
     )
 
