@@ -68,10 +68,14 @@ def build_celery(settings: Settings, name: str = "jobkit") -> Celery:
         }
     else:
         transport_options = {"confirm_publish": True}
+    # RabbitMQ requeues a dead (or SIGSTOPped) worker's messages when its connection is
+    # declared dead: after about two missed heartbeats.
+    heartbeat = max(2.0, min(60.0, settings.visibility_timeout.total_seconds()))
     conf: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
+        "broker_heartbeat": heartbeat,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

@@ -74,14 +74,34 @@ class Runtime:
         self.clock: jobkit.Clock = jobkit.SystemClock()
         self.app: jobkit.App | None = None
         self.delay_ttls: set[int] = set()
+        self._known: set[str] = set()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Apply changed broker settings (before the worker starts)."""
+        self.settings = settings
+        fresh = build_celery(settings, self.celery.main)
+        self.celery.conf.update(
+            broker_transport_options=fresh.conf.broker_transport_options,
+            broker_heartbeat=fresh.conf.broker_heartbeat,
+        )
 
     # -- sending ------------------------------------------------------------------------------
 
     def queue(self, name: str) -> Any:
         queues = self.celery.amqp.queues
-        if name not in queues:
+        if name not in queues or name not in self._known:
             queues.select_add(work_queue(self.settings, name))
+            self._known.add(name)
+            if self.store is not None and self.settings.broker == "amqp":
+                # RabbitMQ cannot list queues over AMQP: remember them for `jobkit status`.
+                self.store.remember_queue(name)
         return queues[name]
+
+    def known_queues(self) -> list[str]:
+        names = set(self._known)
+        if self.store is not None:
+            names |= self.store.queues()
+        return sorted(names)
 
     def send(self, envelopes: Sequence[Envelope]) -> None:
         """Send each envelope as a Celery task message. Raises `BrokerUnavailable`."""

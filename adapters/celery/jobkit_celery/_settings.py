@@ -32,6 +32,7 @@ class Settings:
     broker: str
     broker_url: str
     visibility_timeout: timedelta = timedelta(seconds=60)
+    visibility_timeout_given: bool = False
     restore_interval: timedelta | None = None
     prefetch: int = 1
     store_url: str | None = None

@@ -133,6 +133,18 @@ class RedisJobStore(jobkit.JobStore):
             raise jobkit.BrokerUnavailable(f"cannot count a redelivery: {exc}") from exc
         return count
 
+    def remember_queue(self, queue: str) -> None:
+        try:
+            self.client.sadd("jobkit.queues", queue)
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot record queue {queue!r}: {exc}") from exc
+
+    def queues(self) -> set[str]:
+        try:
+            return {q.decode() for q in self.client.smembers("jobkit.queues")}
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot list queues: {exc}") from exc
+
     def get(self, job_id: str) -> JobRecord | None:
         try:
             raw = self.client.lrange(job_key(job_id), 0, -1)

@@ -82,6 +82,10 @@ class CeleryBackend(jobkit.Backend):
         stopped and, acked late, are delivered again. `burst` and `max_jobs` stop the worker
         once the queues are empty or that many jobs have ended.
         """
+        if not self.settings.visibility_timeout_given:
+            # No visibility_timeout in the URL: the worker's lease is the visibility timeout.
+            self.settings = replace(self.settings, visibility_timeout=options.lease)
+            self.runtime.reconfigure(self.settings)
         runtime = self.runtime
         runtime.register(app)
         for queue in options.queues:
@@ -144,7 +148,7 @@ class CeleryBackend(jobkit.Backend):
         ops = self.runtime.ops
         if isinstance(ops, RedisOps):
             return ops.stats(list(queues) if queues is not None else ops.known_queues())
-        names = list(queues) if queues is not None else sorted(self.runtime.celery.amqp.queues)
+        names = list(queues) if queues is not None else self.runtime.known_queues()
         return [
             QueueStats(
                 queue=name,

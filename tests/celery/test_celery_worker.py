@@ -1,0 +1,212 @@
+"""The Celery backend with real brokers and real `jobkit worker` processes (Celery workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jobkit_celery.probe import probe_from_url
+
+import jobkit
+from tests.apps import ledger as L
+from tests.celery.conftest import QUEUE, effect_done, runs
+from tests.waiting import wait_until
+from tests.workers import ROOT, kill_group, start_worker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def app_on(request: pytest.FixtureRequest) -> Iterator[object]:
+    """`tests.apps.ledger.app`, switched to the backend under test and closed afterwards."""
+    yield L.app
+    L.app.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        kill_group(proc)
+        proc.wait(timeout=30)
+
+
+def spawn(procs: list[subprocess.Popen[bytes]], url: str, ledger: Path, *args: str) -> None:
+    procs.append(start_worker(url, ledger, "-q", QUEUE, "-c", "1", "--lease", "2", *args))
+
+
+def test_a_job_runs_and_its_result_is_recorded(any_url, ledger, app_on, workers):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger)
+    handle = L.record.enqueue("plain")
+    assert handle.result(timeout=60) == "plain"
+    assert handle.state is jobkit.JobState.SUCCEEDED
+    assert [attempt for _, attempt, _ in runs(ledger, "plain")] == [1]
+
+
+def test_sigkilled_worker_mid_job_loses_nothing(any_url, ledger, app_on, workers):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger)
+    handle = L.record.enqueue("crash", sleep=4.0)
+    wait_until(lambda: runs(ledger, "crash"), timeout=60, what="the job started")
+    kill_group(workers[0])  # SIGKILL: the Celery parent and its pool child
+    workers[0].wait(timeout=30)
+    spawn(workers, any_url, ledger)
+    assert handle.result(timeout=90) == "crash"
+    attempts = [attempt for _, attempt, _ in runs(ledger, "crash")]
+    assert len(attempts) >= 2 and attempts[-1] == 2
+    assert effect_done(ledger, "crash")
+
+
+def test_sigkilled_pool_child_is_requeued_and_counted(redis_url, ledger, app_on, workers):
+    L.app.use(redis_url)
+    spawn(workers, redis_url, ledger)
+    L.record.enqueue("child", sleep=4.0)
+    wait_until(lambda: runs(ledger, "child"), timeout=60, what="the job started")
+    db = sqlite3.connect(ledger)
+    (child_pid,) = db.execute("SELECT pid FROM runs WHERE key = 'child'").fetchone()
+    db.close()
+    os.kill(child_pid, signal.SIGKILL)  # only the pool child: the Celery parent survives
+    wait_until(lambda: effect_done(ledger, "child"), timeout=60, what="the job re-ran")
+    assert [attempt for _, attempt, _ in runs(ledger, "child")] == [1, 2]
+
+
+def test_failing_job_is_retried_then_dead_lettered_and_replayed(any_url, ledger, app_on, workers):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger)
+    handle = L.always_fails.enqueue("doomed")
+    with pytest.raises(jobkit.JobFailed):
+        handle.result(timeout=60)
+    assert [attempt for _, attempt, _ in runs(ledger, "doomed")] == [1, 2, 3, 4]
+    dead = L.app.backend.dead_letters(QUEUE)
+    assert [d.id for d in dead] == [handle.id]
+    assert "ConnectionError" in dead[0].reason
+    assert jobkit.decode(dead[0].body).args == ("doomed",)
+    assert L.app.backend.replay(QUEUE) == 1
+    wait_until(lambda: len(runs(ledger, "doomed")) == 8, timeout=60, what="the replay ran")
+    wait_until(lambda: len(L.app.backend.dead_letters(QUEUE)) == 1, timeout=30, what="dead again")
+    assert L.app.backend.purge(QUEUE) == 1
+    assert L.app.backend.dead_letters(QUEUE) == []
+
+
+def test_permanent_error_is_not_retried(any_url, ledger, app_on, workers):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger)
+    handle = L.permanent.enqueue("never")
+    with pytest.raises(jobkit.JobFailed):
+        handle.result(timeout=60)
+    assert len(runs(ledger, "never")) == 1
+
+
+def test_time_limit_stops_the_job_and_counts_attempts(any_url, ledger, app_on, workers):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger)
+    handle = L.hang.enqueue("stuck", 30.0)
+    with pytest.raises(jobkit.JobFailed, match="time limit"):
+        handle.result(timeout=60)
+    assert [attempt for _, attempt, _ in runs(ledger, "stuck")] == [1, 2]
+
+
+def test_undecodable_message_is_dead_lettered_and_worker_keeps_serving(
+    any_url, ledger, app_on, workers
+):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger)
+    probe = probe_from_url(any_url, L.app.backend)
+    try:
+        probe.inject_raw(QUEUE, b"\xff\xfe this is not a message {", id="poison")
+        handle = L.record.enqueue("after-poison")
+        assert handle.result(timeout=60) == "after-poison"
+        dead = wait_until(lambda: probe.dead(QUEUE), timeout=30, what="the poison is dead")
+    finally:
+        probe.close()
+    assert dead[0].body == b"\xff\xfe this is not a message {"
+    assert "undecodable" in dead[0].reason
+    assert workers[0].poll() is None
+
+
+def test_idempotency_key_runs_a_job_once(any_url, ledger, app_on, workers):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger)
+    first = L.record.options(idempotency_key="k1").enqueue("idem")
+    second = L.record.options(idempotency_key="k1").enqueue("idem")
+    first.result(timeout=60)
+    wait_until(lambda: second.state is jobkit.JobState.SUCCEEDED, timeout=60, what="skipped")
+    assert len(runs(ledger, "idem")) == 1
+
+
+def test_dlq_cli_lists_replays_and_purges(any_url, ledger, app_on, workers):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger)
+    handle = L.permanent.enqueue("cli")
+    with pytest.raises(jobkit.JobFailed):
+        handle.result(timeout=60)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def cli(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "jobkit.cli.main", "--backend", any_url, *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return out.stdout
+
+    listed = json.loads(cli("dlq", "list", QUEUE, "--json"))
+    assert [row["id"] for row in listed] == [handle.id]
+    status = json.loads(cli("status", "--json"))
+    assert QUEUE in json.dumps(status)
+    cli("dlq", "replay", QUEUE)
+    wait_until(lambda: len(runs(ledger, "cli")) == 2, timeout=60, what="the replay ran")
+    wait_until(lambda: L.app.backend.dead_letters(QUEUE), timeout=30, what="dead again")
+    cli("dlq", "purge", QUEUE)
+    assert L.app.backend.dead_letters(QUEUE) == []
+
+
+def test_sigterm_lets_the_running_job_finish(any_url, ledger, app_on, workers):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger, "--grace", "20")
+    handle = L.record.enqueue("graceful", sleep=2.0)
+    wait_until(lambda: runs(ledger, "graceful"), timeout=60, what="the job started")
+    workers[0].send_signal(signal.SIGTERM)
+    workers[0].wait(timeout=40)
+    assert handle.state is jobkit.JobState.SUCCEEDED
+    assert len(runs(ledger, "graceful")) == 1
+
+
+def test_plain_celery_command_serves_jobkit_jobs(redis_url, ledger, app_on, workers):
+    L.app.use(redis_url)
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT), JOBKIT_APP="tests.apps.ledger:app",
+        JOBKIT_BACKEND=redis_url, JOBKIT_TEST_LEDGER=str(ledger),
+    )  # fmt: skip
+    celery = Path(sys.executable).parent / "celery"
+    workers.append(
+        subprocess.Popen(
+            [
+                str(celery),
+                "-A",
+                "jobkit_celery.env",
+                "worker",
+                "-Q",
+                QUEUE,
+                "-c",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+    )
+    handle = L.record.enqueue("via-celery")
+    assert handle.result(timeout=60) == "via-celery"
