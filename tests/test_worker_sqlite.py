@@ -253,3 +253,21 @@ def test_second_sigterm_stops_at_once_and_releases_the_running_job(
     stats = app.backend.stats(["work"])[0]
     assert (stats.ready, stats.in_flight, stats.dead) == (1, 0, 0)  # released, not lost
     assert slow.state is not JobState.SUCCEEDED
+
+
+def test_same_envelope_delivered_twice_runs_once_with_its_key(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    first = ledger.record.options(idempotency_key="order-7").enqueue("dup")
+    again = ledger.record.options(idempotency_key="order-7").enqueue("dup")  # a retry upstream
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
+        wait_until(
+            lambda: (
+                app.backend.stats(["work"])[0].ready == 0
+                and app.backend.stats(["work"])[0].in_flight == 0
+            ),
+            timeout=30,
+            what="both deliveries handled",
+        )
+    assert count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='dup'") == 1
+    assert first.state is JobState.SUCCEEDED and again.state is JobState.SUCCEEDED

@@ -1,8 +1,8 @@
-"""The worker's parent process: the loop that leases, dispatches, decides and acknowledges.
+"""The worker's parent process: the loop that dispatches, decides and acknowledges.
 
 Threads: the main thread runs `Worker.run` (dispatch, outcomes, acks, time limits, lease
-extension, signals); one receiver thread leases messages into a bounded buffer. Each thread uses
-its own transport instance (`Transport.clone`). Job code never runs here: it runs in job
+extension, signals); a `Receiver` thread leases messages into a bounded `Buffer`. Each thread
+uses its own transport instance (`Transport.clone`). Job code never runs here: it runs in job
 processes (`_pool.JobProcess`), so a hard time limit can stop it and a crash cannot take the
 supervisor down.
 
@@ -21,21 +21,21 @@ import random
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from jobkit.envelope import decode
-from jobkit.errors import ConfigurationError, JobkitError, SerializationError
+from jobkit.errors import ConfigurationError, JobkitError
 from jobkit.policy import DEFAULT_POLICY, RetryPolicy
 from jobkit.records import Delivery
-from jobkit.store import EventKind, JobEvent, dedup_key
+from jobkit.store import EventKind, JobEvent
 from jobkit.transport import Transport
+from jobkit.worker._buffer import Buffer
 from jobkit.worker._outcome import Action, Outcome, decide
 from jobkit.worker._pool import JobProcess, Running
+from jobkit.worker._receiver import Receiver
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -62,19 +62,17 @@ class Worker:
         *,
         rng: random.Random | None = None,
     ) -> None:
+        if options.concurrency < 1:
+            raise ConfigurationError("concurrency must be at least 1")
         self.app = app
         self.backend = backend
         self.options = options
         self.rng = rng or random.Random()
         self.lease = options.lease
-        self.capacity = max(1, options.concurrency * (options.prefetch + 1))
         self.finished = 0
         self._stop = threading.Event()
         self._immediate = threading.Event()
-        self._buffer: deque[Running] = deque()
-        self._held = 0  # buffered + running; guarded by _space
-        self._space = threading.Condition()
-        self._queues_empty = threading.Event()
+        self._buffer = Buffer(max(1, options.concurrency * (options.prefetch + 1)))
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._wake = Connection(self._wake_r, writable=False)
@@ -115,7 +113,14 @@ class Worker:
         """Serve until stopped. Blocks. Installs SIGTERM/SIGINT handlers on the main thread."""
         previous = self._install_signals()
         transport = self.backend.transport.clone()
-        receiver = threading.Thread(target=self._receive_loop, name="jobkit-receiver", daemon=True)
+        receiver = Receiver(
+            self.backend,
+            self.options,
+            self._buffer,
+            self._stop,
+            wake=self._poke,
+            on_crash=lambda: self.stop(immediate=True),
+        )
         try:
             self._procs = [JobProcess(app_path=self.options.app_path) for _ in range(self._n())]
             for proc in self._procs:
@@ -129,7 +134,6 @@ class Worker:
                 if self._immediate.is_set() or (
                     grace_deadline is not None and now >= grace_deadline
                 ):
-                    self._kill_running(transport)
                     break
                 if self._stop.is_set():
                     self._release_buffered(transport)
@@ -137,7 +141,7 @@ class Worker:
                         break
                 else:
                     self._dispatch(now)
-                    if self._burst_done():
+                    if self._burst_done(receiver):
                         break
                 self._wait_and_read(transport, self._timeout(now, grace_deadline))
                 now = time.monotonic()
@@ -147,13 +151,12 @@ class Worker:
                     self._flush(transport)
         finally:
             self._stop.set()
-            with self._space:
-                self._space.notify_all()
+            self._buffer.wake_all()
             if receiver.is_alive():
                 receiver.join(timeout=self.options.poll.total_seconds() + 30)
+            self._flush(transport)
             self._kill_running(transport)
             self._release_buffered(transport)
-            self._flush(transport)
             for proc in self._procs:
                 proc.close(timeout=1.0)
             transport.close()
@@ -162,8 +165,6 @@ class Worker:
             self._wake.close()
 
     def _n(self) -> int:
-        if self.options.concurrency < 1:
-            raise ConfigurationError("concurrency must be at least 1")
         return self.options.concurrency
 
     def _timeout(self, now: float, grace_deadline: float | None) -> float:
@@ -178,138 +179,46 @@ class Worker:
     def _running_count(self) -> int:
         return sum(len(p.jobs) for p in self._procs)
 
-    def _burst_done(self) -> bool:
-        if not self.options.burst or not self._queues_empty.is_set():
+    def _burst_done(self, receiver: Receiver) -> bool:
+        if not self.options.burst or not receiver.queues_empty.is_set():
             return False
-        with self._space:
-            return not self._buffer and not self._running_count()
+        return not len(self._buffer) and not self._running_count()
 
-    # -- receiving (receiver thread) --------------------------------------------------------
-
-    def _receive_loop(self) -> None:
-        transport = self.backend.transport.clone()
-        try:
-            while not self._stop.is_set():
-                with self._space:
-                    room = self.capacity - self._held
-                    if room <= 0:
-                        self._space.wait(0.2)
-                        continue
-                try:
-                    deliveries = transport.receive(
-                        self.options.queues,
-                        max_messages=min(room, 100),
-                        wait=self.options.poll,
-                        lease=self.lease,
-                    )
-                except JobkitError as exc:
-                    log.error("receive failed, retrying in 1 s: %s", exc)
-                    self._stop.wait(1.0)
-                    continue
-                if not deliveries:
-                    self._queues_empty.set()
-                    self._poke()
-                    continue
-                self._queues_empty.clear()
-                runnable = self._screen(transport, deliveries)
-                if runnable:
-                    with self._space:
-                        self._buffer.extend(runnable)
-                        self._held += len(runnable)
-                    self._poke()
-        except Exception:  # pragma: no cover - a bug: stop the worker rather than hang
-            log.exception("receiver thread crashed; stopping the worker")
-            self.stop(immediate=True)
-        finally:
-            transport.close()
-
-    def _screen(self, transport: Transport, deliveries: list[Delivery]) -> list[Running]:
-        """Dead-letter undecodable and crash-looping messages, ack completed duplicates."""
-        now = self.backend.clock.now()
-        expires = time.monotonic() + self.lease.total_seconds()
-        candidates: list[Running] = []
-        events: list[JobEvent] = []
-        for delivery in deliveries:
-            try:
-                envelope = decode(delivery.body)
-            except SerializationError as exc:
-                log.error("message %s on %s does not decode: %s", delivery.id, delivery.queue, exc)
-                transport.dead_letter(delivery, reason=f"undecodable: {exc}")
-                continue
-            attempt = envelope.attempt + delivery.deliveries
-            if attempt > envelope.max_attempts:
-                reason = (
-                    f"delivered {attempt} times, over max attempts {envelope.max_attempts}: "
-                    "earlier attempts ended without an outcome (process killed or lease lost)"
-                )
-                transport.dead_letter(delivery, reason=reason)
-                events.append(
-                    self._event(envelope.id, envelope.job, EventKind.DEAD, attempt, reason)
-                )
-                continue
-            candidates.append(
-                Running(delivery=delivery, envelope=envelope, attempt=attempt, lease_until=expires)
-            )
-        keys = [dedup_key(r.envelope.id, r.envelope.idempotency_key) for r in candidates]
-        done = self.backend.store.done(keys) if keys else set()
-        runnable: list[Running] = []
-        duplicates: list[Delivery] = []
-        for key, running in zip(keys, candidates, strict=True):
-            if key in done:
-                duplicates.append(running.delivery)
-                env = running.envelope
-                events.append(
-                    JobEvent(
-                        job_id=env.id,
-                        job=env.job,
-                        kind=EventKind.SKIPPED,
-                        attempt=running.attempt,
-                        at=now,
-                        key=env.idempotency_key,
-                    )
-                )
-            else:
-                runnable.append(running)
-        if events:
-            self.backend.store.record(events)
-        if duplicates:
-            transport.ack(duplicates)
-        return runnable
-
-    # -- dispatching and outcomes (main thread) ---------------------------------------------
+    # -- dispatching and outcomes -----------------------------------------------------------
 
     def _dispatch(self, now: float) -> None:
         """Hand buffered jobs to idle processes first; then, with `prefetch` > 1 and for jobs
         without a time limit, queue up to `prefetch - 1` more in each process so that it never
         waits for the supervisor (at the cost of fairness: they wait behind the running job)."""
-        if not self._buffer:
-            return
-        started: list[JobEvent] = []
         at = self.backend.clock.now()
-        with self._space:
-            for depth in range(max(1, self.options.prefetch)):
-                for proc in self._procs:
-                    if not self._buffer or not proc.ready or len(proc.jobs) != depth:
-                        continue
-                    if depth and (
-                        self._buffer[0].envelope.time_limit is not None
-                        or proc.jobs[-1].envelope.time_limit is not None
-                    ):
-                        continue
-                    running = self._buffer.popleft()
-                    proc.submit(running, now)
-                    env = running.envelope
-                    started.append(
-                        JobEvent(
-                            job_id=env.id,
-                            job=env.job,
-                            kind=EventKind.STARTED,
-                            attempt=running.attempt,
-                            at=at,
-                            key=env.idempotency_key,
-                        )
-                    )
-        self._events.extend(started)
+        for depth in range(max(1, self.options.prefetch)):
+            for proc in self._procs:
+                if not proc.ready or len(proc.jobs) != depth:
+                    continue
+                if depth and proc.jobs[-1].envelope.time_limit is not None:
+                    continue
+                job, duplicates = self._buffer.take(allow_time_limit=depth == 0)
+                for dup in duplicates:
+                    self._acks.append(dup.delivery)
+                    self._events.append(self._event(dup, EventKind.SKIPPED, None, at))
+                if job is None:
+                    return
+                proc.submit(job, now)
+                self._events.append(self._event(job, EventKind.STARTED, None, at))
+
+    def _event(
+        self, job: Running, kind: EventKind, error: str | None, at: datetime | None = None
+    ) -> JobEvent:
+        env = job.envelope
+        return JobEvent(
+            job_id=env.id,
+            job=env.job,
+            kind=kind,
+            attempt=job.attempt,
+            at=at or self.backend.clock.now(),
+            error=error,
+            key=env.idempotency_key,
+        )
 
     def _wait_and_read(self, transport: Transport, timeout: float) -> None:
         by_conn = {p.outbox: p for p in self._procs if p.outbox is not None}
@@ -342,7 +251,7 @@ class Worker:
             self._start_failures += 1
             log.error("job process %d exited at start-up (exit code %s)", proc.pid, code)
             if self._start_failures >= _MAX_START_FAILURES:
-                self._requeue(held)
+                self._buffer.requeue(held)
                 raise ConfigurationError(
                     f"job processes for app {self.options.app_path!r} exit at start-up "
                     f"(exit code {code}); run `python -c 'import ...'` on the app to see why"
@@ -355,16 +264,9 @@ class Worker:
                 held[0],
                 Outcome(ok=False, error=f"WorkerLost: job process died (exit code {code})"),
             )
-            self._requeue(held[1:])
+            self._buffer.requeue(held[1:])
         if not self._stop.is_set():
             proc.start()
-
-    def _requeue(self, jobs: Iterable[Running]) -> None:
-        """Put leased-but-not-started jobs back at the front of the buffer."""
-        with self._space:
-            for job in reversed(list(jobs)):
-                job.started = job.deadline = None
-                self._buffer.appendleft(job)
 
     def _policy(self, job: str) -> RetryPolicy:
         jd = self.app.jobs.get(job)
@@ -374,48 +276,21 @@ class Worker:
         env = running.envelope
         decision = decide(env, running.attempt, outcome, self._policy(env.job), self.rng)
         if decision.action is Action.ACK:
-            self._events.append(
-                JobEvent(
-                    job_id=env.id,
-                    job=env.job,
-                    kind=EventKind.SUCCEEDED,
-                    attempt=running.attempt,
-                    at=self.backend.clock.now(),
-                    result=outcome.result,
-                    key=env.idempotency_key,
-                )
-            )
+            event = self._event(running, EventKind.SUCCEEDED, None)
+            self._events.append(replace(event, result=outcome.result))
             self._acks.append(running.delivery)
         elif decision.action is Action.RELEASE:
-            self._events.append(
-                self._event(env.id, env.job, EventKind.FAILED, running.attempt, outcome.error)
-            )
+            self._events.append(self._event(running, EventKind.FAILED, outcome.error))
             self._flush_events()
             transport.release(running.delivery, delay=decision.delay)
         else:
-            self._events.append(
-                self._event(env.id, env.job, EventKind.DEAD, running.attempt, decision.reason)
-            )
+            self._events.append(self._event(running, EventKind.DEAD, decision.reason))
             self._flush_events()
             transport.dead_letter(running.delivery, reason=decision.reason)
-        with self._space:
-            self._held -= 1
-            self._space.notify()
+        self._buffer.ended(running, succeeded=decision.action is Action.ACK)
         self.finished += 1
         if self.options.max_jobs is not None and self.finished >= self.options.max_jobs:
             self._stop.set()
-
-    def _event(
-        self, job_id: str, job: str, kind: EventKind, attempt: int, error: str | None
-    ) -> JobEvent:
-        return JobEvent(
-            job_id=job_id,
-            job=job,
-            kind=kind,
-            attempt=attempt,
-            at=self.backend.clock.now(),
-            error=error,
-        )
 
     def _flush_events(self) -> None:
         if self._events:
@@ -449,7 +324,7 @@ class Worker:
                 held[0],
                 Outcome(ok=False, error=f"TimeLimitExceeded: ran past its time limit of {limit} s"),
             )
-            self._requeue(held[1:])
+            self._buffer.requeue(held[1:])
             if not self._stop.is_set():
                 proc.start()
 
@@ -457,8 +332,7 @@ class Worker:
         if not self.backend.capabilities.lease_extension:
             return
         lease = self.lease.total_seconds()
-        with self._space:
-            held = [*self._buffer, *(job for p in self._procs for job in p.jobs)]
+        held = [*self._buffer.snapshot(), *(job for p in self._procs for job in p.jobs)]
         for job in held:
             if job.lease_until - now < lease * 2 / 3:
                 try:
@@ -469,23 +343,15 @@ class Worker:
                 job.lease_until = now + lease
 
     def _release_buffered(self, transport: Transport) -> None:
-        with self._space:
-            jobs = list(self._buffer)
-            self._buffer.clear()
-            self._held -= len(jobs)
-        for job in jobs:
+        for job in self._buffer.drain():
             transport.release(job.delivery, delay=timedelta(0))
 
     def _kill_running(self, transport: Transport) -> None:
-        released: list[Running] = []
         for proc in self._procs:
-            if proc.jobs:
-                released.extend(proc.kill())
-        with self._space:
-            self._held -= len(released)
-        for job in released:
-            log.warning("released running job %s at shutdown", job.envelope.id)
-            transport.release(job.delivery, delay=timedelta(0))
+            for job in proc.kill() if proc.jobs else []:
+                log.warning("released running job %s at shutdown", job.envelope.id)
+                transport.release(job.delivery, delay=timedelta(0))
+                self._buffer.ended(job, succeeded=False)
 
     def _install_signals(self) -> dict[int, object]:
         if threading.current_thread() is not threading.main_thread():

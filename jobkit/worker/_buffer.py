@@ -1,0 +1,122 @@
+"""The worker's buffer of leased jobs, shared by the receiver thread and the main thread.
+
+It also keeps what this worker knows of idempotency keys, so that two deliveries of the same key
+that arrive together do not both run: the second waits while the first runs, and is acked
+without running once the first has succeeded. (Across workers, the job store's record of
+succeeded keys does the same once the first success is recorded.)
+
+Thread-safe: every method takes the one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+
+from jobkit.store import dedup_key
+from jobkit.worker._pool import Running
+
+_REMEMBERED_KEYS = 10_000
+
+
+def key_of(job: Running) -> str:
+    return dedup_key(job.envelope.id, job.envelope.idempotency_key)
+
+
+class Buffer:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._jobs: deque[Running] = deque()
+        self._held = 0  # buffered + running: what this worker holds leases on
+        self._running_keys: dict[str, int] = {}
+        self._succeeded: OrderedDict[str, None] = OrderedDict()
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._jobs)
+
+    def room(self) -> int:
+        with self._cond:
+            return self.capacity - self._held
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Block up to `timeout` s until the worker may lease more. Returns whether it may."""
+        with self._cond:
+            if self._held < self.capacity:
+                return True
+            self._cond.wait(timeout)
+            return self._held < self.capacity
+
+    def add(self, jobs: Iterable[Running]) -> None:
+        with self._cond:
+            for job in jobs:
+                self._jobs.append(job)
+                self._held += 1
+
+    def requeue(self, jobs: Iterable[Running]) -> None:
+        """Put leased jobs that did not start back at the front, in order."""
+        with self._cond:
+            for job in reversed(list(jobs)):
+                job.started = job.deadline = None
+                self._unmark(key_of(job))
+                self._jobs.appendleft(job)
+
+    def take(self, *, allow_time_limit: bool) -> tuple[Running | None, list[Running]]:
+        """The next job to run (marked running), and the duplicates of succeeded keys found on
+        the way (removed and no longer held; the caller acks them). Skips jobs whose key is
+        running now."""
+        duplicates: list[Running] = []
+        with self._cond:
+            for job in list(self._jobs):
+                key = key_of(job)
+                if key in self._succeeded:
+                    self._jobs.remove(job)
+                    self._held -= 1
+                    duplicates.append(job)
+                    continue
+                if self._running_keys.get(key):
+                    continue
+                if not allow_time_limit and job.envelope.time_limit is not None:
+                    continue
+                self._jobs.remove(job)
+                self._running_keys[key] = 1
+                return job, duplicates
+            return None, duplicates
+
+    def ended(self, job: Running, *, succeeded: bool) -> None:
+        """A job handed out by `take` has ended; its lease is gone."""
+        with self._cond:
+            key = key_of(job)
+            self._unmark(key)
+            if succeeded:
+                self._succeeded[key] = None
+                if len(self._succeeded) > _REMEMBERED_KEYS:
+                    self._succeeded.popitem(last=False)
+            self._held -= 1
+            self._cond.notify()
+
+    def _unmark(self, key: str) -> None:
+        count = self._running_keys.get(key, 0)
+        if count > 1:
+            self._running_keys[key] = count - 1
+        else:
+            self._running_keys.pop(key, None)
+
+    def drain(self) -> list[Running]:
+        """Remove and return every buffered job (to release them at shutdown)."""
+        with self._cond:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            self._held -= len(jobs)
+            self._cond.notify_all()
+            return jobs
+
+    def snapshot(self) -> list[Running]:
+        with self._cond:
+            return list(self._jobs)
+
+    def wake_all(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
