@@ -4,6 +4,7 @@ from jobkit.app import App
 from jobkit.backend import Backend, WorkerOptions
 from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, ManualClock, SystemClock
+from jobkit.config import resolve_app_path, resolve_backend_url
 from jobkit.envelope import ENVELOPE_VERSION, Envelope, decode
 from jobkit.errors import (
     BrokerUnavailable,
@@ -23,6 +24,7 @@ from jobkit.errors import (
 )
 from jobkit.handle import JobHandle
 from jobkit.job import EnqueueOptions, JobDef
+from jobkit.loading import load_app
 from jobkit.policy import RetryPolicy
 from jobkit.records import (
     AttemptError,
@@ -38,6 +40,7 @@ from jobkit.registry import open_backend
 from jobkit.store import EventKind, JobEvent, JobStore, MemoryJobStore, dedup_key
 from jobkit.transport import Transport
 from jobkit.transport_backend import TransportBackend, replay_body
+from jobkit.worker import JobContext, current_job, job_context
 
 __version__ = "0.1.0"
 
@@ -55,6 +58,7 @@ __all__ = [
     "EnqueueOptions",
     "Envelope",
     "EventKind",
+    "JobContext",
     "JobDef",
     "JobEvent",
     "JobFailed",
@@ -82,9 +86,14 @@ __all__ = [
     "UnsupportedFeature",
     "WorkerLost",
     "WorkerOptions",
+    "current_job",
     "decode",
     "dedup_key",
+    "job_context",
+    "load_app",
     "open_backend",
     "redact_url",
     "replay_body",
+    "resolve_app_path",
+    "resolve_backend_url",
 ]

@@ -7,6 +7,6 @@
 * `_outcome`: the pure decision of ack / release / dead-letter for one finished attempt.
 """
 
-from jobkit.worker.context import JobContext, current_job
+from jobkit.worker.context import JobContext, current_job, job_context
 
-__all__ = ["JobContext", "current_job"]
+__all__ = ["JobContext", "current_job", "job_context"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -22,3 +24,14 @@ _current: ContextVar[JobContext | None] = ContextVar("jobkit_current_job", defau
 def current_job() -> JobContext | None:
     """The job being run in this context, or None outside a job."""
     return _current.get()
+
+
+@contextmanager
+def job_context(context: JobContext) -> Iterator[JobContext]:
+    """Make `context` the current job's while the block runs (for backends that run jobs in
+    their own worker, such as Celery)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
