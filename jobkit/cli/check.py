@@ -11,7 +11,6 @@ from jobkit.redact import redact_url
 
 def add_parser(commands: Any) -> None:
     p: argparse.ArgumentParser = commands.add_parser("check", help="lint the configuration")
-    p.add_argument("--lease", type=float, default=30.0, help="the worker's lease, s")
     p.set_defaults(run=run)
 
 
