@@ -97,6 +97,13 @@ def no_duplicate_runs(history: History) -> Finding:
     dups = [v for v in accepted if len(v.runs) > 1]
     problems = [f"job {v.job_id} started {len(v.runs)} times without a fault" for v in dups]
     extra = sum(len(v.runs) - 1 for v in dups)
+    for op in history.select(f=F.DEPTH, type=OpType.OK):
+        expected = op.value.get("expected")
+        if expected is not None and op.value.get("depth") != expected:
+            problems.append(
+                f"{expected} jobs were enqueued but the broker holds {op.value.get('depth')} "
+                "messages for them"
+            )
     return _finding(
         problems, f"{len(accepted)} jobs, each started once", {"duplicated": extra}, "duplicated"
     )
@@ -200,21 +207,24 @@ def redelivered_while_stopped(history: History) -> Finding:
 
 
 def attempts_within_policy(history: History) -> Finding:
-    """No job starts more often than its max attempts (counted again after each replay)."""
-    replays = sorted(op.time for op in history.select(f=F.REPLAY, type=OpType.OK))
+    """No job starts more often than its max attempts allow: each copy of the message (the
+    original, every duplicate publish, every replay) has its own budget of max attempts."""
+    copies: Counter[str] = Counter()
+    for op in history.select(f=F.DUPLICATE, type=OpType.OK):
+        copies[op.job_id or ""] += 1
+    for op in history.select(f=F.REPLAY, type=OpType.OK):
+        for job_id in op.value.get("ids", []):
+            copies[job_id] += 1
     problems: list[str] = []
     beyond = 0
     for v in _accepted(history):
-        bounds = [0.0, *replays]
-        for i, since in enumerate(bounds):
-            until = bounds[i + 1] if i + 1 < len(bounds) else float("inf")
-            n = sum(1 for r in v.runs if since <= r.start < until)
-            if n > v.spec.max_attempts:
-                beyond += n - v.spec.max_attempts
-                problems.append(
-                    f"job {v.job_id} ({v.spec.kind}) started {n} times, max_attempts is "
-                    f"{v.spec.max_attempts}"
-                )
+        allowed = v.spec.max_attempts * (1 + copies[v.job_id])
+        if len(v.runs) > allowed:
+            beyond += len(v.runs) - allowed
+            problems.append(
+                f"job {v.job_id} ({v.spec.kind}) started {len(v.runs)} times; max_attempts is "
+                f"{v.spec.max_attempts} for each of its {1 + copies[v.job_id]} cop(ies)"
+            )
     return _finding(problems, "no attempts beyond policy", {"beyond_policy": beyond}, "over policy")
 
 
@@ -519,6 +529,9 @@ def enqueue_refused(history: History, *, error: str) -> Finding:
             problems.append(f"enqueue of {v.job_id} never returned")
         if v.runs:
             problems.append(f"job {v.job_id} ran although its enqueue was refused")
+    for op in history.select(f=F.DEPTH, type=OpType.OK):
+        if op.value.get("depth", 0):
+            problems.append(f"{op.value['depth']} message(s) reached the queue despite the refusal")
     if checked == 0:
         return Finding(passed=False, summary="no refused enqueue in the history")
     return _finding(

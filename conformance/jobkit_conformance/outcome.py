@@ -97,16 +97,20 @@ class CapabilityVerdict:
 def capability_verdicts(
     outcomes: Sequence[CheckOutcome], claims: dict[str, bool]
 ) -> list[CapabilityVerdict]:
-    """Per capability: a claimed one needs at least one passing check among those that ran."""
+    """Per capability: a claimed one needs at least one passing check among those that ran
+    (unless none of its checks applies to the backend, e.g. "broker down" for ``memory://``)."""
     verdicts: list[CapabilityVerdict] = []
     for name, claimed in claims.items():
         mine = [o for o in outcomes if o.capability == name]
         if not mine:
             continue
         passed = sum(1 for o in mine if o.outcome is Outcome.PASS)
-        ok = not claimed or passed > 0
+        applicable = [o for o in mine if o.outcome is not Outcome.NOT_APPLICABLE]
+        ok = not claimed or passed > 0 or not applicable
         if not claimed:
             summary = "not claimed"
+        elif not applicable:
+            summary = "not applicable to this backend"
         elif ok:
             summary = f"{passed}/{len(mine)} checks pass"
         else:

@@ -95,13 +95,15 @@ def write_json(result: RunResult, out: IO[str]) -> None:
 
 
 def junit_xml(result: RunResult) -> str:
+    bad_caps = sum(1 for v in result.capabilities if not v.ok)
     suite = ET.Element(
         "testsuite",
         {
             "name": f"jobkit-conformance[{result.backend_name}]",
-            "tests": str(len(result.outcomes)),
+            "tests": str(len(result.outcomes) + len(result.capabilities)),
             "failures": str(
-                sum(1 for o in result.outcomes if o.outcome in (Outcome.FAIL, Outcome.XPASS))
+                bad_caps
+                + sum(1 for o in result.outcomes if o.outcome in (Outcome.FAIL, Outcome.XPASS))
             ),
             "errors": str(sum(1 for o in result.outcomes if o.outcome is Outcome.ERROR)),
             "skipped": str(

@@ -21,13 +21,21 @@ Scenario = Callable[[Context], None]
 
 
 def basic(ctx: Context) -> None:
-    """20 jobs (half with idempotency keys), one worker, no faults."""
-    ctx.start_worker()
+    """20 jobs (half with idempotency keys) enqueued, counted on the broker, then served by two
+    workers; no faults."""
     ids = [
         ctx.enqueue(jobs.effect, [f"k-{i}"] if i % 2 else [], JobSpec(kind="effect"),
                     key=f"{ctx.queue}-k-{i}" if i % 2 else None)
         for i in range(20)
     ]  # fmt: skip
+    ctx.record(
+        "probe",
+        OpType.OK,
+        F.DEPTH,
+        value={"queue": ctx.queue, "depth": ctx.depth(), "expected": 20},
+    )
+    ctx.start_worker()
+    ctx.start_worker()
     ctx.wait(lambda: ctx.succeeded(ids), "all 20 jobs succeeded")
     ctx.wait(lambda: ctx.depth() == 0, "the queue is empty", timeout=ctx.lease * 3)
     # a spurious copy (e.g. delivered twice) shows within a lease; waiting for it IS the check
@@ -83,6 +91,8 @@ def duplicate(ctx: Context) -> None:
     keyed = ctx.publish(jobs.effect, [f"{ctx.queue}-key"], JobSpec(kind="effect"),
                         key=f"{ctx.queue}-key")  # fmt: skip
     ctx.wait(lambda: ctx.succeeded([plain, keyed]), "the originals succeeded")
+    # acknowledged means the worker recorded the success: from then on a duplicate must not run
+    ctx.wait(lambda: ctx.depth() == 0, "the originals were acknowledged")
     ctx.duplicate(plain)
     ctx.duplicate(keyed)
     ctx.enqueue(jobs.effect, [f"{ctx.queue}-key"], JobSpec(kind="effect", outcome="skip"),

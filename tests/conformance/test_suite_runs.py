@@ -1,0 +1,89 @@
+"""The suite end to end, with real worker processes: it passes the real backends and fails
+every deliberately broken one (tests/conformance/mutants), naming the check that catches it.
+
+The mutants are installed by the test command (``pip install -e tests/conformance/mutants``);
+each is run with the checks that must catch it plus a couple of others, to keep this short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MUTANTS = {
+    # scheme: (the checks that must fail, the checks the run is limited to)
+    "mutant-acks-early": (["crash.no_loss"], ["crash", "delivery.no_loss"]),
+    "mutant-no-redelivery": (["crash.redelivered"], ["crash", "delivery.no_loss"]),
+    "mutant-delivers-twice": (["delivery.once_without_faults"], ["delivery", "duplicate"]),
+    "mutant-ignores-delay": (["delay.not_before"], ["delay", "delivery.no_loss"]),
+    "mutant-no-dlq": (["dlq.after_exhaustion"], ["dlq", "retry.permanent_not_retried"]),
+    "mutant-retries-permanent": (["retry.permanent_not_retried"], ["retry", "delivery.no_loss"]),
+    "mutant-ignores-time-limit": (["timeout.stopped_and_counted"], ["timeout", "delivery.no_loss"]),
+    "mutant-loses-on-release": (["shutdown.no_loss"], ["shutdown", "retry.transient_then_success"]),
+    "mutant-no-priorities": (["priority.order"], ["priority", "delivery.no_loss"]),
+}
+
+
+def _run(url: str, tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
+         "--workdir", str(tmp_path / "work"), "--json", str(report), *extra],
+        capture_output=True, text=True, env=env, timeout=400,
+    )  # fmt: skip
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return proc.returncode, data, proc.stdout + proc.stderr
+
+
+def _failed(data: dict[str, Any]) -> list[str]:
+    return [c["id"] for c in data.get("checks", []) if c["outcome"] in ("fail", "error", "xpass")]
+
+
+def test_the_suite_passes_on_sqlite(tmp_path: Path) -> None:
+    code, data, out = _run(f"sqlite:///{tmp_path}/jobs.db", tmp_path)
+    assert code == 0, out
+    assert data["conformant"] is True
+    assert "CONFORMANT" in out
+    assert {c["outcome"] for c in data["checks"]} == {"pass"}
+
+
+def test_the_suite_passes_on_memory(tmp_path: Path) -> None:
+    code, data, out = _run("memory://", tmp_path)
+    assert code == 0, out
+    outcomes = {c["id"]: c["outcome"] for c in data["checks"]}
+    # a worker in the broker's own process cannot stall past its lease; no broker to be down
+    assert outcomes.pop("lease.expired_redelivered") == "n/a"
+    assert outcomes.pop("enqueue.broker_down_raises") == "n/a"
+    assert set(outcomes.values()) == {"pass"}
+
+
+def test_a_strict_expected_failure_that_passes_fails_the_run(tmp_path: Path) -> None:
+    code, data, out = _run(
+        f"sqlite:///{tmp_path}/jobs.db", tmp_path, "-k", "priority.order",
+        "--xfail", "priority.order=pretend our broker has no priorities",
+    )  # fmt: skip
+    assert code == 1, out
+    assert _failed(data) == ["priority.order"]
+    assert data["checks"][0]["outcome"] == "xpass"
+
+
+@pytest.mark.parametrize("scheme", sorted(MUTANTS))
+def test_the_suite_fails_a_broken_backend_naming_the_check(scheme: str, tmp_path: Path) -> None:
+    must_fail, only = MUTANTS[scheme]
+    args = [arg for pattern in only for arg in ("-k", pattern)]
+    code, data, out = _run(
+        f"{scheme}+sqlite:///{tmp_path}/jobs.db", tmp_path, "--timeout", "20", *args
+    )
+    assert code == 1, out
+    failed = _failed(data)
+    for check in must_fail:
+        assert check in failed, f"{scheme}: {check} did not fail; failed: {failed}\n{out}"
