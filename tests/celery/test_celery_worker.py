@@ -90,8 +90,9 @@ def test_failing_job_is_retried_then_dead_lettered_and_replayed(any_url, ledger,
     assert [d.id for d in dead] == [handle.id]
     assert "ConnectionError" in dead[0].reason
     assert jobkit.decode(dead[0].body).args == ("doomed",)
-    assert L.app.backend.replay(QUEUE) == 1
+    assert L.app.backend.replay(QUEUE, ids=[handle.id]) == 1
     wait_until(lambda: len(runs(ledger, "doomed")) == 8, timeout=60, what="the replay ran")
+    assert [attempt for _, attempt, _ in runs(ledger, "doomed")][4:] == [1, 2, 3, 4]
     wait_until(lambda: len(L.app.backend.dead_letters(QUEUE)) == 1, timeout=30, what="dead again")
     assert L.app.backend.purge(QUEUE) == 1
     assert L.app.backend.dead_letters(QUEUE) == []

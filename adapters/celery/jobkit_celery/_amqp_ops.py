@@ -189,12 +189,16 @@ class AmqpOps:
     def delayed(self, queue: str, ttls_ms: Sequence[int]) -> int:
         return sum(self.depth(delay_queue_name(queue, ttl)) for ttl in ttls_ms)
 
-    def publish_raw(self, queue: str, body: bytes, content_type: str | None) -> None:
+    def publish_raw(
+        self, queue: str, body: bytes, content_type: str | None, *, message_id: str | None = None
+    ) -> None:
         with self._channel("publish a message") as channel:
             self.declare(channel, queue)
             channel.confirm_select()
             channel.basic_publish_confirm(
-                amqp.Message(body, content_type=content_type, delivery_mode=2),
+                amqp.Message(
+                    body, content_type=content_type, delivery_mode=2, message_id=message_id
+                ),
                 exchange="",
                 routing_key=queue,
             )

@@ -32,7 +32,7 @@ class JobkitConsumer(Consumer):  # type: ignore[misc]
         info = message.delivery_info or {}
         queue = str(info.get("routing_key") or info.get("queue") or "default")
         body = _raw_body(message)
-        job_id = None
+        job_id = (message.properties or {}).get("message_id")
         try:
             env = envelope_from_message(dict(message.headers or {}), body)
             job_id, body = env.id, env.encode()

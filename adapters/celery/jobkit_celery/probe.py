@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import amqp
@@ -30,8 +31,12 @@ def _dead_entry(dead: jobkit.DeadLetter) -> Any:
 
 
 class RedisProbe:
+    """Raw bytes on a Redis list carry no id; the probe remembers which id it injected with
+    which body, and reports a dead letter of exactly those bytes under that id."""
+
     def __init__(self, broker_url: str) -> None:
         self.client = redis.Redis.from_url(broker_url)
+        self._injected: dict[bytes, str] = {}
 
     def _unacked(self, queue: str) -> int:
         count = 0
@@ -53,10 +58,18 @@ class RedisProbe:
 
     def dead(self, queue: str) -> list[Any]:
         raw = self.client.lrange(dlq_name(queue), 0, -1)
-        return [_dead_entry(decode_record(item, queue)) for item in raw]
+        out = []
+        for item in raw:
+            dead = decode_record(item, queue)
+            if dead.body in self._injected:
+                dead = replace(dead, id=self._injected[dead.body])
+            out.append(_dead_entry(dead))
+        return out
 
     def inject_raw(self, queue: str, body: bytes, *, id: str = "") -> None:
         """LPUSH `body` onto the queue's list, as a foreign producer would."""
+        if id:
+            self._injected[body] = id
         self.client.lpush(queue, body)
 
     def is_empty(self, queues: Sequence[str]) -> bool:
@@ -123,7 +136,7 @@ class AmqpProbe:
 
     def inject_raw(self, queue: str, body: bytes, *, id: str = "") -> None:
         """Publish `body` to the queue as JSON (so Celery tries, and fails, to decode it)."""
-        self.ops.publish_raw(queue, body, "application/json")
+        self.ops.publish_raw(queue, body, "application/json", message_id=id or None)
 
     def is_empty(self, queues: Sequence[str]) -> bool:
         return all(self.depth(q) == 0 and self._counts(dlq_name(q))[0] == 0 for q in queues)
