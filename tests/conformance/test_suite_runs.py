@@ -87,3 +87,14 @@ def test_the_suite_fails_a_broken_backend_naming_the_check(scheme: str, tmp_path
     failed = _failed(data)
     for check in must_fail:
         assert check in failed, f"{scheme}: {check} did not fail; failed: {failed}\n{out}"
+
+
+def test_the_pytest_plugin_runs_the_checks_when_given_a_backend(tmp_path: Path) -> None:
+    (tmp_path / "test_app.py").write_text("def test_app():\n    assert True\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path),
+         "--jobkit-backend", f"sqlite:///{tmp_path}/jobs.db", "--jobkit-only", "priority.order"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout
