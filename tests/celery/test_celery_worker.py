@@ -211,3 +211,36 @@ def test_plain_celery_command_serves_jobkit_jobs(redis_url, ledger, app_on, work
     )
     handle = L.record.enqueue("via-celery")
     assert handle.result(timeout=60) == "via-celery"
+
+
+def test_json_that_is_not_a_kombu_message_is_dead_lettered_on_redis(
+    redis_url, ledger, app_on, workers
+):
+    L.app.use(redis_url)
+    spawn(workers, redis_url, ledger)
+    not_messages = [
+        b'{"hello": 1}',
+        b"[1, 2]",
+        json.dumps(
+            {
+                "body": "!!! not base64",
+                "content-type": "application/json",
+                "headers": {},
+                "properties": {
+                    "delivery_tag": "t1",
+                    "body_encoding": "base64",
+                    "delivery_info": {"exchange": QUEUE, "routing_key": QUEUE},
+                },
+            }
+        ).encode(),
+    ]
+    probe = probe_from_url(redis_url)
+    try:
+        for body in not_messages:
+            probe.inject_raw(QUEUE, body)
+        assert L.record.enqueue("after-junk").result(timeout=60) == "after-junk"
+        dead = wait_until(lambda: len(probe.dead(QUEUE)) == 3 and probe.dead(QUEUE), timeout=30)
+    finally:
+        probe.close()
+    assert sorted(d.body for d in dead) == sorted(not_messages)
+    assert workers[0].poll() is None

@@ -1,8 +1,9 @@
 """kombu's Redis transport with three fixes jobkit needs. Used as Celery's ``broker_transport``.
 
-1. **Poison messages** (celery#... measured: one undecodable entry makes the whole worker exit
+1. **Poison messages** (measured: one undecodable entry makes the whole worker exit
    with ``Unrecoverable error: JSONDecodeError`` and the entry is gone). `Channel._brpop_read`
-   checks what BRPOP returned before kombu decodes it; anything that is not a kombu message goes
+   catches what kombu cannot decode or build a message from (before the message enters the
+   unacked index); anything that is not a kombu message goes
    to ``jobkit.dlq.<queue>`` byte-for-byte, with the reason, and the worker keeps serving.
 2. **Delays without the ETA trap** (kombu#337, celery#2599: a Celery ETA/countdown longer than
    ``visibility_timeout`` runs the task again and again). jobkit never uses Celery's ETA on
@@ -20,14 +21,14 @@ The sweep is kombu's own periodic ``restore_visible`` (every ``unacked_restore_i
 
 from __future__ import annotations
 
-import base64
 import binascii
 import logging
-from time import time
+from time import monotonic, time
 from typing import Any
 
 from kombu.exceptions import DecodeError
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
@@ -52,24 +53,21 @@ return #items
 """
 
 
-def problem_with(payload: Any) -> str | None:
-    """Why `payload` (decoded JSON) is not a kombu message kombu can build, or None."""
-    if not isinstance(payload, dict):
-        return f"message is JSON {type(payload).__name__}, not a kombu message object"
-    props = payload.get("properties")
-    if not isinstance(props, dict) or "delivery_tag" not in props:
-        return "message has no properties.delivery_tag (not a kombu message)"
-    if not isinstance(props.get("delivery_info"), dict):
-        return "message has no properties.delivery_info (not a kombu message)"
-    if payload.get("headers") is not None and not isinstance(payload.get("headers"), dict):
-        return "message headers are not an object"
-    body = payload.get("body")
-    if body and props.get("body_encoding") == "base64":
+class _Poison(Exception):
+    """Raised while building a kombu message from something that is not one."""
+
+
+class Message(virtual.Message):
+    """kombu's message, raising `_Poison` (before the message is marked unacked) for a payload
+    that is not a kombu message."""
+
+    def __init__(self, payload: Any, channel: Any = None, **kwargs: Any) -> None:
         try:
-            base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError, TypeError) as exc:
-            return f"message body is not base64: {exc}"
-    return None
+            if not isinstance(payload, dict):
+                raise TypeError(f"message is JSON {type(payload).__name__}, not an object")
+            super().__init__(payload, channel=channel, **kwargs)
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            raise _Poison(f"not a kombu message: {type(exc).__name__}: {exc}") from exc
 
 
 class QoS(kombu_redis.QoS):
@@ -89,6 +87,29 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    Message = Message
+    _jobkit_keys: dict[tuple[str, ...], list[str]] | None = None
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """kombu's, with the BRPOP key list (queues x 10 priority steps) built once."""
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        if self._jobkit_keys is None:
+            self._jobkit_keys = {}
+        order = tuple(queues)
+        keys = self._jobkit_keys.get(order)
+        if keys is None:
+            keys = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
+            self._jobkit_keys[order] = keys
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        command_args = ["BRPOP", *keys, timeout or 0]
+        if self.global_keyprefix:
+            command_args = self.client._prefix_args(command_args)
+        self.client.connection.send_command(*command_args)
 
     def move_due(self, client: Any, queue: str, now: float, limit: int = 500) -> int:
         """Move the due delayed messages of `queue` onto its lists. Returns how many."""
@@ -129,13 +150,14 @@ class Channel(kombu_redis.Channel):
             raw = item if isinstance(item, bytes) else str(item).encode()
             try:
                 payload = loads(bytes_to_str(raw))
-                problem = problem_with(payload)
             except (ValueError, TypeError, UnicodeDecodeError, DecodeError) as exc:
-                problem = f"message is not JSON: {exc}"
-            if problem is not None:
-                self._dead_letter_raw(dest, raw, f"undecodable message: {problem}")
-                raise Empty()
-            self.connection._deliver(payload, dest)
+                self._dead_letter_raw(dest, raw, f"undecodable message: not JSON: {exc}")
+                raise Empty() from None
+            try:
+                self.connection._deliver(payload, dest)
+            except _Poison as exc:
+                self._dead_letter_raw(dest, raw, f"undecodable message: {exc}")
+                raise Empty() from None
             return True
         finally:
             self._in_poll = None

@@ -1,0 +1,229 @@
+"""Benchmark jobkit-on-Celery against plain Celery: same broker, same no-op task, same worker.
+
+Both run a Celery prefork worker with the same settings (late ack, reject on worker lost,
+prefetch multiplier 1, JSON, concurrency 2, log level WARNING, no gossip/mingle). The only
+differences are what jobkit adds: its envelope header, its Redis transport subclass (delays,
+heartbeat, poison check) and its job records (a STARTED and a SUCCEEDED event per job).
+
+For each system, in turn (plain first, then jobkit): enqueue N jobs one call at a time
+(``task.delay(i, n)`` vs ``job.enqueue(i, n)``) with no worker running, then start the worker
+and time the drain. The drain time comes from marks the job itself writes: jobs ``i < 4`` and
+``i >= n - 8`` RPUSH ``time.time()`` to a Redis list in another db; the other jobs do nothing.
+
+    .venv/bin/python bench/celery_bench.py [--jobs 10000] [--broker redis|amqp]
+
+It starts its own redis-server (and rabbitmq-server for amqp) on free ports and stops them.
+Speed figures live here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+QUEUE = "bench"
+CONCURRENCY = 2
+MARKS_ENV = "CELERY_BENCH_MARKS"
+
+
+def _mark(i: int, n: int) -> None:
+    if i < 4 or i >= n - 8:
+        import redis
+
+        client = redis.Redis.from_url(os.environ[MARKS_ENV])
+        client.rpush("marks", time.time())
+        client.close()
+
+
+# -- the two systems ---------------------------------------------------------------------------
+
+
+def plain_celery(broker_url: str) -> Any:
+    from celery import Celery
+    from kombu import Queue
+
+    app = Celery("plain", set_as_current=False)
+    app.conf.update(
+        broker_url=broker_url,
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=QUEUE,
+        task_queues=[Queue(QUEUE)],
+        worker_hijack_root_logger=False,
+        broker_transport_options={"confirm_publish": True}
+        if broker_url.startswith("amqp")
+        else {"visibility_timeout": 60},
+    )
+
+    @app.task(name="noop")
+    def noop(i: int, n: int) -> None:
+        _mark(i, n)
+
+    return app, noop
+
+
+def jobkit_app(backend_url: str) -> Any:
+    import jobkit
+
+    app = jobkit.App("bench", backend=backend_url)
+
+    @app.job(name="noop", queue=QUEUE)
+    def noop(i: int, n: int) -> None:
+        _mark(i, n)
+
+    return app, noop
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+
+def run_worker(kind: str, url: str) -> None:
+    """Entry point of the worker subprocess."""
+    if kind == "plain":
+        app, _ = plain_celery(url)
+        worker = app.Worker(
+            queues=[QUEUE], concurrency=CONCURRENCY, pool_cls="prefork", loglevel="WARNING",
+            optimization="fair", without_gossip=True, without_mingle=True, quiet=True,
+        )  # fmt: skip
+        worker.start()
+        return
+    import jobkit
+
+    app, _ = jobkit_app(url)
+    options = jobkit.WorkerOptions(
+        app_path="celery_bench:app",
+        queues=(QUEUE,),
+        concurrency=CONCURRENCY,
+        prefetch=1,
+        lease=timedelta(seconds=60),
+        extra={"loglevel": "WARNING"},
+    )
+    app.backend.run_worker(app, options)
+
+
+def start_worker(kind: str, url: str, marks_url: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, **{MARKS_ENV: marks_url}, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(
+        [sys.executable, __file__, "--worker", kind, url],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+# -- one measured run --------------------------------------------------------------------------
+
+
+def measure(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
+    """(enqueue jobs/s, drain jobs/s) of one system."""
+    import redis
+
+    marks = redis.Redis.from_url(marks_url)
+    marks.delete("marks")
+    if kind == "plain":
+        app, task = plain_celery(url)
+        task.delay(-1, 0)  # warm the connection and declare the queue, outside the timing
+        start = time.perf_counter()
+        for i in range(n):
+            task.delay(i, n)
+        enqueue_s = time.perf_counter() - start
+    else:
+        app, job = jobkit_app(url)
+        job.enqueue(-1, 0)
+        start = time.perf_counter()
+        for i in range(n):
+            job.enqueue(i, n)
+        enqueue_s = time.perf_counter() - start
+        app.close()
+    worker = start_worker(kind, url, marks_url)
+    try:
+        deadline = time.monotonic() + 600
+        while marks.llen("marks") < 12:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError(f"{kind}: the drain did not finish")
+            time.sleep(0.05)
+        stamps = sorted(float(x) for x in marks.lrange("marks", 0, -1))
+    finally:
+        stop_worker(worker)
+        marks.close()
+    drain_s = stamps[-1] - stamps[0]
+    return n / enqueue_s, (n - 4) / drain_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--broker", choices=["redis", "amqp"], default="redis")
+    parser.add_argument(
+        "--options", default="", help="extra jobkit URL options, e.g. store=none (experiments)"
+    )
+    parser.add_argument("--worker", nargs=2, metavar=("KIND", "URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(*args.worker)
+        return
+
+    import redis
+
+    from tests.servers.redis import start_redis
+
+    redis_server = start_redis()
+    rabbit = None
+    try:
+        marks_url = f"{redis_server.url}/1"
+        if args.broker == "redis":
+            plain_url = f"{redis_server.url}/0"
+            jobkit_url = f"celery+{redis_server.url}/2?visibility_timeout=60"
+            if args.options:
+                jobkit_url += f"&{args.options}"
+        else:
+            from tests.servers.rabbitmq import start_rabbitmq
+
+            rabbit = start_rabbitmq()
+            plain_url = rabbit.url
+            jobkit_url = f"celery+{rabbit.url}?store={redis_server.url}/2"
+        results = {}
+        for kind, url in (("plain", plain_url), ("jobkit", jobkit_url)):
+            results[kind] = measure(kind, url, marks_url, args.jobs)
+            redis.Redis.from_url(f"{redis_server.url}/0").flushall()
+            print(
+                f"{kind:>7}: enqueue {results[kind][0]:8.0f} jobs/s   "
+                f"drain {results[kind][1]:8.0f} jobs/s",
+                flush=True,
+            )
+        (pe, pd), (je, jd) = results["plain"], results["jobkit"]
+        print(
+            f"Celery+{args.broker}, {args.jobs} jobs, concurrency {CONCURRENCY}: "
+            f"jobkit / plain Celery = enqueue {je / pe:.2f}, drain {jd / pd:.2f}"
+        )
+    finally:
+        if rabbit is not None:
+            rabbit.stop()
+        redis_server.stop()
+
+
+if __name__ == "__main__":
+    main()
