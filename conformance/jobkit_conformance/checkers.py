@@ -109,6 +109,23 @@ def no_duplicate_runs(history: History) -> Finding:
     )
 
 
+def queue_drained(history: History) -> Finding:
+    """Once the jobs have settled, the broker holds nothing more for them: every message was
+    acknowledged or dead-lettered (an ack that does not remove would leave it there)."""
+    finals = [op for op in history.select(f=F.DEPTH, type=OpType.OK) if op.value.get("final")]
+    if not finals:
+        return Finding(passed=False, summary="no final queue depth was observed")
+    problems = [
+        f"queue {op.value.get('queue')} still holds {op.value.get('depth')} message(s) after "
+        "its jobs settled"
+        for op in finals
+        if op.value.get("depth")
+    ]
+    return _finding(
+        problems, f"{len(finals)} queue(s) drained", {"queues": len(finals)}, "not drained"
+    )
+
+
 def effect_once_per_key(history: History) -> Finding:
     """Each idempotency key (else job id) took effect exactly once, however often published."""
     per_key: Counter[str] = Counter()

@@ -151,6 +151,8 @@ CHECKS: tuple[Check, ...] = (
        "every accepted job runs to success or sits in the DLQ", checkers.no_loss),
     _c("delivery.no_unexpected", "delivery", "*",
        "nothing runs that was not enqueued, in any scenario", checkers.no_unexpected),
+    _c("delivery.acked_removed", "delivery", "*",
+       "once jobs settle the broker holds nothing more for them", checkers.queue_drained),
     _c("delivery.once_without_faults", "delivery", "basic",
        "without faults no job starts twice", checkers.no_duplicate_runs),
     _c("delivery.outcomes_as_specified", "delivery", "*",
@@ -217,7 +219,8 @@ BY_ID: dict[str, Check] = {c.id: c for c in CHECKS}
 
 
 def select(patterns: Sequence[str]) -> list[Check]:
-    """The checks whose id matches any pattern (fnmatch globs or id prefixes; all if none).
+    """The checks whose id matches any pattern (an fnmatch glob or an id prefix such as
+    ``crash`` or ``retry.max``; all checks if no pattern).
 
     Raises `KeyError` naming a pattern that matches nothing."""
     if not patterns:
@@ -227,7 +230,7 @@ def select(patterns: Sequence[str]) -> list[Check]:
         hits = [
             c
             for c in CHECKS
-            if fnmatch.fnmatchcase(c.id, pattern) or c.id.startswith(pattern.rstrip(".") + ".")
+            if fnmatch.fnmatchcase(c.id, pattern) or c.id.startswith(pattern)
         ]
         if not hits:
             raise KeyError(pattern)

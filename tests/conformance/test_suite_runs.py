@@ -29,6 +29,16 @@ MUTANTS = {
     "mutant-ignores-time-limit": (["timeout.stopped_and_counted"], ["timeout", "delivery.no_loss"]),
     "mutant-loses-on-release": (["shutdown.no_loss"], ["shutdown", "retry.transient_then_success"]),
     "mutant-no-priorities": (["priority.order"], ["priority", "delivery.no_loss"]),
+    # broken backends beyond the ones the issue lists
+    "mutant-no-extend": (["lease.long_job_not_duplicated"], ["lease.long", "delivery.no_loss"]),
+    "mutant-ack-keeps": (["delivery.acked_removed"], ["delivery"]),
+    "mutant-dlq-mangles": (["dlq.contents_intact"], ["dlq"]),
+    "mutant-no-replay": (["dlq.replay"], ["dlq"]),
+    "mutant-no-delivery-count": (
+        ["retry.max_attempts"],
+        ["retry.max_attempts", "dlq.after_exhaustion"],
+    ),
+    "mutant-loses-on-send": (["delivery.no_loss"], ["delivery"]),
 }
 
 
@@ -81,7 +91,7 @@ def test_the_suite_fails_a_broken_backend_naming_the_check(scheme: str, tmp_path
     must_fail, only = MUTANTS[scheme]
     args = [arg for pattern in only for arg in ("-k", pattern)]
     code, data, out = _run(
-        f"{scheme}+sqlite:///{tmp_path}/jobs.db", tmp_path, "--timeout", "20", *args
+        f"{scheme}+sqlite:///{tmp_path}/jobs.db", tmp_path, "--timeout", "15", *args
     )
     assert code == 1, out
     failed = _failed(data)

@@ -39,7 +39,7 @@ class Settings:
     lease: timedelta = timedelta(seconds=2)
     grace: timedelta = timedelta(seconds=5)
     concurrency: int = 2
-    timeout: float = 60.0  # per wait inside a scenario
+    timeout: float = 30.0  # longest wait for jobs to settle inside a scenario
     parallel: int = 4  # scenarios run at once
 
     def to_dict(self) -> dict[str, Any]:
@@ -278,6 +278,31 @@ class Context:
             raise ScenarioFailed(f"timed out after {limit:g} s waiting until {what}")
         if dead and not condition():
             raise ScenarioFailed(f"{dead[0]} while waiting until {what}")
+
+    def settle(self, condition: Any, timeout: float | None = None) -> bool:
+        """Wait until `condition` holds (the jobs settled), at most `timeout` (the run's
+        timeout by default), or until every worker of the scenario has exited. Not holding is
+        not an error here: the checkers judge what happened."""
+        limit = self.suite.settings.timeout if timeout is None else timeout
+
+        def done() -> bool:
+            return bool(condition()) or bool(
+                self.workers and not any(w.alive() for w in self.workers)
+            )
+
+        wait_for(done, timeout=limit, interval=0.05)
+        return bool(condition())
+
+    def drained(self) -> None:
+        """Give the broker up to three leases to hold nothing more for this queue (everything
+        acknowledged or dead-lettered), then record its depth as the scenario's final one."""
+        self.try_wait(lambda: self.depth() == 0, timeout=self.lease * 3)
+        self.record(
+            "probe",
+            OpType.OK,
+            F.DEPTH,
+            value={"queue": self.queue, "depth": self.depth(), "final": True},
+        )
 
     def try_wait(self, condition: Any, timeout: float) -> bool:
         return wait_for(condition, timeout=timeout, interval=0.05)

@@ -197,6 +197,75 @@ class NoPriorities(Wrapped):
         self.inner.send([replace(m, priority=0) for m in messages])
 
 
+class NoExtend(Wrapped):
+    """Lease extension does nothing: a job longer than its lease is delivered again."""
+
+    name = "mutant-no-extend"
+
+    def extend(self, delivery: Delivery, *, lease: timedelta) -> None:
+        pass
+
+
+class AckKeeps(Wrapped):
+    """Ack does nothing: every finished message comes back when its lease runs out."""
+
+    name = "mutant-ack-keeps"
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        pass
+
+
+class DlqMangles(Wrapped):
+    """Dead-letters a message with an empty reason and a truncated body."""
+
+    name = "mutant-dlq-mangles"
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        return [replace(d, body=d.body[:20]) for d in self.inner.dead_letters(queue, limit=limit)]
+
+    def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
+        self.inner.dead_letter(replace(delivery, body=delivery.body[:20]), reason="")
+
+
+class NoReplay(Wrapped):
+    """Replay claims success but moves nothing."""
+
+    name = "mutant-no-replay"
+
+    def replay(self, queue: str, *, ids: Sequence[str] | None = None) -> int:
+        return len(ids) if ids is not None else 0
+
+
+class NoDeliveryCount(Wrapped):
+    """Reports every delivery as the first: retries never run out."""
+
+    name = "mutant-no-delivery-count"
+
+    def receive(
+        self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
+    ) -> list[Delivery]:
+        got = self.inner.receive(queues, max_messages=max_messages, wait=wait, lease=lease)
+        return [replace(d, deliveries=1) for d in got]
+
+
+class LosesOnSend(Wrapped):
+    """Drops every fifth message it is given to send, without an error."""
+
+    name = "mutant-loses-on-send"
+
+    def __init__(self, inner: Transport) -> None:
+        super().__init__(inner)
+        self.sent = 0
+
+    def send(self, messages: Sequence[Message]) -> None:
+        keep = []
+        for m in messages:
+            self.sent += 1
+            if self.sent % 5:
+                keep.append(m)
+        self.inner.send(keep)
+
+
 def _wrap(url: str, kind: type[Wrapped]) -> TransportBackend:
     _scheme, sep, inner_url = url.partition("+")
     if not sep:
@@ -243,3 +312,27 @@ def loses_on_release(url: str) -> TransportBackend:
 
 def no_priorities(url: str) -> TransportBackend:
     return _wrap(url, NoPriorities)
+
+
+def no_extend(url: str) -> TransportBackend:
+    return _wrap(url, NoExtend)
+
+
+def ack_keeps(url: str) -> TransportBackend:
+    return _wrap(url, AckKeeps)
+
+
+def dlq_mangles(url: str) -> TransportBackend:
+    return _wrap(url, DlqMangles)
+
+
+def no_replay(url: str) -> TransportBackend:
+    return _wrap(url, NoReplay)
+
+
+def no_delivery_count(url: str) -> TransportBackend:
+    return _wrap(url, NoDeliveryCount)
+
+
+def loses_on_send(url: str) -> TransportBackend:
+    return _wrap(url, LosesOnSend)
