@@ -227,11 +227,7 @@ def select(patterns: Sequence[str]) -> list[Check]:
         return list(CHECKS)
     chosen: list[Check] = []
     for pattern in patterns:
-        hits = [
-            c
-            for c in CHECKS
-            if fnmatch.fnmatchcase(c.id, pattern) or c.id.startswith(pattern)
-        ]
+        hits = [c for c in CHECKS if fnmatch.fnmatchcase(c.id, pattern) or c.id.startswith(pattern)]
         if not hits:
             raise KeyError(pattern)
         chosen += [c for c in hits if c not in chosen]
