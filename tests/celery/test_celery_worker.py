@@ -244,3 +244,24 @@ def test_json_that_is_not_a_kombu_message_is_dead_lettered_on_redis(
         probe.close()
     assert sorted(d.body for d in dead) == sorted(not_messages)
     assert workers[0].poll() is None
+
+
+def test_sigterm_past_the_grace_stops_the_job_and_it_runs_again(any_url, ledger, app_on, workers):
+    L.app.use(any_url)
+    spawn(workers, any_url, ledger, "--grace", "1")
+    handle = L.record.enqueue("cut-short", sleep=6.0)
+    wait_until(lambda: runs(ledger, "cut-short"), timeout=60, what="the job started")
+    workers[0].send_signal(signal.SIGTERM)
+    assert workers[0].wait(timeout=20) is not None  # gone well before the job would end
+    assert not effect_done(ledger, "cut-short")
+    spawn(workers, any_url, ledger)
+    assert handle.result(timeout=60) == "cut-short"
+    assert len(runs(ledger, "cut-short")) == 2
+
+
+def test_burst_worker_stops_when_the_queue_is_empty(redis_url, ledger, app_on, workers):
+    L.app.use(redis_url)
+    handles = [L.record.enqueue(f"burst-{i}") for i in range(3)]
+    spawn(workers, redis_url, ledger, "--burst")
+    assert workers[0].wait(timeout=60) == 0
+    assert all(h.state is jobkit.JobState.SUCCEEDED for h in handles)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from jobkit_celery._amqp_ops import delay_queue_arguments, work_queue_arguments
 from jobkit_celery._names import delay_queue_name
@@ -107,7 +107,7 @@ def build_celery(settings: Settings, name: str = "jobkit") -> Celery:
 
 
 def attach_runtime(celery: Celery, runtime: Runtime) -> None:
-    celery.jobkit_runtime = runtime  # type: ignore[attr-defined]
+    celery.jobkit_runtime = runtime
 
 
 def runtime_of(celery: Any) -> Runtime | None:

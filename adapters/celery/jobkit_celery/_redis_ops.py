@@ -46,7 +46,7 @@ class RedisOps:
 
     def take_dead(
         self, queue: str, ids: Sequence[str] | None
-    ) -> list[tuple[bytes, jobkit.DeadLetter]]:
+    ) -> list[tuple[bytes | str, jobkit.DeadLetter]]:
         """Dead letters to replay (raw entry, decoded); not removed yet."""
         with self._guard("read dead letters"):
             raw = self.client.lrange(dlq_name(queue), 0, -1)
@@ -58,9 +58,9 @@ class RedisOps:
                 out.append((item, dead))
         return out
 
-    def remove_dead(self, queue: str, raw: bytes) -> None:
+    def remove_dead(self, queue: str, raw: bytes | str) -> None:
         with self._guard("remove a replayed dead letter"):
-            self.client.lrem(dlq_name(queue), 1, raw)
+            self.client.lrem(dlq_name(queue), 1, raw)  # type: ignore[arg-type]
 
     def push_raw(self, queue: str, body: bytes) -> None:
         """Put `body` on `queue`'s list as is (how an undecodable message is replayed)."""
@@ -117,13 +117,14 @@ class RedisOps:
         names: set[str] = set()
         with self._guard("list queues"):
             for key in self.client.scan_iter(match="jobkit.*", count=500):
-                text = key.decode(errors="replace")
+                text = key.decode(errors="replace") if isinstance(key, bytes) else key
                 for prefix in ("jobkit.dlq.", "jobkit.delayed."):
                     if text.startswith(prefix):
                         names.add(text[len(prefix) :])
             for key in self.client.scan_iter(match="_kombu.binding.*", count=500):
                 for member in self.client.smembers(key):
-                    parts = member.decode(errors="replace").split(SEP)
+                    text = member.decode(errors="replace") if isinstance(member, bytes) else member
+                    parts = text.split(SEP)
                     if parts and parts[-1]:
                         names.add(parts[-1])
         return sorted(names)
@@ -141,7 +142,6 @@ class _Guard:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         if isinstance(exc, redis.RedisError):
             raise jobkit.BrokerUnavailable(f"cannot {self.what} on Redis: {exc}") from exc
-        return False

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import binascii
 import logging
+from queue import Empty
 from time import monotonic, time
 from typing import Any
 
@@ -38,7 +39,6 @@ from jobkit_celery._wire import DUE_HEADER
 
 logger = logging.getLogger("jobkit.celery")
 
-Empty = kombu_redis.Empty
 
 MOVE_DUE = """
 local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -105,7 +105,7 @@ class Channel(kombu_redis.Channel):
             keys = [self._q_for_pri(q, pri) for pri in self.priority_steps for q in queues]
             self._jobkit_keys[order] = keys
         self._in_poll = self.client.connection
-        self._brpop_sent_at = monotonic()
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         command_args = ["BRPOP", *keys, timeout or 0]
         if self.global_keyprefix:
             command_args = self.client._prefix_args(command_args)
@@ -160,7 +160,7 @@ class Channel(kombu_redis.Channel):
                 raise Empty() from None
             return True
         finally:
-            self._in_poll = None
+            self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
 
 

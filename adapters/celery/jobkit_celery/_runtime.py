@@ -260,11 +260,11 @@ class Runtime:
                     f"job {job.name!r} returned a {type(result).__name__}, which is not JSON"
                 ) from exc
         except celery_exc.SoftTimeLimitExceeded as soft:
-            exc = jobkit.TimeLimitExceeded(
+            stopped = jobkit.TimeLimitExceeded(
                 f"job {job.name!r} ran past its time limit of {env.time_limit} s"
             )
-            exc.__cause__ = soft
-            return self._failed(env, job, attempt, exc)
+            stopped.__cause__ = soft
+            return self._failed(env, job, attempt, stopped)
         except Exception as exc:
             return self._failed(env, job, attempt, exc)
         self._record(self._event(env, EventKind.SUCCEEDED, attempt, result=result))

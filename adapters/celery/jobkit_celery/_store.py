@@ -141,7 +141,7 @@ class RedisJobStore(jobkit.JobStore):
 
     def queues(self) -> set[str]:
         try:
-            return {q.decode() for q in self.client.smembers("jobkit.queues")}
+            return {_text(q) for q in self.client.smembers("jobkit.queues")}
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot list queues: {exc}") from exc
 
@@ -166,3 +166,7 @@ class RedisJobStore(jobkit.JobStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
