@@ -77,6 +77,7 @@ class Context:
         self.job_ids: set[str] = set()
         self.sent: dict[str, tuple[Envelope, bytes]] = {}
         self.workers: list[WorkerHandle] = []
+        self.notes: list[str] = []  # what did not settle in time, shown with failed checks
         self._lock = threading.Lock()
 
     @property
@@ -279,7 +280,7 @@ class Context:
         if dead and not condition():
             raise ScenarioFailed(f"{dead[0]} while waiting until {what}")
 
-    def settle(self, condition: Any, timeout: float | None = None) -> bool:
+    def settle(self, condition: Any, what: str, timeout: float | None = None) -> bool:
         """Wait until `condition` holds (the jobs settled), at most `timeout` (the run's
         timeout by default), or until every worker of the scenario has exited. Not holding is
         not an error here: the checkers judge what happened."""
@@ -291,7 +292,15 @@ class Context:
             )
 
         wait_for(done, timeout=limit, interval=0.05)
-        return bool(condition())
+        if condition():
+            return True
+        alive = any(w.alive() for w in self.workers)
+        self.notes.append(
+            f"{self.scenario}: gave up after {limit:g} s waiting until {what}"
+            if alive or not self.workers
+            else f"{self.scenario}: every worker exited while waiting until {what}"
+        )
+        return False
 
     def drained(self) -> None:
         """Give the broker up to three leases to hold nothing more for this queue (everything

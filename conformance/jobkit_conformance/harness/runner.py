@@ -43,6 +43,7 @@ class ScenarioResult:
     name: str
     history: History
     error: str | None = None
+    notes: tuple[str, ...] = ()
     not_applicable: str | None = None
     duration_s: float = 0.0
 
@@ -72,7 +73,9 @@ def _run_scenario(suite: Suite, name: str, progress: Progress) -> ScenarioResult
         )
     elapsed = time.monotonic() - started
     progress(f"scenario {name}: done in {elapsed:.1f} s")
-    return ScenarioResult(name=name, history=history, duration_s=elapsed)
+    for note in ctx.notes:
+        progress(note)
+    return ScenarioResult(name=name, history=history, notes=tuple(ctx.notes), duration_s=elapsed)
 
 
 def _make(
@@ -220,6 +223,7 @@ def run_suite(
         if check.scenario == "*":
             errored = [r.name for r in results.values() if r.error]
             history = merged
+            notes: tuple[str, ...] = tuple(n for r in results.values() for n in r.notes)
         else:
             res = results[check.scenario]
             if res.not_applicable:
@@ -245,6 +249,7 @@ def run_suite(
                 continue
             errored = []
             history = res.history
+            notes = res.notes
         finding = check.checker(history)
         outcome, summary = decide(
             finding, claimed=True, expected_failure=expected_failures.get(check.id)
@@ -257,7 +262,7 @@ def run_suite(
                 outcome=outcome,
                 summary=summary,
                 counts=finding.counts,
-                details=finding.details,
+                details=finding.details + (notes if not finding.passed else ()),
                 reason=expected_failures.get(check.id),
                 duration_s=(results[check.scenario].duration_s if check.scenario in results else 0)
                 + time.monotonic()

@@ -36,7 +36,7 @@ def basic(ctx: Context) -> None:
     )
     ctx.start_worker()
     ctx.start_worker()
-    ctx.settle(lambda: ctx.succeeded(ids))
+    ctx.settle(lambda: ctx.succeeded(ids), "all 20 jobs succeeded")
     ctx.drained()
     # a spurious copy (e.g. delivered twice) shows within a lease; waiting for it IS the check
     ctx.try_wait(lambda: len(ctx.runs()) > len(ids), timeout=ctx.lease)
@@ -50,7 +50,7 @@ def crash(ctx: Context) -> None:
     ctx.fault(F.KILL, first)
     first.wait(10)
     ctx.start_worker()
-    ctx.settle(lambda: ctx.succeeded(ids))
+    ctx.settle(lambda: ctx.succeeded(ids), "all jobs succeeded after the crash")
     ctx.drained()
 
 
@@ -69,7 +69,7 @@ def stop(ctx: Context) -> None:
     ctx.start_worker(concurrency=1)
     ctx.try_wait(lambda: ctx.started([job], 2), timeout=ctx.lease * 4 + 5)
     ctx.fault(F.CONT, first)
-    ctx.settle(lambda: ctx.succeeded([job]) and not ctx.running())
+    ctx.settle(lambda: ctx.succeeded([job]) and not ctx.running(), "the job finished")
     ctx.drained()
 
 
@@ -80,7 +80,7 @@ def long_job(ctx: Context) -> None:
     job = ctx.enqueue(jobs.sleep, [seconds], JobSpec(kind="long", duration=seconds))
     ctx.wait(lambda: ctx.started([job]), "the long job started")
     ctx.start_worker(concurrency=1)
-    ctx.settle(lambda: ctx.succeeded([job]), timeout=seconds + 30)
+    ctx.settle(lambda: ctx.succeeded([job]), "the long job finished", timeout=seconds + 30)
     ctx.drained()
 
 
@@ -120,15 +120,20 @@ def retry(ctx: Context) -> None:
         ctx.enqueue(jobs.flaky, [1], JobSpec(kind="flaky", failures=1, backoff_min=flaky_bounds))
     ]
     rejected = ctx.enqueue(jobs.reject, [], JobSpec(kind="reject", outcome="dead", permanent=True))
-    ctx.settle(lambda: ctx.succeeded(flaky) and {*failing, rejected} <= ctx.dead_ids())
+    ctx.settle(
+        lambda: ctx.succeeded(flaky) and {*failing, rejected} <= ctx.dead_ids(),
+        "the flaky jobs succeeded and the failing ones are dead-lettered",
+    )
     if failing[0] not in ctx.dead_ids():
         return  # nothing to replay; the checkers report what is missing
     # replay one: it must run again (and, failing again, return to the DLQ)
     replayed = failing[0]
     count = ctx.suite.backend.replay(ctx.queue, ids=[replayed])
     ctx.record("client", OpType.OK, F.REPLAY, value={"ids": [replayed], "count": count})
-    ctx.settle(lambda: ctx.started([replayed], policy.max_attempts + 1))
-    ctx.settle(lambda: replayed in ctx.dead_ids())
+    ctx.settle(
+        lambda: ctx.started([replayed], policy.max_attempts + 1), "the replayed job ran again"
+    )
+    ctx.settle(lambda: replayed in ctx.dead_ids(), "the replayed job is dead-lettered again")
     ctx.drained()
 
 
@@ -138,7 +143,7 @@ def timeout(ctx: Context) -> None:
     seconds = 30.0
     job = ctx.enqueue(jobs.limited, [seconds],
                       JobSpec(kind="limited", outcome="dead", duration=seconds))  # fmt: skip
-    ctx.settle(lambda: job in ctx.dead_ids(), timeout=25)
+    ctx.settle(lambda: job in ctx.dead_ids(), "the time-limited job is dead-lettered", timeout=25)
     ctx.drained()
 
 
@@ -152,7 +157,7 @@ def delay(ctx: Context) -> None:
     ids.append(
         ctx.enqueue(jobs.effect, [], JobSpec(kind="long_delay"), not_before=now + 3 * ctx.lease + 1)
     )
-    ctx.settle(lambda: ctx.succeeded(ids), timeout=3 * ctx.lease + 30)
+    ctx.settle(lambda: ctx.succeeded(ids), "the delayed jobs ran", timeout=3 * ctx.lease + 30)
     ctx.drained()
     ctx.try_wait(lambda: False, timeout=ctx.lease)  # a late second copy would show here
 
@@ -163,7 +168,7 @@ def priority(ctx: Context) -> None:
     random.Random(7).shuffle(prios)
     ids = [ctx.enqueue(jobs.effect, [], JobSpec(kind="priority"), priority=p) for p in prios]
     ctx.start_worker(concurrency=1)
-    ctx.settle(lambda: ctx.succeeded(ids))
+    ctx.settle(lambda: ctx.succeeded(ids), "the prioritised jobs ran")
     ctx.drained()
 
 
@@ -176,7 +181,7 @@ def shutdown(ctx: Context) -> None:
     if first.wait(ctx.suite.settings.grace.total_seconds() + 10) is None:
         raise ScenarioFailed("the worker did not exit within its grace after SIGTERM")
     ctx.start_worker()
-    ctx.settle(lambda: ctx.succeeded(ids))
+    ctx.settle(lambda: ctx.succeeded(ids), "all jobs succeeded after the restart")
     ctx.drained()
 
 
@@ -189,7 +194,11 @@ def poison(ctx: Context) -> None:
     ctx.suite.probe.inject_raw(ctx.queue, body, id=raw_id)
     ctx.record("nemesis", OpType.OK, F.INJECT, job_id=raw_id, value={"body_hex": body.hex()})
     job = ctx.enqueue(jobs.effect, [], JobSpec(kind="effect"))
-    ctx.settle(lambda: ctx.succeeded([job]) and raw_id in ctx.dead_ids(), timeout=20)
+    ctx.settle(
+        lambda: ctx.succeeded([job]) and raw_id in ctx.dead_ids(),
+        "the next job ran and the poison is dead-lettered",
+        timeout=20,
+    )
     ctx.drained()
     ctx.record("probe", OpType.OK, F.WORKER, value={"name": worker.name, "alive": worker.alive()})
 
