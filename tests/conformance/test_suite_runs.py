@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,28 @@ def test_a_strict_expected_failure_that_passes_fails_the_run(tmp_path: Path) -> 
     assert data["checks"][0]["outcome"] == "xpass"
 
 
+@pytest.fixture(scope="module")
+def mutant_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[int, dict[str, Any], str]]:
+    """Every mutant's run, three at a time (each is mostly waiting on its workers)."""
+
+    def one(scheme: str) -> tuple[int, dict[str, Any], str]:
+        _, only = MUTANTS[scheme]
+        tmp = tmp_path_factory.mktemp(scheme)
+        args = [arg for pattern in only for arg in ("-k", pattern)]
+        return _run(f"{scheme}+sqlite:///{tmp}/jobs.db", tmp, "--timeout", "15", *args)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(sorted(MUTANTS), pool.map(one, sorted(MUTANTS)), strict=True))
+
+
 @pytest.mark.parametrize("scheme", sorted(MUTANTS))
-def test_the_suite_fails_a_broken_backend_naming_the_check(scheme: str, tmp_path: Path) -> None:
-    must_fail, only = MUTANTS[scheme]
-    args = [arg for pattern in only for arg in ("-k", pattern)]
-    code, data, out = _run(
-        f"{scheme}+sqlite:///{tmp_path}/jobs.db", tmp_path, "--timeout", "15", *args
-    )
+def test_the_suite_fails_a_broken_backend_naming_the_check(
+    scheme: str, mutant_runs: dict[str, tuple[int, dict[str, Any], str]]
+) -> None:
+    must_fail, _ = MUTANTS[scheme]
+    code, data, out = mutant_runs[scheme]
     assert code == 1, out
     failed = _failed(data)
     for check in must_fail:
