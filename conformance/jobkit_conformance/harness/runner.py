@@ -179,7 +179,9 @@ def run_suite(
                 }
                 results = {name: f.result() for name, f in futures.items()}
         finally:
-            probe.cleanup(queues)
+            cleanup = getattr(probe, "cleanup", None)  # optional for older probes
+            if cleanup is not None:
+                cleanup(queues)
             probe.close()
     finally:
         backend.close()

@@ -205,7 +205,10 @@ def poison(ctx: Context) -> None:
 
 def broker_down(ctx: Context) -> None:
     """Enqueue against the same kind of backend whose broker cannot be reached."""
-    url = ctx.suite.probe.unreachable_url()
+    unreachable = getattr(ctx.suite.probe, "unreachable_url", None)
+    if unreachable is None:
+        raise NotApplicable("the backend's probe offers no unreachable_url() to enqueue against")
+    url = unreachable()
     if url is None:
         raise NotApplicable("this backend has no broker that could be unreachable")
     app = App("conformance-broker-down", backend=url)

@@ -1,9 +1,9 @@
 """Probes: read a backend's queues through its native client, bypassing the adapter under test.
 
 A distribution provides a probe for a URL scheme through the ``jobkit.probes`` entry-point group
-(name = scheme, value = "module:function"). The function takes the backend URL and the backend
-the harness opened (needed only where the broker lives in that process, as for ``memory://``)
-and returns a `Probe`.
+(name = scheme, value = "module:function"). The function takes the backend URL, and optionally
+as second argument the backend the harness opened (needed only where the broker lives in that
+process, as for ``memory://``), and returns a `Probe`.
 
 Lookup: the exact scheme first, then the part after the last ``+`` (so a wrapping scheme such
 as ``mutant-acks-early+sqlite`` finds the ``sqlite`` probe), then the part before the first ``+``.
@@ -12,6 +12,7 @@ as ``mutant-acks-early+sqlite`` finds the ``sqlite`` probe), then the part befor
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -64,6 +65,15 @@ class Probe(Protocol):
 ProbeFactory = Callable[[str, Backend], Probe]
 
 
+def _takes_backend(factory: Callable[..., Probe]) -> bool:
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
 def open_probe(url: str, backend: Backend) -> Probe:
     scheme = scheme_of(url)
     probes = {ep.name: ep.value for ep in entry_points(group=GROUP)}
@@ -71,8 +81,10 @@ def open_probe(url: str, backend: Backend) -> Probe:
         target = probes.get(candidate)
         if target is not None:
             module_name, _, attr = target.partition(":")
-            factory = cast(ProbeFactory, getattr(importlib.import_module(module_name), attr))
-            return factory(url, backend)
+            factory = getattr(importlib.import_module(module_name), attr)
+            if _takes_backend(factory):
+                return cast(ProbeFactory, factory)(url, backend)
+            return cast(Callable[[str], Probe], factory)(url)
     raise ConfigurationError(
         f"no conformance probe for scheme {scheme!r}; installed probes: "
         f"{', '.join(sorted(probes)) or 'none'}. The adapter's distribution must declare one "
