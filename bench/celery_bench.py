@@ -5,10 +5,12 @@ prefetch multiplier 1, JSON, concurrency 2, log level WARNING, no gossip/mingle)
 differences are what jobkit adds: its envelope header, its Redis transport subclass (delays,
 heartbeat, poison check) and its job records (a STARTED and a SUCCEEDED event per job).
 
-For each system, in turn (plain first, then jobkit): enqueue N jobs one call at a time
-(``task.delay(i, n)`` vs ``job.enqueue(i, n)``) with no worker running, then start the worker
-and time the drain. The drain time comes from marks the job itself writes: jobs ``i < 4`` and
-``i >= n - 8`` RPUSH ``time.time()`` to a Redis list in another db; the other jobs do nothing.
+The N jobs per system run in blocks (``--rounds``, default 5 of N/5), alternating which system
+goes first, so that noise from a shared machine falls on both alike. In a block: enqueue the
+jobs one call at a time (``task.delay(i, n)`` vs ``job.enqueue(i, n)``) with no worker running,
+then start the worker and time the drain. The drain time comes from marks the job itself
+writes: jobs ``i < 4`` and ``i >= n - 8`` RPUSH ``time.time()`` to a Redis list in another
+db; the other jobs do nothing.
 
     .venv/bin/python bench/celery_bench.py [--jobs 10000] [--broker redis|amqp]
 
@@ -38,7 +40,7 @@ MARKS_ENV = "CELERY_BENCH_MARKS"
 
 
 def _mark(i: int, n: int) -> None:
-    if i < 4 or i >= n - 8:
+    if 0 <= i < 4 or i >= n - 8 >= 0:
         import redis
 
         client = redis.Redis.from_url(os.environ[MARKS_ENV])
@@ -138,7 +140,7 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
 
 
 def measure(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
-    """(enqueue jobs/s, drain jobs/s) of one system."""
+    """(enqueue seconds, drain seconds) of `n` jobs on one system."""
     import redis
 
     marks = redis.Redis.from_url(marks_url)
@@ -169,13 +171,21 @@ def measure(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
     finally:
         stop_worker(worker)
         marks.close()
-    drain_s = stamps[-1] - stamps[0]
-    return n / enqueue_s, (n - 4) / drain_s
+    if os.environ.get("CELERY_BENCH_DEBUG"):
+        print(kind, [round(x - stamps[0], 3) for x in stamps], flush=True)
+    # the first mark is job 0's start; the others come from the first 4 and last 8 jobs
+    return enqueue_s, (stamps[-1] - stamps[0]) * n / (n - 4)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs per system in all")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="the jobs are run in this many blocks, alternating which system goes first",
+    )
     parser.add_argument("--broker", choices=["redis", "amqp"], default="redis")
     parser.add_argument(
         "--options", default="", help="extra jobkit URL options, e.g. store=none (experiments)"
@@ -205,15 +215,25 @@ def main() -> None:
             rabbit = start_rabbitmq()
             plain_url = rabbit.url
             jobkit_url = f"celery+{rabbit.url}?store={redis_server.url}/2"
-        results = {}
-        for kind, url in (("plain", plain_url), ("jobkit", jobkit_url)):
-            results[kind] = measure(kind, url, marks_url, args.jobs)
-            redis.Redis.from_url(f"{redis_server.url}/0").flushall()
-            print(
-                f"{kind:>7}: enqueue {results[kind][0]:8.0f} jobs/s   "
-                f"drain {results[kind][1]:8.0f} jobs/s",
-                flush=True,
-            )
+        urls = {"plain": plain_url, "jobkit": jobkit_url}
+        totals = {"plain": [0.0, 0.0], "jobkit": [0.0, 0.0]}
+        block = args.jobs // args.rounds
+        for r in range(args.rounds):
+            order = ("plain", "jobkit") if r % 2 == 0 else ("jobkit", "plain")
+            for kind in order:
+                enq, drain = measure(kind, urls[kind], marks_url, block)
+                totals[kind][0] += enq
+                totals[kind][1] += drain
+                redis.Redis.from_url(f"{redis_server.url}/0").flushall()
+                print(
+                    f"round {r + 1} {kind:>7}: enqueue {block / enq:6.0f} jobs/s   "
+                    f"drain {block / drain:6.0f} jobs/s",
+                    flush=True,
+                )
+        done = block * args.rounds
+        results = {k: (done / v[0], done / v[1]) for k, v in totals.items()}
+        for kind, (enq_rate, drain_rate) in results.items():
+            print(f"{kind:>7}: enqueue {enq_rate:8.0f} jobs/s   drain {drain_rate:8.0f} jobs/s")
         (pe, pd), (je, jd) = results["plain"], results["jobkit"]
         print(
             f"Celery+{args.broker}, {args.jobs} jobs, concurrency {CONCURRENCY}: "

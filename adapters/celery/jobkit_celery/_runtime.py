@@ -189,7 +189,10 @@ class Runtime:
 
     def _record(self, *events: JobEvent) -> None:
         if self.store is not None:
-            self.store.record(events)
+            if len(events) == 1:
+                self.store.finish(events[0])
+            else:
+                self.store.record(events)
 
     def execute(self, task: JobTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one delivery of a job with jobkit's semantics. Runs in the pool child."""

@@ -83,13 +83,37 @@ def fold(job_id: str, raw_events: Sequence[bytes | str]) -> JobRecord | None:
     return record
 
 
+# KEYS: job's event list, dedup key. ARGV: event, ttl. Records the event unless the key is done;
+# returns 1 if the job should run.
+_START = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: job's event list, dedup key. ARGV: event, ttl, "1" to mark the key done.
+_FINISH = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], 1, 'EX', ARGV[2]) end
+return 1
+"""
+
+
 class RedisJobStore(jobkit.JobStore):
-    """Thread-safe (redis-py's client is). Safe to use after fork (redis-py reconnects)."""
+    """Thread-safe (redis-py's client is). Safe to use after fork (redis-py reconnects).
+
+    The worker's two writes per job (`start`, `finish`) are one Lua script call each: one
+    round trip, and no redis-py pipeline object to build (which costs more CPU than the call).
+    """
 
     def __init__(self, url: str, *, ttl: timedelta = timedelta(days=7)) -> None:
         self.url = url
         self.ttl = int(ttl.total_seconds())
         self.client = redis.Redis.from_url(url)
+        self._start = self.client.register_script(_START)
+        self._finish = self.client.register_script(_FINISH)
 
     def _push(self, pipe: Any, events: Sequence[JobEvent]) -> None:
         for event in events:
@@ -113,13 +137,23 @@ class RedisJobStore(jobkit.JobStore):
         One round trip: the dedup check and the STARTED event are sent together.
         """
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.exists(done_key(key))
-                self._push(pipe, [event])
-                done = pipe.execute()[0]
+            run = self._start(
+                keys=[job_key(event.job_id), done_key(key)], args=[encode_event(event), self.ttl]
+            )
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job start: {exc}") from exc
-        return not done
+        return bool(run)
+
+    def finish(self, event: JobEvent) -> None:
+        """Record the event that ends an attempt (one round trip)."""
+        done = done_key(jobkit.dedup_key(event.job_id, event.key))
+        flag = "1" if event.kind is EventKind.SUCCEEDED else "0"
+        try:
+            self._finish(
+                keys=[job_key(event.job_id), done], args=[encode_event(event), self.ttl, flag]
+            )
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
 
     def redelivered(self, job_id: str, attempt: int) -> int:
         """Count one more crash redelivery of the message (job, attempt); returns the count."""
