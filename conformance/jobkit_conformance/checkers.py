@@ -354,6 +354,10 @@ def dead_letters_intact(history: History) -> Finding:
     views = jobs(history)
     problems: list[str] = []
     checked = 0
+    seen: Counter[str] = Counter(str(e.get("id")) for e in dead_entries(history))
+    for job_id, n in sorted(seen.items()):
+        if n > 1 and job_id in views:
+            problems.append(f"dead letter {job_id} is in the dead-letter queue {n} times")
     for entry in dead_entries(history):
         job_id = str(entry.get("id"))
         v = views.get(job_id)

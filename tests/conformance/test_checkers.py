@@ -248,3 +248,9 @@ def test_history_round_trips_through_jsonl() -> None:
 def test_no_duplicate_runs_compares_the_broker_depth_with_what_was_enqueued() -> None:
     h = H().enqueue("a").op("probe", OpType.OK, F.DEPTH, 0.5, depth=2, expected=1).run("a", 1, 2)
     assert "the broker holds 2 messages" in checkers.no_duplicate_runs(h.build()).summary
+
+
+def test_dead_letters_intact_catches_a_job_dead_lettered_twice() -> None:
+    h = H().enqueue("a", job="conformance.always_fail", args=("a",), outcome="dead")
+    h.dead(3, _dead_entry("a"), _dead_entry("a"))
+    assert "2 times" in checkers.dead_letters_intact(h.build()).summary

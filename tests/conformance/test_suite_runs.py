@@ -40,6 +40,8 @@ MUTANTS = {
         ["retry.max_attempts", "dlq.after_exhaustion"],
     ),
     "mutant-loses-on-send": (["delivery.no_loss"], ["delivery"]),
+    "mutant-replay-twice": (["dlq.contents_intact"], ["dlq"]),
+    "mutant-no-lease": (["delivery.once_without_faults"], ["delivery"]),
 }
 
 

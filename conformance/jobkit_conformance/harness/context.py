@@ -148,7 +148,8 @@ class Context:
             not_before=datetime.fromtimestamp(not_before, UTC) if not_before else None,
         )
         try:
-            (app or self.suite.app).enqueue(job, full_args, {}, options)
+            with self.suite.lock:  # the backend may not be thread-safe; enqueues are few
+                (app or self.suite.app).enqueue(job, full_args, {}, options)
         except JobkitError as exc:
             self.record(
                 "client",
@@ -191,7 +192,8 @@ class Context:
         self.job_ids.add(token)
         self.sent[token] = (env, env.encode())
         self.record("client", OpType.INVOKE, F.ENQUEUE, job_id=token, value=spec.to_value())
-        self.suite.backend.send([self.sent[token]])
+        with self.suite.lock:
+            self.suite.backend.send([self.sent[token]])
         self.record("client", OpType.OK, F.ENQUEUE, job_id=token)
         return token
 
@@ -199,7 +201,8 @@ class Context:
         """Publish the envelope of `job_id` again, byte for byte (a duplicate delivery, as a
         producer retry or a broker fail-over makes)."""
         self.record("nemesis", OpType.INVOKE, F.DUPLICATE, job_id=job_id)
-        self.suite.backend.send([self.sent[job_id]])
+        with self.suite.lock:
+            self.suite.backend.send([self.sent[job_id]])
         self.record("nemesis", OpType.OK, F.DUPLICATE, job_id=job_id)
 
     # -- workers and faults -----------------------------------------------------------------
@@ -259,6 +262,13 @@ class Context:
             w.close()
 
     # -- observation ------------------------------------------------------------------------
+
+    def replay(self, ids: list[str]) -> int:
+        """Move these dead letters back through the backend under test; records REPLAY."""
+        with self.suite.lock:
+            count = self.suite.backend.replay(self.queue, ids=ids)
+        self.record("client", OpType.OK, F.REPLAY, value={"ids": ids, "count": count})
+        return count
 
     def runs(self) -> list[RunRow]:
         return self.suite.ledger.runs(self.job_ids)

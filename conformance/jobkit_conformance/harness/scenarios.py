@@ -128,8 +128,7 @@ def retry(ctx: Context) -> None:
         return  # nothing to replay; the checkers report what is missing
     # replay one: it must run again (and, failing again, return to the DLQ)
     replayed = failing[0]
-    count = ctx.suite.backend.replay(ctx.queue, ids=[replayed])
-    ctx.record("client", OpType.OK, F.REPLAY, value={"ids": [replayed], "count": count})
+    ctx.replay([replayed])
     ctx.settle(
         lambda: ctx.started([replayed], policy.max_attempts + 1), "the replayed job ran again"
     )

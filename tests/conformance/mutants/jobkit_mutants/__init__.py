@@ -266,6 +266,36 @@ class LosesOnSend(Wrapped):
         self.inner.send(keep)
 
 
+class ReplayTwice(Wrapped):
+    """Replay sends every replayed message twice."""
+
+    name = "mutant-replay-twice"
+
+    def replay(self, queue: str, *, ids: Sequence[str] | None = None) -> int:
+        wanted = [
+            d for d in self.inner.dead_letters(queue, limit=10_000) if ids is None or d.id in ids
+        ]
+        moved = self.inner.replay(queue, ids=ids)
+        self.inner.send([Message(queue=queue, body=d.body, id=d.id) for d in wanted])
+        return moved
+
+
+class NoLease(Wrapped):
+    """Hands a message out without hiding it: every consumer gets it."""
+
+    name = "mutant-no-lease"
+
+    def receive(
+        self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
+    ) -> list[Delivery]:
+        return self.inner.receive(
+            queues, max_messages=max_messages, wait=wait, lease=timedelta(milliseconds=1)
+        )
+
+    def extend(self, delivery: Delivery, *, lease: timedelta) -> None:
+        pass
+
+
 def _wrap(url: str, kind: type[Wrapped]) -> TransportBackend:
     _scheme, sep, inner_url = url.partition("+")
     if not sep:
@@ -336,3 +366,11 @@ def no_delivery_count(url: str) -> TransportBackend:
 
 def loses_on_send(url: str) -> TransportBackend:
     return _wrap(url, LosesOnSend)
+
+
+def replay_twice(url: str) -> TransportBackend:
+    return _wrap(url, ReplayTwice)
+
+
+def no_lease(url: str) -> TransportBackend:
+    return _wrap(url, NoLease)
