@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, metavar="PATH", help="write the JSON report here")
     run.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML here")
     run.add_argument("--markdown", type=Path, metavar="PATH", help="write Markdown here")
+    run.add_argument(
+        "--history", type=Path, metavar="PATH", help="write the history (JSON lines) here"
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     listing = commands.add_parser("checks", help="list the checks")
     listing.add_argument("--json", action="store_true", help="as JSON")
@@ -116,6 +120,8 @@ def _write_reports(result: RunResult, args: argparse.Namespace) -> None:
         args.junit.write_text(reports.junit_xml(result))
     if args.markdown:
         args.markdown.write_text(reports.markdown(result))
+    if args.history:
+        shutil.copyfile(Path(str(result.settings["workdir"])) / "history.jsonl", args.history)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jobkit_conformance.history import F, History, OpType
+from jobkit_conformance.probes.sqlite import SqliteProbe
+
+from jobkit import open_backend
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +66,29 @@ def _failed(data: dict[str, Any]) -> list[str]:
     return [c["id"] for c in data.get("checks", []) if c["outcome"] in ("fail", "error", "xpass")]
 
 
-def test_the_suite_passes_on_sqlite(tmp_path: Path) -> None:
+def test_the_suite_passes_on_sqlite_and_cleans_up_after_itself(tmp_path: Path) -> None:
     code, data, out = _run(f"sqlite:///{tmp_path}/jobs.db", tmp_path)
     assert code == 0, out
     assert data["conformant"] is True
     assert "CONFORMANT" in out
     assert {c["outcome"] for c in data["checks"]} == {"pass"}
+    recovery = {c["id"]: c["counts"].get("recovery_max_s") for c in data["checks"]}
+    assert recovery["crash.redelivered"] is not None
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        (left,) = db.execute(
+            "SELECT COUNT(*) FROM jobkit_messages WHERE queue LIKE ?", (data["namespace"] + "-%",)
+        ).fetchone()
+    assert left == 0
+
+
+def test_the_suite_refuses_a_namespace_that_is_not_empty(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    backend = open_backend(url)
+    SqliteProbe(f"{tmp_path}/jobs.db").inject_raw("taken-basic", b"someone's job", id="x")
+    backend.close()
+    code, _, out = _run(url, tmp_path, "--namespace", "taken")
+    assert code == 2, out
+    assert "not empty" in out
 
 
 def test_the_suite_passes_on_memory(tmp_path: Path) -> None:
@@ -82,11 +104,14 @@ def test_the_suite_passes_on_memory(tmp_path: Path) -> None:
 def test_a_strict_expected_failure_that_passes_fails_the_run(tmp_path: Path) -> None:
     code, data, out = _run(
         f"sqlite:///{tmp_path}/jobs.db", tmp_path, "-k", "priority.order",
+        "--history", str(tmp_path / "h.jsonl"),
         "--xfail", "priority.order=pretend our broker has no priorities",
     )  # fmt: skip
     assert code == 1, out
     assert _failed(data) == ["priority.order"]
     assert data["checks"][0]["outcome"] == "xpass"
+    history = History.from_jsonl((tmp_path / "h.jsonl").read_text())
+    assert len(history.select(f=F.RUN, type=OpType.INVOKE)) == 10
 
 
 @pytest.fixture(scope="module")

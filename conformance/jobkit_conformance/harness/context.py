@@ -304,12 +304,13 @@ class Context:
         wait_for(done, timeout=limit, interval=0.05)
         if condition():
             return True
-        alive = any(w.alive() for w in self.workers)
-        self.notes.append(
-            f"{self.scenario}: gave up after {limit:g} s waiting until {what}"
-            if alive or not self.workers
-            else f"{self.scenario}: every worker exited while waiting until {what}"
-        )
+        if any(w.alive() for w in self.workers) or not self.workers:
+            self.notes.append(f"{self.scenario}: gave up after {limit:g} s waiting until {what}")
+        else:
+            self.notes.append(f"{self.scenario}: every worker exited while waiting until {what}")
+            for w in self.workers:
+                if isinstance(w, ProcessWorker):
+                    self.notes += [f"  {w.name}: {line}" for line in w.log_tail(5).splitlines()]
         return False
 
     def drained(self) -> None:
