@@ -34,7 +34,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-QUEUE = "bench"
+QUEUE = "bench"  # jobkit's; plain Celery uses its own (RabbitMQ: other queue arguments)
+PLAIN_QUEUE = "bench-plain"
 CONCURRENCY = 2
 MARKS_ENV = "CELERY_BENCH_MARKS"
 
@@ -65,8 +66,8 @@ def plain_celery(broker_url: str) -> Any:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue=QUEUE,
-        task_queues=[Queue(QUEUE)],
+        task_default_queue=PLAIN_QUEUE,
+        task_queues=[Queue(PLAIN_QUEUE)],
         worker_hijack_root_logger=False,
         broker_transport_options={"confirm_publish": True}
         if broker_url.startswith("amqp")
@@ -100,7 +101,7 @@ def run_worker(kind: str, url: str) -> None:
     if kind == "plain":
         app, _ = plain_celery(url)
         worker = app.Worker(
-            queues=[QUEUE], concurrency=CONCURRENCY, pool_cls="prefork", loglevel="WARNING",
+            queues=[PLAIN_QUEUE], concurrency=CONCURRENCY, pool_cls="prefork", loglevel="WARNING",
             optimization="fair", without_gossip=True, without_mingle=True, quiet=True,
         )  # fmt: skip
         worker.start()

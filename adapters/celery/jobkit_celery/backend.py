@@ -180,12 +180,19 @@ class CeleryBackend(jobkit.Backend):
                     f"visibility_timeout={vt:g} s is under 3 sweeps ({s.restore_every:g} s each): "
                     "a running job may be restored and run twice; raise visibility_timeout"
                 )
-            problems.append(
-                f"ETA trap: a Celery ETA or countdown (task.apply_async(countdown=...)) longer "
-                f"than visibility_timeout={vt:g} s runs the task more than once on Redis "
-                "(kombu#337); enqueue delayed jobs through jobkit, which holds them outside "
-                "kombu's unacked index"
+            foreign = sorted(
+                name
+                for name in self.runtime.celery.tasks
+                if not name.startswith("celery.") and name not in app.jobs
             )
+            if foreign or not s.hardened:
+                who = f"Celery tasks {', '.join(foreign)}" if foreign else "plain Celery tasks"
+                problems.append(
+                    f"ETA trap: {who} sent with an ETA or countdown longer than "
+                    f"visibility_timeout={vt:g} s run more than once on Redis (kombu#337); "
+                    "enqueue delayed work through jobkit, whose delays wait outside kombu's "
+                    "unacked index"
+                )
         return problems
 
     def close(self) -> None:
