@@ -108,7 +108,7 @@ def parse_url(url: str) -> SqsConfig:
         max_message_bytes=int(
             _number(options, "max_message_bytes", SQS_MESSAGE_LIMIT, 16_384, 1_048_576, shown)
         ),
-        wait=int(_number(options, "wait", MAX_WAIT_SECONDS, 0, MAX_WAIT_SECONDS, shown)),
+        wait=int(_number(options, "wait", MAX_WAIT_SECONDS, 1, MAX_WAIT_SECONDS, shown)),
         create=_flag(options, "create", True, shown),
         store=options.pop("store", "memory") or "memory",
         connect_timeout=_number(options, "connect_timeout", 5, 0.1, 600, shown),

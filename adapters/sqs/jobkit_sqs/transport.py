@@ -157,36 +157,42 @@ class SqsTransport(Transport):
     def receive(
         self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
     ) -> list[Delivery]:
-        """Long-polls a single queue for up to `wait` (whole seconds, at most 20; a sub-second
-        remainder is slept). With several queues, each is polled without waiting, in rotation,
-        then the next one in rotation is long-polled. Up to 10 messages per call."""
+        """Long-polls for up to `wait`, in calls of at most 20 s (whole seconds; a sub-second
+        rest is slept). With several queues, each is first polled without waiting, in rotation,
+        then they are long-polled in turn. Up to 10 messages per call."""
         if not queues:
             return []
         deadline = time.monotonic() + max(0.0, wait.total_seconds())
         wanted = max(1, min(max_messages, batches.BATCH))
         visibility = min(_MAX_VISIBILITY_S, _seconds_up(lease))
-        long_wait = min(self.config.wait, int(max(0.0, wait.total_seconds())))
         order = list(queues)
-        if len(order) > 1:
-            with self._lock:
-                start = self._rotation % len(order)
-                self._rotation += 1
-            order = order[start:] + order[:start]
+        with self._lock:
+            start = self._rotation % len(order)
+            self._rotation += 1
+        order = order[start:] + order[:start]
         got: list[Delivery] = []
-        if len(order) == 1:
-            got = self._receive_one(order[0], wanted, long_wait, visibility)
-        else:
+        if len(order) > 1:
             for queue in order:
                 got.extend(self._receive_one(queue, wanted - len(got), 0, visibility))
                 if len(got) >= wanted:
-                    break
-            if not got and long_wait:
-                got = self._receive_one(order[0], wanted, long_wait, visibility)
-        if not got:
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
-                time.sleep(remaining)  # SQS waits in whole seconds; honour the rest of `wait`
-        return got
+                    return got
+            if got:
+                return got
+        turn = 0
+        while (remaining := deadline - time.monotonic()) >= 1:
+            long_wait = min(self.config.wait, int(remaining))
+            got = self._receive_one(order[turn % len(order)], wanted, long_wait, visibility)
+            turn += 1
+            if got:
+                return got
+        if turn == 0 and len(order) == 1:  # less than 1 s to wait: poll once without waiting
+            got = self._receive_one(order[0], wanted, 0, visibility)
+            if got:
+                return got
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)  # SQS waits in whole seconds; honour the rest of `wait`
+        return []
 
     def _receive_one(self, queue: str, n: int, wait_s: int, visibility: int) -> list[Delivery]:
         pair = self._queues.ensure(self._client, queue)
