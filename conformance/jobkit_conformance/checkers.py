@@ -452,15 +452,20 @@ def started_once(history: History, kinds: tuple[str, ...]) -> Finding:
     return _finding(problems, f"{checked} job(s) started exactly once", {}, "duplicated")
 
 
-def not_before(history: History) -> Finding:
-    """A delayed job does not start before its due time."""
+def not_before(history: History, *, late_limit: float = 10.0) -> Finding:
+    """A delayed job runs, not before its due time, and not absurdly late (`late_limit` s
+    after it is due: a worker that never looks at delayed messages would never run it)."""
     problems: list[str] = []
     checked = 0
     early = 0.0
+    late = 0.0
     for v in _accepted(history):
         if v.spec.not_before is None:
             continue
         checked += 1
+        if not v.runs:
+            problems.append(f"delayed job {v.job_id} never ran")
+            continue
         for run in v.runs:
             if run.start < v.spec.not_before - TOLERANCE:
                 early = max(early, v.spec.not_before - run.start)
@@ -468,18 +473,26 @@ def not_before(history: History) -> Finding:
                     f"job {v.job_id} started {v.spec.not_before - run.start:.3f} s before its "
                     "due time"
                 )
+        lateness = v.runs[0].start - v.spec.not_before
+        late = max(late, lateness)
+        if lateness > late_limit:
+            problems.append(f"job {v.job_id} started {lateness:.1f} s after its due time")
     if checked == 0:
         return Finding(passed=False, summary="no delayed job in the history")
-    return _finding(
-        problems, f"{checked} delayed job(s) on time", {"early_s": round(early, 3)}, "early"
-    )
+    counts = {"early_s": round(early, 3), "late_max_s": round(late, 3)}
+    return _finding(problems, f"{checked} delayed job(s) on time", counts, "off time")
 
 
 def priority_order(history: History) -> Finding:
     """With one consumer and a backlog, higher priorities start first: counts inversions."""
-    views = [v for v in _accepted(history) if v.runs]
+    accepted = _accepted(history)
+    views = [v for v in accepted if v.runs]
     if len(views) < 2:
         return Finding(passed=False, summary="fewer than two prioritised jobs ran")
+    if len(views) < len(accepted):
+        return Finding(
+            passed=False, summary=f"only {len(views)} of {len(accepted)} prioritised jobs ran"
+        )
     order = sorted(views, key=lambda v: v.runs[0].start)
     prios = [v.spec.priority for v in order]
     inversions = sum(1 for a, b in itertools.pairwise(prios) if b > a)

@@ -254,3 +254,10 @@ def test_dead_letters_intact_catches_a_job_dead_lettered_twice() -> None:
     h = H().enqueue("a", job="conformance.always_fail", args=("a",), outcome="dead")
     h.dead(3, _dead_entry("a"), _dead_entry("a"))
     assert "2 times" in checkers.dead_letters_intact(h.build()).summary
+
+
+def test_not_before_fails_a_delayed_job_that_never_ran_or_ran_far_too_late() -> None:
+    never = checkers.not_before(H().enqueue("a", not_before=5.0).build())
+    assert "never ran" in never.summary
+    late = checkers.not_before(H().enqueue("a", not_before=5.0).run("a", 60, 61).build())
+    assert "after its due time" in late.summary

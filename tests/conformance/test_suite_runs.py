@@ -47,6 +47,8 @@ MUTANTS = {
     "mutant-loses-on-send": (["delivery.no_loss"], ["delivery"]),
     "mutant-replay-twice": (["dlq.contents_intact"], ["dlq"]),
     "mutant-no-lease": (["delivery.once_without_faults"], ["delivery"]),
+    "mutant-delay-never-due": (["delay.not_before"], ["delay"]),
+    "mutant-store-forgets": (["duplicate.effect_once_with_key"], ["duplicate", "delivery.no_loss"]),
 }
 
 

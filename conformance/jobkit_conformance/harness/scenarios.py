@@ -85,19 +85,25 @@ def long_job(ctx: Context) -> None:
 
 
 def duplicate(ctx: Context) -> None:
-    """The same envelope published twice (after the first copy succeeded), and a second job
-    carrying the idempotency key of a completed one."""
-    ctx.start_worker()
+    """The same envelope published twice, once to the worker that ran it and once, after a
+    fail-over, to a fresh worker that only the job store can tell; and a second job carrying
+    the idempotency key of a completed one."""
+    key = f"{ctx.queue}-key"
+    first = ctx.start_worker()
     plain = ctx.publish(jobs.effect, [], JobSpec(kind="effect"))
-    keyed = ctx.publish(jobs.effect, [f"{ctx.queue}-key"], JobSpec(kind="effect"),
-                        key=f"{ctx.queue}-key")  # fmt: skip
+    keyed = ctx.publish(jobs.effect, [key], JobSpec(kind="effect"), key=key)
     ctx.wait(lambda: ctx.succeeded([plain, keyed]), "the originals succeeded")
     # acknowledged means the worker recorded the success: from then on a duplicate must not run
     ctx.wait(lambda: ctx.depth() == 0, "the originals were acknowledged")
     ctx.duplicate(plain)
+    ctx.drained()
+    first.term()
+    if first.wait(ctx.suite.settings.grace.total_seconds() + 10) is None:
+        raise ScenarioFailed("the worker did not exit after SIGTERM")
+    ctx.duplicate(plain)
     ctx.duplicate(keyed)
-    ctx.enqueue(jobs.effect, [f"{ctx.queue}-key"], JobSpec(kind="effect", outcome="skip"),
-                key=f"{ctx.queue}-key")  # fmt: skip
+    ctx.enqueue(jobs.effect, [key], JobSpec(kind="effect", outcome="skip"), key=key)
+    ctx.start_worker()
     ctx.drained()
     ctx.try_wait(lambda: False, timeout=0.5)  # let a wrongly run duplicate record its effect
 

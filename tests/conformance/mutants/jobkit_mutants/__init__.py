@@ -25,6 +25,9 @@ from jobkit import (
     ConfigurationError,
     DeadLetter,
     Delivery,
+    JobEvent,
+    JobRecord,
+    JobStore,
     Message,
     QueueStats,
     Transport,
@@ -296,6 +299,46 @@ class NoLease(Wrapped):
         pass
 
 
+class DelayNeverDue(Wrapped):
+    """Delayed messages are never delivered (a scheduler that is not running)."""
+
+    name = "mutant-delay-never-due"
+
+    def send(self, messages: Sequence[Message]) -> None:
+        self.inner.send([replace(m, delay=FOREVER) if m.delay else m for m in messages])
+
+
+class ForgetfulStore(JobStore):
+    """A job store that records everything but never reports a key as done."""
+
+    def __init__(self, inner: JobStore) -> None:
+        self.inner = inner
+
+    def record(self, events: Sequence[JobEvent]) -> None:
+        self.inner.record(events)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.inner.get(job_id)
+
+    def done(self, keys: Sequence[str]) -> set[str]:
+        return set()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def store_forgets(url: str) -> TransportBackend:
+    _scheme, _, inner_url = url.partition("+")
+    inner = open_backend(inner_url)
+    if not isinstance(inner, TransportBackend):
+        raise ConfigurationError(f"{inner_url!r} is not a transport backend")
+    transport = Wrapped(inner.transport)
+    transport.name = "mutant-store-forgets"
+    return TransportBackend(
+        transport, ForgetfulStore(inner.store), clock=inner.clock, default_lease=inner.default_lease
+    )
+
+
 def _wrap(url: str, kind: type[Wrapped]) -> TransportBackend:
     _scheme, sep, inner_url = url.partition("+")
     if not sep:
@@ -374,3 +417,7 @@ def replay_twice(url: str) -> TransportBackend:
 
 def no_lease(url: str) -> TransportBackend:
     return _wrap(url, NoLease)
+
+
+def delay_never_due(url: str) -> TransportBackend:
+    return _wrap(url, DelayNeverDue)
