@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,3 +266,17 @@ def test_burst_worker_stops_when_the_queue_is_empty(redis_url, ledger, app_on, w
     spawn(workers, redis_url, ledger, "--burst")
     assert workers[0].wait(timeout=60) == 0
     assert all(h.state is jobkit.JobState.SUCCEEDED for h in handles)
+
+
+def test_second_sigterm_stops_at_once_and_the_job_runs_again(redis_url, ledger, app_on, workers):
+    L.app.use(redis_url)
+    spawn(workers, redis_url, ledger, "--grace", "60")
+    handle = L.record.enqueue("twice-termed", sleep=8.0)
+    wait_until(lambda: runs(ledger, "twice-termed"), timeout=60, what="the job started")
+    workers[0].send_signal(signal.SIGTERM)
+    time.sleep(1)  # signals do not queue: let the first one be handled (the sleep IS the gap)
+    workers[0].send_signal(signal.SIGTERM)
+    assert workers[0].wait(timeout=20) is not None  # long before the grace or the job ends
+    spawn(workers, redis_url, ledger)
+    assert handle.result(timeout=60) == "twice-termed"
+    assert len(runs(ledger, "twice-termed")) == 2

@@ -212,6 +212,7 @@ class _Stopper:
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._stopping = False
+        self._warm_seen = False
 
     def install(self) -> None:
         celery_signals.worker_shutting_down.connect(self._on_shutdown, weak=False)
@@ -255,6 +256,10 @@ class _Stopper:
     def _on_shutdown(self, sig: str = "", how: str = "", exitcode: int = 0, **_: Any) -> None:
         if how != "Warm":
             return
+        if self._warm_seen:  # a second SIGTERM: immediate (Celery's cold shutdown)
+            os.kill(os.getpid(), signal.SIGQUIT)
+            return
+        self._warm_seen = True
         grace = self.options.grace.total_seconds()
 
         def cold() -> None:
