@@ -280,3 +280,21 @@ def test_second_sigterm_stops_at_once_and_the_job_runs_again(redis_url, ledger, 
     spawn(workers, redis_url, ledger)
     assert handle.result(timeout=60) == "twice-termed"
     assert len(runs(ledger, "twice-termed")) == 2
+
+
+def test_job_ignoring_its_soft_limit_is_killed_counted_and_dead_lettered(any_url, ledger, workers):
+    from tests.celery import stubborn_app
+
+    url = any_url + ("&" if "?" in any_url else "?") + "hard_limit_margin=1"
+    stubborn_app.app.use(url)
+    try:
+        workers.append(
+            start_worker(url, ledger, "-q", QUEUE, "-c", "1", app="tests.celery.stubborn_app:app")
+        )
+        handle = stubborn_app.stubborn.enqueue("stubborn")
+        with pytest.raises(jobkit.JobFailed, match="lost"):
+            handle.result(timeout=60)
+        assert len(runs(ledger, "stubborn")) == 2  # max_attempts; the third delivery never ran
+        assert [d.id for d in stubborn_app.app.backend.dead_letters(QUEUE)] == [handle.id]
+    finally:
+        stubborn_app.app.close()
