@@ -327,14 +327,33 @@ def test_probe_reads_depth_and_dead_letters_directly(url: str, transport: SqsTra
     probe = probe_from_url(url)
     try:
         assert probe.is_empty(["q"])
-        probe.inject_raw("q", b"\x80 not text")
         transport.send([Message(queue="q", body=b"b", id="b")])
+        probe.inject_raw("q", b"\x80 not text", id="raw")
         assert probe.depth("q") == 2
-        raw, sent = sorted(receive_n(transport, "q", 2), key=lambda d: d.id != "b")[::-1]
-        assert (raw.body, sent.body) == (b"\x80 not text", b"b")
-        transport.dead_letter(raw, reason="r")
+        raw, sent = sorted(receive_n(transport, "q", 2), key=lambda d: d.id != "raw")
+        assert (raw.id, raw.body, sent.body) == ("raw", b"\x80 not text", b"b")
+        transport.dead_letter(raw, reason="undecodable")
         transport.ack([sent])
-        assert (probe.depth("q"), probe.dead("q")) == (0, 1)
+        assert probe.depth("q") == 0
+        (dead,) = probe.dead("q")
+        assert (dead.id, dead.body, dead.reason) == ("raw", b"\x80 not text", "undecodable")
+        assert probe.dead("q") == [dead]  # reading does not change the DLQ
         assert not probe.is_empty(["q"])
+        probe.cleanup(["q"])
+        assert probe.is_empty(["q"])
+    finally:
+        probe.close()
+
+
+def test_probe_unreachable_url_is_an_sqs_url_nobody_answers(url: str) -> None:
+    probe = probe_from_url(url)
+    try:
+        other = probe.unreachable_url()
+        assert other is not None and other.startswith("sqs://")
+        app = App("down", backend=other)
+        job = app.job(name="down")(lambda: None)
+        with pytest.raises(BrokerUnavailable):
+            job.enqueue()
+        app.close()
     finally:
         probe.close()

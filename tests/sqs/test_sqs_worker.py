@@ -58,6 +58,17 @@ def starts(path: Path, key: str) -> list[float]:
     return [float(at) for (at,) in rows(path, "SELECT at FROM runs WHERE key=? ORDER BY at", key)]  # type: ignore[arg-type]
 
 
+def settled(app: App, *, dead: int) -> None:
+    """Wait until the queue holds nothing but `dead` dead letters (the worker records a job's
+    state before it moves the message)."""
+
+    def done() -> bool:
+        stats = app.backend.stats(["work"])[0]
+        return (stats.ready, stats.in_flight, stats.delayed, stats.dead) == (0, 0, 0, dead)
+
+    wait_until(done, timeout=30, what=f"the queue settled with {dead} dead letters")
+
+
 def jobkit_cli(backend: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "jobkit.cli.main", "--backend", backend, *args],
@@ -108,6 +119,7 @@ def test_failing_job_uses_receive_counts_for_attempts_then_dead_letters(
     handle = ledger.always_fails.enqueue("fails")
     with running_worker(backend, ledger_path, "-q", "work", "-c", "1", "--lease", "5"):
         wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the dead letter")
+        settled(app, dead=1)
     attempts = [a for (a,) in rows(ledger_path, "SELECT attempt FROM runs ORDER BY at")]
     assert attempts == [1, 2, 3, 4]
     (dead,) = app.backend.dead_letters("work")
@@ -124,6 +136,7 @@ def test_cli_status_and_dlq_list_replay_purge_reconcile(
         wait_until(
             lambda: all(h.state is JobState.DEAD for h in handles), timeout=60, what="3 dead"
         )
+        settled(app, dead=3)
     status = jobkit_cli(backend, "status", "--json")
     assert status.returncode == 0, status.stderr
     (row,) = [r for r in json.loads(status.stdout) if r["queue"] == "work"]
@@ -145,7 +158,7 @@ def test_cli_status_and_dlq_list_replay_purge_reconcile(
             timeout=60,
             what="each replayed job ran once more",
         )
-        wait_until(lambda: app.backend.stats(["work"])[0].dead == 3, timeout=30, what="dead")
+        settled(app, dead=3)
     purged = jobkit_cli(backend, "dlq", "purge", "work")
     assert purged.returncode == 0, purged.stderr
     assert "purged 3 " in purged.stdout
