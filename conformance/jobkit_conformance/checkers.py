@@ -50,6 +50,8 @@ def no_loss(history: History) -> Finding:
     """Every job whose enqueue succeeded either ran to success or sits in the DLQ (a job
     expected to be skipped as a duplicate of a completed key is accounted for by its key)."""
     accepted = [v for v in _accepted(history) if v.spec.outcome != "skip"]
+    if not accepted:
+        return Finding(passed=False, summary="no accepted job in the history to account for")
     lost = [v for v in accepted if not v.succeeded and v.dead is None]
     problems = [
         f"job {v.job_id} ({v.spec.kind}) was enqueued but never succeeded and is not in the "

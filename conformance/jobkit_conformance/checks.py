@@ -147,8 +147,9 @@ def _c(id: str, capability: str, scenario: str, description: str, checker: Check
 
 
 CHECKS: tuple[Check, ...] = (
-    _c("delivery.no_loss", "delivery", "basic",
-       "every accepted job runs to success or sits in the DLQ", checkers.no_loss),
+    _c("delivery.no_loss", "delivery", "*",
+       "every accepted job runs to success or sits in the DLQ, in any scenario",
+       checkers.no_loss),
     _c("delivery.no_unexpected", "delivery", "*",
        "nothing runs that was not enqueued, in any scenario", checkers.no_unexpected),
     _c("delivery.acked_removed", "delivery", "*",
@@ -168,7 +169,7 @@ CHECKS: tuple[Check, ...] = (
        all_of(checkers.redelivered_while_stopped, checkers.no_loss)),
     _c("lease.long_job_not_duplicated", "lease_extension", "long",
        "a job running several leases long is not started a second time",
-       lambda h: checkers.started_once(h, ("long",))),
+       all_of(lambda h: checkers.started_once(h, ("long",)), checkers.no_loss)),
     _c("duplicate.effect_once_with_key", "idempotency", "duplicate",
        "the same envelope published twice, and two jobs with one key, take effect once",
        all_of(checkers.effect_once_per_key, checkers.no_loss)),
@@ -235,9 +236,12 @@ def select(patterns: Sequence[str]) -> list[Check]:
 
 
 def scenarios_for(checks: Sequence[Check]) -> list[str]:
-    """The scenarios those checks need, in registry order ("*" means every selected one)."""
+    """The scenarios those checks need, in registry order. A check of scenario "*" reads the
+    histories of every scenario that runs, and brings in at least "basic"."""
     names: list[str] = []
     for c in checks:
         if c.scenario != "*" and c.scenario not in names:
             names.append(c.scenario)
+    if any(c.scenario == "*" for c in checks) and "basic" not in names:
+        names.insert(0, "basic")  # checks of every scenario need at least the plain one
     return names

@@ -32,8 +32,14 @@ def test_no_loss_counts_a_job_that_never_succeeded_and_is_not_dead() -> None:
 
 
 def test_no_loss_ignores_an_enqueue_that_failed() -> None:
-    h = H().enqueue("a", ok=OpType.FAIL)
-    assert checkers.no_loss(h.build()).passed
+    h = H().enqueue("a", ok=OpType.FAIL).enqueue("b").run("b", 1, 2)
+    finding = checkers.no_loss(h.build())
+    assert finding.passed
+    assert finding.counts["jobs"] == 1
+
+
+def test_no_loss_fails_when_there_is_nothing_to_account_for() -> None:
+    assert not checkers.no_loss(H().build()).passed
 
 
 def test_no_unexpected_flags_a_run_of_a_job_whose_enqueue_failed() -> None:

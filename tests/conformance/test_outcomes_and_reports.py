@@ -180,3 +180,8 @@ def test_pytest_plugin_is_inert_without_its_option(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout
     assert "1 passed" in proc.stdout
     assert "jobkit-conformance::" not in proc.stdout
+
+
+def test_checks_of_every_scenario_bring_in_the_plain_scenario() -> None:
+    assert checks.scenarios_for(checks.select(["delivery.no_loss"])) == ["basic"]
+    assert checks.scenarios_for(checks.select(["crash.redelivered"])) == ["crash"]
