@@ -3,7 +3,8 @@ bypassing `SqsTransport`, to check what the transport claims.
 
 - ``depth``: ApproximateNumberOfMessages + NotVisible + Delayed of the queue (exact on moto);
 - ``dead``: the DLQ's messages, received under a short hold and made visible again, oldest first;
-- ``inject_raw``: a plain SendMessage, as a foreign producer would; the only jobkit convention it
+- ``inject_raw``: a plain SendMessage, as a foreign producer would (the queue is created as
+  jobkit would if missing); the only jobkit convention it
   follows is the ``jobkit-id`` attribute, so the dead letter can be matched to `id` (bytes that
   are not SQS text are base64-encoded, marked ``jobkit-enc``, as jobkit's own codec does);
 - ``cleanup``: deletes the queues and their DLQs (DeleteQueue);
@@ -28,6 +29,7 @@ from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 from jobkit_sqs import codec
 from jobkit_sqs.client import NO_QUEUE, SqsClient, error_code, translated
 from jobkit_sqs.config import SqsConfig, parse_url
+from jobkit_sqs.queues import QueueDirectory
 
 _COUNTS = [
     "ApproximateNumberOfMessages",
@@ -45,6 +47,7 @@ class SqsProbe:
         self.config = config
         self._client = SqsClient(config)
         self._urls: dict[str, str] = {}
+        self._queues = QueueDirectory(config)
         self._lock = threading.Lock()
 
     def depth(self, queue: str) -> int:
@@ -70,9 +73,7 @@ class SqsProbe:
         ]
 
     def inject_raw(self, queue: str, body: bytes, *, id: str = "") -> None:
-        url = self._url(self.config.queue_name(queue))
-        if url is None:
-            raise RuntimeError(f"queue {queue!r} does not exist yet: start a worker on it first")
+        url = self._queues.ensure(self._client, queue).url  # as jobkit would create it
         text, b64 = codec.encode_body(body)
         attributes = {codec.ID: codec.string_attr(id)} if id else {}
         if b64:
