@@ -44,6 +44,7 @@ _NATIVE_DELAY_S = int(MAX_NATIVE_DELAY.total_seconds())
 _MAX_VISIBILITY_S = int(MAX_VISIBILITY.total_seconds())
 _DEAD_LETTER_HOLD_S = 60  # lease held on a message while it is moved to the DLQ
 _FINISHED_MEMORY = 4096
+_WAIT_SLACK_S = 0.25  # a long poll may end this much after `wait` (SQS waits in whole seconds)
 
 
 def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
@@ -157,9 +158,10 @@ class SqsTransport(Transport):
     def receive(
         self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
     ) -> list[Delivery]:
-        """Long-polls for up to `wait`, in calls of at most 20 s (whole seconds; a sub-second
-        rest is slept). With several queues, each is first polled without waiting, in rotation,
-        then they are long-polled in turn. Up to 10 messages per call."""
+        """Long-polls for up to `wait`, in calls of at most 20 s (whole seconds, so a call may
+        end up to 0.25 s after `wait`; a rest under a second is slept). With several queues,
+        each is first polled without waiting, in rotation, then they are long-polled in turn.
+        Up to 10 messages per call."""
         if not queues:
             return []
         deadline = time.monotonic() + max(0.0, wait.total_seconds())
@@ -179,8 +181,8 @@ class SqsTransport(Transport):
             if got:
                 return got
         turn = 0
-        while (remaining := deadline - time.monotonic()) >= 1:
-            long_wait = min(self.config.wait, int(remaining))
+        while (seconds := int(deadline - time.monotonic() + _WAIT_SLACK_S)) >= 1:
+            long_wait = min(self.config.wait, seconds)
             got = self._receive_one(order[turn % len(order)], wanted, long_wait, visibility)
             turn += 1
             if got:
@@ -196,6 +198,8 @@ class SqsTransport(Transport):
 
     def _receive_one(self, queue: str, n: int, wait_s: int, visibility: int) -> list[Delivery]:
         pair = self._queues.ensure(self._client, queue)
+        # Taken before the call: the lease may start later (a long poll), never earlier.
+        leased_until = datetime.now(UTC) + timedelta(seconds=visibility)
         with translated(f"receive from SQS queue {queue!r}", self.config):
             response = self._client.get().receive_message(
                 QueueUrl=pair.url,
@@ -206,7 +210,6 @@ class SqsTransport(Transport):
                 MessageAttributeNames=["All"],
             )
         now = time.time()
-        leased_until = datetime.now(UTC) + timedelta(seconds=visibility)
         due: list[Delivery] = []
         early: list[dict[str, Any]] = []
         for raw in response.get("Messages", []):
