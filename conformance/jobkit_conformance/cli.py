@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lease", type=float, help="worker lease for the run, seconds (default 2)")
     run.add_argument("--grace", type=float, help="worker SIGTERM grace, seconds (default 5)")
     run.add_argument("--parallel", type=int, help="scenarios run at once (default 4)")
-    run.add_argument("--timeout", type=float, help="longest wait inside a scenario (default 30)")
+    run.add_argument("--timeout", type=float, help="longest wait inside a scenario (default 60)")
     run.add_argument("--namespace", help="queue name prefix (default: a fresh random one)")
     run.add_argument("--workdir", type=Path, help="where the ledger, history and logs go")
     run.add_argument("--json", type=Path, metavar="PATH", help="write the JSON report here")

@@ -25,7 +25,7 @@ from jobkit import open_backend
 pytestmark = pytest.mark.slow
 
 MUTANTS = {
-    # scheme: (the checks that must fail, the checks the run is limited to)
+    # scheme: (the checks that catch it: at least one must fail, the checks the run is limited to)
     "mutant-acks-early": (["crash.no_loss"], ["crash", "delivery.no_loss"]),
     "mutant-no-redelivery": (["crash.redelivered"], ["crash", "delivery.no_loss"]),
     "mutant-delivers-twice": (["delivery.once_without_faults"], ["delivery", "duplicate"]),
@@ -37,7 +37,12 @@ MUTANTS = {
     "mutant-no-priorities": (["priority.order"], ["priority", "delivery.no_loss"]),
     # broken backends beyond the ones the issue lists
     "mutant-no-extend": (["lease.long_job_not_duplicated"], ["lease.long", "delivery.no_loss"]),
-    "mutant-ack-keeps": (["delivery.acked_removed"], ["delivery"]),
+    # the kept messages come back until the crash-loop guard dead-letters them (after 5 leases):
+    # still on the queue, or succeeded jobs in the DLQ, depending on how long the run waits
+    "mutant-ack-keeps": (
+        ["delivery.acked_removed", "delivery.outcomes_as_specified"],
+        ["delivery"],
+    ),
     "mutant-dlq-mangles": (["dlq.contents_intact"], ["dlq"]),
     "mutant-no-replay": (["dlq.replay"], ["dlq"]),
     "mutant-no-delivery-count": (
@@ -140,8 +145,7 @@ def test_the_suite_fails_a_broken_backend_naming_the_check(
     code, data, out = mutant_runs[scheme]
     assert code == 1, out
     failed = _failed(data)
-    for check in must_fail:
-        assert check in failed, f"{scheme}: {check} did not fail; failed: {failed}\n{out}"
+    assert set(must_fail) & set(failed), f"{scheme}: none of {must_fail} failed: {failed}\n{out}"
 
 
 def test_the_pytest_plugin_runs_the_checks_when_given_a_backend(tmp_path: Path) -> None:

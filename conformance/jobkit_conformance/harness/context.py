@@ -39,7 +39,7 @@ class Settings:
     lease: timedelta = timedelta(seconds=2)
     grace: timedelta = timedelta(seconds=5)
     concurrency: int = 2
-    timeout: float = 30.0  # longest wait for jobs to settle inside a scenario
+    timeout: float = 60.0  # longest wait for jobs to settle inside a scenario
     parallel: int = 4  # scenarios run at once
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,9 +314,11 @@ class Context:
         return False
 
     def drained(self) -> None:
-        """Give the broker up to three leases to hold nothing more for this queue (everything
+        """Give the broker up to the run's timeout to hold nothing more for this queue (everything
         acknowledged or dead-lettered), then record its depth as the scenario's final one."""
-        self.try_wait(lambda: self.depth() == 0, timeout=self.lease * 3)
+        self.try_wait(
+            lambda: self.depth() == 0, timeout=max(self.lease * 3, self.suite.settings.timeout)
+        )
         self.record(
             "probe",
             OpType.OK,

@@ -65,9 +65,11 @@ def stop(ctx: Context) -> None:
     first = ctx.start_worker(concurrency=1)
     job = ctx.enqueue(jobs.sleep, [3 * ctx.lease], JobSpec(kind="sleep", duration=3 * ctx.lease))
     ctx.wait(lambda: ctx.started([job]), "the job started")
-    ctx.fault(F.STOP, first)
+    # the second worker is up and polling before the first one stalls
     ctx.start_worker(concurrency=1)
-    ctx.try_wait(lambda: ctx.started([job], 2), timeout=ctx.lease * 4 + 5)
+    ctx.try_wait(lambda: False, timeout=min(1.0, ctx.lease / 2))
+    ctx.fault(F.STOP, first)
+    ctx.try_wait(lambda: ctx.started([job], 2), timeout=ctx.lease * 4 + 10)
     ctx.fault(F.CONT, first)
     ctx.settle(lambda: ctx.succeeded([job]) and not ctx.running(), "the job finished")
     ctx.drained()
