@@ -11,9 +11,16 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from jobkit_conformance import checkers
 from jobkit_conformance.history import F, History, JobSpec, Op, OpType
 from jobkit_conformance.views import jobs
@@ -28,6 +35,8 @@ QUEUE = "q"
 
 
 class JobsUnderFaults(RuleBasedStateMachine):
+    ack_early = False  # a broken broker: acknowledges on receipt (see the test at the end)
+
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock()
@@ -71,6 +80,8 @@ class JobsUnderFaults(RuleBasedStateMachine):
         if not got:
             return
         (d,) = got
+        if self.ack_early:
+            self.transport.ack([d])
         env = decode(d.body)
         attempt = env.attempt + d.deliveries
         key = dedup_key(env.id, env.idempotency_key)
@@ -143,3 +154,16 @@ class JobsUnderFaults(RuleBasedStateMachine):
 
 TestJobsUnderFaults = JobsUnderFaults.TestCase
 TestJobsUnderFaults.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+class EarlyAckUnderFaults(JobsUnderFaults):
+    ack_early = True
+
+
+def test_the_invariant_catches_a_broker_that_acknowledges_on_receipt() -> None:
+    with pytest.raises(AssertionError, match="lost"):
+        run_state_machine_as_test(
+            EarlyAckUnderFaults,
+            settings=settings(max_examples=200, stateful_step_count=30, deadline=None,
+                              database=None, print_blob=False),
+        )  # fmt: skip
