@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from jobkit import App, Reject, RetryPolicy
+from jobkit import App, Reject, RetryPolicy, current_job
 from jobkit_conformance.ledger import Ledger
 
 app = App("jobkit-conformance")
@@ -31,7 +31,8 @@ class TransientError(RuntimeError):
 
 def _run(token: str, job: str, body: str, *, seconds: float = 0.0, key: str | None = None) -> None:
     ledger = Ledger.from_env()
-    row, attempt = ledger.start(token, job)
+    context = current_job()
+    row, attempt = ledger.start(token, job, context.attempt if context else None)
     try:
         if seconds:
             deadline = time.monotonic() + seconds

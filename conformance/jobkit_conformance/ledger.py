@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS runs (
     job_id TEXT NOT NULL,
     job TEXT NOT NULL,
     attempt INTEGER NOT NULL,
+    worker_attempt INTEGER,
     pid INTEGER NOT NULL,
     start REAL NOT NULL,
     beat REAL,
@@ -52,6 +53,7 @@ class RunRow:
     job_id: str
     job: str
     attempt: int
+    worker_attempt: int | None
     pid: int
     start: float
     beat: float | None
@@ -89,18 +91,21 @@ class Ledger:
 
     # -- written by the jobs ----------------------------------------------------------------
 
-    def start(self, job_id: str, job: str) -> tuple[int, int]:
+    def start(self, job_id: str, job: str, worker_attempt: int | None = None) -> tuple[int, int]:
         """Record the start of an execution; returns (row id, attempt number from 1).
 
-        The attempt number counts earlier executions of the same job id in the ledger."""
+        The attempt number counts earlier executions of the same job id in the ledger;
+        `worker_attempt` is the worker's own count (`jobkit.current_job().attempt`), kept for
+        diagnosis."""
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             (before,) = db.execute(
                 "SELECT COUNT(*) FROM runs WHERE job_id = ?", (job_id,)
             ).fetchone()
             cur = db.execute(
-                "INSERT INTO runs (job_id, job, attempt, pid, start) VALUES (?, ?, ?, ?, ?)",
-                (job_id, job, before + 1, os.getpid(), time.time()),
+                "INSERT INTO runs (job_id, job, attempt, worker_attempt, pid, start) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, job, before + 1, worker_attempt, os.getpid(), time.time()),
             )
             db.execute("COMMIT")
             row = cur.lastrowid
@@ -130,7 +135,8 @@ class Ledger:
     def runs(self, job_ids: set[str] | None = None) -> list[RunRow]:
         with self._db() as db:
             rows = db.execute(
-                "SELECT id, job_id, job, attempt, pid, start, beat, end, outcome, error "
+                "SELECT id, job_id, job, attempt, worker_attempt, pid, start, beat, end, outcome, "
+                "error "
                 "FROM runs ORDER BY start"
             ).fetchall()
         out = [
@@ -139,12 +145,13 @@ class Ledger:
                 job_id=r[1],
                 job=r[2],
                 attempt=r[3],
-                pid=r[4],
-                start=r[5],
-                beat=r[6],
-                end=r[7],
-                outcome=r[8],
-                error=r[9],
+                worker_attempt=r[4],
+                pid=r[5],
+                start=r[6],
+                beat=r[7],
+                end=r[8],
+                outcome=r[9],
+                error=r[10],
             )
             for r in rows
         ]
@@ -171,7 +178,7 @@ class Ledger:
                     f=F.RUN,
                     time=r.start,
                     job_id=r.job_id,
-                    value={"attempt": r.attempt, "job": r.job},
+                    value={"attempt": r.attempt, "worker_attempt": r.worker_attempt, "job": r.job},
                 )
             )
             if r.end is not None:
