@@ -357,3 +357,50 @@ def test_probe_unreachable_url_is_an_sqs_url_nobody_answers(url: str) -> None:
         app.close()
     finally:
         probe.close()
+
+
+# -- the re-delay path in real time (hops shortened from 900 s to 2 s) -------------------------
+
+
+def _collect_until(transport: SqsTransport, queue: str, timeout: float) -> list[tuple[float, Any]]:
+    """(end time of the receive call, delivery) for everything received within `timeout` s."""
+    got: list[tuple[float, Any]] = []
+    deadline = time.time() + timeout
+    while time.time() < deadline and not got:
+        for delivery in transport.receive(
+            [queue], max_messages=10, wait=timedelta(seconds=1), lease=LONG
+        ):
+            got.append((time.time(), delivery))
+    return got
+
+
+def test_delay_of_several_hops_is_held_until_due_and_delivered_once(
+    moto: MotoServer, prefix: str
+) -> None:
+    transport = SqsTransport(parse_url(moto.url(prefix=prefix, delay_hop="2")))
+    try:
+        due = time.time() + 7
+        transport.send([Message(queue="q", body=b"x", id="d", delay=timedelta(seconds=7))])
+        got = _collect_until(transport, "q", timeout=30)
+        ((ended, delivery),) = got
+        assert ended >= due  # a call that ended before the due time returned nothing
+        assert (delivery.id, delivery.deliveries) == ("d", 1)  # the hops were not attempts
+        assert transport.receive(["q"], max_messages=10, wait=timedelta(0), lease=LONG) == []
+    finally:
+        transport.close()
+
+
+def test_release_longer_than_a_hop_is_held_until_due_and_counts_one_delivery(
+    moto: MotoServer, prefix: str
+) -> None:
+    transport = SqsTransport(parse_url(moto.url(prefix=prefix, delay_hop="2")))
+    try:
+        transport.send([Message(queue="q", body=b"x", id="r")])
+        (first,) = receive_n(transport, "q", 1)
+        due = time.time() + 5
+        transport.release(first, delay=timedelta(seconds=5))
+        ((ended, again),) = _collect_until(transport, "q", timeout=30)
+        assert ended >= due
+        assert (again.id, again.deliveries) == ("r", 2)
+    finally:
+        transport.close()

@@ -33,7 +33,8 @@ class SqsConfig:
     (the worker's lease overrides it per receive). `max_receives` is the redrive policy's
     ``maxReceiveCount``: SQS moves a message that many receives old to the DLQ by itself, a safety
     net for crash loops; 0 creates no redrive policy. `store` is the job store: ``memory`` or a
-    ``sqlite:///path`` URL.
+    ``sqlite:///path`` URL. `delay_hop` is the longest native delay used per hop (SQS allows
+    900 s); a lower value only serves to exercise the re-delay path in tests.
     """
 
     region: str | None = None
@@ -48,6 +49,7 @@ class SqsConfig:
     wait: int = MAX_WAIT_SECONDS
     create: bool = True
     store: str = "memory"
+    delay_hop: int = int(MAX_NATIVE_DELAY.total_seconds())
     connect_timeout: float = 5.0
     max_retries: int = 3
 
@@ -111,6 +113,7 @@ def parse_url(url: str) -> SqsConfig:
         wait=int(_number(options, "wait", MAX_WAIT_SECONDS, 1, MAX_WAIT_SECONDS, shown)),
         create=_flag(options, "create", True, shown),
         store=options.pop("store", "memory") or "memory",
+        delay_hop=int(_number(options, "delay_hop", 900, 1, 900, shown)),
         connect_timeout=_number(options, "connect_timeout", 5, 0.1, 600, shown),
         max_retries=int(_number(options, "max_retries", 3, 0, 20, shown)),
     )
@@ -120,7 +123,7 @@ def parse_url(url: str) -> SqsConfig:
         raise ConfigurationError(
             f"{shown!r}: unknown option(s) {', '.join(sorted(options))}; known: region, "
             "endpoint_url, profile, prefix, visibility, fifo, fifo_group, max_receives, "
-            "max_message_bytes, wait, create, store, connect_timeout, max_retries"
+            "max_message_bytes, wait, create, store, delay_hop, connect_timeout, max_retries"
         )
     config.queue_name("x")  # validates the prefix
     return config

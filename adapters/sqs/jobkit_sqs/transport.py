@@ -35,12 +35,11 @@ from jobkit import (
 )
 from jobkit_sqs import batches, codec
 from jobkit_sqs.client import GONE, SqsClient, error_code, translated
-from jobkit_sqs.config import MAX_NATIVE_DELAY, MAX_VISIBILITY, SqsConfig
+from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
 from jobkit_sqs.dlq import DeadLetters
 from jobkit_sqs.queues import QueueDirectory
 
 FIFO_DEDUP_WINDOW = timedelta(minutes=5)
-_NATIVE_DELAY_S = int(MAX_NATIVE_DELAY.total_seconds())
 _MAX_VISIBILITY_S = int(MAX_VISIBILITY.total_seconds())
 _DEAD_LETTER_HOLD_S = 60  # lease held on a message while it is moved to the DLQ
 _FINISHED_MEMORY = 4096
@@ -81,6 +80,7 @@ class SqsTransport(Transport):
         self.config = config
         self._results = results
         self._caps = capabilities_for(config, results=results)
+        self._hop = config.delay_hop  # longest native DelaySeconds (900 unless testing)
         self._client = SqsClient(config)
         self._queues = directory or QueueDirectory(config)
         self._dlq = DeadLetters(config, self._client, self._queues)
@@ -134,7 +134,7 @@ class SqsTransport(Transport):
                 supported="SQS FIFO queues take no per-message delay",
                 change="Use a standard queue (fifo=false) for delayed jobs",
             )
-        due = now + delay if delay > _NATIVE_DELAY_S else None
+        due = now + delay if delay > self._hop else None
         layout = codec.layout(message.body, job_id=message.id, due=due)
         size = codec.body_size(layout.body)
         if size > self._caps.max_message_bytes:  # type: ignore[operator]
@@ -146,7 +146,7 @@ class SqsTransport(Transport):
             )
         entry: batches.Entry = {"MessageBody": layout.body, "MessageAttributes": layout.attributes}
         if delay > 0:
-            entry["DelaySeconds"] = min(_NATIVE_DELAY_S, _seconds_up(message.delay))
+            entry["DelaySeconds"] = min(self._hop, _seconds_up(message.delay))
         if self.config.fifo:
             group = message.queue if self.config.fifo_group == "queue" else message.id
             entry["MessageGroupId"] = codec.fifo_id(group)
@@ -249,7 +249,7 @@ class SqsTransport(Transport):
                     "Id": str(index),
                     "MessageBody": raw["Body"],
                     "MessageAttributes": attributes,
-                    "DelaySeconds": min(_NATIVE_DELAY_S, max(1, math.ceil(remaining))),
+                    "DelaySeconds": min(self._hop, max(1, math.ceil(remaining))),
                     "_receipt": raw["ReceiptHandle"],
                 }
             )
@@ -286,7 +286,7 @@ class SqsTransport(Transport):
         if delivery.receipt in self._finished:
             return
         seconds = _seconds_up(delay)
-        if seconds <= _NATIVE_DELAY_S or self.config.fifo:
+        if seconds <= self._hop or self.config.fifo:
             self._change_visibility(delivery, min(seconds, _MAX_VISIBILITY_S))
             return
         if not self._change_visibility(delivery, _DEAD_LETTER_HOLD_S):
@@ -303,7 +303,7 @@ class SqsTransport(Transport):
                 QueueUrl=pair.url,
                 MessageBody=layout.body,
                 MessageAttributes=layout.attributes,
-                DelaySeconds=_NATIVE_DELAY_S,
+                DelaySeconds=self._hop,
             )
         self._delete_one(pair.url, delivery)
 
