@@ -7,6 +7,11 @@ What is guaranteed: once a `SUCCEEDED` event for a key is recorded, later delive
 key are acked without running. What is not: if a worker dies after the job's side effect happened
 but before its `SUCCEEDED` event was recorded, the job runs again. Make side effects idempotent
 (or record them in the same transaction as your own data) to close that window.
+
+The worker also remembers the keys that succeeded in it (and holds back a second delivery of a
+key that is running in it), so two deliveries of one key that reach the same worker together run
+once even before the store knows. To test a store's own deduplication, deliver the duplicate to
+a fresh worker.
 """
 
 from __future__ import annotations

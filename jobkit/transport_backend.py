@@ -36,7 +36,10 @@ def message_for(envelope: Envelope, body: bytes, now_delay: timedelta) -> Messag
 
 
 class TransportBackend(Backend):
-    """Thread-safe if the transport and store are (the worker clones the transport per thread)."""
+    """Thread-safe if the transport and store are (the worker clones the transport per thread).
+
+    `transport` and `store` are public: probes, tests and wrappers may use them directly.
+    """
 
     def __init__(
         self,
