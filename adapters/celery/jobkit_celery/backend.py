@@ -263,13 +263,49 @@ class _Stopper:
         grace = self.options.grace.total_seconds()
 
         def cold() -> None:
-            if not self._done.wait(grace):
+            try:
+                if self._done.wait(grace):
+                    return
                 logger.warning(
                     "jobs still running after the %g s grace period: stopping them", grace
                 )
-                os.kill(os.getpid(), signal.SIGQUIT)
+                # Kill the pool processes: their jobs end unacked and are delivered again
+                # (Celery requeues on a lost worker). Celery's own cold shutdown can wait 30 s
+                # for a pool process that waits for the stopping parent to read its last result
+                # (billiard's _ensure_messages_consumed); a SIGKILL cannot be ignored.
+                while not self._done.wait(0) and _kill_children():
+                    if self._done.wait(_COLD_WAIT):
+                        return
+            except Exception:  # a thread must not die silently
+                logger.exception("stopping the worker after its grace period failed")
 
         threading.Thread(target=cold, name="jobkit-grace", daemon=True).start()
+
+
+_COLD_WAIT = 3.0
+
+
+def _kill_children() -> int:
+    """SIGKILL this process's child processes (Linux: found through /proc); how many."""
+    me = str(os.getpid())
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the ppid is the second field after the parenthesised command name
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == me:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed
 
 
 def _ended() -> int:
