@@ -256,11 +256,9 @@ class _Stopper:
     def _on_shutdown(self, sig: str = "", how: str = "", exitcode: int = 0, **_: Any) -> None:
         if how != "Warm":
             return
-        if self._warm_seen:  # a second SIGTERM: immediate (Celery's cold shutdown)
-            os.kill(os.getpid(), signal.SIGQUIT)
-            return
+        # A second SIGTERM: immediate (no grace).
+        grace = 0.0 if self._warm_seen else self.options.grace.total_seconds()
         self._warm_seen = True
-        grace = self.options.grace.total_seconds()
 
         def cold() -> None:
             try:
