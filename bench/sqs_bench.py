@@ -46,6 +46,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import boto3  # type: ignore[import-untyped]  # noqa: E402
+
 from jobkit import App  # noqa: E402
 
 app = App("sqs-bench")
@@ -59,8 +61,6 @@ def noop(i: int) -> None:
 
 def plain_consumer(endpoint: str, queue_url: str) -> None:
     """The plain boto3 loop (run in its own process until SIGTERM)."""
-    import boto3
-
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
     stop = False
 
@@ -119,8 +119,6 @@ def body(i: int) -> str:
 
 
 def run_plain(endpoint: str, n: int, wave: int) -> float:
-    import boto3
-
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
     url = sqs.create_queue(QueueName=f"plain-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     consumer = subprocess.Popen(
@@ -144,8 +142,6 @@ def run_plain(endpoint: str, n: int, wave: int) -> float:
 
 
 def run_jobkit(endpoint: str, n: int, wave: int) -> float:
-    import boto3
-
     prefix = f"bench{uuid.uuid4().hex[:6]}-"
     backend = f"sqs://?region=us-east-1&endpoint_url={endpoint}&prefix={prefix}"
     app.use(backend)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import boto3
+import boto3  # type: ignore[import-untyped]
 import pytest
 from jobkit_sqs import SqsTransport, backend_from_url, parse_url
 from jobkit_sqs.probe import probe_from_url
