@@ -37,6 +37,7 @@ from jobkit.records import (
 )
 from jobkit.redact import redact_url
 from jobkit.registry import open_backend
+from jobkit.sqlite import SqliteJobStore, SqliteTransport
 from jobkit.store import EventKind, JobEvent, JobStore, MemoryJobStore, dedup_key
 from jobkit.transport import Transport
 from jobkit.transport_backend import TransportBackend, replay_body
@@ -77,6 +78,8 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "SerializationError",
+    "SqliteJobStore",
+    "SqliteTransport",
     "SystemClock",
     "TimeLimitExceeded",
     "Transport",

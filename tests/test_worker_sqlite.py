@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,7 @@ def test_killed_worker_loses_no_job_and_effects_happen_once_per_key(
             timeout=60,
             what="a third of the jobs done",
         )
+        killed_at = time.time()
         kill_group(victim)  # SIGKILL mid-run: the supervisor and its job processes
         victim.wait(timeout=10)
         victim = start_worker(backend, ledger_path, *args)  # restarted
@@ -96,9 +98,15 @@ def test_killed_worker_loses_no_job_and_effects_happen_once_per_key(
             kill_group(proc)
             proc.wait(timeout=10)
     assert count(ledger_path, "SELECT COUNT(DISTINCT key) FROM effects") == 1000
-    runs = count(ledger_path, "SELECT COUNT(*) FROM runs")
-    # At-least-once: only jobs the killed worker held (2 processes x (2 + 1) leased) run again.
-    assert 1000 <= runs <= 1000 + 6
+    # At-least-once: a job runs again only if the killed worker had it leased, or had run it
+    # without recording the outcome yet (outcomes and acks are written every 20 ms).
+    reruns = rows(
+        ledger_path,
+        "SELECT key, COUNT(*), MIN(at) FROM runs GROUP BY key HAVING COUNT(*) > 1",
+    )
+    assert all(n == 2 for _, n, _ in reruns)
+    assert all(float(first) <= killed_at for _, _, first in reruns)  # type: ignore[arg-type]
+    assert len(reruns) <= 50
     assert app.backend.stats(["work"])[0].dead == 0
     assert all(h.state is JobState.SUCCEEDED for h in handles[:20])
 

@@ -41,13 +41,19 @@ class Buffer:
         with self._cond:
             return self.capacity - self._held
 
-    def wait_for_room(self, timeout: float) -> bool:
-        """Block up to `timeout` s until the worker may lease more. Returns whether it may."""
+    def wait_for_room(self, timeout: float, *, batch: int = 1) -> bool:
+        """Block up to `timeout` s until the worker may lease more: room for `batch` jobs, or
+        any room when nothing waits in the buffer (so an idle process is never kept waiting).
+        Returns whether it may."""
         with self._cond:
-            if self._held < self.capacity:
+            if self._may_lease(batch):
                 return True
             self._cond.wait(timeout)
-            return self._held < self.capacity
+            return self._may_lease(batch)
+
+    def _may_lease(self, batch: int) -> bool:
+        room = self.capacity - self._held
+        return room >= batch or (room > 0 and not self._jobs)
 
     def add(self, jobs: Iterable[Running]) -> None:
         with self._cond:

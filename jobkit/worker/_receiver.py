@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobkit.worker")
 
+_MIN_BATCH = 10
+
 
 class Receiver(threading.Thread):
     """Runs until `stop` is set. Uses its own transport instance. Calls `wake` after each
@@ -49,13 +51,17 @@ class Receiver(threading.Thread):
         self.wake = wake
         self.on_crash = on_crash
         self.queues_empty = threading.Event()
+        # While jobs wait in the buffer, lease in batches of at least this many: one broker
+        # round trip per message would cost more than the job on brokers like SQS.
+        self.batch = min(_MIN_BATCH, buffer.capacity)
 
     def run(self) -> None:
         transport = self.backend.transport.clone()
         try:
             while not self.stop.is_set():
-                if not self.buffer.wait_for_room(0.2):
+                if not self.buffer.wait_for_room(0.2, batch=self.batch):
                     continue
+                leased_at = time.monotonic()  # the lease starts no later than the call
                 try:
                     deliveries = transport.receive(
                         self.options.queues,
@@ -72,7 +78,7 @@ class Receiver(threading.Thread):
                     self.wake()
                     continue
                 self.queues_empty.clear()
-                runnable = self.screen(transport, deliveries)
+                runnable = self.screen(transport, deliveries, leased_at)
                 if runnable:
                     self.buffer.add(runnable)
                     self.wake()
@@ -82,10 +88,12 @@ class Receiver(threading.Thread):
         finally:
             transport.close()
 
-    def screen(self, transport: Transport, deliveries: list[Delivery]) -> list[Running]:
+    def screen(
+        self, transport: Transport, deliveries: list[Delivery], leased_at: float
+    ) -> list[Running]:
         store = self.backend.store
         now = self.backend.clock.now()
-        expires = time.monotonic() + self.options.lease.total_seconds()
+        expires = leased_at + self.options.lease.total_seconds()
         candidates: list[Running] = []
         events: list[JobEvent] = []
         for delivery in deliveries:
