@@ -5,9 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,8 +12,9 @@ import pytest
 
 from jobkit import App, JobState
 from tests.apps import ledger
+from tests.apps.ledger import count, rows
 from tests.waiting import wait_until
-from tests.workers import ROOT, kill_group, running_worker, start_worker
+from tests.workers import jobkit_cli, kill_group, running_worker, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -24,45 +22,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def backend(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
-@pytest.fixture
-def ledger_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "ledger.db"
-    ledger.connect(str(path)).close()
-    monkeypatch.setenv("JOBKIT_TEST_LEDGER", str(path))
-    return path
-
-
-@pytest.fixture
-def app(backend: str) -> App:
-    ledger.app.use(backend)
-    yield ledger.app
-    ledger.app.close()
-
-
-def rows(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    db = sqlite3.connect(path, timeout=30)
-    try:
-        return db.execute(sql, params).fetchall()
-    finally:
-        db.close()
-
-
-def count(path: Path, sql: str, *params: object) -> int:
-    value = rows(path, sql, *params)[0][0]
-    assert isinstance(value, int)
-    return value
-
-
-def jobkit_cli(backend: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobkit.cli.main", "--backend", backend, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_killed_worker_loses_no_job_and_effects_happen_once_per_key(

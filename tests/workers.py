@@ -59,3 +59,14 @@ def running_worker(backend: str, ledger: Path, *args: str) -> Iterator[subproces
     finally:
         kill_group(proc)
         proc.wait(timeout=30)
+
+
+def jobkit_cli(backend: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the `jobkit` command against `backend`; returns its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobkit.cli.main", "--backend", backend, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

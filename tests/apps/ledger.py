@@ -74,3 +74,18 @@ def hang(key: str, seconds: float) -> str:
     _run(key)
     time.sleep(seconds)
     return key
+
+
+def rows(path: str | os.PathLike[str], sql: str, *params: object) -> list[tuple[object, ...]]:
+    """Read the ledger (from a test process), bypassing the app."""
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+def count(path: str | os.PathLike[str], sql: str, *params: object) -> int:
+    value = rows(path, sql, *params)[0][0]
+    assert isinstance(value, int)
+    return value

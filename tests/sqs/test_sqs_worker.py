@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from jobkit import App, JobState
 from tests.apps import ledger
+from tests.apps.ledger import count, rows
 from tests.servers.moto import MotoServer
 from tests.waiting import wait_until
-from tests.workers import ROOT, kill_group, running_worker, start_worker
+from tests.workers import jobkit_cli, kill_group, running_worker, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -23,35 +20,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def backend(moto: MotoServer, prefix: str, tmp_path: Path) -> str:
     return moto.url(prefix=prefix, visibility="2", store=f"sqlite:///{tmp_path / 'jobs.db'}")
-
-
-@pytest.fixture
-def ledger_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "ledger.db"
-    ledger.connect(str(path)).close()
-    monkeypatch.setenv("JOBKIT_TEST_LEDGER", str(path))
-    return path
-
-
-@pytest.fixture
-def app(backend: str) -> Iterator[App]:
-    ledger.app.use(backend)
-    yield ledger.app
-    ledger.app.close()
-
-
-def rows(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    db = sqlite3.connect(path, timeout=30)
-    try:
-        return db.execute(sql, params).fetchall()
-    finally:
-        db.close()
-
-
-def count(path: Path, sql: str, *params: object) -> int:
-    value = rows(path, sql, *params)[0][0]
-    assert isinstance(value, int)
-    return value
 
 
 def starts(path: Path, key: str) -> list[float]:
@@ -67,16 +35,6 @@ def settled(app: App, *, dead: int) -> None:
         return (stats.ready, stats.in_flight, stats.delayed, stats.dead) == (0, 0, 0, dead)
 
     wait_until(done, timeout=30, what=f"the queue settled with {dead} dead letters")
-
-
-def jobkit_cli(backend: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobkit.cli.main", "--backend", backend, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_sigkilled_workers_message_reappears_after_visibility_timeout_and_runs(

@@ -1,0 +1,31 @@
+"""Fixtures shared by the tests that run `tests.apps.ledger` on a backend.
+
+A test module using `app` defines a `backend` fixture (the URL) for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobkit import App
+from tests.apps import ledger
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ledger file; worker processes started by the test find it through the env."""
+    path = tmp_path / "ledger.db"
+    ledger.connect(str(path)).close()
+    monkeypatch.setenv("JOBKIT_TEST_LEDGER", str(path))
+    return path
+
+
+@pytest.fixture
+def app(backend: str) -> Iterator[App]:
+    """The ledger app on the module's `backend`."""
+    ledger.app.use(backend)
+    yield ledger.app
+    ledger.app.close()
