@@ -19,13 +19,11 @@ Why waves: moto 5.2.5 scans every stored message on each call, so its rate falls
 ~25 jobs/s as the depth grows from 100 to 1,000; a deep queue would measure moto, not jobkit.
 The figures are moto's, not SQS's: only the ratio means anything.
 
-Measured 2026-11-23 on the shared 2-core machine (moto 5.2.5, boto3 1.44.5), 3 reps of 1,000:
-plain boto3 121 jobs/s [115-134], jobkit 91 jobs/s [77-110], ratio 0.75 [0.67-0.82]. The worker
-receives as soon as one slot frees and flushes acks every 20 ms, so it makes ~0.2 ReceiveMessage
-and ~0.2 DeleteMessageBatch calls per job (about 5 messages each) against the plain loop's 0.1
-and 0.1, and moto's cost is per call. With the receiver waiting for room for 10 while jobs are
-buffered and acks flushed at 10 or 100 ms (patched into the worker for the experiment), calls
-fell to 0.1 + 0.1 per job and the ratio was 1.03 [0.86-1.62].
+Measured 2026-11-23 on the shared 2-core machine (moto 5.2.5, boto3 1.44.5), 3 reps of 1,000.
+Before the worker leased in batches: plain boto3 121 jobs/s, jobkit 91, ratio 0.75 [0.67-0.82]
+(~0.2 ReceiveMessage and ~0.2 DeleteMessageBatch calls per job against the plain loop's 0.1 + 0.1;
+moto's cost is per call). Since the worker waits for room for 10 while jobs wait for a process:
+plain 136 jobs/s, jobkit 126, ratio 0.88 [0.81-1.05].
 """
 
 from __future__ import annotations

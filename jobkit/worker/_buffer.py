@@ -25,8 +25,9 @@ def key_of(job: Running) -> str:
 
 
 class Buffer:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, processes: int = 1) -> None:
         self.capacity = capacity
+        self.processes = processes
         self._jobs: deque[Running] = deque()
         self._held = 0  # buffered + running: what this worker holds leases on
         self._running_keys: dict[str, int] = {}
@@ -43,8 +44,8 @@ class Buffer:
 
     def wait_for_room(self, timeout: float, *, batch: int = 1) -> bool:
         """Block up to `timeout` s until the worker may lease more: room for `batch` jobs, or
-        any room when nothing waits in the buffer (so an idle process is never kept waiting).
-        Returns whether it may."""
+        any room once no job waits for a process (so a process never idles for want of a
+        lease). Returns whether it may."""
         with self._cond:
             if self._may_lease(batch):
                 return True
@@ -53,7 +54,7 @@ class Buffer:
 
     def _may_lease(self, batch: int) -> bool:
         room = self.capacity - self._held
-        return room >= batch or (room > 0 and not self._jobs)
+        return room >= batch or (room > 0 and self._held <= self.processes)
 
     def add(self, jobs: Iterable[Running]) -> None:
         with self._cond:

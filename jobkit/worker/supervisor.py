@@ -72,7 +72,9 @@ class Worker:
         self.finished = 0
         self._stop = threading.Event()
         self._immediate = threading.Event()
-        self._buffer = Buffer(max(1, options.concurrency * (options.prefetch + 1)))
+        self._buffer = Buffer(
+            max(1, options.concurrency * (options.prefetch + 1)), processes=options.concurrency
+        )
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._wake = Connection(self._wake_r, writable=False)
