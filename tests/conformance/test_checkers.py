@@ -131,6 +131,14 @@ def test_exhausted_exactly_wants_max_attempts_for_an_always_failing_job() -> Non
     assert checkers.exhausted_exactly(h.build()).passed
 
 
+def test_exhausted_exactly_ignores_a_replayed_run_started_during_the_replay() -> None:
+    h = H().enqueue("a", kind="always_fail", max_attempts=2, outcome="dead")
+    h.run("a", 1, 2, OpType.FAIL).run("a", 3, 4, OpType.FAIL)
+    h.run("a", 5.1, 5.2, OpType.FAIL)  # the replayed copy, started while replay() ran
+    h.op("client", OpType.OK, F.REPLAY, 5.5, ids=["a"], count=1, invoked_at=5.0)
+    assert checkers.exhausted_exactly(h.build()).passed
+
+
 def test_succeeds_after_transient_wants_success_at_attempt_n_plus_one() -> None:
     h = H().enqueue("a", kind="flaky", failures=1).run("a", 1, 2, OpType.FAIL).run("a", 3, 4)
     assert checkers.succeeds_after_transient(h.build()).passed

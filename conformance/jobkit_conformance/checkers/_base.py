@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jobkit_conformance.history import History, OpType
+from jobkit_conformance.history import History, Op, OpType
 from jobkit_conformance.views import JobView, jobs
 
 # Clock tolerance when comparing times written by different processes on the same machine.
@@ -33,3 +33,9 @@ def _finding(problems: list[str], ok: str, counts: dict[str, float], what: str) 
 
 def _accepted(history: History) -> list[JobView]:
     return [v for v in jobs(history).values() if v.enqueued is OpType.OK and v.spec.kind != "raw"]
+
+
+def replay_started(op: Op) -> float:
+    """When a replay began: jobs it moves may start before the call returns."""
+    invoked = op.value.get("invoked_at") if op.value else None
+    return float(invoked) if invoked is not None else op.time

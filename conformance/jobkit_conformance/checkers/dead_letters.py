@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from jobkit import SerializationError, decode
-from jobkit_conformance.checkers._base import Finding, _accepted, _finding
+from jobkit_conformance.checkers._base import Finding, _accepted, _finding, replay_started
 from jobkit_conformance.history import F, History, OpType
 from jobkit_conformance.views import dead_entries, jobs
 
@@ -73,7 +73,7 @@ def replayed(history: History) -> Finding:
         for job_id in op.value.get("ids", []):
             n += 1
             v = views.get(job_id)
-            if v is None or not v.runs_after(op.time):
+            if v is None or not v.runs_after(replay_started(op)):
                 problems.append(f"job {job_id} was replayed but did not run again")
         if op.value.get("count", 0) < len(op.value.get("ids", [])):
             problems.append(f"replay moved {op.value.get('count')} of {op.value.get('ids')}")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from jobkit_conformance.checkers._base import TOLERANCE, Finding, _accepted, _finding
+from jobkit_conformance.checkers._base import (
+    TOLERANCE,
+    Finding,
+    _accepted,
+    _finding,
+    replay_started,
+)
 from jobkit_conformance.history import F, History, OpType
 
 
@@ -32,7 +38,7 @@ def attempts_within_policy(history: History) -> Finding:
 
 def exhausted_exactly(history: History) -> Finding:
     """Jobs that always fail transiently use up exactly their max attempts (before a replay)."""
-    replays = sorted(op.time for op in history.select(f=F.REPLAY, type=OpType.OK))
+    replays = sorted(replay_started(op) for op in history.select(f=F.REPLAY, type=OpType.OK))
     first_replay = replays[0] if replays else float("inf")
     problems: list[str] = []
     checked = 0

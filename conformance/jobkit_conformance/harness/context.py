@@ -264,10 +264,17 @@ class Context:
     # -- observation ------------------------------------------------------------------------
 
     def replay(self, ids: list[str]) -> int:
-        """Move these dead letters back through the backend under test; records REPLAY."""
+        """Move these dead letters back through the backend under test; records REPLAY as
+        invoke then ok (a replayed job may start before the call returns)."""
+        invoked = self.record("client", OpType.INVOKE, F.REPLAY, value={"ids": ids})
         with self.suite.lock:
             count = self.suite.backend.replay(self.queue, ids=ids)
-        self.record("client", OpType.OK, F.REPLAY, value={"ids": ids, "count": count})
+        self.record(
+            "client",
+            OpType.OK,
+            F.REPLAY,
+            value={"ids": ids, "count": count, "invoked_at": invoked.time},
+        )
         return count
 
     def runs(self) -> list[RunRow]:
