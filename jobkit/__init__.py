@@ -38,7 +38,7 @@ from jobkit.records import (
 from jobkit.redact import redact_url
 from jobkit.registry import open_backend
 from jobkit.sqlite import SqliteJobStore, SqliteTransport
-from jobkit.store import EventKind, JobEvent, JobStore, MemoryJobStore, dedup_key
+from jobkit.store import EventKind, JobEvent, JobStore, MemoryJobStore, apply_event, dedup_key
 from jobkit.transport import Transport
 from jobkit.transport_backend import TransportBackend, replay_body
 from jobkit.worker import JobContext, current_job, job_context
@@ -89,6 +89,7 @@ __all__ = [
     "UnsupportedFeature",
     "WorkerLost",
     "WorkerOptions",
+    "apply_event",
     "current_job",
     "decode",
     "dedup_key",

@@ -60,8 +60,10 @@ say "ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
-say "mypy --strict (core and conformance)"
+say "mypy --strict (core, conformance, adapters)"
 .venv/bin/mypy jobkit conformance/jobkit_conformance
+.venv/bin/mypy adapters/sqs/jobkit_sqs
+.venv/bin/mypy --config-file adapters/celery/pyproject.toml adapters/celery/jobkit_celery
 
 say "pytest"
 export PYTHONUNBUFFERED=1

@@ -20,9 +20,7 @@ from celery import Celery, Task
 from kombu.exceptions import KombuError, OperationalError
 
 import jobkit
-from jobkit import Envelope, EventKind, JobEvent
-from jobkit.worker import JobContext
-from jobkit.worker.context import _current  # no public setter yet (contract request)
+from jobkit import Envelope, EventKind, JobContext, JobEvent
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
@@ -242,20 +240,16 @@ class Runtime:
                 job.signature.bind(*env.args, **env.kwargs)
             except TypeError as exc:
                 raise _BadArguments(f"arguments do not fit {job.name}: {exc}") from exc
-            token = _current.set(
-                JobContext(
-                    id=env.id,
-                    job=env.job,
-                    queue=env.queue,
-                    attempt=attempt,
-                    max_attempts=env.max_attempts,
-                    idempotency_key=env.idempotency_key,
-                )
+            context = JobContext(
+                id=env.id,
+                job=env.job,
+                queue=env.queue,
+                attempt=attempt,
+                max_attempts=env.max_attempts,
+                idempotency_key=env.idempotency_key,
             )
-            try:
+            with jobkit.job_context(context):
                 result = job.fn(*env.args, **env.kwargs)
-            finally:
-                _current.reset(token)
             try:
                 json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as exc:

@@ -18,15 +18,7 @@ from typing import Any
 import redis
 
 import jobkit
-from jobkit import EventKind, JobEvent, JobRecord, JobState
-
-_STATE_OF = {
-    EventKind.STARTED: JobState.RUNNING,
-    EventKind.SUCCEEDED: JobState.SUCCEEDED,
-    EventKind.FAILED: JobState.SCHEDULED,
-    EventKind.DEAD: JobState.DEAD,
-    EventKind.SKIPPED: JobState.SUCCEEDED,
-}
+from jobkit import EventKind, JobEvent, JobRecord
 
 
 def job_key(job_id: str) -> str:
@@ -58,28 +50,17 @@ def fold(job_id: str, raw_events: Sequence[bytes | str]) -> JobRecord | None:
     record: JobRecord | None = None
     for raw in raw_events:
         data: dict[str, Any] = json.loads(raw)
-        kind = EventKind(data["kind"])
-        at = datetime.fromisoformat(data["at"])
-        if record is None:
-            record = JobRecord(id=job_id, job=data["job"], state=JobState.QUEUED, attempts=0)
-        if record.state is JobState.SUCCEEDED and kind is not EventKind.SUCCEEDED:
-            continue  # a late duplicate does not undo success
-        errors = record.errors
-        if data.get("error") is not None and kind in (EventKind.FAILED, EventKind.DEAD):
-            errors = (
-                *errors,
-                jobkit.AttemptError(attempt=data["attempt"], error=data["error"], at=at),
-            )
-        record = JobRecord(
-            id=job_id,
+        event = JobEvent(
+            job_id=job_id,
             job=data["job"],
-            state=_STATE_OF[kind],
-            attempts=max(record.attempts, int(data["attempt"])),
-            errors=errors,
-            result=data.get("result") if kind is EventKind.SUCCEEDED else record.result,
-            idempotency_key=data.get("key") or record.idempotency_key,
-            updated_at=at,
+            kind=EventKind(data["kind"]),
+            attempt=int(data["attempt"]),
+            at=datetime.fromisoformat(data["at"]),
+            error=data.get("error"),
+            result=data.get("result"),
+            key=data.get("key"),
         )
+        record = jobkit.apply_event(record, event)
     return record
 
 
