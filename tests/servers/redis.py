@@ -7,35 +7,17 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import free_port
+from tests.servers import ServerProcess, launch
 
 
 @dataclass
-class RedisServer:
-    port: int
-    process: subprocess.Popen[bytes]
-    directory: Path
-
+class RedisServer(ServerProcess):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        """Stop the server by PID (SIGTERM, then SIGKILL) and remove its directory."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _answers(port: int) -> bool:
@@ -54,11 +36,9 @@ def start_redis(timeout: float = 15.0) -> RedisServer:
         raise RuntimeError(
             "redis-server is not installed; install it with: apt-get install -y redis-server"
         )
-    directory = Path(tempfile.mkdtemp(prefix="jobkit-redis-"))
-    port = free_port()
-    log = open(directory / "redis.log", "wb")  # noqa: SIM115 - owned by the child process
-    process = subprocess.Popen(
-        [
+
+    def argv(port: int, directory: Path) -> list[str]:
+        return [
             exe,
             "--bind", "127.0.0.1",
             "--port", str(port),
@@ -67,18 +47,7 @@ def start_redis(timeout: float = 15.0) -> RedisServer:
             "--dir", str(directory),
             "--daemonize", "no",
             "--protected-mode", "yes",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=directory,
-    )  # fmt: skip
-    log.close()
-    server = RedisServer(port=port, process=process, directory=directory)
-    deadline = time.monotonic() + timeout
-    while not _answers(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            output = (directory / "redis.log").read_text(errors="replace")[-2000:]
-            server.stop()
-            raise RuntimeError(f"redis-server did not start on port {port}: {output}")
-        time.sleep(0.05)
-    return server
+        ]  # fmt: skip
+
+    port, process, directory = launch("redis", argv, _answers, timeout=timeout)
+    return RedisServer(port=port, process=process, directory=directory)
