@@ -322,15 +322,27 @@ class Context:
 
     def drained(self) -> None:
         """Give the broker up to the run's timeout to hold nothing more for this queue (everything
-        acknowledged or dead-lettered), then record its depth as the scenario's final one."""
-        self.try_wait(
-            lambda: self.depth() == 0, timeout=max(self.lease * 3, self.suite.settings.timeout)
-        )
+        acknowledged or dead-lettered), then record its depth as the scenario's final one.
+
+        Drained means two consecutive reads, one poll apart, found nothing; the second is the
+        one recorded. A single zero read is not enough: a broker may hand a message over in
+        two steps (kombu on Redis: BRPOP takes it off the list, then a separate command puts
+        it in ``unacked``), and a read between them sees nothing although the message is
+        only in flight. A message that is really left over shows in the next read."""
+        last: list[int] = [-1]
+
+        def empty_twice() -> bool:
+            depth = self.depth()
+            settled = depth == 0 and last[0] == 0
+            last[0] = depth
+            return settled
+
+        self.try_wait(empty_twice, timeout=max(self.lease * 3, self.suite.settings.timeout))
         self.record(
             "probe",
             OpType.OK,
             F.DEPTH,
-            value={"queue": self.queue, "depth": self.depth(), "final": True},
+            value={"queue": self.queue, "depth": last[0], "final": True},
         )
 
     def try_wait(self, condition: Any, timeout: float) -> bool:
