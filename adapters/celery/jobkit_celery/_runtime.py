@@ -230,9 +230,7 @@ class Runtime:
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
             raise jobkit.WorkerLost(reason)
         key = jobkit.dedup_key(env.id, env.idempotency_key)
-        if self.store is not None and not self.store.start(
-            self._event(env, EventKind.STARTED, attempt), key
-        ):
+        if self.store is not None and self.store.is_done(key):
             self._record(self._event(env, EventKind.SKIPPED, attempt))
             return None
         try:

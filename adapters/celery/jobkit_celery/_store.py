@@ -64,15 +64,6 @@ def fold(job_id: str, raw_events: Sequence[bytes | str]) -> JobRecord | None:
     return record
 
 
-# KEYS: job's event list, dedup key. ARGV: event, ttl. Records the event unless the key is done;
-# returns 1 if the job should run.
-_START = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
 # KEYS: job's event list, dedup key. ARGV: event, ttl, "1" to mark the key done.
 _FINISH = """
 redis.call('RPUSH', KEYS[1], ARGV[1])
@@ -85,15 +76,16 @@ return 1
 class RedisJobStore(jobkit.JobStore):
     """Thread-safe (redis-py's client is). Safe to use after fork (redis-py reconnects).
 
-    The worker's two writes per job (`start`, `finish`) are one Lua script call each: one
-    round trip, and no redis-py pipeline object to build (which costs more CPU than the call).
+    The worker makes two calls per job: `is_done` (one EXISTS) before running it and `finish`
+    (one Lua script call: no redis-py pipeline object to build, which costs more CPU than the
+    call) before the ack. It records no STARTED event: the dedup check is what correctness
+    needs before a run; the STARTED write it came with cost more than the check.
     """
 
     def __init__(self, url: str, *, ttl: timedelta = timedelta(days=7)) -> None:
         self.url = url
         self.ttl = int(ttl.total_seconds())
         self.client = redis.Redis.from_url(url)
-        self._start = self.client.register_script(_START)
         self._finish = self.client.register_script(_FINISH)
 
     def _push(self, pipe: Any, events: Sequence[JobEvent]) -> None:
@@ -112,18 +104,12 @@ class RedisJobStore(jobkit.JobStore):
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
 
-    def start(self, event: JobEvent, key: str) -> bool:
-        """Record `event` (STARTED) unless `key` is done already; True if the job should run.
-
-        One round trip: the dedup check and the STARTED event are sent together.
-        """
+    def is_done(self, key: str) -> bool:
+        """True if a job with dedup key `key` succeeded already (one EXISTS, nothing written)."""
         try:
-            run = self._start(
-                keys=[job_key(event.job_id), done_key(key)], args=[encode_event(event), self.ttl]
-            )
+            return bool(self.client.exists(done_key(key)))
         except redis.RedisError as exc:
-            raise jobkit.BrokerUnavailable(f"cannot record job start: {exc}") from exc
-        return bool(run)
+            raise jobkit.BrokerUnavailable(f"cannot read idempotency key: {exc}") from exc
 
     def finish(self, event: JobEvent) -> None:
         """Record the event that ends an attempt (one round trip)."""
