@@ -29,6 +29,10 @@ class TransientError(RuntimeError):
     """Raised by the conformance jobs that fail on purpose (transient)."""
 
 
+# How often long jobs note in the ledger that they are alive (the last sign of a killed run).
+_BEAT_EVERY = 0.5
+
+
 def _run(token: str, job: str, body: str, *, seconds: float = 0.0, key: str | None = None) -> None:
     ledger = Ledger.from_env()
     context = current_job()
@@ -40,7 +44,7 @@ def _run(token: str, job: str, body: str, *, seconds: float = 0.0, key: str | No
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                time.sleep(min(0.1, left))
+                time.sleep(min(_BEAT_EVERY, left))
                 ledger.beat(row)
         if body == "effect":
             ledger.effect(token, key)

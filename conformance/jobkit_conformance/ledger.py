@@ -80,6 +80,11 @@ class Ledger:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout = 30000")
+            # A job process may be SIGSTOPped at any instant, possibly inside a write, and then
+            # holds the ledger's lock until SIGCONT. Without an fsync per commit (a killed
+            # process still loses nothing in WAL mode) a write holds the lock for microseconds,
+            # not milliseconds, which makes that instant unlikely.
+            conn.execute("PRAGMA synchronous = NORMAL")
             yield conn
         finally:
             conn.close()
