@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,10 @@ class RunRow:
     error: str | None
 
 
+# Connections by (ledger path, process, thread); see `Ledger._db`.
+_OPEN: dict[tuple[str, int, int], sqlite3.Connection] = {}
+
+
 class Ledger:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -77,17 +82,27 @@ class Ledger:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
+        """This process's and thread's connection to the ledger, kept open.
+
+        A job process may be SIGSTOPped at any instant and then holds whatever ledger lock it
+        had until SIGCONT. Opening and closing a connection per call made that likely: the
+        close of the last connection checkpoints the WAL under an exclusive lock. A kept
+        connection never does that, and without an fsync per commit (a killed process still
+        loses nothing in WAL mode) a write holds the lock for microseconds.
+        """
+        key = (str(self.path), os.getpid(), threading.get_ident())
+        conn = _OPEN.get(key)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 30000")
-            # A job process may be SIGSTOPped at any instant, possibly inside a write, and then
-            # holds the ledger's lock until SIGCONT. Without an fsync per commit (a killed
-            # process still loses nothing in WAL mode) a write holds the lock for microseconds,
-            # not milliseconds, which makes that instant unlikely.
             conn.execute("PRAGMA synchronous = NORMAL")
+            _OPEN[key] = conn
+        try:
             yield conn
-        finally:
-            conn.close()
+        except BaseException:
+            if conn.in_transaction:  # never leave a kept connection holding the lock
+                conn.execute("ROLLBACK")
+            raise
 
     def create(self) -> None:
         with self._db() as db:
