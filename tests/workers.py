@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +72,18 @@ def jobkit_cli(backend: str, *args: str, timeout: float = 120) -> subprocess.Com
         text=True,
         timeout=timeout,
     )
+
+
+def run_conformance(
+    url: str, tmp_path: Path, *extra: str, timeout: float = 600
+) -> tuple[int, dict[str, Any], str]:
+    """Run `jobkit-conformance run` on `url`; its exit code, JSON report and output."""
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
+         "--workdir", str(tmp_path / "work"), "--json", str(report), *extra],
+        capture_output=True, text=True, env=env, timeout=timeout,
+    )  # fmt: skip
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return proc.returncode, data, proc.stdout + proc.stderr

@@ -6,10 +6,6 @@ fail ``crash.no_loss``: that proves the suite catches the loss Celery's defaults
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +14,13 @@ import redis
 
 from tests.servers.rabbitmq import RabbitServer
 from tests.servers.redis import RedisServer
+from tests.workers import run_conformance
 
 pytestmark = pytest.mark.slow
 
 
 def _run(url: str, tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
-    report = tmp_path / "report.json"
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
-         "--workdir", str(tmp_path / "work"), "--json", str(report), *extra],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
-    data = json.loads(report.read_text()) if report.exists() else {}
-    return proc.returncode, data, proc.stdout + proc.stderr
+    return run_conformance(url, tmp_path, *extra, timeout=600)
 
 
 def _outcomes(data: dict[str, Any]) -> dict[str, str]:

@@ -7,8 +7,6 @@ each is run with the checks that must catch it plus a couple of others, to keep 
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from jobkit_conformance.history import F, History, OpType
 from jobkit_conformance.probes.sqlite import SqliteProbe
 
 from jobkit import open_backend
+from tests.workers import run_conformance
 
 pytestmark = pytest.mark.slow
 
@@ -58,15 +57,7 @@ MUTANTS = {
 
 
 def _run(url: str, tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
-    report = tmp_path / "report.json"
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
-         "--workdir", str(tmp_path / "work"), "--json", str(report), *extra],
-        capture_output=True, text=True, env=env, timeout=400,
-    )  # fmt: skip
-    data = json.loads(report.read_text()) if report.exists() else {}
-    return proc.returncode, data, proc.stdout + proc.stderr
+    return run_conformance(url, tmp_path, *extra, timeout=400)
 
 
 def _failed(data: dict[str, Any]) -> list[str]:
