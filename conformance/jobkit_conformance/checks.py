@@ -16,6 +16,7 @@ from jobkit import Capabilities
 from jobkit.capabilities import Delivery
 from jobkit_conformance import checkers
 from jobkit_conformance.checkers import Finding
+from jobkit_conformance.checks_contract import CONTRACT_CHECKS
 from jobkit_conformance.history import History
 
 Checker = Callable[[History], Finding]
@@ -122,6 +123,16 @@ CAPABILITIES: dict[str, Capability] = {
             claimed=_always,
         ),
         Capability(
+            name="payloads",
+            description="jobs receive what was enqueued and handles return what jobs returned",
+            claimed=_always,
+        ),
+        Capability(
+            name="async_jobs",
+            description="async def jobs run, with retries and time limits",
+            claimed=_always,
+        ),
+        Capability(
             name="capabilities",
             description="what is not claimed is refused with UnsupportedFeature at enqueue",
             claimed=_always,
@@ -214,6 +225,7 @@ CHECKS: tuple[Check, ...] = (
     _c("unsupported.raises_at_enqueue", "capabilities", "unsupported",
        "enqueue of an unclaimed feature raises UnsupportedFeature and sends nothing",
        lambda h: checkers.enqueue_refused(h, error="UnsupportedFeature")),
+    *(_c(*row) for row in CONTRACT_CHECKS),
 )  # fmt: skip
 
 BY_ID: dict[str, Check] = {c.id: c for c in CHECKS}

@@ -16,6 +16,8 @@ from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
 from .context import Context, NotApplicable, ScenarioFailed
+from .dead_letter_ops import dlq_ops
+from .fidelity import payload
 
 Scenario = Callable[[Context], None]
 
@@ -255,6 +257,8 @@ def unsupported(ctx: Context) -> None:
 
 
 SCENARIOS: dict[str, Scenario] = {
+    "dlq_ops": dlq_ops,
+    "payload": payload,
     "basic": basic,
     "crash": crash,
     "stop": stop,

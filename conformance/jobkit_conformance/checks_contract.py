@@ -1,0 +1,32 @@
+"""Checks of the scenarios added for issue 10 items 2, 5, 8, 9 and 10 (payload fidelity,
+dead-letter operations, poison variants, shutdown with buffered jobs, async jobs): rows of
+(id, capability, scenario, description, checker) that `checks.CHECKS` registers.
+
+Ids are stable, as in `checks`: never renamed, only added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from jobkit_conformance.checkers import dlq_ops, fidelity
+from jobkit_conformance.checkers._base import Finding
+from jobkit_conformance.history import History
+
+Row = tuple[str, str, str, str, Callable[[History], Finding]]
+
+CONTRACT_CHECKS: tuple[Row, ...] = (
+    ("payload.intact", "payloads", "payload",
+     "jobs receive exactly what was enqueued and handle.result() returns exactly what they "
+     "returned (JSON edge cases, a value at the size limit); over the limit is refused",
+     fidelity.payload_intact),
+    ("dlq.list_complete", "dead_letter", "dlq_ops",
+     "listing through the backend shows every dead letter once, with its reason and envelope",
+     dlq_ops.list_complete),
+    ("dlq.replay_once", "dead_letter", "dlq_ops",
+     "each replayed dead letter runs exactly once, also when two replays race",
+     dlq_ops.replay_once),
+    ("dlq.purge_dead_only", "dead_letter", "dlq_ops",
+     "purge removes the dead letters and leaves ready, delayed and in-flight jobs alone",
+     dlq_ops.purge_dead_only),
+)  # fmt: skip

@@ -1,0 +1,124 @@
+"""The dead-letter operations scenario: list, replay (also two replays racing through two
+backend instances) and purge, through the backend under test, as `jobkit dlq` does.
+
+1. `DEAD` jobs fail permanently on their first execution (and succeed on any later one), so
+   each lands in the dead-letter queue once; they are listed through the backend.
+2. Half of them are replayed in one call; then two calls, each through a backend instance of
+   its own, released together, replay the rest at the same moment. Each replayed job must run
+   exactly once.
+3. With new dead letters waiting, and a job in flight, jobs ready and one delayed, the dead
+   letters are purged: the purge must take the dead letters and nothing else.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from jobkit import Backend, open_backend
+from jobkit_conformance import contract_jobs, jobs
+from jobkit_conformance.history import F, JobSpec, OpType
+
+from .context import Context
+
+DEAD = 12  # more than one page of 10 (SQS receives at most 10 messages a call)
+PURGED = 2
+
+
+def _second_backend(ctx: Context) -> tuple[Backend, bool]:
+    """Another instance of the backend under test (the same one if it is not shared across
+    processes: a second `memory://` would be another broker); whether it is new."""
+    if not ctx.suite.backend.capabilities.shared_across_processes:
+        return ctx.suite.backend, False
+    return open_backend(ctx.suite.url), True
+
+
+def _dead(ctx: Context, ids: list[str]) -> bool:
+    return set(ids) <= ctx.dead_ids()
+
+
+def list_dead(ctx: Context) -> None:
+    """Record the dead letters as the backend under test lists them."""
+    letters = ctx.suite.backend.dead_letters(ctx.queue, limit=1000)
+    entries = [{"id": d.id, "reason": d.reason, "body_hex": d.body.hex()} for d in letters]
+    ctx.record("client", OpType.OK, F.LIST, value={"queue": ctx.queue, "entries": entries})
+
+
+def race_replays(ctx: Context, backends: list[Backend]) -> None:
+    """Replay the whole dead-letter queue through each of `backends` at the same moment."""
+    barrier = threading.Barrier(len(backends))
+    counts: list[Any] = [None] * len(backends)
+
+    def replay(index: int) -> None:
+        barrier.wait(timeout=30)
+        try:
+            counts[index] = backends[index].replay(ctx.queue)
+        except Exception as exc:
+            counts[index] = f"{type(exc).__name__}: {exc}"
+
+    invoked = ctx.record("client", OpType.INVOKE, F.REPLAY, value={"race": len(backends)})
+    threads = [threading.Thread(target=replay, args=(i,)) for i in range(len(backends))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ctx.record(
+        "client",
+        OpType.OK,
+        F.REPLAY,
+        value={"race": len(backends), "counts": counts, "invoked_at": invoked.time},
+    )
+
+
+def dlq_ops(ctx: Context) -> None:
+    ctx.start_worker(concurrency=1)
+    dead = [
+        ctx.enqueue(contract_jobs.reject_once, [], JobSpec(kind="dlq_ops.replayed"))
+        for _ in range(DEAD)
+    ]
+    if not ctx.settle(lambda: _dead(ctx, dead), "the jobs are dead-lettered"):
+        return
+    list_dead(ctx)
+    first, rest = dead[: DEAD // 2], dead[DEAD // 2 :]
+    ctx.replay(first)
+    ctx.settle(lambda: ctx.succeeded(first), "the replayed jobs succeeded")
+    other, opened = _second_backend(ctx)
+    try:
+        race_replays(ctx, [ctx.suite.backend, other])
+    finally:
+        if opened:
+            other.close()
+    ctx.settle(lambda: ctx.succeeded(rest), "the jobs replayed by the racing calls succeeded")
+    # a second copy of a replayed job would start within a lease
+    ctx.try_wait(lambda: False, timeout=ctx.lease)
+
+    # purge: dead letters waiting, one job in flight, jobs ready and one delayed
+    doomed = [
+        ctx.enqueue(contract_jobs.reject_once, [], JobSpec(kind="dlq_ops.purged", outcome="skip"))
+        for _ in range(PURGED)
+    ]
+    if not ctx.settle(lambda: _dead(ctx, doomed), "the jobs to purge are dead-lettered"):
+        return
+    seconds = 2 * ctx.lease
+    busy = ctx.enqueue(jobs.sleep, [seconds], JobSpec(kind="dlq_ops.in_flight", duration=seconds))
+    ctx.wait(lambda: ctx.started([busy]), "the in-flight job started")
+    kept = [ctx.enqueue(jobs.effect, [], JobSpec(kind="dlq_ops.ready")) for _ in range(3)]
+    due = time.time() + seconds
+    kept.append(ctx.enqueue(jobs.effect, [], JobSpec(kind="dlq_ops.delayed"), not_before=due))
+    ctx.record("probe", OpType.OK, F.DEPTH, value={"queue": ctx.queue, "depth": ctx.depth(),
+                                                     "purge": "before"})  # fmt: skip
+    invoked = ctx.record("client", OpType.INVOKE, F.PURGE, value={"queue": ctx.queue})
+    with ctx.suite.lock:
+        count = ctx.suite.backend.purge(ctx.queue)
+    ctx.record(
+        "client",
+        OpType.OK,
+        F.PURGE,
+        value={"queue": ctx.queue, "count": count, "invoked_at": invoked.time},
+    )
+    ctx.record("probe", OpType.OK, F.DEPTH, value={"queue": ctx.queue, "depth": ctx.depth(),
+                                                     "purge": "after"})  # fmt: skip
+    ctx.observe_dead()
+    ctx.settle(lambda: ctx.succeeded([busy, *kept]), "the jobs that were not dead ran")
+    ctx.drained()
