@@ -92,6 +92,17 @@ def replay_once(history: History) -> Finding:
                 f"the {how} moving {' + '.join(str(c) for c in counts)} dead letter(s); "
                 f"{len(targets)} were in the dead-letter queue"
             )
+    depth = [op for op in history.select(f=F.DEPTH, type=OpType.OK) if "replayed" in op.value]
+    if depth and depth[0].value.get("depth") != depth[0].value["replayed"]:
+        problems.append(
+            f"after the replays the queue holds {depth[0].value.get('depth')} message(s) for "
+            f"{depth[0].value['replayed']} replayed dead letter(s)"
+            + (
+                ": a replay sent duplicates"
+                if depth[0].value.get("depth", 0) > depth[0].value["replayed"]
+                else ""
+            )
+        )
     for v in views:
         first_replay = next(
             (replay_started(op) for op in replays if _covers(op, v.job_id, views)), None

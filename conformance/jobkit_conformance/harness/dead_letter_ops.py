@@ -3,9 +3,10 @@ backend instances) and purge, through the backend under test, as `jobkit dlq` do
 
 1. `DEAD` jobs fail permanently on their first execution (and succeed on any later one), so
    each lands in the dead-letter queue once; they are listed through the backend.
-2. Half of them are replayed in one call; then two calls, each through a backend instance of
-   its own, released together, replay the rest at the same moment. Each replayed job must run
-   exactly once.
+2. With no worker consuming, half of them are replayed in one call; then two calls, each
+   through a backend instance of its own, released together, replay the rest at the same
+   moment. The broker must then hold one message per dead letter; a worker started then must
+   run each replayed job exactly once.
 3. With new dead letters waiting, and a job in flight, jobs ready and one delayed, the dead
    letters are purged: the purge must take the dead letters and nothing else.
 """
@@ -20,7 +21,7 @@ from jobkit import Backend, open_backend
 from jobkit_conformance import contract_jobs, jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
-from .context import Context
+from .context import Context, ScenarioFailed
 
 DEAD = 12  # more than one page of 10 (SQS receives at most 10 messages a call)
 PURGED = 2
@@ -72,24 +73,30 @@ def race_replays(ctx: Context, backends: list[Backend]) -> None:
 
 
 def dlq_ops(ctx: Context) -> None:
-    ctx.start_worker(concurrency=1)
+    first_worker = ctx.start_worker(concurrency=1)
     dead = [
         ctx.enqueue(contract_jobs.reject_once, [], JobSpec(kind="dlq_ops.replayed"))
         for _ in range(DEAD)
     ]
     if not ctx.settle(lambda: _dead(ctx, dead), "the jobs are dead-lettered"):
         return
+    # replays land on a queue nobody consumes, so the broker shows what they sent
+    ctx.fault(F.TERM, first_worker)
+    if first_worker.wait(ctx.suite.settings.grace.total_seconds() + 10) is None:
+        raise ScenarioFailed("the idle worker did not exit after SIGTERM")
     list_dead(ctx)
     first, rest = dead[: DEAD // 2], dead[DEAD // 2 :]
     ctx.replay(first)
-    ctx.settle(lambda: ctx.succeeded(first), "the replayed jobs succeeded")
     other, opened = _second_backend(ctx)
     try:
         race_replays(ctx, [ctx.suite.backend, other])
     finally:
         if opened:
             other.close()
-    ctx.settle(lambda: ctx.succeeded(rest), "the jobs replayed by the racing calls succeeded")
+    ctx.record("probe", OpType.OK, F.DEPTH, value={"queue": ctx.queue, "depth": ctx.depth(),
+                                                     "replayed": len(dead)})  # fmt: skip
+    ctx.start_worker(concurrency=1)
+    ctx.settle(lambda: ctx.succeeded(dead), "the replayed jobs succeeded")
     # a second copy of a replayed job would start within a lease
     ctx.try_wait(lambda: False, timeout=ctx.lease)
 
