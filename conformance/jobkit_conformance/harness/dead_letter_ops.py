@@ -85,7 +85,7 @@ def dlq_ops(ctx: Context) -> None:
     if first_worker.wait(ctx.suite.settings.grace.total_seconds() + 10) is None:
         raise ScenarioFailed("the idle worker did not exit after SIGTERM")
     list_dead(ctx)
-    first, rest = dead[: DEAD // 2], dead[DEAD // 2 :]
+    first = dead[: DEAD // 2]
     ctx.replay(first)
     other, opened = _second_backend(ctx)
     try:

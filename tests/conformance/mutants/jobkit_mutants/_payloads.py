@@ -25,7 +25,6 @@ from jobkit import (
     open_backend,
 )
 from jobkit.transport_backend import replay_body
-
 from jobkit_mutants import Wrapped, _wrap
 
 
