@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobkit_conformance.checkers import dlq_ops, fidelity
+from jobkit_conformance.checkers import dlq_ops, fidelity, poison
 from jobkit_conformance.checkers._base import Finding
 from jobkit_conformance.history import History
 
@@ -29,4 +29,8 @@ CONTRACT_CHECKS: tuple[Row, ...] = (
     ("dlq.purge_dead_only", "dead_letter", "dlq_ops",
      "purge removes the dead letters and leaves ready, delayed and in-flight jobs alone",
      dlq_ops.purge_dead_only),
+    ("poison.variants_as_policy", "dead_letter", "poison_variants",
+     "wrong-typed envelopes are dead-lettered at once; unknown job names and newer envelope "
+     "versions wait for a worker that knows them; handles report it; the worker keeps serving",
+     poison.poison_variants_handled),
 )  # fmt: skip

@@ -18,6 +18,7 @@ from jobkit_conformance.history import F, JobSpec, OpType
 from .context import Context, NotApplicable, ScenarioFailed
 from .dead_letter_ops import dlq_ops
 from .fidelity import payload
+from .poison_variants import poison_variants
 
 Scenario = Callable[[Context], None]
 
@@ -257,6 +258,7 @@ def unsupported(ctx: Context) -> None:
 
 
 SCENARIOS: dict[str, Scenario] = {
+    "poison_variants": poison_variants,
     "dlq_ops": dlq_ops,
     "payload": payload,
     "basic": basic,
