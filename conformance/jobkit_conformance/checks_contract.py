@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobkit_conformance.checkers import dlq_ops, fidelity, poison
+from jobkit_conformance.checkers import dlq_ops, fidelity, poison, shutdown
 from jobkit_conformance.checkers._base import Finding
 from jobkit_conformance.history import History
 
@@ -33,4 +33,8 @@ CONTRACT_CHECKS: tuple[Row, ...] = (
      "wrong-typed envelopes are dead-lettered at once; unknown job names and newer envelope "
      "versions wait for a worker that knows them; handles report it; the worker keeps serving",
      poison.poison_variants_handled),
+    ("shutdown.buffered_run_once", "graceful_shutdown", "shutdown_buffered",
+     "SIGTERM with jobs leased ahead (prefetch 4, max_attempts 1): nothing new starts, every "
+     "job runs exactly once",
+     shutdown.buffered_run_once),
 )  # fmt: skip
