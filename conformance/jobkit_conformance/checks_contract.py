@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobkit_conformance.checkers import dlq_ops, fidelity, poison, shutdown
+from jobkit_conformance.checkers import async_jobs, dlq_ops, fidelity, poison, shutdown
 from jobkit_conformance.checkers._base import Finding
 from jobkit_conformance.history import History
 
@@ -37,4 +37,8 @@ CONTRACT_CHECKS: tuple[Row, ...] = (
      "SIGTERM with jobs leased ahead (prefetch 4, max_attempts 1): nothing new starts, every "
      "job runs exactly once",
      shutdown.buffered_run_once),
+    ("async.run_like_sync", "async_jobs", "async_jobs",
+     "async def jobs run their body, are retried and stopped at their time limit as sync jobs "
+     "are, and their handles tell the truth",
+     async_jobs.async_like_sync),
 )  # fmt: skip

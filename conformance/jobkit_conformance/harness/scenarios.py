@@ -15,6 +15,7 @@ from jobkit import App
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
+from .async_jobs import async_jobs
 from .buffered_shutdown import shutdown_buffered
 from .context import Context, NotApplicable, ScenarioFailed
 from .dead_letter_ops import dlq_ops
@@ -261,6 +262,7 @@ def unsupported(ctx: Context) -> None:
 SCENARIOS: dict[str, Scenario] = {
     "poison_variants": poison_variants,
     "shutdown_buffered": shutdown_buffered,
+    "async_jobs": async_jobs,
     "dlq_ops": dlq_ops,
     "payload": payload,
     "basic": basic,
