@@ -20,9 +20,14 @@ def async_ran(history: History) -> Finding:
             continue
         checked += 1
         state = results.get(v.job_id, {}).get("state")
-        if not v.runs:
-            told = f"; its handle reports {state!r}" if state else ""
-            problems.append(f"async job {v.job_id} never ran its body (nothing awaited it){told}")
+        if not v.runs and state == "succeeded":
+            problems.append(
+                f"async job {v.job_id} never ran its body, yet its handle reports 'succeeded': "
+                "the coroutine was not awaited"
+            )
+        elif not v.runs:
+            told = f" (its handle reports {state!r})" if state else ""
+            problems.append(f"async job {v.job_id} never ran{told}")
         elif not v.succeeded:
             problems.append(f"async job {v.job_id} ran {len(v.runs)} time(s), never to success")
         elif v.effects != 1:
