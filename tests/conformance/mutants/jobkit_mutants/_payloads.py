@@ -3,18 +3,21 @@ shutdown checks: each wraps a real backend (the URL after ``+``) and breaks one 
 
 from __future__ import annotations
 
+import inspect
 import json
 import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobkit import (
     ConfigurationError,
     DeadLetter,
     Delivery,
+    EventKind,
+    JobEvent,
     JobRecord,
     JobStore,
     Message,
@@ -179,6 +182,68 @@ class DropsPoison(Wrapped):
         self.inner.dead_letter(delivery, reason=reason)
 
 
+class ReleaseCounts(Wrapped):
+    """Counts an uncounted release (a job leased but never started) as a delivery, as a broker
+    that cannot lower its receive count would if the adapter did not correct it."""
+
+    name = "mutant-release-counts"
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self.inner.release(delivery, delay=delay)
+
+
+class AwaitsNothing(Wrapped):
+    """The worker side of a backend that calls an ``async def`` job like a function: it gets a
+    coroutine back, never awaits it, and records the job SUCCEEDED."""
+
+    name = "mutant-awaits-nothing"
+
+    def __init__(self, inner: Transport, store: JobStore | None = None) -> None:
+        super().__init__(inner)
+        self.store = store
+        self.async_jobs: frozenset[str] = frozenset()
+
+    def clone(self) -> Transport:
+        twin = AwaitsNothing(self.inner.clone(), self.store)
+        twin.async_jobs = self.async_jobs
+        return twin
+
+    def receive(
+        self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
+    ) -> list[Delivery]:
+        got = self.inner.receive(queues, max_messages=max_messages, wait=wait, lease=lease)
+        keep, skipped = [], []
+        for d in got:
+            try:
+                env = decode(d.body)
+            except SerializationError:
+                keep.append(d)
+                continue
+            if env.job in self.async_jobs and self.store is not None:
+                self.store.record(
+                    [JobEvent(job_id=env.id, job=env.job, kind=EventKind.SUCCEEDED,
+                              attempt=env.attempt + d.deliveries, at=datetime.now(UTC))]
+                )  # fmt: skip
+                skipped.append(d)
+            else:
+                keep.append(d)
+        if skipped:
+            self.inner.ack(skipped)
+        return keep
+
+
+class AwaitsNothingBackend(TransportBackend):
+    def run_worker(self, app: Any, options: Any) -> None:
+        transport = self.transport
+        if isinstance(transport, AwaitsNothing):
+            transport.async_jobs = frozenset(
+                name
+                for name, job in app.jobs.items()
+                if inspect.iscoroutinefunction(getattr(job, "fn", None))
+            )
+        super().run_worker(app, options)
+
+
 def _sqlite_file(url: str) -> str:
     rest = url.split("://", 1)[1].split("?", 1)[0]
     if not rest.startswith("/") or rest == "/":
@@ -214,6 +279,23 @@ def replay_races(url: str) -> TransportBackend:
     transport = ReplayRaces(inner.transport, _sqlite_file(inner_url))
     return TransportBackend(
         transport, inner.store, clock=inner.clock, default_lease=inner.default_lease
+    )
+
+
+def release_counts(url: str) -> TransportBackend:
+    return _wrap(url, ReleaseCounts)
+
+
+def awaits_nothing(url: str) -> TransportBackend:
+    _scheme, _, inner_url = url.partition("+")
+    inner = open_backend(inner_url)
+    if not isinstance(inner, TransportBackend):
+        raise ConfigurationError(f"{inner_url!r} is not a transport backend")
+    return AwaitsNothingBackend(
+        AwaitsNothing(inner.transport, inner.store),
+        inner.store,
+        clock=inner.clock,
+        default_lease=inner.default_lease,
     )
 
 
