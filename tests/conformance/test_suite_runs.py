@@ -53,6 +53,16 @@ MUTANTS = {
     "mutant-no-lease": (["delivery.once_without_faults"], ["delivery"]),
     "mutant-delay-never-due": (["delay.not_before"], ["delay"]),
     "mutant-store-forgets": (["duplicate.effect_once_with_key"], ["duplicate", "delivery.no_loss"]),
+    # issue 10: broken backends the suite passed before (jobkit_mutants/_payloads.py)
+    "mutant-js-numbers": (["payload.intact"], ["payload"]),
+    "mutant-utf8mb3": (["payload.intact"], ["payload"]),
+    "mutant-rounds-results": (["payload.intact"], ["payload"]),
+    "mutant-dlq-one-page": (["dlq.list_complete"], ["dlq.list_complete"]),
+    "mutant-purge-all": (["dlq.purge_dead_only"], ["dlq.purge_dead_only"]),
+    "mutant-replay-races": (["dlq.replay_once"], ["dlq.replay_once"]),
+    "mutant-drops-poison": (["poison.variants_as_policy"], ["poison.variants_as_policy"]),
+    "mutant-release-counts": (["shutdown.buffered_run_once"], ["shutdown.buffered_run_once"]),
+    "mutant-awaits-nothing": (["async.run_like_sync"], ["async"]),
 }
 
 
