@@ -43,15 +43,12 @@ def nested(depth: int = NESTING) -> Any:
 
 
 def big_text(n_bytes: int) -> str:
-    """Text whose JSON encoding (ASCII-escaped, as jobkit sends it) takes about `n_bytes`,
+    """Text whose JSON encoding (ASCII-escaped, as jobkit sends it) takes at least `n_bytes`,
     mixing ASCII, two-byte, three-byte and astral characters, and varying so a truncation or
     a swapped chunk shows."""
-    unit = "abcdefghij-é-€-😀-"  # 31 bytes in \\u-escaped JSON (😀 is a surrogate pair)
-    per_unit = len(json.dumps(unit)) - 2
-    parts: list[str] = []
-    for i in range(max(n_bytes // (per_unit + 6), 1)):
-        parts.append(f"{i:05d}{unit}")
-    return "".join(parts)
+    unit = "abcdefghij-é-€-😀-"
+    per_part = len(json.dumps(unit)) - 2 + 6  # \\u-escaped, plus the 6-digit counter
+    return "".join(f"{i:06d}{unit}" for i in range(n_bytes // per_part + 1))
 
 
 def fingerprint(value: Any) -> Fingerprint:

@@ -3,6 +3,8 @@ job by job, naming the job and the first paths that differ."""
 
 from __future__ import annotations
 
+import json
+
 from jobkit_conformance.checkers._base import Finding, _accepted, _finding
 from jobkit_conformance.history import F, History, Op, OpType
 from jobkit_conformance.payloads import differences, fingerprint
@@ -80,6 +82,10 @@ def payload_intact(history: History) -> Finding:
     counts: dict[str, float] = {
         "jobs": checked,
         "results_checked": len(accepted & set(results)),
+        "largest_args_bytes": max(
+            (len(json.dumps(v.spec.args)) for v in _accepted(history) if v.job_id in accepted),
+            default=0,
+        ),
     }
     return _finding(
         problems,

@@ -16,7 +16,7 @@ from jobkit_conformance import contract_jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 from jobkit_conformance.payloads import TRICKY, big_text, fingerprint, nested
 
-from .context import Context
+from .context import Context, ScenarioFailed
 
 UNLIMITED_CAP = 256 * 1024
 """The largest message the scenario sends to a backend that declares no size limit."""
@@ -53,9 +53,12 @@ def payload(ctx: Context) -> None:
         for label, args in calls
     ]
     if limit is not None:
+        oversized = _sized(ctx, "oversized", limit + 1024)
+        if _body_size(ctx, oversized) <= limit:
+            raise ScenarioFailed(f"could not build a message over the {limit}-byte limit")
         ctx.enqueue(
             contract_jobs.echo,
-            _sized(ctx, "oversized", limit + 1024),
+            oversized,
             JobSpec(kind="payload:oversized", outcome="skip", feature="max_message_bytes"),
         )
     ctx.settle(lambda: ctx.succeeded(ids), "the payload jobs ran")
