@@ -23,7 +23,7 @@ CONTRACT_CHECKS: tuple[Row, ...] = (
     ("dlq.list_complete", "dead_letter", "dlq_ops",
      "listing through the backend shows every dead letter once, with its reason and envelope",
      dlq_ops.list_complete),
-    ("dlq.replay_once", "dead_letter", "dlq_ops",
+    ("dlq.once_per_replay", "dead_letter", "dlq_ops",
      "each replayed dead letter runs exactly once, also when two replays race",
      dlq_ops.replay_once),
     ("dlq.purge_dead_only", "dead_letter", "dlq_ops",

@@ -59,7 +59,7 @@ MUTANTS = {
     "mutant-rounds-results": (["payload.intact"], ["payload"]),
     "mutant-dlq-one-page": (["dlq.list_complete"], ["dlq.list_complete"]),
     "mutant-purge-all": (["dlq.purge_dead_only"], ["dlq.purge_dead_only"]),
-    "mutant-replay-races": (["dlq.replay_once"], ["dlq.replay_once"]),
+    "mutant-replay-races": (["dlq.once_per_replay"], ["dlq.once_per_replay"]),
     "mutant-drops-poison": (["poison.variants_as_policy"], ["poison.variants_as_policy"]),
     "mutant-release-counts": (["shutdown.buffered_run_once"], ["shutdown.buffered_run_once"]),
     "mutant-awaits-nothing": (["async.run_like_sync"], ["async"]),

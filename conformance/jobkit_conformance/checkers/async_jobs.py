@@ -3,7 +3,7 @@ ledger), are retried and time-limited as sync jobs are, and handles report what 
 
 from __future__ import annotations
 
-from jobkit_conformance.checkers._base import Finding, _accepted, _finding
+from jobkit_conformance.checkers._base import Finding, _accepted, _finding, all_of
 from jobkit_conformance.checkers.retries import succeeds_after_transient
 from jobkit_conformance.checkers.timing import time_limit_enforced
 from jobkit_conformance.history import F, History, OpType
@@ -43,17 +43,4 @@ def async_ran(history: History) -> Finding:
 
 def async_like_sync(history: History) -> Finding:
     """`async_ran`, and the retry and time-limit checks on the async scenario's jobs."""
-    findings = [
-        async_ran(history),
-        succeeds_after_transient(history),
-        time_limit_enforced(history),
-    ]
-    failed = [f for f in findings if not f.passed]
-    counts: dict[str, float] = {}
-    for f in findings:
-        counts.update(f.counts)
-    if failed:
-        details = tuple(d for f in failed for d in f.details)
-        summary = "; ".join(f.summary for f in failed)
-        return Finding(passed=False, summary=summary, counts=counts, details=details)
-    return Finding(passed=True, summary="; ".join(f.summary for f in findings), counts=counts)
+    return all_of(async_ran, succeeds_after_transient, time_limit_enforced)(history)

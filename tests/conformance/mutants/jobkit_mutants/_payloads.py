@@ -28,7 +28,7 @@ from jobkit import (
     open_backend,
 )
 from jobkit.transport_backend import replay_body
-from jobkit_mutants import Wrapped, _wrap
+from jobkit_mutants import ForgetfulStore, Wrapped, _wrap
 
 
 def _rewrite(body: bytes, fix: Any) -> bytes:
@@ -89,14 +89,9 @@ class Utf8mb3(Wrapped):
         self.inner.send([replace(m, body=_rewrite(m.body, _utf8mb3)) for m in messages])
 
 
-class RoundingStore(JobStore):
-    """Keeps results with 15 significant digits, as a store with a float column would."""
-
-    def __init__(self, inner: JobStore) -> None:
-        self.inner = inner
-
-    def record(self, events: Sequence[Any]) -> None:
-        self.inner.record(events)
+class RoundingStore(ForgetfulStore):
+    """Keeps results with 15 significant digits, as a store with a float column would (and,
+    unlike its base, forgets nothing)."""
 
     def get(self, job_id: str) -> JobRecord | None:
         record = self.inner.get(job_id)
@@ -109,9 +104,6 @@ class RoundingStore(JobStore):
 
     def done(self, keys: Sequence[str]) -> set[str]:
         return self.inner.done(keys)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class DlqOnePage(Wrapped):
@@ -271,15 +263,22 @@ def drops_poison(url: str) -> TransportBackend:
     return _wrap(url, DropsPoison)
 
 
-def replay_races(url: str) -> TransportBackend:
+def _inner(url: str) -> tuple[TransportBackend, str]:
+    """The wrapped backend of ``mutant-...+URL``, and its URL."""
     _scheme, _, inner_url = url.partition("+")
     inner = open_backend(inner_url)
     if not isinstance(inner, TransportBackend):
         raise ConfigurationError(f"{inner_url!r} is not a transport backend")
-    transport = ReplayRaces(inner.transport, _sqlite_file(inner_url))
-    return TransportBackend(
-        transport, inner.store, clock=inner.clock, default_lease=inner.default_lease
-    )
+    return inner, inner_url
+
+
+def _rebuilt(inner: TransportBackend, transport: Transport, store: JobStore) -> TransportBackend:
+    return TransportBackend(transport, store, clock=inner.clock, default_lease=inner.default_lease)
+
+
+def replay_races(url: str) -> TransportBackend:
+    inner, inner_url = _inner(url)
+    return _rebuilt(inner, ReplayRaces(inner.transport, _sqlite_file(inner_url)), inner.store)
 
 
 def release_counts(url: str) -> TransportBackend:
@@ -287,25 +286,15 @@ def release_counts(url: str) -> TransportBackend:
 
 
 def awaits_nothing(url: str) -> TransportBackend:
-    _scheme, _, inner_url = url.partition("+")
-    inner = open_backend(inner_url)
-    if not isinstance(inner, TransportBackend):
-        raise ConfigurationError(f"{inner_url!r} is not a transport backend")
+    inner, _ = _inner(url)
+    transport = AwaitsNothing(inner.transport, inner.store)
     return AwaitsNothingBackend(
-        AwaitsNothing(inner.transport, inner.store),
-        inner.store,
-        clock=inner.clock,
-        default_lease=inner.default_lease,
+        transport, inner.store, clock=inner.clock, default_lease=inner.default_lease
     )
 
 
 def rounds_results(url: str) -> TransportBackend:
-    _scheme, _, inner_url = url.partition("+")
-    inner = open_backend(inner_url)
-    if not isinstance(inner, TransportBackend):
-        raise ConfigurationError(f"{inner_url!r} is not a transport backend")
+    inner, _ = _inner(url)
     transport = Wrapped(inner.transport)
     transport.name = "mutant-rounds-results"
-    return TransportBackend(
-        transport, RoundingStore(inner.store), clock=inner.clock, default_lease=inner.default_lease
-    )
+    return _rebuilt(inner, transport, RoundingStore(inner.store))
