@@ -45,7 +45,8 @@ def poison_variants_handled(history: History) -> Finding:
             elif not entry.get("reason"):
                 problems.append(f"{what} is in the dead-letter queue without a reason")
         if expect in ("wait", "run") and early is not None and job_id in early_ids:
-            waited = early.time - op.time
+            # the worker measures the wait from the envelope's enqueued_at ("since")
+            waited = early.time - float(op.value.get("since", op.time))
             if waited < timeout - TOLERANCE:
                 problems.append(
                     f"{what} was dead-lettered within {waited:.1f} s, before the worker's "

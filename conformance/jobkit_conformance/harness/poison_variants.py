@@ -68,7 +68,8 @@ def _send(ctx: Context, variant: str, change: dict[str, Any], expect: str) -> st
               "version": change.get("v", env.version)}  # fmt: skip
     sent = Envelope(id=job_id, args=(job_id,), queue=ctx.queue, max_attempts=5, **fields)
     ctx.job_ids.add(job_id)
-    value = {"variant": variant, "expect": expect, "body_hex": body.hex()}
+    value = {"variant": variant, "expect": expect, "body_hex": body.hex(),
+             "since": env.enqueued_at.timestamp()}  # fmt: skip
     ctx.record("nemesis", OpType.INVOKE, F.INJECT, job_id=job_id, value=value)
     try:
         with ctx.suite.lock:
