@@ -66,7 +66,8 @@ def _send(ctx: Context, variant: str, change: dict[str, Any], expect: str) -> st
     fields = {"job": job, "priority": change.get("priority", 0),
               "time_limit": change.get("time_limit"), "headers": change.get("headers", {}),
               "version": change.get("v", env.version)}  # fmt: skip
-    sent = Envelope(id=job_id, args=(job_id,), queue=ctx.queue, max_attempts=5, **fields)
+    sent = Envelope(id=job_id, args=(job_id,), queue=ctx.queue, max_attempts=5,
+                    enqueued_at=env.enqueued_at, **fields)  # fmt: skip
     ctx.job_ids.add(job_id)
     value = {"variant": variant, "expect": expect, "body_hex": body.hex(),
              "since": env.enqueued_at.timestamp()}  # fmt: skip
