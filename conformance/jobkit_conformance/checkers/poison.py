@@ -88,10 +88,12 @@ def poison_variants_handled(history: History) -> Finding:
     stuck = [v.job_id for v in after if not v.succeeded]
     if stuck:
         problems.append(f"{len(stuck)} job(s) sent after the poison never ran: {stuck[0]}")
+    refused = [op for op in history.select(f=F.INJECT, type=OpType.FAIL) if "variant" in op.value]
     return _finding(
         problems,
-        f"{len(injects)} poison variant(s) ended as the policy says; the workers kept serving",
-        {"variants": len(injects)},
+        f"{len(injects)} poison variant(s) ended as the policy says; the workers kept serving"
+        + (f" ({len(refused)} more refused by the backend's producer)" if refused else ""),
+        {"variants": len(injects), "refused_by_producer": len(refused)},
         "poison anomalies",
     )
 
