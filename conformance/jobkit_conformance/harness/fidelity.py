@@ -1,7 +1,7 @@
 """The payload scenario: arguments and results that exercise the JSON space, one kind per job,
-through a worker that leases ahead (prefetch 4), and a value as large as the backend declares
-it takes (`Capabilities.max_message_bytes`, capped at `UNLIMITED_CAP` when unlimited); one
-just over a declared limit must be refused at enqueue.
+through a worker that leases ahead (prefetch 4), and `LARGE` values as large as the backend
+declares it takes (`Capabilities.max_message_bytes`, `UNLIMITED_CAP` when unlimited); one just
+over a declared limit must be refused at enqueue.
 
 The jobs record the fingerprints of what they received and returned; the scenario adds those
 to the history (`F.RECEIVED`) with what each job's handle reports (`F.RESULT`).
@@ -18,8 +18,9 @@ from jobkit_conformance.payloads import TRICKY, big_text, fingerprint, nested
 
 from .context import Context, ScenarioFailed
 
-UNLIMITED_CAP = 256 * 1024
+UNLIMITED_CAP = 1024 * 1024
 """The largest message the scenario sends to a backend that declares no size limit."""
+LARGE = 3  # jobs of the largest size
 _HEADROOM = 512  # bytes left free below a declared limit (envelope fields the App may add)
 
 
@@ -45,9 +46,9 @@ def payload(ctx: Context) -> None:
     calls: list[tuple[str, list[Any]]] = [(label, [label, value]) for label, value in TRICKY]
     calls.append(("nested", ["nested", nested()]))
     calls.append(("everything", ["everything", *(value for _, value in TRICKY)]))
-    calls.append(
-        ("large", _sized(ctx, "large", min(limit or UNLIMITED_CAP, UNLIMITED_CAP) - _HEADROOM))
-    )
+    largest = min(limit or UNLIMITED_CAP, UNLIMITED_CAP) - _HEADROOM
+    # several at once: big frames to and from the job processes while others are buffered
+    calls += [(f"large-{n}", _sized(ctx, f"large-{n}", largest - n)) for n in range(LARGE)]
     ids = [
         ctx.enqueue(contract_jobs.echo, args, JobSpec(kind=f"payload:{label}"))
         for label, args in calls
