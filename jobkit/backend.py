@@ -30,6 +30,10 @@ class WorkerOptions:
     per process; `lease` is how long a message stays invisible before it is redelivered unless
     extended (the worker extends it every `lease / 3` while the job runs); `grace` is how long a
     SIGTERM waits for running jobs before they are stopped and released.
+    `unknown_job_timeout` is how long a message this worker cannot run because it comes from
+    newer code (a job name the app does not define, a newer envelope version) is released again
+    and again, uncounted, for a worker that can run it, before it is dead-lettered; measured from
+    when it became due (`not_before`, else `enqueued_at`).
     """
 
     app_path: str
@@ -41,6 +45,7 @@ class WorkerOptions:
     poll: timedelta = timedelta(seconds=1)
     max_jobs: int | None = None
     burst: bool = False
+    unknown_job_timeout: timedelta = timedelta(hours=1)
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -89,3 +89,15 @@ def count(path: str | os.PathLike[str], sql: str, *params: object) -> int:
     value = rows(path, sql, *params)[0][0]
     assert isinstance(value, int)
     return value
+
+
+@app.job(queue="work", retry=RetryPolicy(max_attempts=1))
+def once(key: str, sleep: float = 0.0) -> str:
+    """`record` with a single attempt: a second delivery of a job that never ran would be
+    dead-lettered if the worker counted it."""
+    db = _run(key)
+    if sleep:
+        time.sleep(sleep)
+    with db:
+        db.execute("INSERT OR IGNORE INTO effects VALUES (?, ?)", (key, time.time()))
+    return key
