@@ -8,12 +8,23 @@ import json
 import signal
 from pathlib import Path
 
-from jobkit import App, JobState, Message
+from jobkit import App, DeadLetter, JobState, Message
 from jobkit.envelope import Envelope
 from tests.apps import ledger
 from tests.apps.ledger import count, rows
 from tests.waiting import wait_until
 from tests.workers import kill_group, running_worker, start_worker
+
+
+def dead_letters(app: App, n: int) -> list[DeadLetter]:
+    """The dead letters of "work" once there are `n` (the worker records DEAD before it moves
+    the message, and a broker's listing may lag)."""
+
+    def found() -> list[DeadLetter]:
+        dead = app.backend.dead_letters("work")
+        return dead if len(dead) == n else []
+
+    return wait_until(found, timeout=30, what=f"{n} dead letters")
 
 
 def runs_of(path: Path) -> list[tuple[str, int]]:
@@ -64,7 +75,7 @@ def wrong_typed_field_is_dead_lettered_and_its_handle_reports_dead(
         wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
         wait_until(lambda: good.state is JobState.SUCCEEDED, timeout=60, what="the next job")
         assert proc.poll() is None
-    dead = app.backend.dead_letters("work")
+    dead = dead_letters(app, 1)
     assert [d.id for d in dead] == [envelope.id]
     assert "time_limit" in dead[0].reason
     assert count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='typed'") == 0
@@ -110,7 +121,7 @@ def unknown_job_is_dead_lettered_after_the_timeout(
     args = ("-q", "work", "-c", "1", "--unknown-job-timeout", "2")
     with running_worker(backend, ledger_path, *args):
         wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
-    dead = app.backend.dead_letters("work")
+    dead = dead_letters(app, 1)
     assert [d.id for d in dead] == [handle.id]
     assert "not defined" in dead[0].reason and "unknown-job timeout" in dead[0].reason
 
@@ -133,7 +144,7 @@ def newer_envelope_version_is_released_then_dead_lettered_under_its_id(
         kill_group(proc)
         proc.wait(timeout=10)
     assert "newer than this jobkit reads" in log.read_text()
-    dead = app.backend.dead_letters("work")
+    dead = dead_letters(app, 1)
     assert [d.id for d in dead] == [envelope.id]
     assert "unknown-job timeout" in dead[0].reason
     assert count(ledger_path, "SELECT COUNT(*) FROM runs") == 0
