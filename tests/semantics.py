@@ -74,8 +74,8 @@ def wrong_typed_field_is_dead_lettered_and_its_handle_reports_dead(
     with running_worker(backend, ledger_path, "-q", "work", "-c", "1") as proc:
         wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
         wait_until(lambda: good.state is JobState.SUCCEEDED, timeout=60, what="the next job")
+        dead = dead_letters(app, 1)  # recorded DEAD first, then moved: wait for the move
         assert proc.poll() is None
-    dead = dead_letters(app, 1)
     assert [d.id for d in dead] == [envelope.id]
     assert "time_limit" in dead[0].reason
     assert count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='typed'") == 0
@@ -121,7 +121,7 @@ def unknown_job_is_dead_lettered_after_the_timeout(
     args = ("-q", "work", "-c", "1", "--unknown-job-timeout", "2")
     with running_worker(backend, ledger_path, *args):
         wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
-    dead = dead_letters(app, 1)
+        dead = dead_letters(app, 1)
     assert [d.id for d in dead] == [handle.id]
     assert "not defined" in dead[0].reason and "unknown-job timeout" in dead[0].reason
 
@@ -140,11 +140,11 @@ def newer_envelope_version_is_released_then_dead_lettered_under_its_id(
     proc = start_worker(backend, ledger_path, *args, log=log)
     try:
         wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
+        dead = dead_letters(app, 1)
     finally:
         kill_group(proc)
         proc.wait(timeout=10)
     assert "newer than this jobkit reads" in log.read_text()
-    dead = dead_letters(app, 1)
     assert [d.id for d in dead] == [envelope.id]
     assert "unknown-job timeout" in dead[0].reason
     assert count(ledger_path, "SELECT COUNT(*) FROM runs") == 0

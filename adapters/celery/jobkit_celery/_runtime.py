@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import celery.exceptions as celery_exc
@@ -34,6 +34,10 @@ from jobkit_celery._store import RedisJobStore
 from jobkit_celery._wire import DUE_HEADER, HEADER, envelope_of, meta_of
 
 logger = logging.getLogger("jobkit.celery")
+
+UNKNOWN_JOB_RETRY = timedelta(seconds=30)
+_SHORTEST_RETRY = timedelta(seconds=1)
+WAITING_SINCE = "jobkit-waiting-since"  # envelope header: when a job nobody knew became due
 
 _PERMANENT = (jobkit.SerializationError, jobkit.UnknownJob)
 
@@ -73,6 +77,8 @@ class Runtime:
         self.app: jobkit.App | None = None
         self.delay_ttls: set[int] = set()
         self._known: set[str] = set()
+        # Set by `run_worker` from `WorkerOptions.unknown_job_timeout`.
+        self.unknown_job_timeout = timedelta(hours=1)
 
     def reconfigure(self, settings: Settings) -> None:
         """Apply changed broker settings (before the worker starts)."""
@@ -158,6 +164,49 @@ class Runtime:
             queue=env.queue, job_id=env.id, body=env.encode(), reason=reason, deliveries=deliveries
         )
 
+    def dead_letter_unrunnable(
+        self, *, queue: str, job_id: str | None, job: str | None, body: bytes, reason: str
+    ) -> None:
+        """Dead-letter a message that cannot run, recording it DEAD first under `job_id` (when
+        one could be recovered) so that its handle reports it. Raises `BrokerUnavailable`."""
+        if job_id:
+            self._record(
+                JobEvent(
+                    job_id=job_id,
+                    job=job or "(unknown)",
+                    kind=EventKind.DEAD,
+                    attempt=0,
+                    at=self.clock.now(),
+                    error=reason,
+                )
+            )
+        self.ops.dead_letter(queue=queue, job_id=job_id, body=body, reason=reason, deliveries=1)
+
+    def wait_for_a_worker(self, env: Envelope, what: str) -> bool:
+        """A job this worker cannot run (its name is not defined here): send it again after a
+        delay, without counting an attempt, for a worker that knows it; True if sent. False
+        once it has waited `unknown_job_timeout` since it became due: then dead-letter it.
+        Raises `BrokerUnavailable`."""
+        now = self.clock.now()
+        since_text = env.headers.get(WAITING_SINCE)
+        try:
+            since = datetime.fromisoformat(since_text) if since_text else None
+        except ValueError:
+            since = None
+        since = since or env.not_before or env.enqueued_at
+        waited = now - since
+        if waited >= self.unknown_job_timeout:
+            return False
+        delay = max(min(UNKNOWN_JOB_RETRY, self.unknown_job_timeout - waited), _SHORTEST_RETRY)
+        logger.warning(
+            "job %s[%s] on %s: %s; sent again in %s for a worker that can run it "
+            "(dead-lettered once it has waited %s; it has waited %s)",
+            env.job, env.id, env.queue, what, delay, self.unknown_job_timeout, waited,
+        )  # fmt: skip
+        headers = {**env.headers, WAITING_SINCE: since.isoformat()}
+        self.send([replace(env, not_before=now + delay, headers=headers)])
+        return True
+
     # -- the worker side ----------------------------------------------------------------------
 
     def register(self, app: jobkit.App) -> None:
@@ -206,7 +255,16 @@ class Runtime:
                 queue=queue,
             )  # fmt: skip
         except jobkit.SerializationError as exc:
-            raise celery_exc.Reject(str(exc), requeue=False) from exc
+            reason = f"undecodable: {exc}"
+            logger.error("job %s[%s] on %s: %s", task.name, request.id, queue, reason)
+            body = json.dumps([list(args), kwargs, {}], default=repr).encode()
+            try:
+                self.dead_letter_unrunnable(
+                    queue=queue, job_id=request.id, job=task.name, body=body, reason=reason
+                )
+            except jobkit.BrokerUnavailable as down:
+                raise celery_exc.Reject(str(down), requeue=True) from down
+            raise celery_exc.Ignore(reason) from exc  # dead-lettered here: ack the original
         job = task.jobkit_job
         try:
             return self._execute(env, job, bool(delivery_info.get("redelivered")))
@@ -218,9 +276,17 @@ class Runtime:
             raise celery_exc.Reject(str(exc), requeue=True) from exc
 
     def _execute(self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool) -> Any:
-        attempt = env.attempt + 1
-        if redelivered:
-            attempt += self.store.redelivered(env.id, env.attempt) if self.store else 1
+        key = jobkit.dedup_key(env.id, env.idempotency_key)
+        if self.store is not None:
+            # Attempts are counted by starts, not deliveries: a prefetched message given back
+            # at shutdown (redelivered, never started) uses no attempt.
+            starts = self.store.begin(key, env.id, env.attempt)
+            if starts is None:
+                self._record(self._event(env, EventKind.SKIPPED, env.attempt + 1))
+                return None
+            attempt = env.attempt + starts
+        else:
+            attempt = env.attempt + 1 + (1 if redelivered else 0)
         if attempt > env.max_attempts:
             reason = (
                 f"attempt {attempt} of at most {env.max_attempts}: the earlier attempts were "
@@ -229,10 +295,6 @@ class Runtime:
             self.dead_letter(env.with_attempt(attempt - 1), reason=reason, deliveries=attempt)
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
             raise jobkit.WorkerLost(reason)
-        key = jobkit.dedup_key(env.id, env.idempotency_key)
-        if self.store is not None and self.store.is_done(key):
-            self._record(self._event(env, EventKind.SKIPPED, attempt))
-            return None
         try:
             try:
                 job.signature.bind(*env.args, **env.kwargs)

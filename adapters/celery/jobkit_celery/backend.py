@@ -87,6 +87,7 @@ class CeleryBackend(jobkit.Backend):
             self.settings = replace(self.settings, visibility_timeout=options.lease)
             self.runtime.reconfigure(self.settings)
         runtime = self.runtime
+        runtime.unknown_job_timeout = options.unknown_job_timeout
         runtime.register(app)
         for queue in options.queues:
             runtime.queue(queue)
