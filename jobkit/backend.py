@@ -8,7 +8,7 @@ smaller message-level `Transport` and get a `Backend` from `TransportBackend`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -47,6 +47,18 @@ class WorkerOptions:
     burst: bool = False
     unknown_job_timeout: timedelta = timedelta(hours=1)
     extra: dict[str, str] = field(default_factory=dict)
+
+
+def unknown_job_problems(found: Mapping[str, int], app: App, queues: Sequence[str]) -> list[str]:
+    """`jobkit check` sentences for job names found waiting in `queues` (name -> how many
+    messages) that `app` does not define."""
+    return [
+        f"{count} message(s) waiting in {', '.join(queues)} are for job {name!r}, which this "
+        "app does not define: a worker of this app sends them back for a worker that knows "
+        "the job, and dead-letters them after --unknown-job-timeout (default 1 hour)"
+        for name, count in sorted(found.items())
+        if name not in app.jobs
+    ]
 
 
 class Backend(ABC):

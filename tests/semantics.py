@@ -13,7 +13,7 @@ from jobkit.envelope import Envelope
 from tests.apps import ledger
 from tests.apps.ledger import count, rows
 from tests.waiting import wait_until
-from tests.workers import kill_group, running_worker, start_worker
+from tests.workers import jobkit_cli, kill_group, running_worker, start_worker
 
 
 def dead_letters(app: App, n: int) -> list[DeadLetter]:
@@ -176,3 +176,15 @@ def two_workers_holding_copies_of_a_key_run_it_once(
             kill_group(proc)
             proc.wait(timeout=10)
     assert count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='pay'") == 1
+
+
+def check_lists_job_names_waiting_that_the_app_does_not_define(app: App, backend: str) -> None:
+    from tests.apps import newer
+
+    ledger.record.enqueue("known")
+    newer.future.enqueue_many([("f1",), ("f2",)])
+    out = jobkit_cli(backend, "--app", "tests.apps.ledger:app", "check")
+    assert out.returncode == 1, out.stderr
+    assert f"2 message(s) waiting in work are for job {newer.future.name!r}" in out.stdout
+    assert ledger.record.name not in out.stdout
+    assert app.backend.dead_letters("work") == []

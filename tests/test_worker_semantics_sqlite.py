@@ -55,3 +55,7 @@ def test_two_workers_holding_copies_of_a_succeeded_key_run_it_once(
     app: App, backend: str, ledger_path: Path
 ) -> None:
     semantics.two_workers_holding_copies_of_a_key_run_it_once(app, backend, ledger_path)
+
+
+def test_check_lists_job_names_waiting_that_the_app_does_not_define(app: App, backend: str) -> None:
+    semantics.check_lists_job_names_waiting_that_the_app_does_not_define(app, backend)

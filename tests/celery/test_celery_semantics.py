@@ -61,3 +61,7 @@ def test_unknown_job_is_dead_lettered_after_the_unknown_job_timeout(
     app: App, backend: str, ledger_path: Path
 ) -> None:
     semantics.unknown_job_is_dead_lettered_after_the_timeout(app, backend, ledger_path)
+
+
+def test_check_lists_job_names_waiting_that_the_app_does_not_define(app: App, backend: str) -> None:
+    semantics.check_lists_job_names_waiting_that_the_app_does_not_define(app, backend)

@@ -45,3 +45,7 @@ def test_newer_envelope_version_waits_then_is_dead_lettered_under_its_job_id(
     semantics.newer_envelope_version_is_released_then_dead_lettered_under_its_id(
         app, backend, ledger_path, tmp_path
     )
+
+
+def test_check_lists_job_names_waiting_that_the_app_does_not_define(app: App, backend: str) -> None:
+    semantics.check_lists_job_names_waiting_that_the_app_does_not_define(app, backend)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ logger = logging.getLogger("jobkit.celery")
 
 UNKNOWN_JOB_RETRY = timedelta(seconds=30)
 _SHORTEST_RETRY = timedelta(seconds=1)
+SEND_ID = "send"  # in the jobkit header: an id of each message sent
 WAITING_SINCE = "jobkit-waiting-since"  # envelope header: when a job nobody knew became due
 
 _PERMANENT = (jobkit.SerializationError, jobkit.UnknownJob)
@@ -126,7 +128,9 @@ class Runtime:
             raise
 
     def _send_one(self, env: Envelope, producer: Any, now: Any) -> None:
-        headers: dict[str, Any] = {HEADER: meta_of(env)}
+        # "send": this message's own id, so that starts are counted per message sent (a
+        # replay or retry of the same job id and attempt count starts from zero again).
+        headers: dict[str, Any] = {HEADER: {**meta_of(env), SEND_ID: uuid.uuid4().hex}}
         options: dict[str, Any] = {
             "task_id": env.id,
             "args": list(env.args),
@@ -267,7 +271,9 @@ class Runtime:
             raise celery_exc.Ignore(reason) from exc  # dead-lettered here: ack the original
         job = task.jobkit_job
         try:
-            return self._execute(env, job, bool(delivery_info.get("redelivered")))
+            send_id = meta.get(SEND_ID) if isinstance(meta, dict) else None
+            message_id = str(send_id) if send_id else f"{env.id}.{env.attempt}"
+            return self._execute(env, job, bool(delivery_info.get("redelivered")), message_id)
         except (celery_exc.Retry, celery_exc.Reject, celery_exc.Ignore):
             raise
         except jobkit.BrokerUnavailable as exc:
@@ -275,12 +281,14 @@ class Runtime:
             logger.error("job %s[%s]: %s; requeueing", env.job, env.id, exc)
             raise celery_exc.Reject(str(exc), requeue=True) from exc
 
-    def _execute(self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool) -> Any:
+    def _execute(
+        self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool, message_id: str
+    ) -> Any:
         key = jobkit.dedup_key(env.id, env.idempotency_key)
         if self.store is not None:
             # Attempts are counted by starts, not deliveries: a prefetched message given back
             # at shutdown (redelivered, never started) uses no attempt.
-            starts = self.store.begin(key, env.id, env.attempt)
+            starts = self.store.begin(key, message_id)
             if starts is None:
                 self._record(self._event(env, EventKind.SKIPPED, env.attempt + 1))
                 return None

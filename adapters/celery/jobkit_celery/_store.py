@@ -4,8 +4,8 @@ Write-optimised: every event is one RPUSH onto the job's event list (pipelined w
 expiry), and a record is folded from the list when read. A success also sets the dedup key.
 
 Keys (all expire after `ttl`): ``jobkit.job.<id>`` (list of JSON events),
-``jobkit.done.<dedup key>`` (set when the job succeeded), ``jobkit.starts.<id>.<attempt>`` (how
-often the message sent with that attempt count has started: a delivery that never started, e.g.
+``jobkit.done.<dedup key>`` (set when the job succeeded), ``jobkit.starts.<message id>`` (how
+often that message has started: a delivery that never started, e.g.
 prefetched and given back at shutdown, uses no attempt).
 """
 
@@ -127,15 +127,15 @@ class RedisJobStore(jobkit.JobStore):
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
 
-    def begin(self, key: str, job_id: str, sent_attempt: int) -> int | None:
+    def begin(self, key: str, message_id: str) -> int | None:
         """About to start a job: None if its dedup `key` succeeded already (nothing written);
-        else count one more start of the message sent with `sent_attempt` and return the count
+        else count one more start of the message `message_id` and return the count
         (1 for a first start, more when earlier starts ended without an outcome). One round trip.
         """
         try:
             starts = int(
                 self._begin(
-                    keys=[done_key(key), f"jobkit.starts.{job_id}.{sent_attempt}"],
+                    keys=[done_key(key), f"jobkit.starts.{message_id}"],
                     args=[self.ttl],
                 )
             )

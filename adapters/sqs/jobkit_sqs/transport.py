@@ -343,6 +343,29 @@ class SqsTransport(Transport):
             self._client.get().send_message(**params)
         self._delete_one(pair.url, delivery)
 
+    def peek(self, queues: Sequence[str], *, limit: int = 100) -> list[bytes]:
+        """SQS cannot look without receiving, and a receive counts in ApproximateReceiveCount:
+        so the messages looked at are received (hidden for a minute), then each is given back
+        at once with `release_uncounted`. Only visible messages are seen, up to `limit`. A FIFO
+        queue is not looked at (giving messages back would reorder their groups)."""
+        if self.config.fifo:
+            return []
+        bodies: list[bytes] = []
+        for queue in dict.fromkeys(queues):
+            held: list[Delivery] = []
+            try:
+                while len(bodies) + len(held) < limit:
+                    wanted = min(batches.BATCH, limit - len(bodies) - len(held))
+                    got = self._receive_one(queue, wanted, 0, _DEAD_LETTER_HOLD_S)
+                    if not got:
+                        break
+                    held.extend(got)
+            finally:
+                for delivery in held:
+                    self.release_uncounted(delivery)
+            bodies.extend(d.body for d in held)
+        return bodies
+
     def extend(self, delivery: Delivery, *, lease: timedelta) -> None:
         self._change_visibility(delivery, min(_MAX_VISIBILITY_S, _seconds_up(lease)))
 
