@@ -188,3 +188,45 @@ def check_lists_job_names_waiting_that_the_app_does_not_define(app: App, backend
     assert f"2 message(s) waiting in work are for job {newer.future.name!r}" in out.stdout
     assert ledger.record.name not in out.stdout
     assert app.backend.dead_letters("work") == []
+
+
+class CommonSemantics:
+    """The scenarios every backend runs; a test module subclasses it as ``Test...`` and defines
+    the `backend` fixture (the `app` and `ledger_path` fixtures come from tests/conftest.py)."""
+
+    def test_sigterm_with_prefetch_starts_nothing_new_and_uses_no_attempt(
+        self, app: App, backend: str, ledger_path: Path
+    ) -> None:
+        sigterm_with_prefetch_runs_every_single_attempt_job_once(app, backend, ledger_path)
+
+    def test_unknown_job_is_released_uncounted_until_a_worker_that_knows_it_runs_it(
+        self, app: App, backend: str, ledger_path: Path, tmp_path: Path
+    ) -> None:
+        unknown_job_waits_for_a_worker_that_knows_it(app, backend, ledger_path, tmp_path)
+
+    def test_unknown_job_is_dead_lettered_after_the_unknown_job_timeout(
+        self, app: App, backend: str, ledger_path: Path
+    ) -> None:
+        unknown_job_is_dead_lettered_after_the_timeout(app, backend, ledger_path)
+
+    def test_check_lists_job_names_waiting_that_the_app_does_not_define(
+        self, app: App, backend: str
+    ) -> None:
+        check_lists_job_names_waiting_that_the_app_does_not_define(app, backend)
+
+
+class TransportSemantics(CommonSemantics):
+    """`CommonSemantics` plus the scenarios that inject raw messages through the transport of a
+    backend driven by jobkit's own worker."""
+
+    def test_wrong_typed_envelope_field_is_dead_lettered_with_a_dead_record(
+        self, app: App, backend: str, ledger_path: Path
+    ) -> None:
+        wrong_typed_field_is_dead_lettered_and_its_handle_reports_dead(app, backend, ledger_path)
+
+    def test_newer_envelope_version_waits_then_is_dead_lettered_under_its_job_id(
+        self, app: App, backend: str, ledger_path: Path, tmp_path: Path
+    ) -> None:
+        newer_envelope_version_is_released_then_dead_lettered_under_its_id(
+            app, backend, ledger_path, tmp_path
+        )

@@ -17,45 +17,8 @@ def backend(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobs.db'}"
 
 
-def test_sigterm_with_prefetch_starts_nothing_new_and_uses_no_attempt(
-    app: App, backend: str, ledger_path: Path
-) -> None:
-    semantics.sigterm_with_prefetch_runs_every_single_attempt_job_once(app, backend, ledger_path)
-
-
-def test_wrong_typed_envelope_field_is_dead_lettered_with_a_dead_record(
-    app: App, backend: str, ledger_path: Path
-) -> None:
-    semantics.wrong_typed_field_is_dead_lettered_and_its_handle_reports_dead(
-        app, backend, ledger_path
-    )
-
-
-def test_unknown_job_is_released_uncounted_until_a_worker_that_knows_it_runs_it(
-    app: App, backend: str, ledger_path: Path, tmp_path: Path
-) -> None:
-    semantics.unknown_job_waits_for_a_worker_that_knows_it(app, backend, ledger_path, tmp_path)
-
-
-def test_unknown_job_is_dead_lettered_after_the_unknown_job_timeout(
-    app: App, backend: str, ledger_path: Path
-) -> None:
-    semantics.unknown_job_is_dead_lettered_after_the_timeout(app, backend, ledger_path)
-
-
-def test_newer_envelope_version_waits_then_is_dead_lettered_under_its_job_id(
-    app: App, backend: str, ledger_path: Path, tmp_path: Path
-) -> None:
-    semantics.newer_envelope_version_is_released_then_dead_lettered_under_its_id(
-        app, backend, ledger_path, tmp_path
-    )
-
-
-def test_two_workers_holding_copies_of_a_succeeded_key_run_it_once(
-    app: App, backend: str, ledger_path: Path
-) -> None:
-    semantics.two_workers_holding_copies_of_a_key_run_it_once(app, backend, ledger_path)
-
-
-def test_check_lists_job_names_waiting_that_the_app_does_not_define(app: App, backend: str) -> None:
-    semantics.check_lists_job_names_waiting_that_the_app_does_not_define(app, backend)
+class TestSqliteWorkerSemantics(semantics.TransportSemantics):
+    def test_two_workers_holding_copies_of_a_succeeded_key_run_it_once(
+        self, app: App, backend: str, ledger_path: Path
+    ) -> None:
+        semantics.two_workers_holding_copies_of_a_key_run_it_once(app, backend, ledger_path)

@@ -3,14 +3,11 @@ workers started on `tests.apps.ledger:app` do not know (a rolling deploy)."""
 
 from __future__ import annotations
 
-from tests.apps.ledger import _run, app
+from tests.apps.ledger import _record, app
 
 __all__ = ["app", "future"]
 
 
 @app.job(queue="work")
 def future(key: str) -> str:
-    db = _run(key)
-    with db:
-        db.execute("INSERT OR IGNORE INTO effects VALUES (?, ?)", (key, 0.0))
-    return key
+    return _record(key, 0.0)

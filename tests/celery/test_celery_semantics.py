@@ -29,39 +29,18 @@ def backend(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
     return f"{url}&prefetch=4"
 
 
-def test_sigterm_with_prefetch_starts_nothing_new_and_uses_no_attempt(
-    app: App, backend: str, ledger_path: Path
-) -> None:
-    semantics.sigterm_with_prefetch_runs_every_single_attempt_job_once(app, backend, ledger_path)
-
-
-def test_malformed_jobkit_header_is_dead_lettered_and_its_handle_reports_dead(
-    app: App, backend: str, ledger_path: Path
-) -> None:
-    bad = Envelope(job=ledger.record.name, args=("typed",), queue="work", idempotency_key=5)  # type: ignore[arg-type]
-    app.backend.runtime.send([bad])  # type: ignore[attr-defined]
-    handle = app.handle(bad.id)
-    good = ledger.record.enqueue("after-typed")
-    with running_worker(backend, ledger_path, "-q", "work", "-c", "1") as proc:
-        wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
-        wait_until(lambda: good.state is JobState.SUCCEEDED, timeout=60, what="the next job")
-        dead = semantics.dead_letters(app, 1)  # recorded DEAD first, then moved
-        assert proc.poll() is None
-    assert [d.id for d in dead] == [bad.id]
-    assert "idempotency" in dead[0].reason or "wrong type" in dead[0].reason
-
-
-def test_unknown_job_is_released_uncounted_until_a_worker_that_knows_it_runs_it(
-    app: App, backend: str, ledger_path: Path, tmp_path: Path
-) -> None:
-    semantics.unknown_job_waits_for_a_worker_that_knows_it(app, backend, ledger_path, tmp_path)
-
-
-def test_unknown_job_is_dead_lettered_after_the_unknown_job_timeout(
-    app: App, backend: str, ledger_path: Path
-) -> None:
-    semantics.unknown_job_is_dead_lettered_after_the_timeout(app, backend, ledger_path)
-
-
-def test_check_lists_job_names_waiting_that_the_app_does_not_define(app: App, backend: str) -> None:
-    semantics.check_lists_job_names_waiting_that_the_app_does_not_define(app, backend)
+class TestCeleryWorkerSemantics(semantics.CommonSemantics):
+    def test_malformed_jobkit_header_is_dead_lettered_and_its_handle_reports_dead(
+        self, app: App, backend: str, ledger_path: Path
+    ) -> None:
+        bad = Envelope(job=ledger.record.name, args=("typed",), queue="work", idempotency_key=5)  # type: ignore[arg-type]
+        app.backend.runtime.send([bad])  # type: ignore[attr-defined]
+        handle = app.handle(bad.id)
+        good = ledger.record.enqueue("after-typed")
+        with running_worker(backend, ledger_path, "-q", "work", "-c", "1") as proc:
+            wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
+            wait_until(lambda: good.state is JobState.SUCCEEDED, timeout=60, what="the next job")
+            dead = semantics.dead_letters(app, 1)  # recorded DEAD first, then moved
+            assert proc.poll() is None
+        assert [d.id for d in dead] == [bad.id]
+        assert "idempotency" in dead[0].reason or "wrong type" in dead[0].reason
