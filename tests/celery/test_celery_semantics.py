@@ -14,7 +14,7 @@ from tests.apps import ledger
 from tests.celery.conftest import _flush
 from tests.servers.redis import RedisServer
 from tests.waiting import wait_until
-from tests.workers import running_worker
+from tests.workers import kill_group, running_worker, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -44,3 +44,26 @@ class TestCeleryWorkerSemantics(semantics.CommonSemantics):
             assert proc.poll() is None
         assert [d.id for d in dead] == [bad.id]
         assert "idempotency" in dead[0].reason or "wrong type" in dead[0].reason
+
+    def test_newer_jobkit_header_waits_then_is_dead_lettered_under_its_job_id(
+        self, app: App, backend: str, ledger_path: Path, tmp_path: Path
+    ) -> None:
+        from jobkit_celery._wire import meta_of
+
+        env = Envelope(job=ledger.record.name, args=("v2",), queue="work")
+        runtime = app.backend.runtime  # type: ignore[attr-defined]
+        runtime._send_raw(env, {**meta_of(env), "v": 2, "something_new": [1]})
+        handle = app.handle(env.id)
+        log = tmp_path / "worker.log"
+        args = ("-q", "work", "-c", "1", "--unknown-job-timeout", "3")
+        proc = start_worker(backend, ledger_path, *args, log=log)
+        try:
+            wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
+            dead = semantics.dead_letters(app, 1)
+        finally:
+            kill_group(proc)
+            proc.wait(timeout=10)
+        assert "newer than this jobkit reads" in log.read_text()
+        assert [d.id for d in dead] == [env.id]
+        assert "unknown-job timeout" in dead[0].reason
+        assert semantics.runs_of(ledger_path) == []
