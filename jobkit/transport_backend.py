@@ -16,7 +16,7 @@ from jobkit.backend import Backend, WorkerOptions, unknown_job_problems
 from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope, decode, salvage
-from jobkit.errors import JobkitError, SerializationError
+from jobkit.errors import SerializationError
 from jobkit.records import DeadLetter, JobRecord, Message, QueueStats
 from jobkit.store import JobStore
 from jobkit.transport import Transport
@@ -109,12 +109,10 @@ class TransportBackend(Backend):
 
     def _waiting_unknown_jobs(self, app: App) -> list[str]:
         """Job names in the messages waiting in the app's queues that the app does not define
-        (looked at through `Transport.peek`, which may see only some of them)."""
+        (looked at through `Transport.peek`, which may see only some of them). Raises
+        `BrokerUnavailable` if the broker cannot be reached."""
         queues = sorted({job.queue for job in app.jobs.values()}) or ["default"]
-        try:
-            bodies = self.transport.peek(queues)
-        except JobkitError as exc:
-            return [f"could not look at the messages waiting in {', '.join(queues)}: {exc}"]
+        bodies = self.transport.peek(queues)
         found = Counter(salvage(body).job or "(undecodable)" for body in bodies)
         return unknown_job_problems(found, app, queues)
 
