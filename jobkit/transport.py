@@ -103,8 +103,9 @@ class Transport(ABC):
         self.ack([delivery])
 
     def peek(self, queues: Sequence[str], *, limit: int = DEFAULT_PEEK_LIMIT) -> list[bytes]:
-        """Up to `limit` bodies of messages waiting in `queues` (ready or delayed), without
-        leasing or changing them. For `jobkit check`, which lists job names nobody serves.
+        """Up to `limit` bodies of messages in `queues` not yet acked (ready or delayed, and
+        leased ones where the transport sees them), without leasing them or using a delivery.
+        For `jobkit check`, which lists job names nobody serves. Raises `BrokerUnavailable`.
 
         Best effort: the default returns nothing (a transport that cannot look without taking).
         A transport whose look counts as a delivery (SQS) must not count it as an attempt.
