@@ -8,7 +8,9 @@ import json
 import signal
 from pathlib import Path
 
-from jobkit import App, DeadLetter, JobState, Message
+import pytest
+
+from jobkit import App, DeadLetter, JobFailed, JobState, Message
 from jobkit.envelope import Envelope
 from tests.apps import ledger
 from tests.apps.ledger import count, rows
@@ -190,6 +192,22 @@ def check_lists_job_names_waiting_that_the_app_does_not_define(app: App, backend
     assert app.backend.dead_letters("work") == []
 
 
+def body_that_is_not_json_is_recorded_dead_under_the_message_id(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    app.backend.transport.send(  # type: ignore[attr-defined]
+        [Message(queue="work", body=b"\x80 not json {", id="poison-7")]
+    )
+    handle = app.handle("poison-7")
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
+        wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
+        dead = dead_letters(app, 1)
+    assert dead[0].body == b"\x80 not json {"
+    assert "undecodable" in dead[0].reason
+    with pytest.raises(JobFailed, match="undecodable"):  # result() does not wait forever
+        handle.result(timeout=10)
+
+
 class CommonSemantics:
     """The scenarios every backend runs; a test module subclasses it as ``Test...`` and defines
     the `backend` fixture (the `app` and `ledger_path` fixtures come from tests/conftest.py)."""
@@ -223,6 +241,11 @@ class TransportSemantics(CommonSemantics):
         self, app: App, backend: str, ledger_path: Path
     ) -> None:
         wrong_typed_field_is_dead_lettered_and_its_handle_reports_dead(app, backend, ledger_path)
+
+    def test_body_that_is_not_json_is_recorded_dead_under_the_message_id(
+        self, app: App, backend: str, ledger_path: Path
+    ) -> None:
+        body_that_is_not_json_is_recorded_dead_under_the_message_id(app, backend, ledger_path)
 
     def test_newer_envelope_version_waits_then_is_dead_lettered_under_its_job_id(
         self, app: App, backend: str, ledger_path: Path, tmp_path: Path

@@ -67,3 +67,22 @@ class TestCeleryWorkerSemantics(semantics.CommonSemantics):
         assert [d.id for d in dead] == [env.id]
         assert "unknown-job timeout" in dead[0].reason
         assert semantics.runs_of(ledger_path) == []
+
+
+def test_undecodable_message_is_recorded_dead_under_its_broker_message_id(
+    amqp_url: str, ledger_path: Path
+) -> None:
+    from jobkit_celery.probe import probe_from_url
+
+    ledger.app.use(amqp_url)
+    probe = probe_from_url(amqp_url, ledger.app.backend)
+    try:
+        probe.inject_raw("work", b"\xff\xfe not a message {", id="poison-9")
+        handle = ledger.app.handle("poison-9")
+        with running_worker(amqp_url, ledger_path, "-q", "work", "-c", "1"):
+            wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
+            dead = semantics.dead_letters(ledger.app, 1)
+        assert "undecodable" in dead[0].reason
+    finally:
+        probe.close()
+        ledger.app.close()
