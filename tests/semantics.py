@@ -136,7 +136,15 @@ def newer_envelope_version_is_released_then_dead_lettered_under_its_id(
     app.backend.transport.send(  # type: ignore[attr-defined]
         [Message(queue="work", body=json.dumps(data).encode(), id=envelope.id)]
     )
-    handle = app.handle(envelope.id)
+    newer_envelope_waits_then_is_dead(app, backend, ledger_path, tmp_path, envelope.id)
+
+
+def newer_envelope_waits_then_is_dead(
+    app: App, backend: str, ledger_path: Path, tmp_path: Path, job_id: str
+) -> None:
+    """A worker with a 3 s unknown-job timeout warns about the newer envelope `job_id` (already
+    sent), records it DEAD and dead-letters it, never running it."""
+    handle = app.handle(job_id)
     log = tmp_path / "worker.log"
     args = ("-q", "work", "-c", "1", "--unknown-job-timeout", "3")
     proc = start_worker(backend, ledger_path, *args, log=log)
@@ -147,7 +155,7 @@ def newer_envelope_version_is_released_then_dead_lettered_under_its_id(
         kill_group(proc)
         proc.wait(timeout=10)
     assert "newer than this jobkit reads" in log.read_text()
-    assert [d.id for d in dead] == [envelope.id]
+    assert [d.id for d in dead] == [job_id]
     assert "unknown-job timeout" in dead[0].reason
     assert count(ledger_path, "SELECT COUNT(*) FROM runs") == 0
 

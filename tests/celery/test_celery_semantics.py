@@ -14,7 +14,7 @@ from tests.apps import ledger
 from tests.celery.conftest import _flush
 from tests.servers.redis import RedisServer
 from tests.waiting import wait_until
-from tests.workers import kill_group, running_worker, start_worker
+from tests.workers import running_worker
 
 pytestmark = pytest.mark.slow
 
@@ -53,20 +53,7 @@ class TestCeleryWorkerSemantics(semantics.CommonSemantics):
         env = Envelope(job=ledger.record.name, args=("v2",), queue="work")
         runtime = app.backend.runtime  # type: ignore[attr-defined]
         runtime._send_raw(env, {**meta_of(env), "v": 2, "something_new": [1]})
-        handle = app.handle(env.id)
-        log = tmp_path / "worker.log"
-        args = ("-q", "work", "-c", "1", "--unknown-job-timeout", "3")
-        proc = start_worker(backend, ledger_path, *args, log=log)
-        try:
-            wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
-            dead = semantics.dead_letters(app, 1)
-        finally:
-            kill_group(proc)
-            proc.wait(timeout=10)
-        assert "newer than this jobkit reads" in log.read_text()
-        assert [d.id for d in dead] == [env.id]
-        assert "unknown-job timeout" in dead[0].reason
-        assert semantics.runs_of(ledger_path) == []
+        semantics.newer_envelope_waits_then_is_dead(app, backend, ledger_path, tmp_path, env.id)
 
 
 def test_undecodable_message_is_recorded_dead_under_its_broker_message_id(
