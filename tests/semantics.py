@@ -100,6 +100,9 @@ def unknown_job_waits_for_a_worker_that_knows_it(
         assert old.poll() is None
         assert app.backend.dead_letters("work") == []
         assert handle.state is not JobState.DEAD
+        # Rolled out of service (a SIGKILL holding the lease would count as an attempt).
+        old.send_signal(signal.SIGTERM)
+        assert old.wait(timeout=60) == 0
     finally:
         kill_group(old)
         old.wait(timeout=10)
