@@ -37,7 +37,7 @@ def sigterm_with_prefetch_runs_every_single_attempt_job_once(
     app: App, backend: str, ledger_path: Path, *worker_args: str
 ) -> None:
     keys = [f"once{i}" for i in range(5)]
-    handles = ledger.once.enqueue_many([(key, 1.5) for key in keys])
+    handles = ledger.once.enqueue_many([(key, 2.5) for key in keys])
     args = ("-q", "work", "-c", "1", "--prefetch", "4", "--grace", "30", *worker_args)
     proc = start_worker(backend, ledger_path, *args)
     try:
@@ -46,7 +46,7 @@ def sigterm_with_prefetch_runs_every_single_attempt_job_once(
             timeout=60,
             what="the first job started",
         )
-        proc.send_signal(signal.SIGTERM)  # mid-job: the next one could only start in ~1.5 s
+        proc.send_signal(signal.SIGTERM)  # mid-job: the next one could only start in ~2.5 s
         assert proc.wait(timeout=30) == 0
     finally:
         kill_group(proc)
