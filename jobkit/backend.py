@@ -8,7 +8,7 @@ smaller message-level `Transport` and get a `Backend` from `TransportBackend`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -30,6 +30,10 @@ class WorkerOptions:
     per process; `lease` is how long a message stays invisible before it is redelivered unless
     extended (the worker extends it every `lease / 3` while the job runs); `grace` is how long a
     SIGTERM waits for running jobs before they are stopped and released.
+    `unknown_job_timeout` is how long a message this worker cannot run because it comes from
+    newer code (a job name the app does not define, a newer envelope version) is released again
+    and again, uncounted, for a worker that can run it, before it is dead-lettered; measured from
+    when it became due (`not_before`, else `enqueued_at`).
     """
 
     app_path: str
@@ -41,7 +45,20 @@ class WorkerOptions:
     poll: timedelta = timedelta(seconds=1)
     max_jobs: int | None = None
     burst: bool = False
+    unknown_job_timeout: timedelta = timedelta(hours=1)
     extra: dict[str, str] = field(default_factory=dict)
+
+
+def unknown_job_problems(found: Mapping[str, int], app: App, queues: Sequence[str]) -> list[str]:
+    """`jobkit check` sentences for job names found waiting in `queues` (name -> how many
+    messages) that `app` does not define."""
+    return [
+        f"{count} message(s) waiting in {', '.join(queues)} are for job {name!r}, which this "
+        "app does not define: a worker of this app sends them back for a worker that knows "
+        "the job, and dead-letters them after --unknown-job-timeout (default 1 hour)"
+        for name, count in sorted(found.items())
+        if name not in app.jobs
+    ]
 
 
 class Backend(ABC):

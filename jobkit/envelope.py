@@ -84,8 +84,25 @@ class Envelope:
         return replace(self, attempt=attempt)
 
 
+class UnsupportedEnvelopeVersion(SerializationError):
+    """The envelope is from a newer jobkit (its version is above `ENVELOPE_VERSION`).
+
+    Not a broken message: a worker running the newer jobkit can read it, so the worker
+    releases it for one (see `WorkerOptions.unknown_job_timeout`) instead of dead-lettering it.
+    """
+
+    def __init__(self, message: str, *, version: int) -> None:
+        super().__init__(message)
+        self.version = version
+
+
 def decode(body: bytes | str) -> Envelope:
-    """Parse an envelope. Raises `SerializationError` with the reason for anything malformed."""
+    """Parse an envelope, checking the type of every field.
+
+    Raises `UnsupportedEnvelopeVersion` for an envelope from a newer jobkit, and
+    `SerializationError` with the reason for anything else malformed (not JSON, a missing field,
+    a field of the wrong type, a bad timestamp, a non-positive time limit...).
+    """
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -93,30 +110,89 @@ def decode(body: bytes | str) -> Envelope:
     if not isinstance(data, dict):
         raise SerializationError(f"message body is JSON {type(data).__name__}, not an object")
     version = data.get("v")
-    if version != ENVELOPE_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > ENVELOPE_VERSION:
+        raise UnsupportedEnvelopeVersion(
+            f"envelope version {version} is newer than this jobkit reads ({ENVELOPE_VERSION}); "
+            "upgrade this worker's jobkit",
+            version=version,
+        )
+    if version != ENVELOPE_VERSION or not _is_int(version):
         raise SerializationError(
             f"envelope version {version!r} is not supported (this jobkit reads {ENVELOPE_VERSION})"
         )
     try:
-        not_before = data.get("not_before")
         env = Envelope(
             id=_str(data, "id"),
             job=_str(data, "job"),
             args=tuple(_typed(data, "args", list)),
             kwargs=_typed(data, "kwargs", dict),
             queue=_str(data, "queue"),
-            attempt=_typed(data, "attempt", int),
-            max_attempts=_typed(data, "max_attempts", int),
-            enqueued_at=datetime.fromisoformat(_str(data, "enqueued_at")),
-            not_before=datetime.fromisoformat(not_before) if not_before else None,
+            attempt=_count(data, "attempt", minimum=0),
+            max_attempts=_count(data, "max_attempts", minimum=1),
+            enqueued_at=_timestamp(_str(data, "enqueued_at"), "enqueued_at"),
+            not_before=_optional_timestamp(data, "not_before"),
             priority=_typed(data, "priority", int),
-            idempotency_key=data.get("idempotency_key"),
-            time_limit=data.get("time_limit"),
-            headers=data.get("headers") or {},
+            idempotency_key=_optional_str(data, "idempotency_key"),
+            time_limit=_time_limit(data),
+            headers=_headers(data),
         )
     except (TypeError, ValueError, KeyError) as exc:
         raise SerializationError(f"malformed envelope: {exc}") from exc
     return env
+
+
+@dataclass(frozen=True, kw_only=True)
+class Salvage:
+    """What can be read from a message body that does not decode: each field None if absent or
+    of the wrong type. Lets the worker record the job DEAD under its id, and time out an
+    envelope from a newer jobkit."""
+
+    id: str | None = None
+    job: str | None = None
+    queue: str | None = None
+    version: int | None = None
+    enqueued_at: datetime | None = None
+    not_before: datetime | None = None
+
+    @property
+    def since(self) -> datetime | None:
+        """When the job became due: `not_before`, else `enqueued_at`."""
+        return self.not_before or self.enqueued_at
+
+
+def salvage(body: bytes | str) -> Salvage:
+    """Read what can be read of a body that `decode` refuses. Never raises."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return Salvage()
+    if not isinstance(data, dict):
+        return Salvage()
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) and value else None
+
+    def when(key: str) -> datetime | None:
+        value = text(key)
+        try:
+            return _timestamp(value, key) if value is not None else None
+        except ValueError:
+            return None
+
+    version = data.get("v")
+    return Salvage(
+        id=text("id"),
+        job=text("job"),
+        queue=text("queue"),
+        version=version if _is_int(version) else None,
+        enqueued_at=when("enqueued_at"),
+        not_before=when("not_before"),
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
@@ -128,6 +204,61 @@ def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
 
 def _str(data: dict[str, Any], key: str) -> str:
     value: str = _typed(data, key, str)
+    return value
+
+
+def _optional_str(data: dict[str, Any], key: str) -> str | None:
+    if data.get(key) is None:
+        return None
+    value = _str(data, key)
+    if not value:
+        raise ValueError(f"field {key!r} is an empty string")
+    return value
+
+
+def _count(data: dict[str, Any], key: str, *, minimum: int) -> int:
+    value: int = _typed(data, key, int)
+    if value < minimum:
+        raise ValueError(f"field {key!r} is {value}, expected at least {minimum}")
+    return value
+
+
+def _timestamp(text: str, key: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"field {key!r} is not an ISO 8601 timestamp: {text!r}") from exc
+    if value.tzinfo is None:
+        raise ValueError(f"field {key!r} has no timezone: {text!r}")
+    return value
+
+
+def _optional_timestamp(data: dict[str, Any], key: str) -> datetime | None:
+    if data.get(key) is None:
+        return None
+    return _timestamp(_str(data, key), key)
+
+
+def _time_limit(data: dict[str, Any]) -> float | None:
+    value = data.get("time_limit")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"field 'time_limit' is {type(value).__name__}, expected a number")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"field 'time_limit' is {value!r}, expected a positive number of seconds")
+    return float(value)
+
+
+def _headers(data: dict[str, Any]) -> dict[str, str]:
+    value = data.get("headers")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"field 'headers' is {type(value).__name__}, expected an object")
+    for name, item in value.items():
+        if not isinstance(item, str):
+            raise TypeError(f"header {name!r} is {type(item).__name__}, expected str")
     return value
 
 

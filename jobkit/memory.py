@@ -258,12 +258,30 @@ class MemoryTransport(Transport):
                     del queue.entries[entry.seq]
 
     def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self._release(delivery, delay, uncount=0)
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        """Native: takes this delivery off the entry's count. Idempotent."""
+        self._release(delivery, delay, uncount=1)
+
+    def peek(self, queues: Sequence[str], *, limit: int = 100) -> list[bytes]:
+        with self._lock:
+            bodies = [
+                entry.body
+                for name in dict.fromkeys(queues)
+                if name in self._queues
+                for entry in self._queues[name].entries.values()
+            ]
+        return bodies[: max(limit, 0)]
+
+    def _release(self, delivery: Delivery, delay: timedelta, *, uncount: int) -> None:
         with self._lock:
             current = self._current(delivery)
             if current is None:
                 return
             queue, entry = current
             entry.token = None
+            entry.deliveries = max(entry.deliveries - uncount, 0)
             entry.state = _State.DELAYED if delay > timedelta(0) else _State.READY
             entry.due = self._clock.now() + delay
             queue.put(entry)

@@ -260,3 +260,11 @@ def test_forked_child_reopens_the_file_instead_of_sharing_the_connection(
     assert os.WEXITSTATUS(status) == 0
     got = transport.receive(["q"], max_messages=5, wait=NOW, lease=LONG)
     assert sorted(d.body for d in got) == [b"before", b"from-child"]
+
+
+def test_peek_lists_waiting_bodies_in_order_without_leasing(tmp_path: Path) -> None:
+    transport = SqliteTransport(str(tmp_path / "peek.db"))
+    transport.send([Message(queue="q", body=f"m{i}".encode(), id=str(i)) for i in range(3)])
+    assert transport.peek(["q"]) == [b"m0", b"m1", b"m2"]
+    assert transport.peek(["q"], limit=2) == [b"m0", b"m1"]
+    assert transport.stats(["q"])[0].ready == 3

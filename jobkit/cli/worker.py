@@ -27,6 +27,13 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--poll", type=seconds, default=1.0, help="longest wait per receive, s")
     p.add_argument("--max-jobs", type=int, help="stop after this many jobs ended")
     p.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    p.add_argument(
+        "--unknown-job-timeout",
+        type=seconds,
+        default=3600.0,
+        help="how long a job this app does not define (or a newer envelope) waits for a worker "
+        "that knows it before it is dead-lettered, s",
+    )
     p.set_defaults(run=run)
 
 
@@ -43,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         poll=timedelta(seconds=args.poll),
         max_jobs=args.max_jobs,
         burst=args.burst,
+        unknown_job_timeout=timedelta(seconds=args.unknown_job_timeout),
     )
     log.info(
         "worker for %s on %s, queues %s, %d processes",

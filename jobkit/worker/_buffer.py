@@ -92,15 +92,38 @@ class Buffer:
                 return job, duplicates
             return None, duplicates
 
+    def keys_ahead(self, n: int) -> list[str]:
+        """The keys of the next `n` buffered jobs not yet known to have succeeded (the ones
+        `take` would look at first), to check against the job store before dispatching."""
+        with self._cond:
+            keys: list[str] = []
+            for job in self._jobs:
+                if len(keys) >= n:
+                    break
+                key = key_of(job)
+                if key not in self._succeeded:
+                    keys.append(key)
+            return keys
+
+    def succeeded_elsewhere(self, keys: Iterable[str]) -> None:
+        """Keys the job store says have succeeded (e.g. on another worker): `take` hands their
+        buffered jobs back as duplicates instead of running them."""
+        with self._cond:
+            for key in keys:
+                self._remember_succeeded(key)
+
+    def _remember_succeeded(self, key: str) -> None:
+        self._succeeded[key] = None
+        if len(self._succeeded) > _REMEMBERED_KEYS:
+            self._succeeded.popitem(last=False)
+
     def ended(self, job: Running, *, succeeded: bool) -> None:
         """A job handed out by `take` has ended; its lease is gone."""
         with self._cond:
             key = key_of(job)
             self._unmark(key)
             if succeeded:
-                self._succeeded[key] = None
-                if len(self._succeeded) > _REMEMBERED_KEYS:
-                    self._succeeded.popitem(last=False)
+                self._remember_succeeded(key)
             self._held -= 1
             self._cond.notify()
 

@@ -1,6 +1,9 @@
 """A job process: reads frames (attempt, envelope) from a pipe, runs each job, reports outcomes.
 
-Started by the supervisor as ``python -m jobkit.worker._child APP READ_FD WRITE_FD PARENT_PID``.
+Started by the supervisor as
+``python -m jobkit.worker._child APP READ_FD WRITE_FD PARENT_PID HOLD_FD``. Before starting each
+job it looks at HOLD_FD: once the supervisor has written there (graceful shutdown), every job
+still in the pipe is answered "not started" instead of run.
 It ignores SIGINT and SIGTERM (the supervisor decides when jobs stop) and dies with its parent
 (PR_SET_PDEATHSIG), so a SIGKILLed worker leaves no orphan running a job.
 """
@@ -11,6 +14,7 @@ import ctypes
 import json
 import logging
 import os
+import select
 import signal
 import sys
 from dataclasses import asdict
@@ -35,8 +39,21 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
+_NOT_STARTED = json.dumps(
+    asdict(Outcome(ok=False, error="not started: the worker is stopping", not_started=True)),
+    separators=(",", ":"),
+).encode()
+
+
+def _held(hold_fd: int) -> bool:
+    """Whether the supervisor asked this process to start no more jobs (a byte, or EOF)."""
+    readable, _, _ = select.select([hold_fd], [], [], 0)
+    return bool(readable)
+
+
 def main(argv: list[str]) -> int:
     app_path, read_fd, write_fd, parent_pid = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    hold_fd = int(argv[4])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent_pid)
@@ -50,6 +67,9 @@ def main(argv: list[str]) -> int:
             frame = inbox.recv_bytes()
         except EOFError:
             return 0
+        if _held(hold_fd):  # checked just before each start: shutdown starts nothing new
+            outbox.send_bytes(_NOT_STARTED)
+            continue
         head, _, body = frame.partition(b"\n")
         try:
             outcome = run(app, decode(body), int(head))

@@ -41,10 +41,12 @@ class JobProcess:
     outbox: Connection | None = None  # we read
     ready: bool = False
     jobs: deque[Running] = field(default_factory=deque)
+    hold_w: int | None = None  # write end of the hold pipe: a byte there = start no more jobs
 
     def start(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
+        hold_r, self.hold_w = os.pipe()
         env = dict(os.environ)
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
@@ -57,13 +59,15 @@ class JobProcess:
                 str(to_child_r),
                 str(from_child_w),
                 str(os.getpid()),
+                str(hold_r),
             ],
-            pass_fds=(to_child_r, from_child_w),
+            pass_fds=(to_child_r, from_child_w, hold_r),
             env=env,
             stdin=subprocess.DEVNULL,
         )
         os.close(to_child_r)
         os.close(from_child_w)
+        os.close(hold_r)
         self.inbox = Connection(to_child_w, readable=False)
         self.outbox = Connection(from_child_r, writable=False)
         self.ready = False
@@ -101,7 +105,18 @@ class JobProcess:
             error=data.get("error"),
             transient=bool(data.get("transient", True)),
             retry_delay=data.get("retry_delay"),
+            not_started=bool(data.get("not_started", False)),
         )
+
+    def hold(self) -> None:
+        """Tell the process to start no more jobs: each job already sent to it and not yet
+        started comes back as an outcome with `not_started` (in order, as usual). The job it
+        is running finishes. Permanent for this process; idempotent; never blocks."""
+        if self.hold_w is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.hold_w, b"h")
+            os.close(self.hold_w)
+            self.hold_w = None
 
     def finish_head(self, now: float) -> Running:
         done = self.jobs.popleft()
@@ -134,6 +149,9 @@ class JobProcess:
                 conn.close()
         self.inbox = self.outbox = None
         self.ready = False
+        if self.hold_w is not None:
+            os.close(self.hold_w)
+            self.hold_w = None
 
     def close(self, timeout: float = 5.0) -> None:
         """Ask an idle process to exit (EOF on its inbox), kill it after `timeout`."""

@@ -1,9 +1,6 @@
-"""The receiver thread: leases messages into the buffer, screening each one first.
-
-Screening dead-letters what must never run (an undecodable body; a message delivered more times
-than its max attempts because earlier attempts died with their process) and acks duplicates
-whose key already succeeded according to the job store.
-"""
+"""The receiver thread: leases messages into the buffer, screening each one first (`_screen`:
+what cannot run is dead-lettered or released for another worker, duplicates of succeeded keys
+are acked)."""
 
 from __future__ import annotations
 
@@ -13,13 +10,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jobkit.envelope import decode
-from jobkit.errors import JobkitError, SerializationError
+from jobkit.errors import JobkitError
 from jobkit.records import Delivery
-from jobkit.store import EventKind, JobEvent
 from jobkit.transport import Transport
-from jobkit.worker._buffer import Buffer, key_of
+from jobkit.worker._buffer import Buffer
 from jobkit.worker._pool import Running
+from jobkit.worker._screen import Screen
 
 if TYPE_CHECKING:
     from jobkit.backend import WorkerOptions
@@ -42,6 +38,7 @@ class Receiver(threading.Thread):
         stop: threading.Event,
         wake: Callable[[], None],
         on_crash: Callable[[], None],
+        screener: Screen,
     ) -> None:
         super().__init__(name="jobkit-receiver", daemon=True)
         self.backend = backend
@@ -50,6 +47,7 @@ class Receiver(threading.Thread):
         self.stop = stop
         self.wake = wake
         self.on_crash = on_crash
+        self.screener = screener
         self.queues_empty = threading.Event()
         # While jobs wait in the buffer, lease in batches of at least this many: one broker
         # round trip per message would cost more than the job on brokers like SQS.
@@ -91,57 +89,6 @@ class Receiver(threading.Thread):
     def screen(
         self, transport: Transport, deliveries: list[Delivery], leased_at: float
     ) -> list[Running]:
-        store = self.backend.store
-        now = self.backend.clock.now()
-        expires = leased_at + self.options.lease.total_seconds()
-        candidates: list[Running] = []
-        events: list[JobEvent] = []
-        for delivery in deliveries:
-            try:
-                envelope = decode(delivery.body)
-            except SerializationError as exc:
-                log.error("message %s on %s does not decode: %s", delivery.id, delivery.queue, exc)
-                transport.dead_letter(delivery, reason=f"undecodable: {exc}")
-                continue
-            attempt = envelope.attempt + delivery.deliveries
-            if attempt > envelope.max_attempts:
-                reason = (
-                    f"delivered {attempt} times, over max attempts {envelope.max_attempts}: "
-                    "earlier attempts ended without an outcome (process killed or lease lost)"
-                )
-                events.append(
-                    JobEvent(
-                        job_id=envelope.id,
-                        job=envelope.job,
-                        kind=EventKind.DEAD,
-                        attempt=attempt,
-                        at=now,
-                        error=reason,
-                    )
-                )
-                store.record(events)
-                events = []
-                transport.dead_letter(delivery, reason=reason)
-                continue
-            candidates.append(
-                Running(delivery=delivery, envelope=envelope, attempt=attempt, lease_until=expires)
-            )
-        keys = [key_of(job) for job in candidates]
-        done = store.done(keys) if keys else set()
-        duplicates = [job for key, job in zip(keys, candidates, strict=True) if key in done]
-        if duplicates:
-            store.record(
-                [
-                    JobEvent(
-                        job_id=job.envelope.id,
-                        job=job.envelope.job,
-                        kind=EventKind.SKIPPED,
-                        attempt=job.attempt,
-                        at=now,
-                        key=job.envelope.idempotency_key,
-                    )
-                    for job in duplicates
-                ]
-            )
-            transport.ack([job.delivery for job in duplicates])
-        return [job for key, job in zip(keys, candidates, strict=True) if key not in done]
+        return self.screener.screen(
+            transport, deliveries, leased_at + self.options.lease.total_seconds()
+        )

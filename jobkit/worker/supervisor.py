@@ -6,9 +6,11 @@ uses its own transport instance (`Transport.clone`). Job code never runs here: i
 processes (`_pool.JobProcess`), so a hard time limit can stop it and a crash cannot take the
 supervisor down.
 
-Shutdown: the first SIGTERM or SIGINT (or `stop()`) stops receiving, releases what was leased but
-not started, and lets running jobs finish for up to `grace`; then (or at a second signal, or
-`stop(immediate=True)`) running jobs are killed and their messages released. Nothing that was not
+Shutdown: the first SIGTERM or SIGINT (or `stop()`) stops receiving, tells the job processes to
+start nothing more (`JobProcess.hold`), releases what was leased but not started without using
+an attempt (`Transport.release_uncounted`), and lets running jobs finish for up to `grace`; then
+(or at a second signal, or `stop(immediate=True)`) running jobs are killed and their messages
+released. Nothing that was not
 acknowledged is lost: at worst it runs again.
 """
 
@@ -36,6 +38,7 @@ from jobkit.worker._buffer import Buffer
 from jobkit.worker._outcome import Action, Outcome, decide
 from jobkit.worker._pool import JobProcess, Running
 from jobkit.worker._receiver import Receiver
+from jobkit.worker._screen import Screen
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -122,6 +125,12 @@ class Worker:
             self._stop,
             wake=self._poke,
             on_crash=lambda: self.stop(immediate=True),
+            screener=Screen(
+                store=self.backend.store,
+                known=frozenset(self.app.jobs),
+                timeout=self.options.unknown_job_timeout,
+                now=self.backend.clock.now,
+            ),
         )
         try:
             self._procs = [JobProcess(app_path=self.options.app_path) for _ in range(self._n())]
@@ -138,6 +147,7 @@ class Worker:
                 ):
                     break
                 if self._stop.is_set():
+                    self._hold_processes()
                     self._release_buffered(transport)
                     if not self._running_count():
                         break
@@ -193,6 +203,7 @@ class Worker:
         without a time limit, queue up to `prefetch - 1` more in each process so that it never
         waits for the supervisor (at the cost of fairness: they wait behind the running job)."""
         at = self.backend.clock.now()
+        self._recheck_done()
         for depth in range(max(1, self.options.prefetch)):
             for proc in self._procs:
                 if not proc.ready or len(proc.jobs) != depth:
@@ -207,6 +218,23 @@ class Worker:
                     return
                 proc.submit(job, now)
                 self._events.append(self._event(job, EventKind.STARTED, None, at))
+
+    def _recheck_done(self) -> None:
+        """Ask the job store once which of the jobs about to be dispatched have succeeded
+        meanwhile (another worker held a copy), so that they are acked, not run again. One store
+        call per dispatch round, and none when no process has room or nothing is buffered."""
+        room = sum(
+            max(0, max(1, self.options.prefetch) - len(p.jobs)) for p in self._procs if p.ready
+        )
+        keys = self._buffer.keys_ahead(room) if room else []
+        if not keys:
+            return
+        try:
+            done = self.backend.store.done(keys)
+        except JobkitError as exc:  # the receive-time check still stands; at-least-once holds
+            log.error("could not check idempotency keys before dispatch: %s", exc)
+            return
+        self._buffer.succeeded_elsewhere(done)
 
     def _event(
         self, job: Running, kind: EventKind, error: str | None, at: datetime | None = None
@@ -275,6 +303,11 @@ class Worker:
         return jd.retry if jd is not None else DEFAULT_POLICY
 
     def _settle(self, transport: Transport, running: Running, outcome: Outcome) -> None:
+        if outcome.not_started:  # held at shutdown: never ran, so no attempt is used
+            self._flush_events()
+            transport.release_uncounted(running.delivery)
+            self._buffer.ended(running, succeeded=False)
+            return
         env = running.envelope
         decision = decide(env, running.attempt, outcome, self._policy(env.job), self.rng)
         if decision.action is Action.ACK:
@@ -344,9 +377,16 @@ class Worker:
                     continue
                 job.lease_until = now + lease
 
+    def _hold_processes(self) -> None:
+        """Graceful stop: job processes start nothing more; jobs already in their pipes come
+        back not started and are released uncounted (`_settle`)."""
+        for proc in self._procs:
+            proc.hold()
+
     def _release_buffered(self, transport: Transport) -> None:
+        """Release leased jobs that never started without using an attempt."""
         for job in self._buffer.drain():
-            transport.release(job.delivery, delay=timedelta(0))
+            transport.release_uncounted(job.delivery)
 
     def _kill_running(self, transport: Transport) -> None:
         for proc in self._procs:

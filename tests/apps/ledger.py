@@ -42,15 +42,19 @@ def _run(key: str) -> sqlite3.Connection:
     return db
 
 
-@app.job(queue="work", retry=FAST)
-def record(key: str, sleep: float = 0.0) -> str:
-    """Run, maybe sleep, then apply the effect once per key (an idempotent write)."""
+def _record(key: str, sleep: float) -> str:
     db = _run(key)
     if sleep:
         time.sleep(sleep)
     with db:
         db.execute("INSERT OR IGNORE INTO effects VALUES (?, ?)", (key, time.time()))
     return key
+
+
+@app.job(queue="work", retry=FAST)
+def record(key: str, sleep: float = 0.0) -> str:
+    """Run, maybe sleep, then apply the effect once per key (an idempotent write)."""
+    return _record(key, sleep)
 
 
 @app.job(queue="work", retry=GROWING)
@@ -89,3 +93,10 @@ def count(path: str | os.PathLike[str], sql: str, *params: object) -> int:
     value = rows(path, sql, *params)[0][0]
     assert isinstance(value, int)
     return value
+
+
+@app.job(queue="work", retry=RetryPolicy(max_attempts=1))
+def once(key: str, sleep: float = 0.0) -> str:
+    """`record` with a single attempt: a second delivery of a job that never ran would be
+    dead-lettered if the worker counted it."""
+    return _record(key, sleep)

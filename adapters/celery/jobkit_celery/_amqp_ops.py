@@ -151,6 +151,21 @@ class AmqpOps:
             taken += 1
             yield message, to_dead_letter(queue, message)
 
+    def task_names(self, queue: str, limit: int) -> list[str]:
+        """The task names of up to `limit` messages waiting in `queue`: fetched unacked, then
+        the channel closes and RabbitMQ puts them back (marked redelivered, which jobkit does
+        not count as an attempt: it counts starts)."""
+        names: list[str] = []
+        with self._channel("look at waiting messages") as channel:
+            self.declare(channel, queue)
+            while len(names) < limit:
+                message = channel.basic_get(queue, no_ack=False)
+                if message is None:
+                    break
+                headers = message.properties.get("application_headers") or {}
+                names.append(str(headers.get("task") or "(undecodable)"))
+        return names
+
     def dead_letters(self, queue: str, limit: int) -> list[jobkit.DeadLetter]:
         """Read without removing: the messages are fetched unacked, then the channel closes and
         RabbitMQ puts them back in order."""

@@ -135,6 +135,18 @@ class RedisOps:
                         names.add(parts[-1])
         return sorted(names)
 
+    def task_names(self, queue: str, limit: int) -> list[str]:
+        """The task names of up to `limit` messages waiting in `queue` (read with LRANGE:
+        nothing taken or changed)."""
+        names: list[str] = []
+        with self._guard("look at waiting messages"):
+            for key in list_keys(queue):
+                for raw in self.client.lrange(key, 0, max(limit - len(names), 0) - 1):
+                    names.append(task_name(raw))
+                if len(names) >= limit:
+                    break
+        return names
+
     def close(self) -> None:
         self.client.close()
 
@@ -151,3 +163,12 @@ class _Guard:
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         if isinstance(exc, redis.RedisError):
             raise jobkit.BrokerUnavailable(f"cannot {self.what} on Redis: {exc}") from exc
+
+
+def task_name(raw: bytes | str) -> str:
+    """The task name of a kombu message on Redis, or "(undecodable)"."""
+    try:
+        headers = json.loads(raw).get("headers") or {}
+        return str(headers["task"])
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return "(undecodable)"

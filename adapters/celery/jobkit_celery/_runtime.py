@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
 
 import celery.exceptions as celery_exc
 from celery import Celery, Task
@@ -21,6 +22,7 @@ from kombu.exceptions import KombuError, OperationalError
 
 import jobkit
 from jobkit import Envelope, EventKind, JobContext, JobEvent
+from jobkit.envelope import UnsupportedEnvelopeVersion, salvage
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
@@ -35,6 +37,11 @@ from jobkit_celery._wire import DUE_HEADER, HEADER, envelope_of, meta_of
 
 logger = logging.getLogger("jobkit.celery")
 
+UNKNOWN_JOB_RETRY = timedelta(seconds=30)
+_SHORTEST_RETRY = timedelta(seconds=1)
+SEND_ID = "send"  # in the jobkit header: an id of each message sent
+WAITING_SINCE = "jobkit-waiting-since"  # envelope header: when a job nobody knew became due
+
 _PERMANENT = (jobkit.SerializationError, jobkit.UnknownJob)
 
 
@@ -48,6 +55,14 @@ class JobTask(Task):  # type: ignore[misc]
     jobkit_runtime: Runtime
     jobkit_job: jobkit.JobDef[Any, Any]
     typing = False  # jobkit checks arguments itself, and dead-letters a mismatch
+
+
+def _parse_time(text: Any) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return value if value is not None and value.tzinfo is not None else None
 
 
 def _run(task: JobTask, *args: Any, **kwargs: Any) -> Any:
@@ -73,6 +88,8 @@ class Runtime:
         self.app: jobkit.App | None = None
         self.delay_ttls: set[int] = set()
         self._known: set[str] = set()
+        # Set by `run_worker` from `WorkerOptions.unknown_job_timeout`.
+        self.unknown_job_timeout = timedelta(hours=1)
 
     def reconfigure(self, settings: Settings) -> None:
         """Apply changed broker settings (before the worker starts)."""
@@ -119,8 +136,14 @@ class Runtime:
                 ) from exc
             raise
 
-    def _send_one(self, env: Envelope, producer: Any, now: Any) -> None:
-        headers: dict[str, Any] = {HEADER: meta_of(env)}
+    def _send_one(
+        self, env: Envelope, producer: Any, now: Any, meta: dict[str, Any] | None = None
+    ) -> None:
+        """`meta`: the jobkit header to send instead of `env`'s (a newer jobkit's, kept as is).
+        "send" in it: this message's own id, so that starts are counted per message sent (a
+        replay or retry of the same job id and attempt count starts from zero again)."""
+        header = {**(meta if meta is not None else meta_of(env)), SEND_ID: uuid.uuid4().hex}
+        headers: dict[str, Any] = {HEADER: header}
         options: dict[str, Any] = {
             "task_id": env.id,
             "args": list(env.args),
@@ -157,6 +180,77 @@ class Runtime:
         self.ops.dead_letter(
             queue=env.queue, job_id=env.id, body=env.encode(), reason=reason, deliveries=deliveries
         )
+
+    def dead_letter_unrunnable(
+        self, *, queue: str, job_id: str | None, job: str | None, body: bytes, reason: str
+    ) -> None:
+        """Dead-letter a message that cannot run, recording it DEAD first under `job_id` (when
+        one could be recovered) so that its handle reports it. Raises `BrokerUnavailable`."""
+        if job_id:
+            self._record(
+                JobEvent(
+                    job_id=job_id,
+                    job=job or "(unknown)",
+                    kind=EventKind.DEAD,
+                    attempt=0,
+                    at=self.clock.now(),
+                    error=reason,
+                )
+            )
+        self.ops.dead_letter(queue=queue, job_id=job_id, body=body, reason=reason, deliveries=1)
+
+    def wait_newer_for_a_worker(self, env: Envelope, meta: dict[str, Any], what: str) -> bool:
+        """`wait_for_a_worker` for a message whose jobkit header is from a newer jobkit: `env`
+        holds what this jobkit could read (id, name, arguments, queue); the header is sent on
+        unchanged but for when it started waiting."""
+        now = self.clock.now()
+        found = salvage(json.dumps({**meta, "id": env.id, "job": env.job}))
+        since = _parse_time(meta.get(WAITING_SINCE)) or found.since or now
+        delay = self._retry_delay(env, since, now, what)
+        if delay is None:
+            return False
+        waiting = {**meta, WAITING_SINCE: since.isoformat()}
+        self._send_raw(replace(env, not_before=now + delay), waiting)
+        return True
+
+    def _send_raw(self, env: Envelope, meta: dict[str, Any]) -> None:
+        try:
+            with self.celery.producer_or_acquire() as producer:
+                self._send_one(env, producer, self.clock.now(), meta)
+        except (OSError, KombuError, OperationalError) as exc:
+            raise jobkit.BrokerUnavailable(
+                f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+            ) from exc
+
+    def _retry_delay(
+        self, env: Envelope, since: datetime, now: datetime, what: str
+    ) -> timedelta | None:
+        """How long a job nobody here can run waits before it is offered again; None once it
+        has waited `unknown_job_timeout`."""
+        waited = now - since
+        if waited >= self.unknown_job_timeout:
+            return None
+        delay = max(min(UNKNOWN_JOB_RETRY, self.unknown_job_timeout - waited), _SHORTEST_RETRY)
+        logger.warning(
+            "job %s[%s] on %s: %s; sent again in %s for a worker that can run it "
+            "(dead-lettered once it has waited %s; it has waited %s)",
+            env.job, env.id, env.queue, what, delay, self.unknown_job_timeout, waited,
+        )  # fmt: skip
+        return delay
+
+    def wait_for_a_worker(self, env: Envelope, what: str) -> bool:
+        """A job this worker cannot run (its name is not defined here): send it again after a
+        delay, without counting an attempt, for a worker that knows it; True if sent. False
+        once it has waited `unknown_job_timeout` since it became due: then dead-letter it.
+        Raises `BrokerUnavailable`."""
+        now = self.clock.now()
+        since = _parse_time(env.headers.get(WAITING_SINCE)) or env.not_before or env.enqueued_at
+        delay = self._retry_delay(env, since, now, what)
+        if delay is None:
+            return False
+        headers = {**env.headers, WAITING_SINCE: since.isoformat()}
+        self.send([replace(env, not_before=now + delay, headers=headers)])
+        return True
 
     # -- the worker side ----------------------------------------------------------------------
 
@@ -205,11 +299,24 @@ class Runtime:
                 task_id=request.id, name=task.name, args=args, kwargs=kwargs, meta=meta,
                 queue=queue,
             )  # fmt: skip
+        except UnsupportedEnvelopeVersion as exc:
+            self._wait_newer(task, args, kwargs, meta if isinstance(meta, dict) else {}, queue, exc)
         except jobkit.SerializationError as exc:
-            raise celery_exc.Reject(str(exc), requeue=False) from exc
+            reason = f"undecodable: {exc}"
+            logger.error("job %s[%s] on %s: %s", task.name, request.id, queue, reason)
+            body = json.dumps([list(args), kwargs, {}], default=repr).encode()
+            try:
+                self.dead_letter_unrunnable(
+                    queue=queue, job_id=request.id, job=task.name, body=body, reason=reason
+                )
+            except jobkit.BrokerUnavailable as down:
+                raise celery_exc.Reject(str(down), requeue=True) from down
+            raise celery_exc.Ignore(reason) from exc  # dead-lettered here: ack the original
         job = task.jobkit_job
         try:
-            return self._execute(env, job, bool(delivery_info.get("redelivered")))
+            send_id = meta.get(SEND_ID) if isinstance(meta, dict) else None
+            message_id = str(send_id) if send_id else f"{env.id}.{env.attempt}"
+            return self._execute(env, job, bool(delivery_info.get("redelivered")), message_id)
         except (celery_exc.Retry, celery_exc.Reject, celery_exc.Ignore):
             raise
         except jobkit.BrokerUnavailable as exc:
@@ -217,10 +324,45 @@ class Runtime:
             logger.error("job %s[%s]: %s; requeueing", env.job, env.id, exc)
             raise celery_exc.Reject(str(exc), requeue=True) from exc
 
-    def _execute(self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool) -> Any:
-        attempt = env.attempt + 1
-        if redelivered:
-            attempt += self.store.redelivered(env.id, env.attempt) if self.store else 1
+    def _wait_newer(
+        self,
+        task: JobTask,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        meta: dict[str, Any],
+        queue: str,
+        exc: UnsupportedEnvelopeVersion,
+    ) -> NoReturn:
+        """An envelope from a newer jobkit: sent again for a worker that reads it, uncounted;
+        dead-lettered (and recorded DEAD) after `unknown_job_timeout`."""
+        env = Envelope(id=task.request.id, job=task.name, args=args, kwargs=kwargs, queue=queue)
+        try:
+            if self.wait_newer_for_a_worker(env, meta, str(exc)):
+                raise celery_exc.Ignore(str(exc))
+            reason = f"no worker could run it within {self.unknown_job_timeout} "
+            reason += f"(unknown-job timeout): {exc}"
+            body = json.dumps([list(args), kwargs, {}], default=repr).encode()
+            self.dead_letter_unrunnable(
+                queue=queue, job_id=env.id, job=env.job, body=body, reason=reason
+            )
+        except jobkit.BrokerUnavailable as down:
+            raise celery_exc.Reject(str(down), requeue=True) from down
+        raise celery_exc.Ignore(reason)
+
+    def _execute(
+        self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool, message_id: str
+    ) -> Any:
+        key = jobkit.dedup_key(env.id, env.idempotency_key)
+        if self.store is not None:
+            # Attempts are counted by starts, not deliveries: a prefetched message given back
+            # at shutdown (redelivered, never started) uses no attempt.
+            starts = self.store.begin(key, message_id)
+            if starts is None:
+                self._record(self._event(env, EventKind.SKIPPED, env.attempt + 1))
+                return None
+            attempt = env.attempt + starts
+        else:
+            attempt = env.attempt + 1 + (1 if redelivered else 0)
         if attempt > env.max_attempts:
             reason = (
                 f"attempt {attempt} of at most {env.max_attempts}: the earlier attempts were "
@@ -229,10 +371,6 @@ class Runtime:
             self.dead_letter(env.with_attempt(attempt - 1), reason=reason, deliveries=attempt)
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
             raise jobkit.WorkerLost(reason)
-        key = jobkit.dedup_key(env.id, env.idempotency_key)
-        if self.store is not None and self.store.is_done(key):
-            self._record(self._event(env, EventKind.SKIPPED, attempt))
-            return None
         try:
             try:
                 job.signature.bind(*env.args, **env.kwargs)

@@ -4,8 +4,9 @@ Write-optimised: every event is one RPUSH onto the job's event list (pipelined w
 expiry), and a record is folded from the list when read. A success also sets the dedup key.
 
 Keys (all expire after `ttl`): ``jobkit.job.<id>`` (list of JSON events),
-``jobkit.done.<dedup key>`` (set when the job succeeded), ``jobkit.redeliveries.<id>.<attempt>``
-(how often a message was redelivered after a crash).
+``jobkit.done.<dedup key>`` (set when the job succeeded), ``jobkit.starts.<message id>`` (how
+often that message has started: a delivery that never started, e.g.
+prefetched and given back at shutdown, uses no attempt).
 """
 
 from __future__ import annotations
@@ -73,10 +74,20 @@ return 1
 """
 
 
+# KEYS: dedup key, start counter. ARGV: ttl. Returns -1 if the key is done, else the new count.
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return n
+"""
+
+
 class RedisJobStore(jobkit.JobStore):
     """Thread-safe (redis-py's client is). Safe to use after fork (redis-py reconnects).
 
-    The worker makes two calls per job: `is_done` (one EXISTS) before running it and `finish`
+    The worker makes two calls per job: `begin` (one Lua script call) before running it and
+    `finish`
     (one Lua script call: no redis-py pipeline object to build, which costs more CPU than the
     call) before the ack. It records no STARTED event: the dedup check is what correctness
     needs before a run; the STARTED write it came with cost more than the check.
@@ -87,6 +98,7 @@ class RedisJobStore(jobkit.JobStore):
         self.ttl = int(ttl.total_seconds())
         self.client = redis.Redis.from_url(url)
         self._finish = self.client.register_script(_FINISH)
+        self._begin = self.client.register_script(_BEGIN)
 
     def _push(self, pipe: Any, events: Sequence[JobEvent]) -> None:
         for event in events:
@@ -104,13 +116,6 @@ class RedisJobStore(jobkit.JobStore):
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
 
-    def is_done(self, key: str) -> bool:
-        """True if a job with dedup key `key` succeeded already (one EXISTS, nothing written)."""
-        try:
-            return bool(self.client.exists(done_key(key)))
-        except redis.RedisError as exc:
-            raise jobkit.BrokerUnavailable(f"cannot read idempotency key: {exc}") from exc
-
     def finish(self, event: JobEvent) -> None:
         """Record the event that ends an attempt (one round trip)."""
         done = done_key(jobkit.dedup_key(event.job_id, event.key))
@@ -122,17 +127,21 @@ class RedisJobStore(jobkit.JobStore):
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
 
-    def redelivered(self, job_id: str, attempt: int) -> int:
-        """Count one more crash redelivery of the message (job, attempt); returns the count."""
-        key = f"jobkit.redeliveries.{job_id}.{attempt}"
+    def begin(self, key: str, message_id: str) -> int | None:
+        """About to start a job: None if its dedup `key` succeeded already (nothing written);
+        else count one more start of the message `message_id` and return the count
+        (1 for a first start, more when earlier starts ended without an outcome). One round trip.
+        """
         try:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.incr(key)
-                pipe.expire(key, self.ttl)
-                count = int(pipe.execute()[0])
+            starts = int(
+                self._begin(
+                    keys=[done_key(key), f"jobkit.starts.{message_id}"],
+                    args=[self.ttl],
+                )
+            )
         except redis.RedisError as exc:
-            raise jobkit.BrokerUnavailable(f"cannot count a redelivery: {exc}") from exc
-        return count
+            raise jobkit.BrokerUnavailable(f"cannot read idempotency key: {exc}") from exc
+        return None if starts < 0 else starts
 
     def remember_queue(self, queue: str) -> None:
         try:

@@ -9,6 +9,7 @@ always show. The envelope fields Celery has no place for travel in one message h
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -50,14 +51,18 @@ def envelope_of(
             limit = meta.get("time_limit")
             key = meta.get("idempotency_key")
             if not (
-                isinstance(meta["attempt"], int)
-                and isinstance(meta["max_attempts"], int)
-                and isinstance(meta["priority"], int)
+                _is_int(meta["attempt"])
+                and _is_int(meta["max_attempts"])
+                and _is_int(meta["priority"])
                 and isinstance(headers, dict)
-                and (limit is None or isinstance(limit, int | float))
-                and (key is None or isinstance(key, str))
+                and all(isinstance(v, str) for v in headers.values())
+                and (limit is None or _is_positive_number(limit))
+                and (key is None or (isinstance(key, str) and key))
+                and (not_before is None or isinstance(not_before, str))
+                and meta["attempt"] >= 0
+                and meta["max_attempts"] >= 1
             ):
-                raise TypeError("a jobkit header field has the wrong type")
+                raise TypeError("a jobkit header field has the wrong type or value")
             return Envelope(
                 id=task_id,
                 job=name,
@@ -93,6 +98,19 @@ def envelope_of(
         return jobkit.decode(json.dumps(data))
     except (TypeError, ValueError) as exc:
         raise jobkit.SerializationError(f"malformed jobkit header: {exc}") from exc
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def envelope_from_message(headers: dict[str, Any], body: bytes) -> Envelope:

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -16,6 +17,7 @@ from celery import signals as celery_signals
 
 import jobkit
 from jobkit import Capabilities, DeadLetter, JobRecord, QueueStats, WorkerOptions
+from jobkit.backend import unknown_job_problems
 from jobkit_celery._amqp_ops import AmqpOps
 from jobkit_celery._redis_ops import RedisOps
 from jobkit_celery._runtime import Runtime
@@ -87,6 +89,7 @@ class CeleryBackend(jobkit.Backend):
             self.settings = replace(self.settings, visibility_timeout=options.lease)
             self.runtime.reconfigure(self.settings)
         runtime = self.runtime
+        runtime.unknown_job_timeout = options.unknown_job_timeout
         runtime.register(app)
         for queue in options.queues:
             runtime.queue(queue)
@@ -200,7 +203,16 @@ class CeleryBackend(jobkit.Backend):
                     "enqueue delayed work through jobkit, whose delays wait outside kombu's "
                     "unacked index"
                 )
-        return problems
+        return problems + self._waiting_unknown_jobs(app)
+
+    def _waiting_unknown_jobs(self, app: jobkit.App) -> list[str]:
+        """Job names waiting in the app's queues that it does not define. Raises
+        `BrokerUnavailable` if the broker cannot be reached."""
+        queues = sorted({job.queue for job in app.jobs.values()}) or ["default"]
+        found = Counter(
+            name for queue in queues for name in self.runtime.ops.task_names(queue, 100)
+        )
+        return unknown_job_problems(found, app, queues)
 
     def close(self) -> None:
         if not self._closed:
