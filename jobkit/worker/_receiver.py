@@ -7,6 +7,7 @@ whose key already succeeded according to the job store.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from jobkit.store import EventKind, JobEvent
 from jobkit.transport import Transport
 from jobkit.worker._buffer import Buffer, key_of
 from jobkit.worker._pool import Running
+from jobkit.worker._retrying import Retrier, Stopped
 
 if TYPE_CHECKING:
     from jobkit.backend import WorkerOptions
@@ -51,6 +53,7 @@ class Receiver(threading.Thread):
         self.wake = wake
         self.on_crash = on_crash
         self.queues_empty = threading.Event()
+        self.retry = Retrier(stop)  # every broker and store call: retried through outages
         # While jobs wait in the buffer, lease in batches of at least this many: one broker
         # round trip per message would cost more than the job on brokers like SQS.
         self.batch = min(_MIN_BATCH, buffer.capacity)
@@ -63,11 +66,15 @@ class Receiver(threading.Thread):
                     continue
                 leased_at = time.monotonic()  # the lease starts no later than the call
                 try:
-                    deliveries = transport.receive(
-                        self.options.queues,
-                        max_messages=min(self.buffer.room(), 100),
-                        wait=self.options.poll,
-                        lease=self.options.lease,
+                    deliveries = self.retry.call(
+                        "receive",
+                        functools.partial(
+                            transport.receive,
+                            self.options.queues,
+                            max_messages=min(self.buffer.room(), 100),
+                            wait=self.options.poll,
+                            lease=self.options.lease,
+                        ),
                     )
                 except JobkitError as exc:
                     log.error("receive failed, retrying in 1 s: %s", exc)
@@ -78,10 +85,16 @@ class Receiver(threading.Thread):
                     self.wake()
                     continue
                 self.queues_empty.clear()
-                runnable = self.screen(transport, deliveries, leased_at)
+                try:
+                    runnable = self.screen(transport, deliveries, leased_at)
+                except JobkitError as exc:  # not transient: those leases lapse, then redelivery
+                    log.error("could not screen %d messages: %s", len(deliveries), exc)
+                    continue
                 if runnable:
                     self.buffer.add(runnable)
                     self.wake()
+        except Stopped:
+            pass  # stopping while the broker is away: what is leased comes back after its lease
         except Exception:  # pragma: no cover - a bug: stop the worker rather than hang
             log.exception("receiver thread crashed; stopping the worker")
             self.on_crash()
@@ -101,7 +114,12 @@ class Receiver(threading.Thread):
                 envelope = decode(delivery.body)
             except SerializationError as exc:
                 log.error("message %s on %s does not decode: %s", delivery.id, delivery.queue, exc)
-                transport.dead_letter(delivery, reason=f"undecodable: {exc}")
+                self.retry.call(
+                    f"dead-letter message {delivery.id}",
+                    functools.partial(
+                        transport.dead_letter, delivery, reason=f"undecodable: {exc}"
+                    ),
+                )
                 continue
             attempt = envelope.attempt + delivery.deliveries
             if attempt > envelope.max_attempts:
@@ -119,29 +137,39 @@ class Receiver(threading.Thread):
                         error=reason,
                     )
                 )
-                store.record(events)
+                self.retry.call("record job events", functools.partial(store.record, events))
                 events = []
-                transport.dead_letter(delivery, reason=reason)
+                self.retry.call(
+                    f"dead-letter job {envelope.id}",
+                    functools.partial(transport.dead_letter, delivery, reason=reason),
+                )
                 continue
             candidates.append(
                 Running(delivery=delivery, envelope=envelope, attempt=attempt, lease_until=expires)
             )
         keys = [key_of(job) for job in candidates]
-        done = store.done(keys) if keys else set()
+        done = (
+            self.retry.call("look up done keys", functools.partial(store.done, keys))
+            if keys
+            else set()
+        )
         duplicates = [job for key, job in zip(keys, candidates, strict=True) if key in done]
         if duplicates:
-            store.record(
-                [
-                    JobEvent(
-                        job_id=job.envelope.id,
-                        job=job.envelope.job,
-                        kind=EventKind.SKIPPED,
-                        attempt=job.attempt,
-                        at=now,
-                        key=job.envelope.idempotency_key,
-                    )
-                    for job in duplicates
-                ]
+            skipped = [
+                JobEvent(
+                    job_id=job.envelope.id,
+                    job=job.envelope.job,
+                    kind=EventKind.SKIPPED,
+                    attempt=job.attempt,
+                    at=now,
+                    key=job.envelope.idempotency_key,
+                )
+                for job in duplicates
+            ]
+            self.retry.call("record job events", functools.partial(store.record, skipped))
+            duplicate_deliveries = [job.delivery for job in duplicates]
+            self.retry.call(
+                f"ack {len(duplicates)} duplicates",
+                functools.partial(transport.ack, duplicate_deliveries),
             )
-            transport.ack([job.delivery for job in duplicates])
         return [job for key, job in zip(keys, candidates, strict=True) if key not in done]

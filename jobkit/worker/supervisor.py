@@ -15,6 +15,7 @@ acknowledged is lost: at worst it runs again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -27,7 +28,7 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from jobkit.errors import ConfigurationError, JobkitError
+from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
 from jobkit.policy import DEFAULT_POLICY, RetryPolicy
 from jobkit.records import Delivery
 from jobkit.store import EventKind, JobEvent
@@ -36,6 +37,7 @@ from jobkit.worker._buffer import Buffer
 from jobkit.worker._outcome import Action, Outcome, decide
 from jobkit.worker._pool import JobProcess, Running
 from jobkit.worker._receiver import Receiver
+from jobkit.worker._retrying import CallQueue, Streak
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -49,6 +51,8 @@ _MAX_START_FAILURES = 3
 # A crash loses at most that batch's acks, whose jobs then run again (at-least-once).
 _FLUSH_EVERY = 0.02
 _FLUSH_AT = 200
+# At exit, how long to keep trying to release leased jobs while the broker is away.
+_EXIT_RETRY_S = 10.0
 
 
 class Worker:
@@ -83,6 +87,9 @@ class Worker:
         self._acks: list[Delivery] = []
         self._start_failures = 0
         self._last_flush = 0.0
+        # Every broker and store call of this thread: retried through outages, never blocking.
+        self._calls = CallQueue()
+        self._extend_streak = Streak()
 
     # -- control ----------------------------------------------------------------------------
 
@@ -159,6 +166,7 @@ class Worker:
             self._flush(transport)
             self._kill_running(transport)
             self._release_buffered(transport)
+            self._calls.drain(min(_EXIT_RETRY_S, self.lease.total_seconds()))
             for proc in self._procs:
                 proc.close(timeout=1.0)
             transport.close()
@@ -284,11 +292,14 @@ class Worker:
         elif decision.action is Action.RELEASE:
             self._events.append(self._event(running, EventKind.FAILED, outcome.error))
             self._flush_events()
-            transport.release(running.delivery, delay=decision.delay)
+            self._release(transport, running, decision.delay)
         else:
             self._events.append(self._event(running, EventKind.DEAD, decision.reason))
             self._flush_events()
-            transport.dead_letter(running.delivery, reason=decision.reason)
+            self._calls.add(
+                f"dead-letter job {env.id}",
+                functools.partial(transport.dead_letter, running.delivery, reason=decision.reason),
+            )
         self._buffer.ended(running, succeeded=decision.action is Action.ACK)
         self.finished += 1
         if self.options.max_jobs is not None and self.finished >= self.options.max_jobs:
@@ -296,16 +307,19 @@ class Worker:
 
     def _flush_events(self) -> None:
         if self._events:
-            self.backend.store.record(self._events)
-            self._events = []
+            events, self._events = self._events, []
+            self._calls.add(
+                "record job events", functools.partial(self.backend.store.record, events)
+            )
 
     def _flush(self, transport: Transport) -> None:
         """Record outcomes, then ack: a crash in between re-runs nothing (the key is done)."""
         self._last_flush = time.monotonic()
         self._flush_events()
         if self._acks:
-            transport.ack(self._acks)
-            self._acks = []
+            acks, self._acks = self._acks, []
+            self._calls.add(f"ack {len(acks)} jobs", functools.partial(transport.ack, acks))
+        self._calls.run()
 
     # -- time limits, leases, shutdown ------------------------------------------------------
 
@@ -335,25 +349,37 @@ class Worker:
             return
         lease = self.lease.total_seconds()
         held = [*self._buffer.snapshot(), *(job for p in self._procs for job in p.jobs)]
+        streak = self._extend_streak
         for job in held:
-            if job.lease_until - now < lease * 2 / 3:
+            if job.lease_until - now < lease * 2 / 3 and streak.due(now):
+                what = f"extend the lease of {job.delivery.id}"
                 try:
                     transport.extend(job.delivery, lease=self.lease)
+                except BrokerUnavailable as exc:
+                    streak.failed(what, exc, time.monotonic())
+                    return
                 except JobkitError as exc:
-                    log.error("could not extend the lease of %s: %s", job.delivery.id, exc)
+                    log.error("could not %s: %s", what, exc)
                     continue
+                streak.succeeded(what, time.monotonic())
                 job.lease_until = now + lease
 
     def _release_buffered(self, transport: Transport) -> None:
         for job in self._buffer.drain():
-            transport.release(job.delivery, delay=timedelta(0))
+            self._release(transport, job, timedelta(0))
 
     def _kill_running(self, transport: Transport) -> None:
         for proc in self._procs:
             for job in proc.kill() if proc.jobs else []:
                 log.warning("released running job %s at shutdown", job.envelope.id)
-                transport.release(job.delivery, delay=timedelta(0))
+                self._release(transport, job, timedelta(0))
                 self._buffer.ended(job, succeeded=False)
+
+    def _release(self, transport: Transport, job: Running, delay: timedelta) -> None:
+        self._calls.add(
+            f"release job {job.envelope.id}",
+            functools.partial(transport.release, job.delivery, delay=delay),
+        )
 
     def _install_signals(self) -> dict[int, object]:
         if threading.current_thread() is not threading.main_thread():
