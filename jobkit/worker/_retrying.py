@@ -88,10 +88,14 @@ class Streak:
 
 
 class Retrier:
-    """Blocking retries for one thread. `call` returns `fn()`'s value once it succeeds."""
+    """Blocking retries for one thread. `call` returns `fn()`'s value once it succeeds.
 
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop = stop
+    Public as `jobkit.worker.Retrier` for adapters whose worker is not jobkit's (Celery's task
+    bodies use it around their store writes). `stop`: an event that ends the retries (`Stopped`);
+    none: retry until it works."""
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop = stop if stop is not None else threading.Event()
         self.streak = Streak()
 
     def call(self, what: str, fn: Callable[[], T]) -> T:

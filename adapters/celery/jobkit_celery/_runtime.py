@@ -8,12 +8,14 @@ letters, time limits) around the job function.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import celery.exceptions as celery_exc
 from celery import Celery, Task
@@ -21,6 +23,7 @@ from kombu.exceptions import KombuError, OperationalError
 
 import jobkit
 from jobkit import Envelope, EventKind, JobContext, JobEvent
+from jobkit.worker import Retrier
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
@@ -34,6 +37,8 @@ from jobkit_celery._store import RedisJobStore
 from jobkit_celery._wire import DUE_HEADER, HEADER, envelope_of, meta_of
 
 logger = logging.getLogger("jobkit.celery")
+
+T = TypeVar("T")
 
 _PERMANENT = (jobkit.SerializationError, jobkit.UnknownJob)
 
@@ -73,6 +78,7 @@ class Runtime:
         self.app: jobkit.App | None = None
         self.delay_ttls: set[int] = set()
         self._known: set[str] = set()
+        self._retriers = threading.local()  # one per pool thread: see `_retry`
 
     def reconfigure(self, settings: Settings) -> None:
         """Apply changed broker settings (before the worker starts)."""
@@ -185,12 +191,21 @@ class Runtime:
             error=error, result=result, key=env.idempotency_key,
         )  # fmt: skip
 
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        """Call `fn` until the broker or store answers (blocks through an outage: the job's
+        message stays unacked meanwhile, so nothing is lost)."""
+        retrier: Retrier | None = getattr(self._retriers, "retrier", None)
+        if retrier is None:
+            retrier = self._retriers.retrier = Retrier()
+        return retrier.call(what, fn)
+
     def _record(self, *events: JobEvent) -> None:
-        if self.store is not None:
+        store = self.store
+        if store is not None:
             if len(events) == 1:
-                self.store.finish(events[0])
+                self._retry("record a job event", functools.partial(store.finish, events[0]))
             else:
-                self.store.record(events)
+                self._retry("record job events", functools.partial(store.record, events))
 
     def execute(self, task: JobTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one delivery of a job with jobkit's semantics. Runs in the pool child."""
@@ -220,17 +235,33 @@ class Runtime:
     def _execute(self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool) -> Any:
         attempt = env.attempt + 1
         if redelivered:
-            attempt += self.store.redelivered(env.id, env.attempt) if self.store else 1
+            store = self.store
+            attempt += (
+                self._retry(
+                    "count a redelivery", functools.partial(store.redelivered, env.id, env.attempt)
+                )
+                if store
+                else 1
+            )
         if attempt > env.max_attempts:
             reason = (
                 f"attempt {attempt} of at most {env.max_attempts}: the earlier attempts were "
                 "lost (worker killed or hard time limit), so it is not run again"
             )
-            self.dead_letter(env.with_attempt(attempt - 1), reason=reason, deliveries=attempt)
+            self._retry(
+                f"dead-letter job {env.id}",
+                functools.partial(
+                    self.dead_letter, env.with_attempt(attempt - 1), reason=reason,
+                    deliveries=attempt,
+                ),
+            )  # fmt: skip
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
             raise jobkit.WorkerLost(reason)
         key = jobkit.dedup_key(env.id, env.idempotency_key)
-        if self.store is not None and self.store.is_done(key):
+        store = self.store
+        if store is not None and self._retry(
+            "look up a done key", functools.partial(store.is_done, key)
+        ):
             self._record(self._event(env, EventKind.SKIPPED, attempt))
             return None
         try:
@@ -277,11 +308,17 @@ class Runtime:
             if delay is None:
                 delay = job.retry.backoff(attempt)
             delay = max(delay, timedelta(0))
-            self.send([replace(env, attempt=attempt, not_before=self.clock.now() + delay)])
+            retry = [replace(env, attempt=attempt, not_before=self.clock.now() + delay)]
+            self._retry(f"send job {env.id} for a retry", functools.partial(self.send, retry))
             self._record(self._event(env, EventKind.FAILED, attempt, error=error))
             raise celery_exc.Retry(error, exc=exc, when=delay.total_seconds())
         reason = error if not transient else f"{error} (attempt {attempt} of {env.max_attempts})"
-        self.dead_letter(env.with_attempt(attempt), reason=reason, deliveries=attempt)
+        self._retry(
+            f"dead-letter job {env.id}",
+            functools.partial(
+                self.dead_letter, env.with_attempt(attempt), reason=reason, deliveries=attempt
+            ),
+        )
         self._record(self._event(env, EventKind.DEAD, attempt, error=error))
         raise exc
 
