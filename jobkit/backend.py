@@ -29,7 +29,9 @@ class WorkerOptions:
     `concurrency` job processes, each running one job at a time; `prefetch` messages leased ahead
     per process; `lease` is how long a message stays invisible before it is redelivered unless
     extended (the worker extends it every `lease / 3` while the job runs); `grace` is how long a
-    SIGTERM waits for running jobs before they are stopped and released.
+    SIGTERM waits for running jobs before they are stopped and released. `max_jobs_per_child`:
+    each job process is replaced by a fresh one after that many jobs (none: never), without
+    losing or re-running a job.
     """
 
     app_path: str
@@ -40,6 +42,7 @@ class WorkerOptions:
     grace: timedelta = timedelta(seconds=30)
     poll: timedelta = timedelta(seconds=1)
     max_jobs: int | None = None
+    max_jobs_per_child: int | None = None
     burst: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 

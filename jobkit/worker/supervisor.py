@@ -19,12 +19,12 @@ import functools
 import logging
 import os
 import random
+import select
 import signal
 import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta
-from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -68,6 +68,11 @@ class Worker:
     ) -> None:
         if options.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if options.max_jobs_per_child is not None and options.max_jobs_per_child < 1:
+            raise ConfigurationError(
+                f"max_jobs_per_child is {options.max_jobs_per_child}: it must be at least 1 "
+                "(or unset, to keep each job process for the worker's lifetime)"
+            )
         self.app = app
         self.backend = backend
         self.options = options
@@ -81,7 +86,6 @@ class Worker:
         )
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._wake = Connection(self._wake_r, writable=False)
         self._procs: list[JobProcess] = []
         self._events: list[JobEvent] = []
         self._acks: list[Delivery] = []
@@ -131,7 +135,10 @@ class Worker:
             on_crash=lambda: self.stop(immediate=True),
         )
         try:
-            self._procs = [JobProcess(app_path=self.options.app_path) for _ in range(self._n())]
+            self._procs = [
+                JobProcess(app_path=self.options.app_path, max_jobs=self.options.max_jobs_per_child)
+                for _ in range(self._n())
+            ]
             for proc in self._procs:
                 proc.start()
             receiver.start()
@@ -172,7 +179,7 @@ class Worker:
             transport.close()
             self._restore_signals(previous)
             os.close(self._wake_w)
-            self._wake.close()
+            os.close(self._wake_r)
 
     def _n(self) -> int:
         return self.options.concurrency
@@ -231,33 +238,62 @@ class Worker:
         )
 
     def _wait_and_read(self, transport: Transport, timeout: float) -> None:
-        by_conn = {p.outbox: p for p in self._procs if p.outbox is not None}
-        ready = wait([*by_conn, self._wake], timeout)
-        for conn in ready:
-            if conn is self._wake:
+        """Wait up to `timeout` s for a wake-up, a frame from a job process, room in a job
+        process's pipe, or a job process's exit; handle what happened. Never blocks on a pipe."""
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        by_fd: dict[int, JobProcess] = {}
+        for proc in self._procs:
+            if proc.outbox is not None:
+                poller.register(proc.outbox.fd, select.POLLIN)
+                by_fd[proc.outbox.fd] = proc
+            if proc.pidfd is not None:
+                poller.register(proc.pidfd, select.POLLIN)
+                by_fd[proc.pidfd] = proc
+            if proc.inbox is not None and proc.wants_write:
+                poller.register(proc.inbox.fd, select.POLLOUT)
+                by_fd[proc.inbox.fd] = proc
+        touched: list[JobProcess] = []
+        for fd, _ in poller.poll(timeout * 1000):
+            if fd == self._wake_r:
                 os.read(self._wake_r, 4096)
-                continue
-            proc = by_conn[conn]  # type: ignore[index]
+            elif by_fd[fd] not in touched:
+                touched.append(by_fd[fd])
+        for proc in self._procs:  # without a pidfd, an exit is seen by polling
+            if proc.pidfd is None and proc.proc is not None and proc not in touched:
+                touched.append(proc)
+        for proc in touched:
+            proc.flush()
             self._read_from(transport, proc)
 
     def _read_from(self, transport: Transport, proc: JobProcess) -> None:
-        assert proc.outbox is not None
-        try:
-            while proc.outbox.poll():
-                now = time.monotonic()
-                outcome = proc.read(now)
-                if outcome is None:
-                    self._start_failures = 0
-                    continue
-                self._settle(transport, proc.finish_head(now), outcome)
-        except (EOFError, OSError):
-            self._on_process_died(transport, proc)
+        if proc.outbox is None:
+            return
+        outcomes, ended = proc.read()
+        for outcome in outcomes:
+            now = time.monotonic()
+            if outcome is None:
+                self._start_failures = 0
+                continue
+            self._settle(transport, proc.finish_head(now), outcome)
+        if ended or proc.exited:
+            self._on_process_exit(transport, proc)
+        elif proc.used_up:
+            proc.retire()  # it exits now; its exit starts the next process
+
+    def _on_process_exit(self, transport: Transport, proc: JobProcess) -> None:
+        if proc.retiring and not proc.jobs:
+            proc.kill()  # reaps it (it has exited, or is exiting, holding no job)
+            if not self._stop.is_set():
+                proc.start()
+            return
+        self._on_process_died(transport, proc)
 
     def _on_process_died(self, transport: Transport, proc: JobProcess) -> None:
-        was_ready = proc.ready
+        was_up = proc.up
         code = proc.proc.poll() if proc.proc else None
         held = proc.kill()
-        if not was_ready:
+        if not was_up:
             self._start_failures += 1
             log.error("job process %d exited at start-up (exit code %s)", proc.pid, code)
             if self._start_failures >= _MAX_START_FAILURES:
