@@ -12,12 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import App, JobState
-from tests.apps import ledger
-from tests.apps.ledger import count
-from tests.outages import assert_rode_out_outage
-from tests.waiting import wait_until
-from tests.workers import kill_group, start_worker
+from jobkit import App
+from tests.outages import run_through_outage
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +35,7 @@ def backend(tmp_path: Path) -> str:
 def test_worker_rides_out_a_database_locked_for_40_s_and_loses_no_job(
     app: App, backend: str, ledger_path: Path, tmp_path: Path
 ) -> None:
-    handles = ledger.record.enqueue_many([(f"k{i}", 0.2) for i in range(60)])
-    log = tmp_path / "worker.log"
-    worker = start_worker(
-        backend, ledger_path, "-q", "work", "-c", "2", "--lease", "3", "--burst", log=log
-    )
-    try:
-        wait_until(
-            lambda: count(ledger_path, "SELECT COUNT(*) FROM effects") >= 5,
-            timeout=60,
-            what="the first jobs done",
-        )
+    def lock() -> None:
         locker = subprocess.Popen(
             [sys.executable, "-c", _LOCK_FOR_40_S, str(tmp_path / "jobs.db")],
             stdout=subprocess.PIPE,
@@ -57,14 +43,6 @@ def test_worker_rides_out_a_database_locked_for_40_s_and_loses_no_job(
         assert locker.stdout is not None
         assert locker.stdout.readline() == b"locked\n"
         assert locker.wait(timeout=60) == 0  # the lock held 40 s, then committed
-        wait_until(
-            lambda: all(h.state is JobState.SUCCEEDED for h in handles),
-            timeout=120,
-            what="every job succeeded",
-        )
-        assert_rode_out_outage(worker, log)
-    finally:
-        kill_group(worker)
-        worker.wait(timeout=30)
-    assert count(ledger_path, "SELECT COUNT(DISTINCT key) FROM effects") == 60
+
+    run_through_outage(backend, ledger_path, tmp_path / "worker.log", lock)
     assert app.backend.stats(["work"])[0].dead == 0

@@ -5,21 +5,16 @@ their late acks cannot be sent any more: those run again.)"""
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import jobkit
 from tests.apps import ledger as L
-from tests.apps.ledger import count
 from tests.celery.conftest import QUEUE
+from tests.outages import run_through_outage, stopped_for
 from tests.servers.rabbitmq import RabbitServer
 from tests.servers.redis import RedisServer
-from tests.waiting import wait_until
-from tests.workers import kill_group, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -33,33 +28,8 @@ def app_on() -> Iterator[None]:
 def _rides_out(url: str, server: RedisServer | RabbitServer, ledger: Path, tmp_path: Path) -> str:
     """Returns the worker's log."""
     L.app.use(url)
-    handles = L.record.enqueue_many([(f"k{i}", 0.2) for i in range(30)])
     log = tmp_path / "worker.log"
-    worker: subprocess.Popen[bytes] = start_worker(
-        url, ledger, "-q", QUEUE, "-c", "2", "--lease", "2", log=log
-    )
-    try:
-        wait_until(
-            lambda: count(ledger, "SELECT COUNT(*) FROM effects") >= 5,
-            timeout=60,
-            what="the first jobs done",
-        )
-        server.stop_broker()
-        try:
-            time.sleep(20)  # the outage itself
-            assert worker.poll() is None, log.read_text()[-3000:]
-        finally:
-            server.start_broker()
-        wait_until(
-            lambda: all(h.state is jobkit.JobState.SUCCEEDED for h in handles),
-            timeout=120,
-            what="every job succeeded",
-        )
-        assert worker.poll() is None, log.read_text()[-3000:]
-    finally:
-        kill_group(worker)
-        worker.wait(timeout=30)
-    assert count(ledger, "SELECT COUNT(DISTINCT key) FROM effects") == 30
+    run_through_outage(url, ledger, log, stopped_for(server, 20), jobs=30, retries_logged=False)
     assert L.app.backend.dead_letters(QUEUE) == []
     return log.read_text()
 

@@ -11,7 +11,7 @@ import pytest
 from jobkit import App, JobState
 from tests.apps import ledger
 from tests.apps.ledger import count
-from tests.outages import assert_rode_out_outage
+from tests.outages import run_through_outage, stopped_for
 from tests.servers.moto import MotoServer
 from tests.waiting import wait_until
 from tests.workers import kill_group, running_worker, start_worker
@@ -27,31 +27,7 @@ def backend(moto: MotoServer, prefix: str, tmp_path: Path) -> str:
 def test_worker_rides_out_sqs_unreachable_for_20_s_and_loses_no_job(
     app: App, backend: str, moto: MotoServer, ledger_path: Path, tmp_path: Path
 ) -> None:
-    handles = ledger.record.enqueue_many([(f"k{i}", 0.2) for i in range(60)])
-    log = tmp_path / "worker.log"
-    worker = start_worker(backend, ledger_path, "-q", "work", "-c", "2", "--lease", "3", log=log)
-    try:
-        wait_until(
-            lambda: count(ledger_path, "SELECT COUNT(*) FROM effects") >= 5,
-            timeout=60,
-            what="the first jobs done",
-        )
-        moto.stop_broker()
-        try:
-            time.sleep(20)  # the outage itself
-            assert worker.poll() is None, log.read_text()[-3000:]
-        finally:
-            moto.start_broker()
-        wait_until(
-            lambda: all(h.state is JobState.SUCCEEDED for h in handles),
-            timeout=120,
-            what="every job succeeded",
-        )
-        assert_rode_out_outage(worker, log)
-    finally:
-        kill_group(worker)
-        worker.wait(timeout=30)
-    assert count(ledger_path, "SELECT COUNT(DISTINCT key) FROM effects") == 60
+    run_through_outage(backend, ledger_path, tmp_path / "worker.log", stopped_for(moto, 20))
     wait_until(
         lambda: app.backend.stats(["work"])[0].ready == 0, timeout=30, what="the queue drained"
     )
