@@ -10,6 +10,9 @@ Shutdown: the first SIGTERM or SIGINT (or `stop()`) stops receiving, releases wh
 not started, and lets running jobs finish for up to `grace`; then (or at a second signal, or
 `stop(immediate=True)`) running jobs are killed and their messages released. Nothing that was not
 acknowledged is lost: at worst it runs again.
+
+Outages: the main thread's broker and store calls go through a `_retrying.CallQueue` (in order,
+retried with capped backoff, never blocking the loop); the receiver's through a `Retrier`.
 """
 
 from __future__ import annotations
