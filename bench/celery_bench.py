@@ -212,7 +212,7 @@ def main() -> None:
 
     from tests.servers.redis import start_redis
 
-    redis_server = start_redis()
+    redis_server = start_redis(persistent=False)  # as measured so far: no append-only file
     rabbit = None
     try:
         marks_url = f"{redis_server.url}/1"

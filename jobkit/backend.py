@@ -34,6 +34,8 @@ class WorkerOptions:
     newer code (a job name the app does not define, a newer envelope version) is released again
     and again, uncounted, for a worker that can run it, before it is dead-lettered; measured from
     when it became due (`not_before`, else `enqueued_at`).
+    `max_jobs_per_child`: each job process is replaced by a fresh one after that many jobs (none:
+    never), without losing or re-running a job.
     """
 
     app_path: str
@@ -44,6 +46,7 @@ class WorkerOptions:
     grace: timedelta = timedelta(seconds=30)
     poll: timedelta = timedelta(seconds=1)
     max_jobs: int | None = None
+    max_jobs_per_child: int | None = None
     burst: bool = False
     unknown_job_timeout: timedelta = timedelta(hours=1)
     extra: dict[str, str] = field(default_factory=dict)

@@ -8,13 +8,15 @@ letters, time limits) around the job function.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import celery.exceptions as celery_exc
 from celery import Celery, Task
@@ -23,6 +25,7 @@ from kombu.exceptions import KombuError, OperationalError
 import jobkit
 from jobkit import Envelope, EventKind, JobContext, JobEvent
 from jobkit.envelope import UnsupportedEnvelopeVersion, salvage
+from jobkit.worker import Retrier
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
@@ -41,6 +44,7 @@ UNKNOWN_JOB_RETRY = timedelta(seconds=30)
 _SHORTEST_RETRY = timedelta(seconds=1)
 SEND_ID = "send"  # in the jobkit header: an id of each message sent
 WAITING_SINCE = "jobkit-waiting-since"  # envelope header: when a job nobody knew became due
+T = TypeVar("T")
 
 _PERMANENT = (jobkit.SerializationError, jobkit.UnknownJob)
 
@@ -90,6 +94,7 @@ class Runtime:
         self._known: set[str] = set()
         # Set by `run_worker` from `WorkerOptions.unknown_job_timeout`.
         self.unknown_job_timeout = timedelta(hours=1)
+        self._retriers = threading.local()  # one per pool thread: see `_retry`
 
     def reconfigure(self, settings: Settings) -> None:
         """Apply changed broker settings (before the worker starts)."""
@@ -279,12 +284,21 @@ class Runtime:
             error=error, result=result, key=env.idempotency_key,
         )  # fmt: skip
 
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        """Call `fn` until the broker or store answers (blocks through an outage: the job's
+        message stays unacked meanwhile, so nothing is lost)."""
+        retrier: Retrier | None = getattr(self._retriers, "retrier", None)
+        if retrier is None:
+            retrier = self._retriers.retrier = Retrier()
+        return retrier.call(what, fn)
+
     def _record(self, *events: JobEvent) -> None:
-        if self.store is not None:
+        store = self.store
+        if store is not None:
             if len(events) == 1:
-                self.store.finish(events[0])
+                self._retry("record a job event", functools.partial(store.finish, events[0]))
             else:
-                self.store.record(events)
+                self._retry("record job events", functools.partial(store.record, events))
 
     def execute(self, task: JobTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one delivery of a job with jobkit's semantics. Runs in the pool child."""
@@ -356,7 +370,8 @@ class Runtime:
         if self.store is not None:
             # Attempts are counted by starts, not deliveries: a prefetched message given back
             # at shutdown (redelivered, never started) uses no attempt.
-            starts = self.store.begin(key, message_id)
+            store = self.store
+            starts = self._retry("count a start", functools.partial(store.begin, key, message_id))
             if starts is None:
                 self._record(self._event(env, EventKind.SKIPPED, env.attempt + 1))
                 return None
@@ -368,7 +383,13 @@ class Runtime:
                 f"attempt {attempt} of at most {env.max_attempts}: the earlier attempts were "
                 "lost (worker killed or hard time limit), so it is not run again"
             )
-            self.dead_letter(env.with_attempt(attempt - 1), reason=reason, deliveries=attempt)
+            self._retry(
+                f"dead-letter job {env.id}",
+                functools.partial(
+                    self.dead_letter, env.with_attempt(attempt - 1), reason=reason,
+                    deliveries=attempt,
+                ),
+            )  # fmt: skip
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
             raise jobkit.WorkerLost(reason)
         try:
@@ -415,11 +436,17 @@ class Runtime:
             if delay is None:
                 delay = job.retry.backoff(attempt)
             delay = max(delay, timedelta(0))
-            self.send([replace(env, attempt=attempt, not_before=self.clock.now() + delay)])
+            retry = [replace(env, attempt=attempt, not_before=self.clock.now() + delay)]
+            self._retry(f"send job {env.id} for a retry", functools.partial(self.send, retry))
             self._record(self._event(env, EventKind.FAILED, attempt, error=error))
             raise celery_exc.Retry(error, exc=exc, when=delay.total_seconds())
         reason = error if not transient else f"{error} (attempt {attempt} of {env.max_attempts})"
-        self.dead_letter(env.with_attempt(attempt), reason=reason, deliveries=attempt)
+        self._retry(
+            f"dead-letter job {env.id}",
+            functools.partial(
+                self.dead_letter, env.with_attempt(attempt), reason=reason, deliveries=attempt
+            ),
+        )
         self._record(self._event(env, EventKind.DEAD, attempt, error=error))
         raise exc
 

@@ -101,6 +101,7 @@ class CeleryBackend(jobkit.Backend):
             hostname=hostname,
             queues=list(options.queues),
             concurrency=options.concurrency,
+            max_tasks_per_child=options.max_jobs_per_child,
             pool_cls="prefork",
             loglevel=options.extra.get("loglevel", "INFO"),
             optimization="fair",
