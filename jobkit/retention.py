@@ -28,7 +28,7 @@ from jobkit.errors import ConfigurationError
 DEFAULT_RECORDS_TTL = timedelta(days=7)
 DEFAULT_KEYS_TTL = timedelta(hours=24)
 
-DURATION_SYNTAX = "a number with an optional unit s, m, h or d (e.g. 30, 30s, 15m, 7d)"
+DURATION_SYNTAX = "a number with a unit s, m, h or d (e.g. 30, 30s, 15m, 7d)"
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([smhd]?)\s*$", re.IGNORECASE)
@@ -43,11 +43,8 @@ def parse_duration(raw: str, *, what: str, allow_zero: bool = False) -> timedelt
     infinite and values over ten years always are.
     """
     match = _DURATION.match(raw)
-    sign = "a positive number or zero" if allow_zero else "a positive number"
-    problem = (
-        f"{what}={raw!r} is not a duration: write {sign} of seconds, or "
-        f"{DURATION_SYNTAX.removeprefix('a ')}"
-    )
+    sign = "zero or a positive number" if allow_zero else "a positive number"
+    problem = f"{what}={raw!r} is not a duration: write {sign} of seconds, or {DURATION_SYNTAX}"
     if match is None:
         raise ConfigurationError(problem)
     seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]

@@ -56,7 +56,13 @@ def dedup_key(job_id: str, idempotency_key: str | None) -> str:
 
 
 class JobStore(ABC):
-    """Thread-safe unless an implementation says otherwise."""
+    """Thread-safe unless an implementation says otherwise.
+
+    `retention` says how long the store keeps records and completed keys; a store that keeps
+    them otherwise sets its own.
+    """
+
+    retention: Retention = Retention()
 
     @abstractmethod
     def record(self, events: Sequence[JobEvent]) -> None:
