@@ -24,7 +24,7 @@ def connect(path: str, *, synchronous: str, busy_timeout: timedelta) -> sqlite3.
         raise ConfigurationError(
             f"synchronous={synchronous!r} is not supported; use one of {', '.join(SYNCHRONOUS)}"
         )
-    with translate(path, "open"):
+    with translate(path, "open"), _unopenable_is_configuration(path):
         conn = sqlite3.connect(
             path,
             timeout=busy_timeout.total_seconds(),
@@ -39,6 +39,23 @@ def connect(path: str, *, synchronous: str, busy_timeout: timedelta) -> sqlite3.
             conn.close()
             raise
     return conn
+
+
+_UNOPENABLE = ("unable to open database file", "readonly database", "not a database")
+
+
+@contextmanager
+def _unopenable_is_configuration(path: str) -> Iterator[None]:
+    """A file that cannot be opened or written at all is a configuration error, not an outage."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if any(text in str(exc) for text in _UNOPENABLE):
+            raise ConfigurationError(
+                f"SQLite database {path}: cannot open it ({exc}); point the URL at a file in a "
+                "directory this user can write, e.g. sqlite:///jobkit.db"
+            ) from exc
+        raise
 
 
 def _retry_busy(action: Callable[[], object], busy_timeout: timedelta) -> None:
