@@ -151,3 +151,27 @@ def test_backend_urls_set_the_windows() -> None:
 def test_bad_window_in_a_url_is_a_configuration_error_naming_it(url: str) -> None:
     with pytest.raises(ConfigurationError, match=r"_ttl=.*is not a duration"):
         parse_sqlite_url(url)
+
+
+def test_a_version_1_file_keeps_its_rows_and_they_expire_from_their_old_times(
+    tmp_path: Path,
+) -> None:
+    from jobkit.sqlite._schema import _MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        for statement in _MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO jobkit_jobs VALUES ('j1', 'tasks.work', 'succeeded', 1, '[]', 'null', "
+            "'k', '2030-01-01T00:00:00+00:00')"
+        )
+        conn.execute("INSERT INTO jobkit_done VALUES ('k:k', 'j1', '2030-01-01T00:00:00+00:00')")
+    conn.close()
+    clock = ManualClock(datetime(2030, 1, 1, 0, 5, tzinfo=UTC))
+    store = SqliteJobStore(str(path), retention=SHORT, clock=clock)
+    assert store.done(["k:k"]) == {"k:k"} and store.get("j1") is not None
+    clock.advance(timedelta(minutes=6))
+    assert store.done(["k:k"]) == set() and store.get("j1") is not None
+    store.close()
