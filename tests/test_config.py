@@ -1,10 +1,17 @@
 import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from jobkit import ConfigurationError, UnknownBackend, open_backend, redact_url
+from jobkit import (
+    ConfigurationError,
+    UnknownBackend,
+    UnsupportedFeature,
+    open_backend,
+    redact_url,
+)
 from jobkit.config import interpolate, resolve_backend_url
 from jobkit.registry import DISTRIBUTIONS
 
@@ -84,3 +91,13 @@ def test_redaction_hides_password_and_secret_query_values() -> None:
 
 def test_redaction_leaves_urls_without_secrets_unchanged() -> None:
     assert redact_url("sqlite:////tmp/jobs.db") == "sqlite:////tmp/jobs.db"
+
+
+def test_refused_delay_hint_names_nothing_jobkit_lacks() -> None:
+    from jobkit.capabilities import Capabilities
+    from jobkit.envelope import Envelope
+
+    caps = Capabilities(name="fifo", max_delay=timedelta(0))
+    with pytest.raises(UnsupportedFeature) as info:
+        caps.check(Envelope(job="work"), 10, now_delay=timedelta(seconds=5))
+    assert "periodic" not in str(info.value)
