@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from tests.servers.moto import MotoServer
-from tests.workers import ROOT
-
-
-def jobkit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobkit.cli.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+from tests.workers import jobkit_command as jobkit
 
 
 def test_worker_logs_its_own_info_lines_and_no_botocore_ones(moto: MotoServer, prefix: str) -> None:
