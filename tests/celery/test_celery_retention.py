@@ -55,8 +55,8 @@ def test_done_key_and_record_expire_after_their_windows(
             store.finish(event)
         else:
             store.record([event])
-        assert store.is_done(key) and store.get(event.job_id) is not None
-        wait_until(lambda: not store.is_done(key), timeout=10, what="the done key expired")
+        assert store.done([key]) == {key} and store.get(event.job_id) is not None
+        wait_until(lambda: not store.done([key]), timeout=10, what="the done key expired")
         assert store.get(event.job_id) is not None  # the record outlives the key
         wait_until(lambda: store.get(event.job_id) is None, timeout=10, what="the record expired")
         assert redis.Redis.from_url(url).dbsize() == 0

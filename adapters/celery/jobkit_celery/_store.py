@@ -91,6 +91,7 @@ class RedisJobStore(jobkit.JobStore):
         self.retention = retention or Retention()
         self.records_ms = _ms(self.retention.records)
         self.keys_ms = _ms(self.retention.keys)
+        self.ttl = max(1, round(self.retention.records.total_seconds()))  # for EXPIRE, seconds
         self.client = redis.Redis.from_url(url)
         self._finish = self.client.register_script(_FINISH)
 
