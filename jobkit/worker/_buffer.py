@@ -107,12 +107,16 @@ class Buffer:
             key = key_of(job)
             self._unmark(key)
             if succeeded:
-                self._succeeded.pop(key, None)
-                self._succeeded[key] = time.monotonic() + self._remember
-                if len(self._succeeded) > _REMEMBERED_KEYS:
-                    self._succeeded.popitem(last=False)
+                self._remember_succeeded(key)
             self._held -= 1
             self._cond.notify()
+
+    def _remember_succeeded(self, key: str) -> None:
+        """Dedup `key` here for the keys window (newest last, at most `_REMEMBERED_KEYS`)."""
+        self._succeeded.pop(key, None)
+        self._succeeded[key] = time.monotonic() + self._remember
+        if len(self._succeeded) > _REMEMBERED_KEYS:
+            self._succeeded.popitem(last=False)
 
     def _forget_expired(self) -> None:
         now = time.monotonic()
