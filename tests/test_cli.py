@@ -73,6 +73,7 @@ def test_options_before_the_command_are_not_reset_by_the_command() -> None:
     "backend",
     [
         "celery+redis://127.0.0.1:{port}/0",
+        "celery+redis://:secret@127.0.0.1:{port}/0?store=redis%3A%2F%2F%3Asecret%40127.0.0.1%3A{port}",
         "celery+amqp://guest:secret@127.0.0.1:{port}//",
         "sqs://us-east-1?endpoint_url=http://127.0.0.1:{port}",
     ],
