@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from jobkit.cli import dlq, status, worker
 from jobkit.cli._logging import configure_logging
 from jobkit.cli.check import add_parser as add_check
-from jobkit.errors import BrokerUnavailable, JobkitError
+from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
 from jobkit.redact import redact_text
 
 
@@ -83,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
         return code
+    except ConfigurationError as exc:  # first: an unusable SQLite file is also unreachable
+        print(f"jobkit: {_one_line(exc)}", file=sys.stderr)
+        return 2
     except BrokerUnavailable as exc:
         print(f"jobkit: broker unreachable: {_one_line(exc)}", file=sys.stderr)
         return 3

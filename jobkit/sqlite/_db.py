@@ -44,14 +44,23 @@ def connect(path: str, *, synchronous: str, busy_timeout: timedelta) -> sqlite3.
 _UNOPENABLE = ("unable to open database file", "readonly database", "not a database")
 
 
+class DatabaseUnopenable(ConfigurationError, BrokerUnavailable):
+    """The database file cannot be opened or written at all (a directory, no permission).
+
+    Both: the configuration names a file jobkit cannot use (the CLI exits 2, a usage error),
+    and the queue cannot be reached (an enqueue raises `BrokerUnavailable`, as for any outage;
+    a running worker waits for the file to come back).
+    """
+
+
 @contextmanager
 def _unopenable_is_configuration(path: str) -> Iterator[None]:
-    """A file that cannot be opened or written at all is a configuration error, not an outage."""
+    """Turn "cannot open this file at all" into `DatabaseUnopenable`."""
     try:
         yield
     except sqlite3.Error as exc:
         if any(text in str(exc) for text in _UNOPENABLE):
-            raise ConfigurationError(
+            raise DatabaseUnopenable(
                 f"SQLite database {path}: cannot open it ({exc}); point the URL at a file in a "
                 "directory this user can write, e.g. sqlite:///jobkit.db"
             ) from exc
