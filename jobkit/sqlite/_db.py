@@ -44,7 +44,7 @@ def connect(path: str, *, synchronous: str, busy_timeout: timedelta) -> sqlite3.
 _UNOPENABLE = ("unable to open database file", "readonly database", "not a database")
 
 
-class DatabaseUnopenable(ConfigurationError, BrokerUnavailable):
+class DatabaseUnopenable(BrokerUnavailable, ConfigurationError):
     """The database file cannot be opened or written at all (a directory, no permission).
 
     Both: the configuration names a file jobkit cannot use (the CLI exits 2, a usage error),
