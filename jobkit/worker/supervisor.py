@@ -88,7 +88,9 @@ class Worker:
         self._stop = threading.Event()
         self._immediate = threading.Event()
         self._buffer = Buffer(
-            max(1, options.concurrency * (options.prefetch + 1)), processes=options.concurrency
+            max(1, options.concurrency * (options.prefetch + 1)),
+            processes=options.concurrency,
+            remember=backend.store.retention.keys,
         )
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)

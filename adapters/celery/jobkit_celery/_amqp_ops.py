@@ -192,6 +192,11 @@ class AmqpOps:
             self.declare(channel, queue)
             return int(channel.queue_purge(dlq_name(queue)) or 0)
 
+    def ping(self) -> None:
+        """Open (or reuse) the connection and a channel. Raises `BrokerUnavailable`."""
+        with self._channel("connect"):
+            pass
+
     def depth(self, name: str) -> int:
         """Ready messages in the queue `name` (0 if it does not exist)."""
         with self._channel("read queue depth") as channel:

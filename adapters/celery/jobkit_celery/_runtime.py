@@ -79,7 +79,7 @@ class Runtime:
         self.celery: Celery = build_celery(settings, app_name)
         attach_runtime(self.celery, self)
         self.store: RedisJobStore | None = (
-            RedisJobStore(settings.store_url, ttl=settings.result_ttl)
+            RedisJobStore(settings.store_url, retention=settings.retention)
             if settings.store_url
             else None
         )

@@ -103,7 +103,9 @@ class CeleryBackend(jobkit.Backend):
             concurrency=options.concurrency,
             max_tasks_per_child=options.max_jobs_per_child,
             pool_cls="prefork",
-            loglevel=options.extra.get("loglevel", "INFO"),
+            # Celery sets the root logger to this: keep the level the jobkit CLI chose (WARNING
+            # unless -v), so Celery's and kombu's INFO lines stay out.
+            loglevel=options.extra.get("loglevel") or logging.getLogger().getEffectiveLevel(),
             optimization="fair",
             prefetch_multiplier=self.settings.prefetch if self.settings.hardened else 4,
             without_gossip=True,
@@ -153,6 +155,8 @@ class CeleryBackend(jobkit.Backend):
         if isinstance(ops, RedisOps):
             return ops.stats(list(queues) if queues is not None else ops.known_queues())
         names = list(queues) if queues is not None else self.runtime.known_queues()
+        if not names:
+            ops.ping()  # no queue to read: still say whether the broker is there
         return [
             QueueStats(
                 queue=name,
