@@ -7,12 +7,12 @@ taken off one broker can be sent to another unchanged. Only JSON goes on the wir
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from jobkit import _json
 from jobkit.errors import SerializationError
 
 ENVELOPE_VERSION = 1
@@ -74,11 +74,33 @@ class Envelope:
     def encode(self) -> bytes:
         """The JSON bytes of this envelope. Raises `SerializationError` naming a bad argument."""
         try:
-            return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise SerializationError(
-                f"job {self.job!r}: {describe_unserializable(self.args, self.kwargs)}"
-            ) from exc
+            return _json.dumps(self.to_dict()).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(f"job {self.job!r}: {self.argument_problem()}") from exc
+
+    def encode_exact(self) -> bytes:
+        """`encode`, and raise `SerializationError` unless the arguments and headers come back
+        from the bytes exactly as they are here (a tuple would arrive as a list, ``{1: x}`` as
+        ``{"1": x}``). For enqueue; costs one C-level decode and compare per envelope."""
+        body = self.encode()
+        data = json.loads(body)
+        if (
+            data["args"] != list(self.args)
+            or data["kwargs"] != self.kwargs
+            or data["headers"] != self.headers
+        ):
+            raise SerializationError(f"job {self.job!r}: {self.argument_problem()}")
+        return body
+
+    def argument_problem(self) -> str:
+        """The first argument or header that is not exact JSON, with its path, e.g.
+        ``kwargs['order']['items'][2]: tuple is not JSON: ...``."""
+        return (
+            _json.problem(list(self.args), "args")
+            or _json.problem(self.kwargs, "kwargs")
+            or _json.problem(self.headers, "headers")
+            or "arguments are not JSON"
+        )
 
     def with_attempt(self, attempt: int) -> Envelope:
         return replace(self, attempt=attempt)
@@ -129,28 +151,3 @@ def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
 def _str(data: dict[str, Any], key: str) -> str:
     value: str = _typed(data, key, str)
     return value
-
-
-def describe_unserializable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """Name the first argument that is not JSON, e.g. ``argument 2 (datetime) is not JSON``."""
-    for index, value in enumerate(args):
-        problem = _json_problem(value)
-        if problem:
-            return f"positional argument {index} ({type(value).__name__}) is not JSON: {problem}"
-    for name, value in kwargs.items():
-        if not isinstance(name, str):
-            return f"keyword argument name {name!r} is not a string"
-        problem = _json_problem(value)
-        if problem:
-            return f"keyword argument {name!r} ({type(value).__name__}) is not JSON: {problem}"
-    return "arguments are not JSON"
-
-
-def _json_problem(value: Any) -> str | None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return str(exc) + "; pass ids, strings, numbers, lists or dicts instead"
-    if isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - caught above
-        return "not finite"
-    return None

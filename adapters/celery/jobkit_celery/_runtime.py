@@ -8,7 +8,6 @@ letters, time limits) around the job function.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,6 +20,8 @@ from kombu.exceptions import KombuError, OperationalError
 
 import jobkit
 from jobkit import Envelope, EventKind, JobContext, JobEvent
+from jobkit._invoke import invoke
+from jobkit._json import check_round_trip
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
@@ -247,13 +248,10 @@ class Runtime:
                 idempotency_key=env.idempotency_key,
             )
             with jobkit.job_context(context):
-                result = job.fn(*env.args, **env.kwargs)
-            try:
-                json.dumps(result, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise jobkit.SerializationError(
-                    f"job {job.name!r} returned a {type(result).__name__}, which is not JSON"
-                ) from exc
+                result = invoke(job.name, job.fn, env.args, env.kwargs)
+            check_round_trip(
+                result, "result", what=f"job {job.name!r} ran, but its result is not JSON"
+            )
         except celery_exc.SoftTimeLimitExceeded as soft:
             stopped = jobkit.TimeLimitExceeded(
                 f"job {job.name!r} ran past its time limit of {env.time_limit} s"
