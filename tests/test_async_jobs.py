@@ -76,9 +76,11 @@ def test_plain_job_returning_a_coroutine_fails_permanently_saying_to_declare_it_
     app: App, backend: str, ledger_path: Path
 ) -> None:
     handle = A.forgot_async.enqueue("forgot")
-    with async_worker(backend, ledger_path):
-        with pytest.raises(JobFailed, match="declare the job function with async def"):
-            handle.result(timeout=30)
+    with (
+        async_worker(backend, ledger_path),
+        pytest.raises(JobFailed, match="declare the job function with async def"),
+    ):
+        handle.result(timeout=30)
     assert handle.state is JobState.DEAD
     assert A.effects(str(ledger_path), "forgot") == 0
 
@@ -87,9 +89,11 @@ def test_result_that_is_not_exact_json_fails_the_job_naming_the_problem(
     app: App, backend: str, ledger_path: Path
 ) -> None:
     handle = A.returns_tuple.enqueue("tuple")
-    with async_worker(backend, ledger_path):
-        with pytest.raises(JobFailed, match=r"result: tuple is not JSON"):
-            handle.result(timeout=30)
+    with (
+        async_worker(backend, ledger_path),
+        pytest.raises(JobFailed, match=r"result: tuple is not JSON"),
+    ):
+        handle.result(timeout=30)
 
 
 def test_async_producer_enqueues_and_awaits_without_blocking_the_event_loop(
