@@ -31,9 +31,17 @@ _HINTS: dict[str, str] = {
 }
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder()
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text; raises `TypeError`/`ValueError` for what JSON cannot hold."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
+
+
+def loads(text: str) -> Any:
+    return _DECODER.decode(text)
 
 
 def problem(value: Any, path: str) -> str | None:
@@ -79,7 +87,7 @@ def check_round_trip(value: Any, path: str, *, what: str) -> None:
     For values that were not encoded yet (results); arguments are checked in `Envelope.encode`.
     """
     try:
-        same = json.loads(dumps(value)) == value
+        same = loads(dumps(value)) == value
     except (TypeError, ValueError, RecursionError):
         same = False
     if not same:

@@ -73,24 +73,27 @@ class Envelope:
 
     def encode(self) -> bytes:
         """The JSON bytes of this envelope. Raises `SerializationError` naming a bad argument."""
-        try:
-            return _json.dumps(self.to_dict()).encode()
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise SerializationError(f"job {self.job!r}: {self.argument_problem()}") from exc
+        return self._text().encode()
 
     def encode_exact(self) -> bytes:
         """`encode`, and raise `SerializationError` unless the arguments and headers come back
         from the bytes exactly as they are here (a tuple would arrive as a list, ``{1: x}`` as
         ``{"1": x}``). For enqueue; costs one C-level decode and compare per envelope."""
-        body = self.encode()
-        data = json.loads(body)
+        text = self._text()
+        data = _json.loads(text)
         if (
             data["args"] != list(self.args)
             or data["kwargs"] != self.kwargs
             or data["headers"] != self.headers
         ):
             raise SerializationError(f"job {self.job!r}: {self.argument_problem()}")
-        return body
+        return text.encode()
+
+    def _text(self) -> str:
+        try:
+            return _json.dumps(self.to_dict())
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(f"job {self.job!r}: {self.argument_problem()}") from exc
 
     def argument_problem(self) -> str:
         """The first argument or header that is not exact JSON, with its path, e.g.
