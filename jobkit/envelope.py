@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from jobkit import _json
+import jobkit._json as _json
 from jobkit.errors import SerializationError
 
 ENVELOPE_VERSION = 1

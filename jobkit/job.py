@@ -46,6 +46,16 @@ class Enqueuer(Protocol):
     def enqueue_many(self, calls: Sequence[Call]) -> list[JobHandle[Any]]: ...
 
 
+class JobSet(Protocol):
+    """What backends and workers need of an application (an `App`): its name and its jobs."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def jobs(self) -> Mapping[str, JobDef[Any, Any]]: ...
+
+
 class JobDef(Generic[P, R]):
     """A job: a function plus its name, queue, retry policy, time limit and default priority.
 

@@ -9,19 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from jobkit.backend import Backend, WorkerOptions
 from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope, decode
 from jobkit.errors import SerializationError
+from jobkit.job import JobSet
 from jobkit.records import DeadLetter, JobRecord, Message, QueueStats
 from jobkit.store import JobStore
 from jobkit.transport import Transport
-
-if TYPE_CHECKING:
-    from jobkit.app import App
 
 
 def message_for(envelope: Envelope, body: bytes, now_delay: timedelta) -> Message:
@@ -70,7 +67,7 @@ class TransportBackend(Backend):
     def job_record(self, job_id: str) -> JobRecord | None:
         return self.store.get(job_id)
 
-    def run_worker(self, app: App, options: WorkerOptions) -> None:
+    def run_worker(self, app: JobSet, options: WorkerOptions) -> None:
         from jobkit.worker.supervisor import Worker
 
         Worker(app, self, options).run()
@@ -87,7 +84,7 @@ class TransportBackend(Backend):
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return self.transport.stats(queues)
 
-    def check(self, app: App) -> list[str]:
+    def check(self, app: JobSet) -> list[str]:
         problems: list[str] = []
         caps = self.capabilities
         for job in app.jobs.values():

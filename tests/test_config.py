@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import ConfigurationError, UnknownBackend, open_backend, redact_url
-from jobkit.config import interpolate, resolve_backend_url
+from jobkit import ConfigurationError, UnknownBackend
+from jobkit.spi import interpolate, open_backend, redact_url, resolve_backend_url
 
 
 def test_explicit_url_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:

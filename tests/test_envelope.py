@@ -2,7 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobkit import Envelope, SerializationError, decode
+from jobkit import SerializationError
+from jobkit.spi import Envelope, decode
 
 
 def test_envelope_round_trips_through_json() -> None:

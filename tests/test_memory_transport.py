@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from jobkit import (
-    ConfigurationError,
+from jobkit import ConfigurationError
+from jobkit.memory import MemoryTransport, backend_from_url
+from jobkit.spi import (
     ManualClock,
     MemoryJobStore,
     Message,
@@ -16,7 +17,6 @@ from jobkit import (
     TransportBackend,
     open_backend,
 )
-from jobkit.memory import MemoryTransport, backend_from_url
 from tests.transport_contract import TransportContract
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from jobkit import Message
-from jobkit.sqlite import SqliteTransport
+from jobkit.spi import Message, SqliteTransport
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from jobkit.worker._outcome import Outcome
 from jobkit.worker.context import JobContext, _current
 
 if TYPE_CHECKING:
-    from jobkit.app import App
+    from jobkit.job import JobSet
 
 log = logging.getLogger("jobkit.worker")
 
@@ -27,7 +27,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run(app: App, envelope: Envelope, attempt: int) -> Outcome:
+def run(app: JobSet, envelope: Envelope, attempt: int) -> Outcome:
     job = app.jobs.get(envelope.job)
     if job is None:
         return Outcome(

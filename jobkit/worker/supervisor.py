@@ -38,9 +38,9 @@ from jobkit.worker._pool import JobProcess, Running
 from jobkit.worker._receiver import Receiver
 
 if TYPE_CHECKING:
-    from jobkit.app import App
     from jobkit.backend import WorkerOptions
-    from jobkit.transport_backend import TransportBackend
+    from jobkit.job import JobSet
+    from jobkit.worker._served import ServedBackend
 
 log = logging.getLogger("jobkit.worker")
 
@@ -56,8 +56,8 @@ class Worker:
 
     def __init__(
         self,
-        app: App,
-        backend: TransportBackend,
+        app: JobSet,
+        backend: ServedBackend,
         options: WorkerOptions,
         *,
         rng: random.Random | None = None,

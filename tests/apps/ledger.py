@@ -10,8 +10,7 @@ import sqlite3
 import time
 from datetime import timedelta
 
-from jobkit import App, Reject, RetryPolicy
-from jobkit.worker import current_job
+from jobkit import App, Reject, RetryPolicy, current_job
 
 app = App("ledger")
 

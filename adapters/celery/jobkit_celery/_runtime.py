@@ -19,9 +19,8 @@ from celery import Celery, Task
 from kombu.exceptions import KombuError, OperationalError
 
 import jobkit
-from jobkit import Envelope, EventKind, JobContext, JobEvent
-from jobkit._invoke import invoke
-from jobkit._json import check_round_trip
+from jobkit import JobContext, spi
+from jobkit.spi import Envelope, EventKind, JobEvent, check_round_trip
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
@@ -70,8 +69,8 @@ class Runtime:
             if settings.broker == "redis"
             else AmqpOps(settings.broker_url)
         )
-        self.clock: jobkit.Clock = jobkit.SystemClock()
-        self.app: jobkit.App | None = None
+        self.clock: spi.Clock = spi.SystemClock()
+        self.app: spi.JobSet | None = None
         self.delay_ttls: set[int] = set()
         self._known: set[str] = set()
 
@@ -111,12 +110,12 @@ class Runtime:
                     self._send_one(env, producer, now)
         except (OSError, KombuError, OperationalError) as exc:
             raise jobkit.BrokerUnavailable(
-                f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
             ) from exc
         except Exception as exc:
             if type(exc).__module__.startswith(("redis", "amqp")):
                 raise jobkit.BrokerUnavailable(
-                    f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                    f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
                 ) from exc
             raise
 
@@ -161,7 +160,7 @@ class Runtime:
 
     # -- the worker side ----------------------------------------------------------------------
 
-    def register(self, app: jobkit.App) -> None:
+    def register(self, app: spi.JobSet) -> None:
         """Register every job of `app` as a Celery task named after the job."""
         self.app = app
         for job in app.jobs.values():
@@ -230,7 +229,7 @@ class Runtime:
             self.dead_letter(env.with_attempt(attempt - 1), reason=reason, deliveries=attempt)
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
             raise jobkit.WorkerLost(reason)
-        key = jobkit.dedup_key(env.id, env.idempotency_key)
+        key = spi.dedup_key(env.id, env.idempotency_key)
         if self.store is not None and self.store.is_done(key):
             self._record(self._event(env, EventKind.SKIPPED, attempt))
             return None
@@ -247,8 +246,8 @@ class Runtime:
                 max_attempts=env.max_attempts,
                 idempotency_key=env.idempotency_key,
             )
-            with jobkit.job_context(context):
-                result = invoke(job.name, job.fn, env.args, env.kwargs)
+            with spi.job_context(context):
+                result = spi.invoke_job(job.name, job.fn, env.args, env.kwargs)
             check_round_trip(
                 result, "result", what=f"job {job.name!r} ran, but its result is not JSON"
             )

@@ -12,6 +12,7 @@ from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import jobkit
+from jobkit import spi
 
 _REDIS_OPTIONS = {"visibility_timeout", "restore_interval"}
 _COMMON_OPTIONS = {"prefetch", "store", "result_ttl", "profile", "events", "hard_limit_margin"}
@@ -74,7 +75,7 @@ def parse_url(url: str) -> Settings:
     scheme = parts.scheme.lower()
     if scheme not in ("celery+redis", "celery+amqp"):
         raise jobkit.ConfigurationError(
-            f"{jobkit.redact_url(url)!r} is not a Celery URL; use celery+redis://HOST:PORT/DB "
+            f"{spi.redact_url(url)!r} is not a Celery URL; use celery+redis://HOST:PORT/DB "
             "or celery+amqp://USER:PASSWORD@HOST:PORT/VHOST"
         )
     broker = scheme.split("+", 1)[1]
@@ -83,7 +84,7 @@ def parse_url(url: str) -> Settings:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise jobkit.ConfigurationError(
-            f"unknown option(s) {', '.join(unknown)} in {jobkit.redact_url(url)!r}; "
+            f"unknown option(s) {', '.join(unknown)} in {spi.redact_url(url)!r}; "
             f"{broker} takes: {', '.join(sorted(allowed))}"
         )
     broker_url = urlunsplit((broker, parts.netloc, parts.path, "", ""))
@@ -119,7 +120,7 @@ def parse_url(url: str) -> Settings:
     if store is not None and store not in ("", "none"):
         if not store.startswith(("redis://", "rediss://")):
             raise jobkit.ConfigurationError(
-                f"option store={jobkit.redact_url(store)!r}: the Celery backend keeps job "
+                f"option store={spi.redact_url(store)!r}: the Celery backend keeps job "
                 "records in Redis; give a redis://HOST:PORT/DB URL, or store=none for no records"
             )
         kwargs["store_url"] = store

@@ -18,7 +18,8 @@ from typing import Any
 import redis
 
 import jobkit
-from jobkit import EventKind, JobEvent, JobRecord
+from jobkit import JobRecord, spi
+from jobkit.spi import EventKind, JobEvent
 
 
 def job_key(job_id: str) -> str:
@@ -60,7 +61,7 @@ def fold(job_id: str, raw_events: Sequence[bytes | str]) -> JobRecord | None:
             result=data.get("result"),
             key=data.get("key"),
         )
-        record = jobkit.apply_event(record, event)
+        record = spi.apply_event(record, event)
     return record
 
 
@@ -73,7 +74,7 @@ return 1
 """
 
 
-class RedisJobStore(jobkit.JobStore):
+class RedisJobStore(spi.JobStore):
     """Thread-safe (redis-py's client is). Safe to use after fork (redis-py reconnects).
 
     The worker makes two calls per job: `is_done` (one EXISTS) before running it and `finish`
@@ -94,7 +95,7 @@ class RedisJobStore(jobkit.JobStore):
             pipe.rpush(key, encode_event(event))
             pipe.expire(key, self.ttl)
             if event.kind is EventKind.SUCCEEDED:
-                pipe.set(done_key(jobkit.dedup_key(event.job_id, event.key)), 1, ex=self.ttl)
+                pipe.set(done_key(spi.dedup_key(event.job_id, event.key)), 1, ex=self.ttl)
 
     def record(self, events: Sequence[JobEvent]) -> None:
         try:
@@ -113,7 +114,7 @@ class RedisJobStore(jobkit.JobStore):
 
     def finish(self, event: JobEvent) -> None:
         """Record the event that ends an attempt (one round trip)."""
-        done = done_key(jobkit.dedup_key(event.job_id, event.key))
+        done = done_key(spi.dedup_key(event.job_id, event.key))
         flag = "1" if event.kind is EventKind.SUCCEEDED else "0"
         try:
             self._finish(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from jobkit import ConfigurationError, JobStore, MemoryJobStore, TransportBackend, redact_url
+from jobkit import ConfigurationError
+from jobkit.spi import JobStore, MemoryJobStore, TransportBackend, redact_url
 from jobkit_sqs.config import SqsConfig, parse_url
 from jobkit_sqs.transport import SqsTransport, capabilities_for
 
@@ -39,7 +40,7 @@ def open_store(store_url: str, url: str) -> tuple[JobStore, bool]:
         path = store_url.split("://", 1)[1].removeprefix("/") if "://" in store_url else ""
         if not path:
             raise ConfigurationError(f"{redact_url(url)!r}: store={store_url!r} names no file")
-        from jobkit.sqlite import SqliteJobStore  # jobkit's embedded backend, part of the core
+        from jobkit.spi import SqliteJobStore
 
         return SqliteJobStore(path), True
     raise ConfigurationError(

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
-from jobkit import ConfigurationError, redact_url
+from jobkit import ConfigurationError
+from jobkit.spi import redact_url
 
 DEFAULT_PREFIX = "jobkit-"
 MAX_VISIBILITY = timedelta(hours=12)

@@ -20,13 +20,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
-from jobkit import (
+from jobkit import ConfigurationError, JobRecord
+from jobkit.spi import (
     Capabilities,
-    ConfigurationError,
     DeadLetter,
     Delivery,
     JobEvent,
-    JobRecord,
     JobStore,
     Message,
     QueueStats,
