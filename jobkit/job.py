@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, Unpack
 
 from jobkit._invoke import is_async
 from jobkit.errors import ConfigurationError
@@ -34,6 +34,18 @@ class EnqueueOptions:
     queue: str | None = None
     job_id: str | None = None
     headers: Mapping[str, str] | None = None
+
+
+class Options(TypedDict, total=False):
+    """The keywords of `JobDef.options`: the fields of `EnqueueOptions`."""
+
+    delay: timedelta
+    not_before: datetime
+    priority: int
+    idempotency_key: str
+    queue: str
+    job_id: str
+    headers: Mapping[str, str]
 
 
 Call = tuple["JobDef[Any, Any]", tuple[Any, ...], dict[str, Any], EnqueueOptions]
@@ -104,33 +116,12 @@ class JobDef(Generic[P, R]):
         """`enqueue` from asyncio code: the broker I/O runs in a thread."""
         return await asyncio.to_thread(self.enqueue, *args, **kwargs)
 
-    def options(
-        self,
-        *,
-        delay: timedelta | None = None,
-        not_before: datetime | None = None,
-        priority: int | None = None,
-        idempotency_key: str | None = None,
-        queue: str | None = None,
-        job_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> BoundJob[P, R]:
+    def options(self, **options: Unpack[Options]) -> BoundJob[P, R]:
         """Per-call options: ``job.options(delay=timedelta(minutes=5), priority=9).enqueue(x)``.
 
-        The fields of `EnqueueOptions`; None keeps the job's default.
+        The fields of `EnqueueOptions`, typed (mypy refuses a misspelled one).
         """
-        return BoundJob(
-            self,
-            EnqueueOptions(
-                delay=delay,
-                not_before=not_before,
-                priority=priority,
-                idempotency_key=idempotency_key,
-                queue=queue,
-                job_id=job_id,
-                headers=headers,
-            ),
-        )
+        return BoundJob(self, EnqueueOptions(**options))
 
     def enqueue_many(self, calls: Iterable[tuple[Any, ...]]) -> list[JobHandle[R]]:
         """Enqueue one job per argument tuple in as few broker round trips as the backend can.
@@ -160,30 +151,9 @@ class BoundJob(Generic[P, R]):
         self.job = job
         self.opts = options
 
-    def options(
-        self,
-        *,
-        delay: timedelta | None = None,
-        not_before: datetime | None = None,
-        priority: int | None = None,
-        idempotency_key: str | None = None,
-        queue: str | None = None,
-        job_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> BoundJob[P, R]:
-        """More options on top of these (None keeps what is set)."""
-        given: dict[str, Any] = dict(
-            delay=delay,
-            not_before=not_before,
-            priority=priority,
-            idempotency_key=idempotency_key,
-            queue=queue,
-            job_id=job_id,
-            headers=headers,
-        )
-        return BoundJob(
-            self.job, replace(self.opts, **{k: v for k, v in given.items() if v is not None})
-        )
+    def options(self, **options: Unpack[Options]) -> BoundJob[P, R]:
+        """More options on top of these."""
+        return BoundJob(self.job, replace(self.opts, **options))
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one call with these options. Returns once the backend has it."""
