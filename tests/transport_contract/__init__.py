@@ -1,4 +1,4 @@
-"""Behaviour every `jobkit.Transport` must show, as a base class of tests.
+"""Behaviour every `jobkit.spi.Transport` must show, as a base class of tests.
 
 Use it by subclassing in a test module (the subclass's name must start with ``Test``)::
 
