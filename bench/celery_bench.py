@@ -117,10 +117,11 @@ def run_worker(kind: str, url: str) -> None:
         )  # fmt: skip
         worker.start()
         return
-    import jobkit
+
+    from jobkit.spi import WorkerOptions
 
     app, _ = jobkit_app(url)
-    options = jobkit.WorkerOptions(
+    options = WorkerOptions(
         app_path="celery_bench:app",
         queues=(QUEUE,),
         concurrency=CONCURRENCY,

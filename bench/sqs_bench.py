@@ -111,7 +111,7 @@ def depth_of(sqs: Any, url: str) -> int:
 
 
 def body(i: int) -> str:
-    from jobkit import Envelope
+    from jobkit.spi import Envelope
 
     return Envelope(job=noop.name, args=(i,), queue="bench").encode().decode()
 

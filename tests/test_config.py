@@ -5,15 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import (
-    ConfigurationError,
-    UnknownBackend,
-    UnsupportedFeature,
-    open_backend,
-    redact_url,
-)
-from jobkit.config import interpolate, resolve_backend_url
+from jobkit import ConfigurationError, UnknownBackend, UnsupportedFeature
 from jobkit.registry import DISTRIBUTIONS
+from jobkit.spi import interpolate, open_backend, redact_url, resolve_backend_url
 
 
 def test_explicit_url_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,8 +88,7 @@ def test_redaction_leaves_urls_without_secrets_unchanged() -> None:
 
 
 def test_refused_delay_hint_names_nothing_jobkit_lacks() -> None:
-    from jobkit.capabilities import Capabilities
-    from jobkit.envelope import Envelope
+    from jobkit.spi import Capabilities, Envelope
 
     caps = Capabilities(name="fifo", max_delay=timedelta(0))
     with pytest.raises(UnsupportedFeature) as info:

@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import ConfigurationError, EventKind, JobEvent, JobStore, MemoryJobStore, dedup_key
-from jobkit.clock import ManualClock
+from jobkit import ConfigurationError
 from jobkit.memory import backend_from_url as memory_backend
-from jobkit.retention import Retention, parse_duration
-from jobkit.sqlite import SqliteJobStore
+from jobkit.spi import (
+    EventKind,
+    JobEvent,
+    JobStore,
+    ManualClock,
+    MemoryJobStore,
+    Retention,
+    SqliteJobStore,
+    dedup_key,
+    parse_duration,
+)
 from jobkit.sqlite._url import parse_url as parse_sqlite_url
 from jobkit.sqlite.store import PRUNE_BATCH
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from jobkit.errors import BrokerUnavailable
+from jobkit import BrokerUnavailable
 from jobkit.worker._retrying import Streak
 
 

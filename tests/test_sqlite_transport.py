@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import (
-    BrokerUnavailable,
-    ConfigurationError,
-    Envelope,
-    Message,
-    Transport,
-    TransportBackend,
-    open_backend,
-)
+from jobkit import BrokerUnavailable, ConfigurationError
+from jobkit.spi import Envelope, Message, Transport, TransportBackend, open_backend
 from jobkit.sqlite import SCHEMA_VERSION, SqliteJobStore, SqliteTransport, backend_from_url
 from tests.transport_contract import TransportContract
 

@@ -21,7 +21,7 @@ from jobkit.worker._screen import Screen
 
 if TYPE_CHECKING:
     from jobkit.backend import WorkerOptions
-    from jobkit.transport_backend import TransportBackend
+    from jobkit.worker._served import ServedBackend
 
 log = logging.getLogger("jobkit.worker")
 
@@ -34,7 +34,7 @@ class Receiver(threading.Thread):
 
     def __init__(
         self,
-        backend: TransportBackend,
+        backend: ServedBackend,
         options: WorkerOptions,
         buffer: Buffer,
         stop: threading.Event,

@@ -46,9 +46,9 @@ from jobkit.worker._retrying import CallQueue, Streak
 from jobkit.worker._screen import Screen
 
 if TYPE_CHECKING:
-    from jobkit.app import App
     from jobkit.backend import WorkerOptions
-    from jobkit.transport_backend import TransportBackend
+    from jobkit.job import JobSet
+    from jobkit.worker._served import ServedBackend
 
 log = logging.getLogger("jobkit.worker")
 
@@ -66,8 +66,8 @@ class Worker:
 
     def __init__(
         self,
-        app: App,
-        backend: TransportBackend,
+        app: JobSet,
+        backend: ServedBackend,
         options: WorkerOptions,
         *,
         rng: random.Random | None = None,

@@ -12,8 +12,7 @@ import sys
 import time
 from datetime import timedelta
 
-from jobkit import App, Reject, RetryPolicy
-from jobkit.worker import current_job
+from jobkit import App, Reject, RetryPolicy, current_job
 
 app = App("ledger")
 

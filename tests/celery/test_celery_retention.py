@@ -9,16 +9,17 @@ import redis
 from jobkit_celery import RedisJobStore, parse_url
 
 import jobkit
-from jobkit.retention import Retention
+from jobkit import spi
+from jobkit.spi import Retention
 from tests.servers.redis import RedisServer
 from tests.waiting import wait_until
 
 
-def succeeded(job_id: str, key: str) -> jobkit.JobEvent:
-    return jobkit.JobEvent(
+def succeeded(job_id: str, key: str) -> spi.JobEvent:
+    return spi.JobEvent(
         job_id=job_id,
         job="tasks.work",
-        kind=jobkit.EventKind.SUCCEEDED,
+        kind=spi.EventKind.SUCCEEDED,
         attempt=1,
         at=datetime.now(UTC),
         key=key,
@@ -49,7 +50,7 @@ def test_done_key_and_record_expire_after_their_windows(
     retention = Retention(records=timedelta(seconds=3), keys=timedelta(seconds=1))
     store = RedisJobStore(url, retention=retention)
     event = succeeded(f"j-{record}", f"order-{record}")
-    key = jobkit.dedup_key(event.job_id, event.key)
+    key = spi.dedup_key(event.job_id, event.key)
     try:
         if record == "finish":
             store.finish(event)

@@ -9,15 +9,15 @@ import pytest
 from jobkit_sqs import open_store, parse_url
 
 import jobkit
-from jobkit.retention import Retention
-from jobkit.sqlite import SqliteJobStore
+from jobkit import spi
+from jobkit.spi import Retention, SqliteJobStore
 
 
 def test_url_windows_reach_the_default_memory_store() -> None:
     config = parse_url("sqs://us-east-1?records_ttl=1d&keys_ttl=2h")
     assert config.retention == Retention(records=timedelta(days=1), keys=timedelta(hours=2))
     store, shared = open_store(config.store, "sqs://", retention=config.retention)
-    assert isinstance(store, jobkit.MemoryJobStore) and not shared
+    assert isinstance(store, spi.MemoryJobStore) and not shared
     assert store.retention == config.retention
 
 

@@ -23,9 +23,16 @@ from celery import Celery, Task
 from kombu.exceptions import KombuError, OperationalError
 
 import jobkit
-from jobkit import Envelope, EventKind, JobContext, JobEvent
-from jobkit.envelope import UnsupportedEnvelopeVersion, salvage
-from jobkit.worker import Retrier
+from jobkit import JobContext, spi
+from jobkit.spi import (
+    Envelope,
+    EventKind,
+    JobEvent,
+    Retrier,
+    UnsupportedEnvelopeVersion,
+    check_round_trip,
+    salvage,
+)
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
@@ -88,8 +95,8 @@ class Runtime:
             if settings.broker == "redis"
             else AmqpOps(settings.broker_url)
         )
-        self.clock: jobkit.Clock = jobkit.SystemClock()
-        self.app: jobkit.App | None = None
+        self.clock: spi.Clock = spi.SystemClock()
+        self.app: spi.JobSet | None = None
         self.delay_ttls: set[int] = set()
         self._known: set[str] = set()
         # Set by `run_worker` from `WorkerOptions.unknown_job_timeout`.
@@ -132,12 +139,12 @@ class Runtime:
                     self._send_one(env, producer, now)
         except (OSError, KombuError, OperationalError) as exc:
             raise jobkit.BrokerUnavailable(
-                f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
             ) from exc
         except Exception as exc:
             if type(exc).__module__.startswith(("redis", "amqp")):
                 raise jobkit.BrokerUnavailable(
-                    f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                    f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
                 ) from exc
             raise
 
@@ -224,7 +231,7 @@ class Runtime:
                 self._send_one(env, producer, self.clock.now(), meta)
         except (OSError, KombuError, OperationalError) as exc:
             raise jobkit.BrokerUnavailable(
-                f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
             ) from exc
 
     def _retry_delay(
@@ -259,7 +266,7 @@ class Runtime:
 
     # -- the worker side ----------------------------------------------------------------------
 
-    def register(self, app: jobkit.App) -> None:
+    def register(self, app: spi.JobSet) -> None:
         """Register every job of `app` as a Celery task named after the job."""
         self.app = app
         for job in app.jobs.values():
@@ -366,7 +373,7 @@ class Runtime:
     def _execute(
         self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool, message_id: str
     ) -> Any:
-        key = jobkit.dedup_key(env.id, env.idempotency_key)
+        key = spi.dedup_key(env.id, env.idempotency_key)
         if self.store is not None:
             # Attempts are counted by starts, not deliveries: a prefetched message given back
             # at shutdown (redelivered, never started) uses no attempt.
@@ -405,14 +412,11 @@ class Runtime:
                 max_attempts=env.max_attempts,
                 idempotency_key=env.idempotency_key,
             )
-            with jobkit.job_context(context):
-                result = job.fn(*env.args, **env.kwargs)
-            try:
-                json.dumps(result, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise jobkit.SerializationError(
-                    f"job {job.name!r} returned a {type(result).__name__}, which is not JSON"
-                ) from exc
+            with spi.job_context(context):
+                result = spi.invoke_job(job.name, job.fn, env.args, env.kwargs)
+            check_round_trip(
+                result, "result", what=f"job {job.name!r} ran, but its result is not JSON"
+            )
         except celery_exc.SoftTimeLimitExceeded as soft:
             stopped = jobkit.TimeLimitExceeded(
                 f"job {job.name!r} ran past its time limit of {env.time_limit} s"

@@ -12,7 +12,8 @@ from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import jobkit
-from jobkit.retention import Retention, parse_duration, pop_retention
+from jobkit import spi
+from jobkit.spi import Retention, parse_duration, pop_retention
 
 _REDIS_OPTIONS = {"visibility_timeout", "restore_interval"}
 _COMMON_OPTIONS = {
@@ -77,7 +78,7 @@ def parse_url(url: str) -> Settings:
     scheme = parts.scheme.lower()
     if scheme not in ("celery+redis", "celery+amqp"):
         raise jobkit.ConfigurationError(
-            f"{jobkit.redact_url(url)!r} is not a Celery URL; use celery+redis://HOST:PORT/DB "
+            f"{spi.redact_url(url)!r} is not a Celery URL; use celery+redis://HOST:PORT/DB "
             "or celery+amqp://USER:PASSWORD@HOST:PORT/VHOST"
         )
     broker = scheme.split("+", 1)[1]
@@ -86,7 +87,7 @@ def parse_url(url: str) -> Settings:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise jobkit.ConfigurationError(
-            f"unknown option(s) {', '.join(unknown)} in {jobkit.redact_url(url)!r}; "
+            f"unknown option(s) {', '.join(unknown)} in {spi.redact_url(url)!r}; "
             f"{broker} takes: {', '.join(sorted(allowed))}"
         )
     broker_url = urlunsplit((broker, parts.netloc, parts.path, "", ""))
@@ -97,7 +98,7 @@ def parse_url(url: str) -> Settings:
         kwargs["restore_interval"] = _seconds("restore_interval", options["restore_interval"])
     if "result_ttl" in options:
         options.setdefault("records_ttl", options.pop("result_ttl"))
-    kwargs["retention"] = pop_retention(options, where=f"{jobkit.redact_url(url)!r}: ")
+    kwargs["retention"] = pop_retention(options, where=f"{spi.redact_url(url)!r}: ")
     if "hard_limit_margin" in options:
         kwargs["hard_limit_margin"] = _seconds("hard_limit_margin", options["hard_limit_margin"])
     if "prefetch" in options:
@@ -123,7 +124,7 @@ def parse_url(url: str) -> Settings:
     if store is not None and store not in ("", "none"):
         if not store.startswith(("redis://", "rediss://")):
             raise jobkit.ConfigurationError(
-                f"option store={jobkit.redact_url(store)!r}: the Celery backend keeps job "
+                f"option store={spi.redact_url(store)!r}: the Celery backend keeps job "
                 "records in Redis; give a redis://HOST:PORT/DB URL, or store=none for no records"
             )
         kwargs["store_url"] = store

@@ -20,8 +20,8 @@ from typing import Any
 import redis
 
 import jobkit
-from jobkit import EventKind, JobEvent, JobRecord
-from jobkit.retention import Retention
+from jobkit import JobRecord, spi
+from jobkit.spi import EventKind, JobEvent, Retention
 
 
 def job_key(job_id: str) -> str:
@@ -63,7 +63,7 @@ def fold(job_id: str, raw_events: Sequence[bytes | str]) -> JobRecord | None:
             result=data.get("result"),
             key=data.get("key"),
         )
-        record = jobkit.apply_event(record, event)
+        record = spi.apply_event(record, event)
     return record
 
 
@@ -86,7 +86,7 @@ return n
 """
 
 
-class RedisJobStore(jobkit.JobStore):
+class RedisJobStore(spi.JobStore):
     """Thread-safe (redis-py's client is). Safe to use after fork (redis-py reconnects).
 
     The worker makes two calls per job: `begin` (one Lua script call) before running it and
@@ -112,7 +112,7 @@ class RedisJobStore(jobkit.JobStore):
             pipe.rpush(key, encode_event(event))
             pipe.pexpire(key, self.records_ms)
             if event.kind is EventKind.SUCCEEDED:
-                pipe.set(done_key(jobkit.dedup_key(event.job_id, event.key)), 1, px=self.keys_ms)
+                pipe.set(done_key(spi.dedup_key(event.job_id, event.key)), 1, px=self.keys_ms)
 
     def record(self, events: Sequence[JobEvent]) -> None:
         try:
@@ -124,7 +124,7 @@ class RedisJobStore(jobkit.JobStore):
 
     def finish(self, event: JobEvent) -> None:
         """Record the event that ends an attempt (one round trip)."""
-        done = done_key(jobkit.dedup_key(event.job_id, event.key))
+        done = done_key(spi.dedup_key(event.job_id, event.key))
         flag = "1" if event.kind is EventKind.SUCCEEDED else "0"
         try:
             self._finish(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from jobkit import ConfigurationError, JobStore, MemoryJobStore, TransportBackend, redact_url
-from jobkit.retention import Retention
+from jobkit import ConfigurationError
+from jobkit.spi import JobStore, MemoryJobStore, Retention, TransportBackend, redact_url
 from jobkit_sqs.config import SqsConfig, parse_url
 from jobkit_sqs.transport import SqsTransport, capabilities_for
 
@@ -44,7 +44,7 @@ def open_store(
         path = store_url.split("://", 1)[1].removeprefix("/") if "://" in store_url else ""
         if not path:
             raise ConfigurationError(f"{redact_url(url)!r}: store={store_url!r} names no file")
-        from jobkit.sqlite import SqliteJobStore  # jobkit's embedded backend, part of the core
+        from jobkit.spi import SqliteJobStore
 
         return SqliteJobStore(path, retention=retention), True
     raise ConfigurationError(

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
-from jobkit import ConfigurationError, redact_url
-from jobkit.retention import Retention, pop_retention
+from jobkit import ConfigurationError
+from jobkit.spi import Retention, pop_retention, redact_url
 
 DEFAULT_PREFIX = "jobkit-"
 MAX_VISIBILITY = timedelta(hours=12)

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobkit import App, Backend, Envelope, JobDef, JobkitError
-from jobkit.job import EnqueueOptions
+from jobkit import App, EnqueueOptions, JobDef, JobkitError
+from jobkit.spi import Backend, Envelope
 from jobkit_conformance.history import F, History, JobSpec, Op, OpType
 from jobkit_conformance.ledger import Ledger, RunRow
 from jobkit_conformance.probes import Probe
