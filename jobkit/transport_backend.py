@@ -10,19 +10,16 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from jobkit.backend import Backend, WorkerOptions, unknown_job_problems
 from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope, decode, salvage
 from jobkit.errors import SerializationError
+from jobkit.job import JobSet
 from jobkit.records import DeadLetter, JobRecord, Message, QueueStats
 from jobkit.store import JobStore
 from jobkit.transport import Transport
-
-if TYPE_CHECKING:
-    from jobkit.app import App
 
 
 def message_for(envelope: Envelope, body: bytes, now_delay: timedelta) -> Message:
@@ -71,7 +68,7 @@ class TransportBackend(Backend):
     def job_record(self, job_id: str) -> JobRecord | None:
         return self.store.get(job_id)
 
-    def run_worker(self, app: App, options: WorkerOptions) -> None:
+    def run_worker(self, app: JobSet, options: WorkerOptions) -> None:
         from jobkit.worker.supervisor import Worker
 
         Worker(app, self, options).run()
@@ -88,7 +85,7 @@ class TransportBackend(Backend):
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return self.transport.stats(queues)
 
-    def check(self, app: App) -> list[str]:
+    def check(self, app: JobSet) -> list[str]:
         problems = self._waiting_unknown_jobs(app)
         caps = self.capabilities
         for job in app.jobs.values():
@@ -107,7 +104,7 @@ class TransportBackend(Backend):
                 )
         return problems
 
-    def _waiting_unknown_jobs(self, app: App) -> list[str]:
+    def _waiting_unknown_jobs(self, app: JobSet) -> list[str]:
         """Job names in the messages waiting in the app's queues that the app does not define
         (looked at through `Transport.peek`, which may see only some of them). Raises
         `BrokerUnavailable` if the broker cannot be reached."""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import App, DeadLetter, JobFailed, JobState, Message
-from jobkit.envelope import Envelope
+from jobkit import App, JobFailed, JobState
+from jobkit.spi import DeadLetter, Envelope, Message
 from tests.apps import ledger
 from tests.apps.ledger import count, rows
 from tests.waiting import wait_until

@@ -3,8 +3,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobkit import Envelope, SerializationError, decode
-from jobkit.envelope import Salvage, UnsupportedEnvelopeVersion, salvage
+from jobkit import SerializationError
+from jobkit.spi import Envelope, Salvage, UnsupportedEnvelopeVersion, decode, salvage
 
 
 def test_envelope_round_trips_through_json() -> None:
@@ -26,18 +26,18 @@ def test_envelope_round_trips_through_json() -> None:
 
 def test_non_json_argument_is_named_in_the_error() -> None:
     env = Envelope(job="j", args=(1, datetime.now()), kwargs={})
-    with pytest.raises(SerializationError, match=r"positional argument 1 \(datetime\)"):
+    with pytest.raises(SerializationError, match=r"args\[1\]: datetime is not JSON"):
         env.encode()
 
 
 def test_non_json_keyword_argument_is_named_in_the_error() -> None:
     env = Envelope(job="j", kwargs={"when": {1, 2}})
-    with pytest.raises(SerializationError, match="keyword argument 'when' \\(set\\)"):
+    with pytest.raises(SerializationError, match=r"kwargs\['when'\]: set is not JSON"):
         env.encode()
 
 
 def test_nan_is_refused_because_it_is_not_json() -> None:
-    with pytest.raises(SerializationError, match="positional argument 0"):
+    with pytest.raises(SerializationError, match=r"args\[0\]: nan is not JSON"):
         Envelope(job="j", args=(float("nan"),)).encode()
 
 

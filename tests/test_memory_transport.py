@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from jobkit import (
-    ConfigurationError,
+from jobkit import ConfigurationError
+from jobkit.memory import MemoryTransport, backend_from_url
+from jobkit.spi import (
     Delivery,
     ManualClock,
     MemoryJobStore,
@@ -19,7 +20,6 @@ from jobkit import (
     TransportBackend,
     open_backend,
 )
-from jobkit.memory import MemoryTransport, backend_from_url
 from tests.transport_contract import TransportContract
 
 

@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import (
-    BrokerUnavailable,
-    ConfigurationError,
-    Envelope,
-    Message,
-    Transport,
-    TransportBackend,
-    open_backend,
-)
+from jobkit import BrokerUnavailable, ConfigurationError
+from jobkit.spi import Envelope, Message, Transport, TransportBackend, open_backend
 from jobkit.sqlite import SCHEMA_VERSION, SqliteJobStore, SqliteTransport, backend_from_url
 from tests.transport_contract import TransportContract
 
@@ -165,9 +158,10 @@ def test_rows_are_readable_directly_as_documented(transport: SqliteTransport, db
     assert row == ("q", "job-1", body, 4, "dead", 1, None, "boom")
 
 
-def test_unwritable_location_raises_broker_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(BrokerUnavailable, match="could not open"):
+def test_unopenable_location_is_a_configuration_error_and_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot open it") as info:
         SqliteTransport(str(tmp_path / "missing-dir" / "jobs.db"))
+    assert isinstance(info.value, BrokerUnavailable)  # an enqueue raises it, as for an outage
 
 
 def test_use_after_close_raises_broker_unavailable(transport: SqliteTransport) -> None:

@@ -4,6 +4,7 @@ are acked)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -15,11 +16,12 @@ from jobkit.records import Delivery
 from jobkit.transport import Transport
 from jobkit.worker._buffer import Buffer
 from jobkit.worker._pool import Running
+from jobkit.worker._retrying import Retrier, Stopped
 from jobkit.worker._screen import Screen
 
 if TYPE_CHECKING:
     from jobkit.backend import WorkerOptions
-    from jobkit.transport_backend import TransportBackend
+    from jobkit.worker._served import ServedBackend
 
 log = logging.getLogger("jobkit.worker")
 
@@ -32,7 +34,7 @@ class Receiver(threading.Thread):
 
     def __init__(
         self,
-        backend: TransportBackend,
+        backend: ServedBackend,
         options: WorkerOptions,
         buffer: Buffer,
         stop: threading.Event,
@@ -49,6 +51,7 @@ class Receiver(threading.Thread):
         self.on_crash = on_crash
         self.screener = screener
         self.queues_empty = threading.Event()
+        self.retry = Retrier(stop)  # every broker and store call: retried through outages
         # While jobs wait in the buffer, lease in batches of at least this many: one broker
         # round trip per message would cost more than the job on brokers like SQS.
         self.batch = min(_MIN_BATCH, buffer.capacity)
@@ -61,11 +64,15 @@ class Receiver(threading.Thread):
                     continue
                 leased_at = time.monotonic()  # the lease starts no later than the call
                 try:
-                    deliveries = transport.receive(
-                        self.options.queues,
-                        max_messages=min(self.buffer.room(), 100),
-                        wait=self.options.poll,
-                        lease=self.options.lease,
+                    deliveries = self.retry.call(
+                        "receive",
+                        functools.partial(
+                            transport.receive,
+                            self.options.queues,
+                            max_messages=min(self.buffer.room(), 100),
+                            wait=self.options.poll,
+                            lease=self.options.lease,
+                        ),
                     )
                 except JobkitError as exc:
                     log.error("receive failed, retrying in 1 s: %s", exc)
@@ -76,10 +83,16 @@ class Receiver(threading.Thread):
                     self.wake()
                     continue
                 self.queues_empty.clear()
-                runnable = self.screen(transport, deliveries, leased_at)
+                try:
+                    runnable = self.screen(transport, deliveries, leased_at)
+                except JobkitError as exc:  # not transient: those leases lapse, then redelivery
+                    log.error("could not screen %d messages: %s", len(deliveries), exc)
+                    continue
                 if runnable:
                     self.buffer.add(runnable)
                     self.wake()
+        except Stopped:
+            pass  # stopping while the broker is away: what is leased comes back after its lease
         except Exception:  # pragma: no cover - a bug: stop the worker rather than hang
             log.exception("receiver thread crashed; stopping the worker")
             self.on_crash()
@@ -90,5 +103,8 @@ class Receiver(threading.Thread):
         self, transport: Transport, deliveries: list[Delivery], leased_at: float
     ) -> list[Running]:
         return self.screener.screen(
-            transport, deliveries, leased_at + self.options.lease.total_seconds()
+            transport,
+            deliveries,
+            leased_at + self.options.lease.total_seconds(),
+            call=self.retry.call,
         )

@@ -18,10 +18,12 @@ What remains is returned to be buffered. Thread-safe if the store is (it keeps n
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from jobkit.envelope import Envelope, UnsupportedEnvelopeVersion, decode, salvage
 from jobkit.errors import SerializationError
@@ -32,6 +34,15 @@ from jobkit.worker._buffer import key_of
 from jobkit.worker._pool import Running
 
 log = logging.getLogger("jobkit.worker")
+
+T = TypeVar("T")
+Call = Callable[[str, Callable[[], Any]], Any]
+"""How a broker or store call is made: `call(what, fn)` (the receiver retries through outages)."""
+
+
+def _direct(what: str, fn: Callable[[], T]) -> T:
+    return fn()
+
 
 UNKNOWN_JOB_RETRY = timedelta(seconds=30)
 """How long a message this worker cannot run waits before it is offered again."""
@@ -50,12 +61,19 @@ class Screen:
     now: Callable[[], datetime]
 
     def screen(
-        self, transport: Transport, deliveries: list[Delivery], lease_until: float
+        self,
+        transport: Transport,
+        deliveries: list[Delivery],
+        lease_until: float,
+        *,
+        call: Call = _direct,
     ) -> list[Running]:
+        """Settle what must not run now; return the rest. Every broker and store call goes
+        through `call` (the receiver passes its `Retrier.call`)."""
         now = self.now()
         candidates: list[Running] = []
         for delivery in deliveries:
-            envelope = self._decode(transport, delivery, now)
+            envelope = self._decode(transport, delivery, now, call)
             if envelope is None:
                 continue
             attempt = envelope.attempt + delivery.deliveries
@@ -64,6 +82,7 @@ class Screen:
                     transport,
                     delivery,
                     now,
+                    call,
                     job_id=envelope.id,
                     job=envelope.job,
                     since=envelope.not_before or envelope.enqueued_at,
@@ -72,6 +91,7 @@ class Screen:
             elif attempt > envelope.max_attempts:
                 self._dead(
                     transport,
+                    call,
                     delivery,
                     envelope.id,
                     envelope.job,
@@ -89,9 +109,11 @@ class Screen:
                         lease_until=lease_until,
                     )
                 )
-        return self._drop_done(transport, candidates, now)
+        return self._drop_done(transport, candidates, now, call)
 
-    def _decode(self, transport: Transport, delivery: Delivery, now: datetime) -> Envelope | None:
+    def _decode(
+        self, transport: Transport, delivery: Delivery, now: datetime, call: Call
+    ) -> Envelope | None:
         try:
             return decode(delivery.body)
         except UnsupportedEnvelopeVersion as exc:
@@ -100,6 +122,7 @@ class Screen:
                 transport,
                 delivery,
                 now,
+                call,
                 job_id=found.id or delivery.id,
                 job=found.job or UNNAMED_JOB,
                 since=found.since,
@@ -110,6 +133,7 @@ class Screen:
             log.error("message %s on %s does not decode: %s", delivery.id, delivery.queue, exc)
             self._dead(
                 transport,
+                call,
                 delivery,
                 found.id or delivery.id,
                 found.job or UNNAMED_JOB,
@@ -124,6 +148,7 @@ class Screen:
         transport: Transport,
         delivery: Delivery,
         now: datetime,
+        call: Call,
         *,
         job_id: str,
         job: str,
@@ -135,6 +160,7 @@ class Screen:
             how_long = f"{waited}" if waited is not None else "an unknown time"
             self._dead(
                 transport,
+                call,
                 delivery,
                 job_id,
                 job,
@@ -156,11 +182,15 @@ class Screen:
             self.timeout,
             waited,
         )
-        transport.release_uncounted(delivery, delay=delay)
+        call(
+            f"release message {delivery.id}",
+            functools.partial(transport.release_uncounted, delivery, delay=delay),
+        )
 
     def _dead(
         self,
         transport: Transport,
+        call: Call,
         delivery: Delivery,
         job_id: str,
         job: str,
@@ -170,40 +200,39 @@ class Screen:
     ) -> None:
         """Record DEAD first, then move the message: a handle never waits on a dead job."""
         log.error("dead-lettering message %s (job %s): %s", delivery.id, job_id, reason)
-        self.store.record(
-            [
-                JobEvent(
-                    job_id=job_id,
-                    job=job,
-                    kind=EventKind.DEAD,
-                    attempt=attempt,
-                    at=now,
-                    error=reason,
-                )
-            ]
+        event = JobEvent(
+            job_id=job_id, job=job, kind=EventKind.DEAD, attempt=attempt, at=now, error=reason
         )
-        transport.dead_letter(delivery, reason=reason)
+        call("record job events", functools.partial(self.store.record, [event]))
+        call(
+            f"dead-letter message {delivery.id}",
+            functools.partial(transport.dead_letter, delivery, reason=reason),
+        )
 
     def _drop_done(
-        self, transport: Transport, candidates: list[Running], now: datetime
+        self, transport: Transport, candidates: list[Running], now: datetime, call: Call
     ) -> list[Running]:
         keys = [key_of(job) for job in candidates]
-        done = self.store.done(keys) if keys else set()
+        done: set[str] = (
+            call("look up done keys", functools.partial(self.store.done, keys)) if keys else set()
+        )
         if not done:
             return candidates
         duplicates = [job for key, job in zip(keys, candidates, strict=True) if key in done]
-        self.store.record(
-            [
-                JobEvent(
-                    job_id=job.envelope.id,
-                    job=job.envelope.job,
-                    kind=EventKind.SKIPPED,
-                    attempt=job.attempt,
-                    at=now,
-                    key=job.envelope.idempotency_key,
-                )
-                for job in duplicates
-            ]
+        skipped = [
+            JobEvent(
+                job_id=job.envelope.id,
+                job=job.envelope.job,
+                kind=EventKind.SKIPPED,
+                attempt=job.attempt,
+                at=now,
+                key=job.envelope.idempotency_key,
+            )
+            for job in duplicates
+        ]
+        call("record job events", functools.partial(self.store.record, skipped))
+        call(
+            f"ack {len(duplicates)} duplicates",
+            functools.partial(transport.ack, [job.delivery for job in duplicates]),
         )
-        transport.ack([job.delivery for job in duplicates])
         return [job for key, job in zip(keys, candidates, strict=True) if key not in done]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import App, Envelope, JobState
+from jobkit import App, JobState
+from jobkit.spi import Envelope
 from tests import semantics
 from tests.apps import ledger
 from tests.celery.conftest import _flush

@@ -7,7 +7,7 @@ import threading
 import time
 from datetime import timedelta
 
-from jobkit import Message, Transport
+from jobkit.spi import Message, Transport
 from tests.transport_contract._base import LONG, ContractBase
 from tests.waiting import wait_until
 

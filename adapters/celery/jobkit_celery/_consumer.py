@@ -15,7 +15,7 @@ from typing import Any
 from celery.worker.consumer import Consumer
 
 import jobkit
-from jobkit.envelope import salvage
+from jobkit.spi import salvage
 from jobkit_celery._celery_app import runtime_of
 from jobkit_celery._wire import envelope_from_message
 

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 import jobkit
+from jobkit import spi
 from jobkit_celery._dlq_record import decode_record, encode_record
 from jobkit_celery._names import delayed_name, dlq_name
 
@@ -39,14 +40,14 @@ class RedisOps:
         with self._guard("dead-letter a job"):
             self.client.rpush(dlq_name(queue), record)
 
-    def dead_letters(self, queue: str, limit: int) -> list[jobkit.DeadLetter]:
+    def dead_letters(self, queue: str, limit: int) -> list[spi.DeadLetter]:
         with self._guard("list dead letters"):
             raw = self.client.lrange(dlq_name(queue), 0, max(limit, 1) - 1)
         return [decode_record(item, queue) for item in raw]
 
     def take_dead(
         self, queue: str, ids: Sequence[str] | None
-    ) -> list[tuple[bytes | str, jobkit.DeadLetter]]:
+    ) -> list[tuple[bytes | str, spi.DeadLetter]]:
         """Dead letters to replay (raw entry, decoded); not removed yet."""
         with self._guard("read dead letters"):
             raw = self.client.lrange(dlq_name(queue), 0, -1)
@@ -99,7 +100,7 @@ class RedisOps:
             counts[str(routing_key)] = counts.get(str(routing_key), 0) + 1
         return counts
 
-    def stats(self, queues: Sequence[str]) -> list[jobkit.QueueStats]:
+    def stats(self, queues: Sequence[str]) -> list[spi.QueueStats]:
         flight = self.in_flight()
         out = []
         for queue in queues:
@@ -108,7 +109,7 @@ class RedisOps:
                 pipe.llen(dlq_name(queue))
                 delayed, dead = pipe.execute()
             out.append(
-                jobkit.QueueStats(
+                spi.QueueStats(
                     queue=queue,
                     ready=self.depth(queue),
                     in_flight=flight.get(queue, 0),

@@ -8,21 +8,31 @@ letters, time limits) around the job function.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import celery.exceptions as celery_exc
 from celery import Celery, Task
 from kombu.exceptions import KombuError, OperationalError
 
 import jobkit
-from jobkit import Envelope, EventKind, JobContext, JobEvent
-from jobkit.envelope import UnsupportedEnvelopeVersion, salvage
+from jobkit import JobContext, spi
+from jobkit.spi import (
+    Envelope,
+    EventKind,
+    JobEvent,
+    Retrier,
+    UnsupportedEnvelopeVersion,
+    check_round_trip,
+    salvage,
+)
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
@@ -41,6 +51,7 @@ UNKNOWN_JOB_RETRY = timedelta(seconds=30)
 _SHORTEST_RETRY = timedelta(seconds=1)
 SEND_ID = "send"  # in the jobkit header: an id of each message sent
 WAITING_SINCE = "jobkit-waiting-since"  # envelope header: when a job nobody knew became due
+T = TypeVar("T")
 
 _PERMANENT = (jobkit.SerializationError, jobkit.UnknownJob)
 
@@ -75,7 +86,7 @@ class Runtime:
         self.celery: Celery = build_celery(settings, app_name)
         attach_runtime(self.celery, self)
         self.store: RedisJobStore | None = (
-            RedisJobStore(settings.store_url, ttl=settings.result_ttl)
+            RedisJobStore(settings.store_url, retention=settings.retention)
             if settings.store_url
             else None
         )
@@ -84,12 +95,13 @@ class Runtime:
             if settings.broker == "redis"
             else AmqpOps(settings.broker_url)
         )
-        self.clock: jobkit.Clock = jobkit.SystemClock()
-        self.app: jobkit.App | None = None
+        self.clock: spi.Clock = spi.SystemClock()
+        self.app: spi.JobSet | None = None
         self.delay_ttls: set[int] = set()
         self._known: set[str] = set()
         # Set by `run_worker` from `WorkerOptions.unknown_job_timeout`.
         self.unknown_job_timeout = timedelta(hours=1)
+        self._retriers = threading.local()  # one per pool thread: see `_retry`
 
     def reconfigure(self, settings: Settings) -> None:
         """Apply changed broker settings (before the worker starts)."""
@@ -127,12 +139,12 @@ class Runtime:
                     self._send_one(env, producer, now)
         except (OSError, KombuError, OperationalError) as exc:
             raise jobkit.BrokerUnavailable(
-                f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
             ) from exc
         except Exception as exc:
             if type(exc).__module__.startswith(("redis", "amqp")):
                 raise jobkit.BrokerUnavailable(
-                    f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                    f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
                 ) from exc
             raise
 
@@ -219,7 +231,7 @@ class Runtime:
                 self._send_one(env, producer, self.clock.now(), meta)
         except (OSError, KombuError, OperationalError) as exc:
             raise jobkit.BrokerUnavailable(
-                f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
             ) from exc
 
     def _retry_delay(
@@ -254,7 +266,7 @@ class Runtime:
 
     # -- the worker side ----------------------------------------------------------------------
 
-    def register(self, app: jobkit.App) -> None:
+    def register(self, app: spi.JobSet) -> None:
         """Register every job of `app` as a Celery task named after the job."""
         self.app = app
         for job in app.jobs.values():
@@ -279,12 +291,21 @@ class Runtime:
             error=error, result=result, key=env.idempotency_key,
         )  # fmt: skip
 
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        """Call `fn` until the broker or store answers (blocks through an outage: the job's
+        message stays unacked meanwhile, so nothing is lost)."""
+        retrier: Retrier | None = getattr(self._retriers, "retrier", None)
+        if retrier is None:
+            retrier = self._retriers.retrier = Retrier()
+        return retrier.call(what, fn)
+
     def _record(self, *events: JobEvent) -> None:
-        if self.store is not None:
+        store = self.store
+        if store is not None:
             if len(events) == 1:
-                self.store.finish(events[0])
+                self._retry("record a job event", functools.partial(store.finish, events[0]))
             else:
-                self.store.record(events)
+                self._retry("record job events", functools.partial(store.record, events))
 
     def execute(self, task: JobTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one delivery of a job with jobkit's semantics. Runs in the pool child."""
@@ -352,11 +373,12 @@ class Runtime:
     def _execute(
         self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool, message_id: str
     ) -> Any:
-        key = jobkit.dedup_key(env.id, env.idempotency_key)
+        key = spi.dedup_key(env.id, env.idempotency_key)
         if self.store is not None:
             # Attempts are counted by starts, not deliveries: a prefetched message given back
             # at shutdown (redelivered, never started) uses no attempt.
-            starts = self.store.begin(key, message_id)
+            store = self.store
+            starts = self._retry("count a start", functools.partial(store.begin, key, message_id))
             if starts is None:
                 self._record(self._event(env, EventKind.SKIPPED, env.attempt + 1))
                 return None
@@ -368,7 +390,13 @@ class Runtime:
                 f"attempt {attempt} of at most {env.max_attempts}: the earlier attempts were "
                 "lost (worker killed or hard time limit), so it is not run again"
             )
-            self.dead_letter(env.with_attempt(attempt - 1), reason=reason, deliveries=attempt)
+            self._retry(
+                f"dead-letter job {env.id}",
+                functools.partial(
+                    self.dead_letter, env.with_attempt(attempt - 1), reason=reason,
+                    deliveries=attempt,
+                ),
+            )  # fmt: skip
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
             raise jobkit.WorkerLost(reason)
         try:
@@ -384,14 +412,11 @@ class Runtime:
                 max_attempts=env.max_attempts,
                 idempotency_key=env.idempotency_key,
             )
-            with jobkit.job_context(context):
-                result = job.fn(*env.args, **env.kwargs)
-            try:
-                json.dumps(result, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise jobkit.SerializationError(
-                    f"job {job.name!r} returned a {type(result).__name__}, which is not JSON"
-                ) from exc
+            with spi.job_context(context):
+                result = spi.invoke_job(job.name, job.fn, env.args, env.kwargs)
+            check_round_trip(
+                result, "result", what=f"job {job.name!r} ran, but its result is not JSON"
+            )
         except celery_exc.SoftTimeLimitExceeded as soft:
             stopped = jobkit.TimeLimitExceeded(
                 f"job {job.name!r} ran past its time limit of {env.time_limit} s"
@@ -415,11 +440,17 @@ class Runtime:
             if delay is None:
                 delay = job.retry.backoff(attempt)
             delay = max(delay, timedelta(0))
-            self.send([replace(env, attempt=attempt, not_before=self.clock.now() + delay)])
+            retry = [replace(env, attempt=attempt, not_before=self.clock.now() + delay)]
+            self._retry(f"send job {env.id} for a retry", functools.partial(self.send, retry))
             self._record(self._event(env, EventKind.FAILED, attempt, error=error))
             raise celery_exc.Retry(error, exc=exc, when=delay.total_seconds())
         reason = error if not transient else f"{error} (attempt {attempt} of {env.max_attempts})"
-        self.dead_letter(env.with_attempt(attempt), reason=reason, deliveries=attempt)
+        self._retry(
+            f"dead-letter job {env.id}",
+            functools.partial(
+                self.dead_letter, env.with_attempt(attempt), reason=reason, deliveries=attempt
+            ),
+        )
         self._record(self._event(env, EventKind.DEAD, attempt, error=error))
         raise exc
 

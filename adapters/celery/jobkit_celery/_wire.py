@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 import jobkit
-from jobkit import Envelope
+from jobkit import spi
+from jobkit.spi import Envelope
 
 HEADER = "jobkit"
 DUE_HEADER = "x-jobkit-due"
@@ -44,7 +45,7 @@ def envelope_of(
 
     Raises `SerializationError` if the fields are malformed.
     """
-    if isinstance(meta, dict) and meta.get("v") == jobkit.ENVELOPE_VERSION:
+    if isinstance(meta, dict) and meta.get("v") == spi.ENVELOPE_VERSION:
         try:  # the fast path: a header jobkit wrote; checked field by field, no JSON round trip
             not_before = meta.get("not_before")
             headers = meta.get("headers") or {}
@@ -81,7 +82,7 @@ def envelope_of(
         except (KeyError, TypeError, ValueError) as exc:
             raise jobkit.SerializationError(f"malformed jobkit header: {exc}") from exc
     data: dict[str, Any] = {
-        "v": jobkit.ENVELOPE_VERSION,
+        "v": spi.ENVELOPE_VERSION,
         "id": task_id,
         "job": name,
         "args": list(args or ()),
@@ -89,13 +90,13 @@ def envelope_of(
         "queue": queue,
         "attempt": 0,
         "max_attempts": 5,
-        "enqueued_at": jobkit.SystemClock().now().isoformat(),
+        "enqueued_at": spi.SystemClock().now().isoformat(),
         "priority": 0,
     }
     if isinstance(meta, dict):
         data.update({k: v for k, v in meta.items() if v is not None})
     try:
-        return jobkit.decode(json.dumps(data))
+        return spi.decode(json.dumps(data))
     except (TypeError, ValueError) as exc:
         raise jobkit.SerializationError(f"malformed jobkit header: {exc}") from exc
 

@@ -16,8 +16,8 @@ from typing import Any
 from celery import signals as celery_signals
 
 import jobkit
-from jobkit import Capabilities, DeadLetter, JobRecord, QueueStats, WorkerOptions
-from jobkit.backend import unknown_job_problems
+from jobkit import JobRecord, spi
+from jobkit.spi import Capabilities, DeadLetter, QueueStats, WorkerOptions, unknown_job_problems
 from jobkit_celery._amqp_ops import AmqpOps
 from jobkit_celery._redis_ops import RedisOps
 from jobkit_celery._runtime import Runtime
@@ -26,7 +26,7 @@ from jobkit_celery._settings import Settings, parse_url
 logger = logging.getLogger("jobkit.celery")
 
 
-class CeleryBackend(jobkit.Backend):
+class CeleryBackend(spi.Backend):
     """Thread-safe for sending and for the dead-letter and stats calls."""
 
     def __init__(self, settings: Settings, *, app_name: str = "jobkit") -> None:
@@ -61,7 +61,7 @@ class CeleryBackend(jobkit.Backend):
             results=s.store_url is not None,
         )
 
-    def send(self, envelopes: Sequence[tuple[jobkit.Envelope, bytes]]) -> None:
+    def send(self, envelopes: Sequence[tuple[spi.Envelope, bytes]]) -> None:
         self.runtime.send([env for env, _ in envelopes])
 
     def job_record(self, job_id: str) -> JobRecord | None:
@@ -75,7 +75,7 @@ class CeleryBackend(jobkit.Backend):
 
     # -- worker -------------------------------------------------------------------------------
 
-    def run_worker(self, app: jobkit.App, options: WorkerOptions) -> None:
+    def run_worker(self, app: spi.JobSet, options: WorkerOptions) -> None:
         """Start a Celery worker in this process, serving `options.queues` with every job of
         `app` registered as a Celery task. Blocks until the worker stops.
 
@@ -101,8 +101,11 @@ class CeleryBackend(jobkit.Backend):
             hostname=hostname,
             queues=list(options.queues),
             concurrency=options.concurrency,
+            max_tasks_per_child=options.max_jobs_per_child,
             pool_cls="prefork",
-            loglevel=options.extra.get("loglevel", "INFO"),
+            # Celery sets the root logger to this: keep the level the jobkit CLI chose (WARNING
+            # unless -v), so Celery's and kombu's INFO lines stay out.
+            loglevel=options.extra.get("loglevel") or logging.getLogger().getEffectiveLevel(),
             optimization="fair",
             prefetch_multiplier=self.settings.prefetch if self.settings.hardened else 4,
             without_gossip=True,
@@ -123,7 +126,7 @@ class CeleryBackend(jobkit.Backend):
 
     def _replay_one(self, dead: DeadLetter) -> None:
         try:
-            env = jobkit.decode(dead.body)
+            env = spi.decode(dead.body)
         except jobkit.SerializationError:
             ops = self.runtime.ops
             if isinstance(ops, RedisOps):
@@ -159,6 +162,8 @@ class CeleryBackend(jobkit.Backend):
         if isinstance(ops, RedisOps):
             return ops.stats(list(queues) if queues is not None else ops.known_queues())
         names = list(queues) if queues is not None else self.runtime.known_queues()
+        if not names:
+            ops.ping()  # no queue to read: still say whether the broker is there
         return [
             QueueStats(
                 queue=name,
@@ -170,7 +175,7 @@ class CeleryBackend(jobkit.Backend):
             for name in names
         ]
 
-    def check(self, app: jobkit.App) -> list[str]:
+    def check(self, app: spi.JobSet) -> list[str]:
         s = self.settings
         problems: list[str] = []
         if not s.hardened:
@@ -205,7 +210,7 @@ class CeleryBackend(jobkit.Backend):
                 )
         return problems + self._waiting_unknown_jobs(app)
 
-    def _waiting_unknown_jobs(self, app: jobkit.App) -> list[str]:
+    def _waiting_unknown_jobs(self, app: spi.JobSet) -> list[str]:
         """Job names waiting in the app's queues that it does not define. Raises
         `BrokerUnavailable` if the broker cannot be reached."""
         queues = sorted({job.queue for job in app.jobs.values()}) or ["default"]
