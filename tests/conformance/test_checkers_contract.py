@@ -9,7 +9,7 @@ from jobkit_conformance.checkers import async_jobs, dlq_ops, fidelity, poison, s
 from jobkit_conformance.history import F, OpType
 from jobkit_conformance.payloads import TRICKY, differences, fingerprint, nested
 
-from jobkit import Envelope
+from jobkit.spi import Envelope
 
 from .histories import H
 

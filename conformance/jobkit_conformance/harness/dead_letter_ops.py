@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from jobkit import Backend, open_backend
+from jobkit.spi import Backend, open_backend
 from jobkit_conformance import contract_jobs, jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobkit import Envelope
+from jobkit.spi import Envelope
 from jobkit_conformance import contract_jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 from jobkit_conformance.payloads import TRICKY, big_text, fingerprint, nested

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jobkit import Envelope, TransportBackend
+from jobkit.spi import Envelope, TransportBackend
 from jobkit_conformance import contract_jobs, jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 

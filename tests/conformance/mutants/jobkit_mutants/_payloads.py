@@ -12,22 +12,20 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobkit import (
-    ConfigurationError,
+from jobkit import ConfigurationError, JobRecord, SerializationError
+from jobkit.spi import (
     DeadLetter,
     Delivery,
     EventKind,
     JobEvent,
-    JobRecord,
     JobStore,
     Message,
-    SerializationError,
     Transport,
     TransportBackend,
     decode,
     open_backend,
+    replay_body,
 )
-from jobkit.transport_backend import replay_body
 from jobkit_mutants import ForgetfulStore, Wrapped, _wrap
 
 
