@@ -213,3 +213,21 @@ def test_async_ran_blames_a_missing_await_only_when_the_handle_claims_success() 
     assert finding.details[1] == "async job b never ran (its handle reports 'queued')"
     ok = H().enqueue("a", kind="async").run("a", 1, 2, effect=True)
     assert async_jobs.async_ran(ok.build()).passed
+
+
+def test_poison_variants_do_not_blame_a_dead_letter_by_an_old_worker_past_the_timeout() -> None:
+    h = H()
+    h.op("nemesis", OpType.OK, F.INJECT, 0, "u", variant="u", expect="run", since=0.0)
+    h.op("probe", OpType.OK, F.DEAD, 1, queue="q", entries=[], early=4.0)
+    h.op("nemesis", OpType.OK, F.WORKER, 5, exited=True)  # the old worker left after 4 s
+    h.dead(9, {"id": "u", "reason": "no worker could run it within 0:00:04"})
+    finding = poison.poison_variants_handled(h.build())
+    assert finding.passed
+    assert "the hand-over to the new worker was not tested" in finding.summary
+    h = H()
+    h.op("nemesis", OpType.OK, F.INJECT, 0, "u", variant="u", expect="run", since=0.0)
+    h.op("probe", OpType.OK, F.DEAD, 1, queue="q", entries=[], early=4.0)
+    h.op("nemesis", OpType.OK, F.WORKER, 2, exited=True)
+    h.dead(9, {"id": "u", "reason": "no worker could run it within 0:00:04"})
+    finding = poison.poison_variants_handled(h.build())
+    assert "although a worker that defines the job was started" in finding.summary

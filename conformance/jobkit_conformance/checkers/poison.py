@@ -31,6 +31,9 @@ def poison_variants_handled(history: History) -> Finding:
     all_runs = runs(history)
     results = {op.job_id: op.value for op in history.select(f=F.RESULT, type=OpType.OK)}
     problems: list[str] = []
+    exits = [op.time for op in history.select(f=F.WORKER, type=OpType.OK) if op.value.get("exited")]
+    old_exit = min(exits) if exits else None
+    handover_untested = 0
     for op in injects:
         job_id = op.job_id or ""
         variant, expect = op.value["variant"], op.value["expect"]
@@ -54,6 +57,10 @@ def poison_variants_handled(history: History) -> Finding:
                     "that knows it"
                 )
         if expect == "run":
+            since = float(op.value.get("since", op.time))
+            if entry is not None and old_exit is not None and old_exit > since + timeout:
+                handover_untested += 1  # the old worker outlived the timeout: its call
+                continue
             if entry is not None:
                 problems.append(
                     f"{what} was dead-lettered ({entry.get('reason')}) although a worker that "
@@ -92,8 +99,18 @@ def poison_variants_handled(history: History) -> Finding:
     return _finding(
         problems,
         f"{len(injects)} poison variant(s) ended as the policy says; the workers kept serving"
-        + (f" ({len(refused)} more refused by the backend's producer)" if refused else ""),
-        {"variants": len(injects), "refused_by_producer": len(refused)},
+        + (f" ({len(refused)} more refused by the backend's producer)" if refused else "")
+        + (
+            "; the old worker outlived the unknown-job timeout, so the hand-over to the new "
+            "worker was not tested"
+            if handover_untested
+            else ""
+        ),
+        {
+            "variants": len(injects),
+            "refused_by_producer": len(refused),
+            "handover_untested": handover_untested,
+        },
         "poison anomalies",
     )
 

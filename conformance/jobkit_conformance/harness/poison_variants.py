@@ -5,7 +5,8 @@ or, for bytes that are no envelope at all, by the native client.
 The core's policy (issue 9): what can never run (undecodable, wrong-typed envelope fields)
 goes to the dead-letter queue with a reason, and the handle reports it DEAD; a job name the
 worker does not define, or a newer envelope version, is released uncounted for a worker that
-knows it, and dead-lettered only after the worker's unknown-job timeout (`UNKNOWN_TIMEOUT` here).
+knows it, and dead-lettered only after the worker's unknown-job timeout (`UNKNOWN_TIMEOUT` here;
+`IN_PROCESS_TIMEOUT` where there is no rolling deploy to wait for).
 
 The scenario plays a rolling deploy: an "old" worker sees everything first; after a while it
 is replaced by a "new code" worker that defines `conformance.new_code`, which must then run
@@ -24,8 +25,10 @@ from jobkit_conformance.history import F, JobSpec, OpType
 from .context import Context, ScenarioFailed
 from .fidelity import observe_result
 
-UNKNOWN_TIMEOUT = 4.0
-"""The workers' unknown-job timeout in this scenario, seconds."""
+UNKNOWN_TIMEOUT = 10.0
+"""The workers' unknown-job timeout in this scenario, seconds: long enough for the old worker to
+exit before the unknown job comes back (the worker offers it again when it times out)."""
+IN_PROCESS_TIMEOUT = 4.0
 
 
 def _variants(ctx: Context) -> list[tuple[str, dict[str, Any], str]]:
@@ -96,8 +99,9 @@ def _inject_truncated(ctx: Context) -> str:
 
 
 def poison_variants(ctx: Context) -> None:
-    old = ctx.start_worker(concurrency=1, unknown_job_timeout=UNKNOWN_TIMEOUT)
     rolling = not ctx.suite.in_process  # job processes of in-process workers share one app
+    timeout = UNKNOWN_TIMEOUT if rolling else IN_PROCESS_TIMEOUT
+    old = ctx.start_worker(concurrency=1, unknown_job_timeout=timeout)
     sent: dict[str, str] = {}
     for variant, change, expect in _variants(ctx):
         if expect == "run" and not rolling:
@@ -117,15 +121,17 @@ def poison_variants(ctx: Context) -> None:
     )
     entries = [{"id": d.id, "reason": d.reason} for d in ctx.suite.probe.dead(ctx.queue)]
     ctx.record("probe", OpType.OK, F.DEAD, value={"queue": ctx.queue, "entries": entries,
-                                                    "early": UNKNOWN_TIMEOUT})  # fmt: skip
+                                                    "early": timeout})  # fmt: skip
     ctx.record("probe", OpType.OK, F.WORKER, value={"name": old.name, "alive": old.alive()})
     if rolling:
         ctx.fault(F.TERM, old)
         if old.wait(ctx.suite.settings.grace.total_seconds() + 10) is None:
             raise ScenarioFailed("the old worker did not exit after SIGTERM")
+        # if it outlived the timeout, it may rightly have dead-lettered the unknown job
+        ctx.record("nemesis", OpType.OK, F.WORKER, value={"name": old.name, "exited": True})
         ctx.start_worker(
             concurrency=1,
-            unknown_job_timeout=UNKNOWN_TIMEOUT,
+            unknown_job_timeout=timeout,
             env={contract_jobs.NEW_CODE_ENV: "1"},
         )
     waiting = [i for i, e in sent.items() if e == "wait"]
@@ -133,7 +139,7 @@ def poison_variants(ctx: Context) -> None:
     ctx.settle(
         lambda: set(waiting) <= ctx.dead_ids() and ctx.succeeded(runs),
         "the unknown job ran on the new worker and the newer envelope is dead-lettered",
-        timeout=UNKNOWN_TIMEOUT + 30,
+        timeout=timeout + 30,
     )
     after = ctx.enqueue(jobs.effect, [], JobSpec(kind="effect"))
     ctx.settle(lambda: ctx.succeeded([after]), "a job sent after the poison ran")
