@@ -3,10 +3,10 @@ backend instances) and purge, through the backend under test, as `jobkit dlq` do
 
 1. `DEAD` jobs fail permanently on their first execution (and succeed on any later one), so
    each lands in the dead-letter queue once; they are listed through the backend.
-2. With no worker consuming, half of them are replayed in one call; then two calls, each
-   through a backend instance of its own, released together, replay the rest at the same
-   moment. The broker must then hold one message per dead letter; a worker started then must
-   run each replayed job exactly once.
+2. With no worker consuming, a third of them are replayed in one call; then, twice (a third
+   by ids, then everything left), two calls, each through a backend instance of its own,
+   released together, replay at the same moment. The broker must then hold one message per
+   dead letter; a worker started then must run each replayed job exactly once.
 3. With new dead letters waiting, and a job in flight, jobs ready and one delayed, the dead
    letters are purged: the purge must take the dead letters and nothing else.
 """
@@ -46,30 +46,28 @@ def list_dead(ctx: Context) -> None:
     ctx.record("client", OpType.OK, F.LIST, value={"queue": ctx.queue, "entries": entries})
 
 
-def race_replays(ctx: Context, backends: list[Backend]) -> None:
-    """Replay the whole dead-letter queue through each of `backends` at the same moment."""
+def race_replays(ctx: Context, backends: list[Backend], ids: list[str] | None = None) -> None:
+    """Replay these dead letters (all, if `ids` is None) through each of `backends` at the same
+    moment."""
     barrier = threading.Barrier(len(backends))
     counts: list[Any] = [None] * len(backends)
 
     def replay(index: int) -> None:
         barrier.wait(timeout=30)
         try:
-            counts[index] = backends[index].replay(ctx.queue)
+            counts[index] = backends[index].replay(ctx.queue, ids=ids)
         except Exception as exc:
             counts[index] = f"{type(exc).__name__}: {exc}"
 
-    invoked = ctx.record("client", OpType.INVOKE, F.REPLAY, value={"race": len(backends)})
+    value: dict[str, Any] = {"race": len(backends), "ids": ids}
+    invoked = ctx.record("client", OpType.INVOKE, F.REPLAY, value=value)
     threads = [threading.Thread(target=replay, args=(i,)) for i in range(len(backends))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    ctx.record(
-        "client",
-        OpType.OK,
-        F.REPLAY,
-        value={"race": len(backends), "counts": counts, "invoked_at": invoked.time},
-    )
+    value |= {"counts": counts, "invoked_at": invoked.time}
+    ctx.record("client", OpType.OK, F.REPLAY, value=value)
 
 
 def dlq_ops(ctx: Context) -> None:
@@ -85,10 +83,11 @@ def dlq_ops(ctx: Context) -> None:
     if first_worker.wait(ctx.suite.settings.grace.total_seconds() + 10) is None:
         raise ScenarioFailed("the idle worker did not exit after SIGTERM")
     list_dead(ctx)
-    first = dead[: DEAD // 2]
-    ctx.replay(first)
+    third = DEAD // 3
+    ctx.replay(dead[:third])
     other, opened = _second_backend(ctx)
-    try:
+    try:  # two races (by ids, then everything left): two chances to catch a narrow window
+        race_replays(ctx, [ctx.suite.backend, other], dead[third : 2 * third])
         race_replays(ctx, [ctx.suite.backend, other])
     finally:
         if opened:
