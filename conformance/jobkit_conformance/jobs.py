@@ -10,6 +10,9 @@ Retry policies are short (backoff base 0.1-0.2 s) so the whole suite runs in min
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
@@ -95,3 +98,35 @@ def reject(token: str) -> None:
 def limited(token: str, seconds: float) -> None:
     """Run far past the 1 s time limit; the worker must stop it."""
     _run(token, "conformance.limited", "effect", seconds=seconds)
+
+
+@app.job(name="conformance.noop", retry=FAST)
+def noop(token: str) -> None:
+    """Record the run and nothing else (the volume scenario's job: as cheap as a job gets)."""
+    _run(token, "conformance.noop", "")
+
+
+# How long the grandchild of `spawn` lives; the harness kills it at the end of its scenario.
+GRANDCHILD_SECONDS = 60.0
+
+
+@app.job(name="conformance.spawn", retry=FAST)
+def spawn(token: str, seconds: float) -> None:
+    """On its first attempt, start a grandchild process that inherits every file descriptor of
+    this job process (the pipes to the worker included), note its pid as an effect with key
+    ``grandchild:<pid>``, then run for `seconds`; later attempts succeed at once."""
+    ledger = Ledger.from_env()
+    if not any(r.job_id == token for r in ledger.runs({token})):
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                os.set_inheritable(int(name), True)
+            except OSError:
+                pass  # the directory's own descriptor, already closed
+        child = subprocess.Popen(
+            [sys.executable, "-c", f"import time; time.sleep({GRANDCHILD_SECONDS})"],
+            close_fds=False,
+        )
+        ledger.effect(token, f"grandchild:{child.pid}")
+        _run(token, "conformance.spawn", "", seconds=seconds)
+    else:
+        _run(token, "conformance.spawn", "")

@@ -11,10 +11,11 @@ import random
 import time
 from collections.abc import Callable
 
-from jobkit import App
+from jobkit import App, RetryPolicy
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
+from . import crashes
 from .context import Context, NotApplicable, ScenarioFailed
 
 Scenario = Callable[[Context], None]
@@ -43,15 +44,21 @@ def basic(ctx: Context) -> None:
 
 
 def crash(ctx: Context) -> None:
-    """SIGKILL a worker (process group) while jobs run; a fresh worker must redo them."""
+    """SIGKILL a worker (process group) while jobs run; a fresh worker must redo them.
+
+    The fresh worker also serves a queue of its own, where a job of kind "ready" shows when it
+    is polling: the recovery bound counts from then at the earliest, not from its start-up."""
     first = ctx.start_worker()
     ids = [ctx.enqueue(jobs.sleep, [1.5], JobSpec(kind="sleep", duration=1.5)) for _ in range(4)]
     ctx.wait(lambda: len(ctx.running()) >= 2, "two jobs are running")
     ctx.fault(F.KILL, first)
     first.wait(10)
-    ctx.start_worker()
+    ready = f"{ctx.queue}-ready"
+    ctx.start_worker(queues=[ctx.queue, ready])
+    ids.append(ctx.enqueue(jobs.effect, [], JobSpec(kind="ready"), queue=ready))
     ctx.settle(lambda: ctx.succeeded(ids), "all jobs succeeded after the crash")
     ctx.drained()
+    ctx.drained(ready)
 
 
 def stop(ctx: Context) -> None:
@@ -113,20 +120,22 @@ def duplicate(ctx: Context) -> None:
 def retry(ctx: Context) -> None:
     """Transient failures then success; always failing; permanent failure; then a replay."""
     ctx.start_worker()
-    flaky = [ctx.enqueue(jobs.flaky, [2], JobSpec(kind="flaky", failures=2)) for _ in range(2)]
     policy = jobs.FAILING
-    bounds = tuple(policy.min_backoff(n).total_seconds() for n in range(1, policy.max_attempts))
+    bounds, longest = _backoffs(policy)
+    flaky_bounds, flaky_longest = _backoffs(jobs.FLAKY)
+    flaky = [
+        ctx.enqueue(jobs.flaky, [2], JobSpec(kind="flaky", failures=2, backoff_max=flaky_longest))
+        for _ in range(2)
+    ]
     failing = [
         ctx.enqueue(jobs.always_fail, [], JobSpec(kind="always_fail", outcome="dead",
-                                                  backoff_min=bounds))
+                                                  backoff_min=bounds, backoff_max=longest))
         for _ in range(2)
     ]  # fmt: skip
-    flaky_bounds = tuple(
-        jobs.FLAKY.min_backoff(n).total_seconds() for n in range(1, jobs.FLAKY.max_attempts)
-    )
     flaky += [
-        ctx.enqueue(jobs.flaky, [1], JobSpec(kind="flaky", failures=1, backoff_min=flaky_bounds))
-    ]
+        ctx.enqueue(jobs.flaky, [1], JobSpec(kind="flaky", failures=1, backoff_min=flaky_bounds,
+                                             backoff_max=flaky_longest))
+    ]  # fmt: skip
     rejected = ctx.enqueue(jobs.reject, [], JobSpec(kind="reject", outcome="dead", permanent=True))
     ctx.settle(
         lambda: ctx.succeeded(flaky) and {*failing, rejected} <= ctx.dead_ids(),
@@ -144,6 +153,15 @@ def retry(ctx: Context) -> None:
     ctx.drained()
 
 
+def _backoffs(policy: RetryPolicy) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The policy's lower and upper backoff bounds after each failed attempt but the last."""
+    attempts = range(1, policy.max_attempts)
+    return (
+        tuple(policy.min_backoff(n).total_seconds() for n in attempts),
+        tuple(policy.max_backoff(n).total_seconds() for n in attempts),
+    )
+
+
 def timeout(ctx: Context) -> None:
     """A job running far past its time limit."""
     ctx.start_worker()
@@ -155,11 +173,16 @@ def timeout(ctx: Context) -> None:
 
 
 def delay(ctx: Context) -> None:
-    """Jobs due in 1.5 s, and one due in more than 3 leases."""
+    """Jobs due in 1.5 s, twelve due at steps of 0.25 s from 0.5 s to 3.25 s (for the
+    lateness figures), and one due in more than 3 leases."""
     ctx.start_worker()
     now = time.time()
     ids = [
         ctx.enqueue(jobs.effect, [], JobSpec(kind="delay"), not_before=now + 1.5) for _ in range(3)
+    ]
+    ids += [
+        ctx.enqueue(jobs.effect, [], JobSpec(kind="delay"), not_before=now + 0.5 + 0.25 * i)
+        for i in range(12)
     ]
     ids.append(
         ctx.enqueue(jobs.effect, [], JobSpec(kind="long_delay"), not_before=now + 3 * ctx.lease + 1)
@@ -255,6 +278,8 @@ def unsupported(ctx: Context) -> None:
 
 
 SCENARIOS: dict[str, Scenario] = {
+    "volume": crashes.volume,
+    "orphan": crashes.orphan,
     "basic": basic,
     "crash": crash,
     "stop": stop,
@@ -270,3 +295,9 @@ SCENARIOS: dict[str, Scenario] = {
     "unsupported": unsupported,
 }
 """Scenario name -> function, longest first (they are started in this order)."""
+
+EXCLUSIVE = frozenset({"volume"})
+"""Scenarios run alone, after the others: their load would distort the others' timings."""
+
+AUX_QUEUES = ("crash-ready",)
+"""Queues (after the namespace) used besides one per scenario: checked empty, cleaned up."""

@@ -26,6 +26,8 @@ from jobkit import App, Backend, TransportBackend, WorkerOptions
 from jobkit_conformance.ledger import ENV_VAR
 
 APP_PATH = "jobkit_conformance.jobs:app"
+POLL = timedelta(seconds=0.2)
+"""The workers' poll interval (``--poll``): part of every lateness and recovery bound."""
 
 
 class WorkerHandle(ABC):
@@ -98,7 +100,7 @@ class ProcessWorker(WorkerHandle):
             "--grace",
             f"{grace.total_seconds():g}",
             "--poll",
-            "0.2",
+            f"{POLL.total_seconds():g}",
         ]
         for q in queues:
             cmd += ["-q", q]
@@ -185,7 +187,7 @@ class InProcessWorker(WorkerHandle):
             concurrency=concurrency,
             lease=lease,
             grace=grace,
-            poll=timedelta(seconds=0.2),
+            poll=POLL,
         )
         self.worker: Any = Worker(app, backend, options)
         self.error: BaseException | None = None

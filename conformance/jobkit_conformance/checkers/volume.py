@@ -1,0 +1,97 @@
+"""Volume: thousands of jobs under repeated crashes, counted job by job.
+
+Lost: accepted, never succeeded, not dead-lettered. Unexpected: run but never enqueued.
+Duplicated: runs beyond the first; a crash may legitimately cause them (a job that finished but
+whose acknowledgement died with its worker runs again; a stalled worker's buffered copy runs
+after SIGCONT although its lease ran out and another worker ran the job), so only a repeat with
+no fault (SIGKILL or SIGSTOP) between the job's enqueue and the repeat counts against the
+backend; the scenario sends its last jobs after its last fault so that such repeats can show.
+"""
+
+from __future__ import annotations
+
+from jobkit_conformance.checkers._base import Finding, _accepted, _finding
+from jobkit_conformance.history import F, History, OpType
+from jobkit_conformance.views import JobView, unexpected_ids
+
+
+def _volume(history: History) -> list[JobView]:
+    return [v for v in _accepted(history) if v.spec.kind == "volume"]
+
+
+def _faults(history: History) -> list[float]:
+    return sorted(
+        op.time
+        for op in history.ops
+        if op.process == "nemesis" and op.f in (F.KILL, F.STOP) and op.type is OpType.OK
+    )
+
+
+def _throughput(views: list[JobView]) -> dict[str, float]:
+    """Jobs succeeded per second, from the first start to the last successful end."""
+    starts = [r.start for v in views for r in v.runs]
+    ends = [r.end for v in views for r in v.runs if r.outcome == "ok" and r.end is not None]
+    if not starts or not ends or max(ends) <= min(starts):
+        return {}
+    done = sum(1 for v in views if v.succeeded)
+    return {"throughput_jobs_s": round(done / (max(ends) - min(starts)), 1)}
+
+
+def volume_no_loss(history: History) -> Finding:
+    """Every accepted volume job succeeded (none is meant to be dead-lettered)."""
+    views = _volume(history)
+    if not views:
+        return Finding(passed=False, summary="no accepted volume job in the history")
+    lost = [v for v in views if not v.succeeded]
+    faults = _faults(history)
+    counts: dict[str, float] = {"jobs": len(views), "lost": len(lost), "faults": len(faults)}
+    counts.update(_throughput(views))
+    problems = [
+        f"job {v.job_id} was enqueued but never succeeded ({len(v.runs)} run(s)"
+        + (", dead-lettered" if v.dead is not None else "")
+        + ")"
+        for v in lost
+    ]
+    if problems:
+        problems[0] = (
+            f"{len(lost)} of {len(views)} jobs lost under {len(faults)} fault(s); first: "
+            + problems[0]
+        )
+    return _finding(
+        problems,
+        f"all {len(views)} jobs succeeded under {len(faults)} fault(s)",
+        counts,
+        "lost",
+    )
+
+
+def volume_no_unexpected(history: History) -> Finding:
+    """Nothing runs in the volume scenario that was not enqueued."""
+    extra = sorted(unexpected_ids(history))
+    problems = [f"job {j} ran but was never successfully enqueued" for j in extra]
+    return _finding(problems, "no unexpected jobs", {"unexpected": len(extra)}, "unexpected")
+
+
+def volume_duplicates_explained(history: History) -> Finding:
+    """Every repeated run of a volume job follows a fault that came after the job's enqueue."""
+    views = _volume(history)
+    if not views:
+        return Finding(passed=False, summary="no accepted volume job in the history")
+    faults = _faults(history)
+    duplicated = 0
+    problems: list[str] = []
+    for v in views:
+        if len(v.runs) < 2:
+            continue
+        duplicated += len(v.runs) - 1
+        first = v.runs[0]
+        for again in v.runs[1:]:
+            if not any(v.enqueue_time <= t <= again.start for t in faults):
+                problems.append(
+                    f"job {v.job_id} ran again {again.start - first.start:.2f} s after its first "
+                    "start with no fault since it was enqueued"
+                )
+                break
+    counts: dict[str, float] = {"duplicated": duplicated, "unexplained": len(problems)}
+    ok = f"{duplicated} repeated run(s), each after a fault"
+    return _finding(problems, ok, counts, "unexplained duplicates")
