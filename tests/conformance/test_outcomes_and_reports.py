@@ -79,7 +79,7 @@ def test_select_takes_globs_and_prefixes_and_rejects_unknown_patterns() -> None:
     assert {c.id for c in checks.select(["dlq"])} == {
         "dlq.after_exhaustion", "dlq.contents_intact", "dlq.replay",
     }  # fmt: skip
-    assert len(checks.select(["*.no_loss"])) == 3
+    assert len(checks.select(["*.no_loss"])) == 4
     with pytest.raises(KeyError):
         checks.select(["nonsense.check"])
 

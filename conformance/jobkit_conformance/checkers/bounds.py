@@ -107,8 +107,9 @@ def redelivered_within_bound(history: History, *, slack: float = REDELIVERY_SLAC
             summary="no run was cut off by a SIGKILL: the scenario did not exercise recovery",
             counts=counts,
         )
-    ok = f"{len(times)} killed run(s) ran again within {max(times):.2f} s (bound {bound:g} s)"
-    return _finding(problems, ok, counts, "redelivered late")
+    longest = max(times or [0.0])
+    ok = f"{len(times)} killed run(s) ran again within {longest:.2f} s (bound {bound:g} s)"
+    return _finding(problems, ok, counts, "not redelivered in time")
 
 
 def _target(value: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec
@@ -56,11 +57,22 @@ def volume(ctx: Context) -> None:
     def done() -> int:
         return ledger.succeeded_count(jobs.noop.name)
 
+    progress = {"count": -1, "at": 0.0}
+    stall = max(10.0, 5 * ctx.lease)
+
+    def reached(target: int) -> bool:
+        """`target` jobs succeeded, or none succeeded for `stall` s (lost jobs never will)."""
+        count, now = done(), time.monotonic()
+        if count != progress["count"]:
+            progress.update(count=count, at=now)
+        return count >= target or now - progress["at"] > stall
+
     plan = _plan(soak.kills, 0 if ctx.suite.in_process else soak.stops)
     patience = ctx.suite.settings.timeout + n / MIN_RATE
     for i, fault in enumerate(plan):
         target = (n - last_wave) * (i + 1) // (len(plan) + 1)
-        ctx.settle(lambda t=target: done() >= t, f"{target} of {n} volume jobs succeeded",
+        progress.update(count=-1)
+        ctx.settle(lambda t=target: reached(t), f"{target} of {n} volume jobs succeeded",
                    timeout=patience)  # fmt: skip
         alive = [w for w in ctx.workers if w.alive()]
         if not alive:
@@ -75,7 +87,10 @@ def volume(ctx: Context) -> None:
             ctx.fault(F.CONT, victim)
     # sent after the last fault: none of these may run twice
     _send(ctx, last_wave)
-    ctx.settle(lambda: done() >= n, f"all {n} volume jobs succeeded", timeout=patience)
+    progress.update(count=-1)
+    ctx.settle(lambda: reached(n), f"all {n} volume jobs succeeded", timeout=patience)
+    if done() < n:
+        ctx.notes.append(f"volume: {done()} of {n} jobs succeeded, then none for {stall:g} s")
     ctx.drained()
     # a spurious late copy (a stalled worker's ack that did not count) shows within a lease
     ctx.try_wait(lambda: False, timeout=ctx.lease)
