@@ -129,6 +129,7 @@ FIGURES: tuple[tuple[str, str], ...] = (
     ("lateness_p50_s", "lateness p50"),
     ("lateness_p99_s", "lateness p99"),
     ("lateness_max_s", "lateness max"),
+    ("pickup_max_s", "undelayed pickup max"),
     ("bound_s", "bound"),
     ("throughput_jobs_s", "throughput"),
 )

@@ -53,9 +53,11 @@ def volume_no_loss(history: History) -> Finding:
         for v in lost
     ]
     if problems:
+        never = sum(1 for v in lost if not v.runs)
         problems[0] = (
-            f"{len(lost)} of {len(views)} jobs lost under {len(faults)} fault(s); first: "
-            + problems[0]
+            f"{len(lost)} of {len(views)} jobs lost ({never} never delivered at all, "
+            f"{len(lost) - never} cut off and never run again; {len(faults)} worker fault(s) in "
+            "the run); first: " + problems[0]
         )
     return _finding(
         problems,

@@ -187,7 +187,8 @@ class Context:
                 "time_limit": job.time_limit.total_seconds() if job.time_limit else None,
             }
         )
-        self.job_ids.add(token)
+        with self._lock:  # a pulse thread may enqueue while the scenario reads the ledger
+            self.job_ids.add(token)
         self.record("client", OpType.INVOKE, F.ENQUEUE, job_id=token, value=spec.to_value())
         options = EnqueueOptions(
             queue=queue or self.queue,
@@ -364,7 +365,9 @@ class Context:
         return count
 
     def runs(self) -> list[RunRow]:
-        return self.suite.ledger.runs(self.job_ids)
+        with self._lock:
+            ids = set(self.job_ids)
+        return self.suite.ledger.runs(ids)
 
     def wait(self, condition: Any, what: str, timeout: float | None = None) -> None:
         limit = self.suite.settings.timeout if timeout is None else timeout

@@ -17,6 +17,7 @@ from jobkit_conformance.history import F, JobSpec, OpType
 
 from . import crashes
 from .context import Context, NotApplicable, ScenarioFailed
+from .pulse import pulse
 
 Scenario = Callable[[Context], None]
 
@@ -118,8 +119,27 @@ def duplicate(ctx: Context) -> None:
 
 
 def retry(ctx: Context) -> None:
-    """Transient failures then success; always failing; permanent failure; then a replay."""
+    """Transient failures then success; always failing; permanent failure; then a replay.
+    A pulse of undelayed jobs runs until the jobs settle (see `pulse`)."""
     ctx.start_worker()
+    with pulse(ctx):
+        failing = _retried_jobs(ctx)
+    if failing[0] not in ctx.dead_ids():
+        return  # nothing to replay; the checkers report what is missing
+    # replay one: it must run again (and, failing again, return to the DLQ)
+    replayed = failing[0]
+    ctx.replay([replayed])
+    ctx.settle(
+        lambda: ctx.started([replayed], jobs.FAILING.max_attempts + 1),
+        "the replayed job ran again",
+    )
+    ctx.settle(lambda: replayed in ctx.dead_ids(), "the replayed job is dead-lettered again")
+    ctx.drained()
+
+
+def _retried_jobs(ctx: Context) -> list[str]:
+    """Enqueue the flaky, always failing and rejected jobs and let them settle; the ids of
+    the always failing ones."""
     policy = jobs.FAILING
     bounds, longest = _backoffs(policy)
     flaky_bounds, flaky_longest = _backoffs(jobs.FLAKY)
@@ -141,16 +161,7 @@ def retry(ctx: Context) -> None:
         lambda: ctx.succeeded(flaky) and {*failing, rejected} <= ctx.dead_ids(),
         "the flaky jobs succeeded and the failing ones are dead-lettered",
     )
-    if failing[0] not in ctx.dead_ids():
-        return  # nothing to replay; the checkers report what is missing
-    # replay one: it must run again (and, failing again, return to the DLQ)
-    replayed = failing[0]
-    ctx.replay([replayed])
-    ctx.settle(
-        lambda: ctx.started([replayed], policy.max_attempts + 1), "the replayed job ran again"
-    )
-    ctx.settle(lambda: replayed in ctx.dead_ids(), "the replayed job is dead-lettered again")
-    ctx.drained()
+    return failing
 
 
 def _backoffs(policy: RetryPolicy) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -174,8 +185,16 @@ def timeout(ctx: Context) -> None:
 
 def delay(ctx: Context) -> None:
     """Jobs due in 1.5 s, twelve due at steps of 0.25 s from 0.5 s to 3.25 s (for the
-    lateness figures), and one due in more than 3 leases."""
+    lateness figures), and one due in more than 3 leases; with a pulse of undelayed jobs
+    until they ran (see `pulse`)."""
     ctx.start_worker()
+    with pulse(ctx):
+        _delayed_jobs(ctx)
+    ctx.drained()
+    ctx.try_wait(lambda: False, timeout=ctx.lease)  # a late second copy would show here
+
+
+def _delayed_jobs(ctx: Context) -> None:
     now = time.time()
     ids = [
         ctx.enqueue(jobs.effect, [], JobSpec(kind="delay"), not_before=now + 1.5) for _ in range(3)
@@ -188,8 +207,6 @@ def delay(ctx: Context) -> None:
         ctx.enqueue(jobs.effect, [], JobSpec(kind="long_delay"), not_before=now + 3 * ctx.lease + 1)
     )
     ctx.settle(lambda: ctx.succeeded(ids), "the delayed jobs ran", timeout=3 * ctx.lease + 30)
-    ctx.drained()
-    ctx.try_wait(lambda: False, timeout=ctx.lease)  # a late second copy would show here
 
 
 def priority(ctx: Context) -> None:
