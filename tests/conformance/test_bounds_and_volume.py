@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from jobkit_conformance import checkers
+from jobkit_conformance import checkers, reports
 from jobkit_conformance.checkers.bounds import percentiles
 from jobkit_conformance.history import F, History, OpType
+from jobkit_conformance.outcome import CheckOutcome, Outcome, RunResult, capability_verdicts
+from rich.console import Console
 
 from jobkit import Capabilities
 
@@ -167,3 +169,24 @@ def test_volume_duplicate_with_no_fault_since_enqueue_fails() -> None:
     finding = checkers.volume_duplicates_explained(_volume(repeat_at=3.0))
     assert not finding.passed
     assert "job late ran again 0.90 s after its first start with no fault" in finding.summary
+
+
+def test_every_report_shows_the_measured_figures_beside_the_outcome() -> None:
+    outcome = CheckOutcome(
+        id="delay.on_time", capability="delay", scenario="delay", description="d",
+        outcome=Outcome.PASS, summary="ok",
+        counts={"delayed": 16, "lateness_p50_s": 0.01, "lateness_p99_s": 0.07,
+                "lateness_max_s": 0.08},
+    )  # fmt: skip
+    result = RunResult(
+        backend="sqlite:///x.db", backend_name="sqlite", outcomes=(outcome,),
+        capabilities=tuple(capability_verdicts([outcome], {"delay": True})), duration_s=1.0,
+        namespace="n",
+    )  # fmt: skip
+    text = "lateness p50 0.01 s, lateness p99 0.07 s, lateness max 0.08 s"
+    assert f"| `delay.on_time` | **pass** | {text} |" in reports.markdown(result)
+    assert 'name="delay.on_time.lateness_p99_s" value="0.07"' in reports.junit_xml(result)
+    assert result.to_dict()["figures"]["delay.on_time"]["lateness_max_s"] == 0.08
+    console = Console(width=200, record=True)
+    reports.write_terminal(result, console)
+    assert text in console.export_text()
