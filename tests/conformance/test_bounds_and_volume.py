@@ -120,7 +120,10 @@ def test_a_retry_late_after_its_longest_backoff_fails() -> None:
     h.run("a", 1.0, 1.1, OpType.FAIL).run("a", 1.3, 1.4, OpType.FAIL).run("a", 7.0, 7.1)
     finding = checkers.retries_on_time(h.build())
     assert not finding.passed
-    assert "attempt 3 started 5.60 s after attempt 2 failed" in finding.summary
+    assert (
+        "attempt 3, due 0.4 s (the longest backoff) after attempt 2 failed, started 5.20 s "
+        "after it was due" in finding.summary
+    )
     assert finding.counts["lateness_max_s"] == 5.2
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from jobkit_conformance.checkers._base import TOLERANCE, Finding, _accepted, _finding
@@ -156,69 +157,79 @@ def _parts(claim: dict[str, Any], slack: float, load: float) -> str:
     )
 
 
-def delays_on_time(history: History, *, slack: float = LATENESS_SLACK) -> Finding:
-    """A delayed job starts no later than its due time plus the backend's declared scheduling
-    precision (for its delay), the poll interval and `slack`. Lateness: first start - due."""
+@dataclass(frozen=True, kw_only=True)
+class _Due:
+    """One job start measured against its due time; `what` names it in a failure."""
+
+    due: float
+    start: float
+    delay: float
+    what: str
+
+
+def _lateness(history: History, samples: list[_Due], slack: float, noun: str) -> Finding:
+    """Judge each sample against the declared due bound plus the load at its due time."""
     claim = declared(history)
     if claim is None:
         return _no_claim()
+    pulses = _pulses(history)
     problems: list[str] = []
     late: list[float] = []
-    pulses = _pulses(history)
     loads: list[float] = []
-    for v in _accepted(history):
-        if v.spec.not_before is None or not v.runs:
-            continue  # a delayed job that never ran is reported by delay.not_before
-        lateness = v.runs[0].start - v.spec.not_before
+    for d in samples:
+        lateness = d.start - d.due
         late.append(max(0.0, lateness))
-        load = _load(pulses, v.spec.not_before)
+        load = _load(pulses, d.due)
         loads.append(load)
-        bound = _due_bound(claim, v.spec.not_before - v.enqueue_time, slack) + load
+        bound = _due_bound(claim, d.delay, slack) + load
         if lateness > bound:
             problems.append(
-                f"delayed job {v.job_id} started {lateness:.2f} s after it was due; the bound is "
-                f"{bound:.2f} s ({_parts(claim, slack, load)})"
+                f"{d.what} started {lateness:.2f} s after it was due; the bound is {bound:.2f} s "
+                f"({_parts(claim, slack, load)})"
             )
-    if not late:
-        return Finding(passed=False, summary="no delayed job ran: nothing to measure")
-    counts: dict[str, float] = {"delayed": len(late), "pickup_max_s": round(max(loads), 3)}
+    if not samples:
+        return Finding(passed=False, summary=f"no {noun} in the history to measure")
+    counts: dict[str, float] = {noun: len(late), "pickup_max_s": round(max(loads), 3)}
     counts.update(percentiles(late, "lateness"))
-    ok = f"{len(late)} delayed job(s) started at most {max(late):.2f} s after due"
+    ok = f"{len(late)} {noun} started at most {max(late):.2f} s after due"
     return _finding(problems, ok, counts, "started late")
+
+
+def delays_on_time(history: History, *, slack: float = LATENESS_SLACK) -> Finding:
+    """A delayed job starts no later than its due time plus the backend's declared scheduling
+    precision (for its delay), the poll interval, `slack` and the load then (see the module).
+    Lateness: first start - due."""
+    samples = [
+        _Due(
+            due=v.spec.not_before,
+            start=v.runs[0].start,
+            delay=v.spec.not_before - v.enqueue_time,
+            what=f"delayed job {v.job_id}",
+        )
+        for v in _accepted(history)
+        # a delayed job that never ran is reported by delay.not_before
+        if v.spec.not_before is not None and v.runs
+    ]
+    return _lateness(history, samples, slack, "delayed jobs")
 
 
 def retries_on_time(history: History, *, slack: float = LATENESS_SLACK) -> Finding:
     """A retry starts no later than the failed attempt's end plus the policy's longest backoff
-    for it, plus the backend's declared scheduling precision, the poll interval and `slack`.
-    Lateness: next start - (failure + longest backoff), 0 when earlier (jitter)."""
-    claim = declared(history)
-    if claim is None:
-        return _no_claim()
-    problems: list[str] = []
-    late: list[float] = []
-    pulses = _pulses(history)
-    loads: list[float] = []
+    for it, plus the backend's declared scheduling precision, the poll interval, `slack` and
+    the load then. Lateness: next start - (failure + longest backoff), 0 when earlier."""
+    samples: list[_Due] = []
     for v in _accepted(history):
-        if not v.spec.backoff_max:
-            continue
         for n, (prev, nxt) in enumerate(zip(v.runs, v.runs[1:], strict=False), start=1):
             if prev.outcome != "fail" or prev.end is None or n > len(v.spec.backoff_max):
                 continue
             longest = v.spec.backoff_max[n - 1]
-            lateness = nxt.start - (prev.end + longest)
-            late.append(max(0.0, lateness))
-            load = _load(pulses, prev.end + longest)
-            loads.append(load)
-            bound = _due_bound(claim, longest, slack) + load
-            if lateness > bound:
-                problems.append(
-                    f"job {v.job_id}: attempt {n + 1} started {nxt.start - prev.end:.2f} s after "
-                    f"attempt {n} failed, {lateness:.2f} s after its longest backoff "
-                    f"({longest:g} s); the bound is {bound:.2f} s ({_parts(claim, slack, load)})"
+            samples.append(
+                _Due(
+                    due=prev.end + longest,
+                    start=nxt.start,
+                    delay=longest,
+                    what=f"job {v.job_id}: attempt {n + 1}, due {longest:g} s (the longest "
+                    f"backoff) after attempt {n} failed,",
                 )
-    if not late:
-        return Finding(passed=False, summary="no retried attempt in the history to measure")
-    counts: dict[str, float] = {"retries": len(late), "pickup_max_s": round(max(loads), 3)}
-    counts.update(percentiles(late, "lateness"))
-    ok = f"{len(late)} retr(ies) started at most {max(late):.2f} s after their longest backoff"
-    return _finding(problems, ok, counts, "retried late")
+            )
+    return _lateness(history, samples, slack, "retries")
