@@ -30,6 +30,11 @@ from jobkit_conformance.views import jobs
 REDELIVERY_SLACK = 3.0
 """Seconds allowed beyond the declared redelivery bound and the poll interval."""
 
+ORPHAN_SLACK = 15.0
+"""Seconds allowed beyond the redelivery bound and the poll interval for a worker to notice that
+a job process died while a grandchild keeps its pipes open (it cannot rely on their EOF; it has
+to look at the process itself). The grandchild lives 60 s: a worker that waits for EOF fails."""
+
 LATENESS_SLACK = 1.5
 """Seconds allowed beyond the declared scheduling precision, the poll interval and the pulse."""
 
