@@ -11,7 +11,7 @@ backend; the scenario sends its last jobs after its last fault so that such repe
 from __future__ import annotations
 
 from jobkit_conformance.checkers._base import Finding, _accepted, _finding
-from jobkit_conformance.history import F, History, OpType
+from jobkit_conformance.history import F, History, Op, OpType
 from jobkit_conformance.views import JobView, unexpected_ids
 
 
@@ -19,12 +19,45 @@ def _volume(history: History) -> list[JobView]:
     return [v for v in _accepted(history) if v.spec.kind == "volume"]
 
 
-def _faults(history: History) -> list[float]:
+def _fault_ops(history: History) -> list[Op]:
     return sorted(
-        op.time
-        for op in history.ops
-        if op.process == "nemesis" and op.f in (F.KILL, F.STOP) and op.type is OpType.OK
+        (
+            op
+            for op in history.ops
+            if op.process == "nemesis" and op.f in (F.KILL, F.STOP) and op.type is OpType.OK
+        ),
+        key=lambda op: op.time,
     )
+
+
+def _faults(history: History) -> list[float]:
+    return [op.time for op in _fault_ops(history)]
+
+
+NEAR = 1.0
+"""A lost job whose neighbours (sent just before and after it) started this close to a fault
+was most likely in the hands of the worker that fault hit."""
+
+
+def _why_lost(v: JobView, views: list[JobView], faults: list[Op]) -> str:
+    """What the history says about a lost job: its runs, or when the jobs sent next to it
+    started, and the fault closest to then."""
+    if v.runs:
+        return f"ran {len(v.runs)} time(s), cut off, never again"
+    by_send = sorted(views, key=lambda x: x.enqueue_time)
+    i = by_send.index(v)
+    starts = sorted(x.runs[0].start for x in by_send[max(0, i - 3) : i + 4] if x.runs)
+    if not starts:
+        return "never ran, nor did the jobs sent next to it"
+    when = starts[len(starts) // 2]
+    near = min(faults, key=lambda op: abs(op.time - when), default=None)
+    if near is not None and abs(near.time - when) <= NEAR:
+        return (
+            f"never ran; the jobs sent next to it started {abs(near.time - when):.2f} s from the "
+            f"{near.f.upper()} of worker {near.value.get('worker', '?')}: it was most likely in "
+            "that worker's hands and the backend lost it there"
+        )
+    return "never ran, and no fault came near when the jobs sent next to it ran: lost in sending"
 
 
 def _throughput(views: list[JobView]) -> dict[str, float]:
@@ -43,19 +76,19 @@ def volume_no_loss(history: History) -> Finding:
     if not views:
         return Finding(passed=False, summary="no accepted volume job in the history")
     lost = [v for v in views if not v.succeeded]
-    faults = _faults(history)
+    faults = _fault_ops(history)
     counts: dict[str, float] = {"jobs": len(views), "lost": len(lost), "faults": len(faults)}
     counts.update(_throughput(views))
     problems = [
-        f"job {v.job_id} was enqueued but never succeeded ({len(v.runs)} run(s)"
-        + (", dead-lettered" if v.dead is not None else "")
-        + ")"
+        f"job {v.job_id} was enqueued but never succeeded"
+        + (" (dead-lettered)" if v.dead is not None else "")
+        + f": {_why_lost(v, views, faults)}"
         for v in lost
     ]
     if problems:
         never = sum(1 for v in lost if not v.runs)
         problems[0] = (
-            f"{len(lost)} of {len(views)} jobs lost ({never} never delivered at all, "
+            f"{len(lost)} of {len(views)} jobs lost ({never} never ran, "
             f"{len(lost) - never} cut off and never run again; {len(faults)} worker fault(s) in "
             "the run); first: " + problems[0]
         )
