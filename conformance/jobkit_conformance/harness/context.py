@@ -285,7 +285,11 @@ class Context:
     # -- workers and faults -----------------------------------------------------------------
 
     def start_worker(
-        self, *, concurrency: int | None = None, queues: Sequence[str] | None = None
+        self,
+        *,
+        concurrency: int | None = None,
+        queues: Sequence[str] | None = None,
+        prefetch: int = 1,
     ) -> WorkerHandle:
         s = self.suite
         queues = list(queues or [self.queue])
@@ -301,6 +305,7 @@ class Context:
                 concurrency=concurrency or s.settings.concurrency,
                 lease=s.settings.lease,
                 grace=s.settings.grace,
+                prefetch=prefetch,
             )
         else:
             worker = ProcessWorker(
@@ -310,6 +315,7 @@ class Context:
                 concurrency=concurrency or s.settings.concurrency,
                 lease=s.settings.lease,
                 grace=s.settings.grace,
+                prefetch=prefetch,
                 ledger=s.ledger.path,
                 log_path=s.workdir / f"worker-{name}.log",
             )

@@ -16,8 +16,18 @@ from jobkit_conformance.history import F, JobSpec
 
 from .context import Context
 
-BATCH = 500
+BATCH = 100
 """Jobs per `App.enqueue_many` call."""
+
+WINDOW = 300
+"""Volume jobs sent but not yet succeeded, at most."""
+
+VOLUME_CONCURRENCY = 4
+"""Job processes per volume worker: no-op jobs wait on the broker, not on the CPU."""
+
+VOLUME_PREFETCH = 10
+"""Messages leased ahead per job process (SQS receives at most 10 at once): round trips to the
+broker, not the jobs, bound a volume run's speed."""
 
 MIN_RATE = 40.0
 """Jobs per second the volume scenario waits for at the least before giving up (moto's SQS
@@ -32,11 +42,44 @@ def _plan(kills: int, stops: int) -> list[F]:
     return plan
 
 
+class _Feed:
+    """Sends the volume jobs in batches, keeping at most `WINDOW` of them outstanding (sent, not
+    yet succeeded), and follows the progress in the ledger."""
+
+    def __init__(self, ctx: Context, stall: float) -> None:
+        self.ctx = ctx
+        self.sent = 0
+        self.stall = stall
+        self._last = (-1, 0.0)  # (succeeded, when that count was first seen)
+
+    def done(self) -> int:
+        return self.ctx.suite.ledger.succeeded_count(jobs.noop.name)
+
+    def pump(self, target: int, limit: int) -> bool:
+        """Send up to `limit` jobs in all, window permitting; True once `target` succeeded or
+        none succeeded for `stall` s (lost jobs never will). A condition for `Context.settle`."""
+        count, now = self.done(), time.monotonic()
+        while self.sent < limit and self.sent - count < WINDOW:
+            k = min(BATCH, limit - self.sent)
+            self.ctx.enqueue_many(jobs.noop, [[] for _ in range(k)], JobSpec(kind="volume"))
+            self.sent += k
+        if count != self._last[0]:
+            self._last = (count, now)
+        return count >= target or now - self._last[1] > self.stall
+
+    def run_to(self, target: int, limit: int, patience: float) -> None:
+        self._last = (-1, 0.0)
+        self.ctx.settle(lambda: self.pump(target, limit), f"{target} volume jobs succeeded",
+                        timeout=patience)  # fmt: skip
+
+
 def volume(ctx: Context) -> None:
     """The profile's `volume_jobs` no-op jobs (5,000 by default), sent with `enqueue_many` in
-    batches of 500 while two workers serve them; at even steps of progress one worker's whole
-    process group is SIGKILLed and a fresh worker started, or a worker is SIGSTOPped for 1.5
-    leases and then continued, so its late acknowledgements race the redelivery.
+    batches of 100, at most 300 outstanding (a broker's cost may grow with its backlog: moto
+    scans a queue on every call), while two workers serve them; at even steps of progress one
+    worker's whole process group is SIGKILLed and a fresh worker started, or a worker is
+    SIGSTOPped for 1.5 leases and then continued, so its late acknowledgements race the
+    redelivery.
 
     Why 5,000: a backend that loses 1 send in 300 at random loses none of 5,000 with
     probability (299/300)^5000 = e^-16.7 = 5.6e-8, so it fails every run, not by chance (1,000
@@ -48,32 +91,14 @@ def volume(ctx: Context) -> None:
     """
     soak = ctx.suite.settings.soak
     n = soak.volume_jobs
-    last_wave = n // 10
-    ctx.start_worker()
-    ctx.start_worker()
-    _send(ctx, n - last_wave)
-    ledger = ctx.suite.ledger
-
-    def done() -> int:
-        return ledger.succeeded_count(jobs.noop.name)
-
-    progress = {"count": -1, "at": 0.0}
-    stall = max(10.0, 5 * ctx.lease)
-
-    def reached(target: int) -> bool:
-        """`target` jobs succeeded, or none succeeded for `stall` s (lost jobs never will)."""
-        count, now = done(), time.monotonic()
-        if count != progress["count"]:
-            progress.update(count=count, at=now)
-        return count >= target or now - progress["at"] > stall
-
+    first = n - n // 10
+    for _ in range(2):
+        ctx.start_worker(concurrency=VOLUME_CONCURRENCY, prefetch=VOLUME_PREFETCH)
+    feed = _Feed(ctx, stall=max(10.0, 5 * ctx.lease))
     plan = _plan(soak.kills, 0 if ctx.suite.in_process else soak.stops)
     patience = ctx.suite.settings.timeout + n / MIN_RATE
     for i, fault in enumerate(plan):
-        target = (n - last_wave) * (i + 1) // (len(plan) + 1)
-        progress.update(count=-1)
-        ctx.settle(lambda t=target: reached(t), f"{target} of {n} volume jobs succeeded",
-                   timeout=patience)  # fmt: skip
+        feed.run_to(first * (i + 1) // (len(plan) + 1), first, patience)
         alive = [w for w in ctx.workers if w.alive()]
         if not alive:
             break
@@ -81,25 +106,17 @@ def volume(ctx: Context) -> None:
         ctx.fault(fault, victim)
         if fault is F.KILL:
             victim.wait(10)
-            ctx.start_worker()
+            ctx.start_worker(concurrency=VOLUME_CONCURRENCY, prefetch=VOLUME_PREFETCH)
         else:
             ctx.try_wait(lambda: False, timeout=ctx.lease * 1.5)  # the stall IS the fault
             ctx.fault(F.CONT, victim)
-    # sent after the last fault: none of these may run twice
-    _send(ctx, last_wave)
-    progress.update(count=-1)
-    ctx.settle(lambda: reached(n), f"all {n} volume jobs succeeded", timeout=patience)
-    if done() < n:
-        ctx.notes.append(f"volume: {done()} of {n} jobs succeeded, then none for {stall:g} s")
+    feed.run_to(first, first, patience)
+    feed.run_to(n, n, patience)  # sent after the last fault: none of these may run twice
+    if feed.done() < n:
+        ctx.notes.append(f"volume: {feed.done()} of {n} jobs succeeded, then none for a while")
     ctx.drained()
     # a spurious late copy (a stalled worker's ack that did not count) shows within a lease
     ctx.try_wait(lambda: False, timeout=ctx.lease)
-
-
-def _send(ctx: Context, n: int) -> None:
-    for start in range(0, n, BATCH):
-        ctx.enqueue_many(jobs.noop, [[] for _ in range(min(BATCH, n - start))],
-                         JobSpec(kind="volume"))  # fmt: skip
 
 
 def orphan(ctx: Context) -> None:

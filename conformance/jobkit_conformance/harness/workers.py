@@ -81,6 +81,7 @@ class ProcessWorker(WorkerHandle):
         ledger: Path,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        prefetch: int = 1,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -101,6 +102,8 @@ class ProcessWorker(WorkerHandle):
             f"{grace.total_seconds():g}",
             "--poll",
             f"{POLL.total_seconds():g}",
+            "--prefetch",
+            str(prefetch),
         ]
         for q in queues:
             cmd += ["-q", q]
@@ -175,6 +178,7 @@ class InProcessWorker(WorkerHandle):
         concurrency: int,
         lease: timedelta,
         grace: timedelta,
+        prefetch: int = 1,
     ) -> None:
         from jobkit.worker.supervisor import Worker
 
@@ -188,6 +192,7 @@ class InProcessWorker(WorkerHandle):
             lease=lease,
             grace=grace,
             poll=POLL,
+            prefetch=prefetch,
         )
         self.worker: Any = Worker(app, backend, options)
         self.error: BaseException | None = None
