@@ -6,6 +6,9 @@ whose acknowledgement died with its worker runs again; a stalled worker's buffer
 after SIGCONT although its lease ran out and another worker ran the job), so only a repeat with
 no fault (SIGKILL or SIGSTOP) between the job's enqueue and the repeat counts against the
 backend; the scenario sends its last jobs after its last fault so that such repeats can show.
+Up to `SPONTANEOUS` of the jobs may repeat without a fault: an at-least-once broker may deliver a
+message twice on its own (SQS standard queues "occasionally"; a lease that lapses while a
+loaded machine's worker holds a message in its buffer); a backend that does it more fails.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from __future__ import annotations
 from jobkit_conformance.checkers._base import Finding, _accepted, _finding
 from jobkit_conformance.history import F, History, Op, OpType
 from jobkit_conformance.views import JobView, unexpected_ids
+
+SPONTANEOUS = 0.01
+"""The share of volume jobs that may run twice with no fault to explain it."""
 
 
 def _volume(history: History) -> list[JobView]:
@@ -128,5 +134,15 @@ def volume_duplicates_explained(history: History) -> Finding:
                 )
                 break
     counts: dict[str, float] = {"duplicated": duplicated, "unexplained": len(problems)}
-    ok = f"{duplicated} repeated run(s), each after a fault"
-    return _finding(problems, ok, counts, "unexplained duplicates")
+    allowed = int(len(views) * SPONTANEOUS)
+    if len(problems) <= allowed:
+        ok = (
+            f"{duplicated} repeated run(s), {len(problems)} with no fault since the job's enqueue "
+            f"(at most {allowed} allowed)"
+        )
+        return Finding(passed=True, summary=ok, counts=counts, details=tuple(problems))
+    problems[0] = (
+        f"{len(problems)} of {len(views)} jobs ran again with no fault since their enqueue "
+        f"(at most {allowed} allowed); first: " + problems[0]
+    )
+    return _finding(problems, "", counts, "unexplained duplicates")
