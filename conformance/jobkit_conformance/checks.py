@@ -181,7 +181,8 @@ CHECKS: tuple[Check, ...] = (
     _c("volume.no_unexpected", "delivery", "volume",
        "under the same faults nothing runs that was not enqueued", checkers.volume_no_unexpected),
     _c("volume.duplicates_explained", "delivery", "volume",
-       "under the same faults every job run twice had a fault between its runs",
+       "under the same faults a job run twice had a fault between its enqueue and its repeat "
+       "(at most 1% of the jobs may repeat without one)",
        checkers.volume_duplicates_explained),
     _c("lease.expired_redelivered", "redelivery", "stop",
        "a job whose worker is SIGSTOPped past its lease runs again; the late ack loses nothing",
