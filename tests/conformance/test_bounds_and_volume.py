@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from jobkit_celery import CeleryBackend
+from jobkit_celery._settings import parse_url as celery_settings
 from jobkit_conformance import checkers, reports
 from jobkit_conformance.checkers.bounds import percentiles
 from jobkit_conformance.history import F, History, OpType
 from jobkit_conformance.outcome import CheckOutcome, Outcome, RunResult, capability_verdicts
+from jobkit_sqs import parse_url
+from jobkit_sqs.transport import capabilities_for
 from rich.console import Console
 
 from jobkit import Capabilities
@@ -212,3 +216,20 @@ def test_every_report_shows_the_measured_figures_beside_the_outcome() -> None:
     console = Console(width=200, record=True)
     reports.write_terminal(result, console)
     assert text in console.export_text()
+
+
+def test_sqs_redelivery_follows_the_lease_whatever_the_queue_default() -> None:
+    config = parse_url("sqs://?region=us-east-1&visibility=30")
+    caps = capabilities_for(config, results=False)
+    assert caps.redelivery_bound(timedelta(seconds=4)) == timedelta(seconds=6)
+
+
+def test_celery_redis_redelivery_follows_the_lease() -> None:
+    caps = CeleryBackend(celery_settings("celery+redis://127.0.0.1:1/0")).capabilities
+    assert caps.redelivery_bound(timedelta(seconds=2)) == timedelta(seconds=4)
+
+
+def test_celery_amqp_declares_the_rounding_of_its_delay_buckets() -> None:
+    caps = CeleryBackend(celery_settings("celery+amqp://127.0.0.1:1//")).capabilities
+    assert caps.due_bound(timedelta(minutes=10)) >= timedelta(seconds=10)  # 10 s buckets
+    assert caps.due_bound(timedelta(seconds=30)) >= timedelta(seconds=1)  # 1 s buckets
