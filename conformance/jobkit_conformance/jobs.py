@@ -102,8 +102,15 @@ def limited(token: str, seconds: float) -> None:
 
 @app.job(name="conformance.noop", retry=FAST)
 def noop(token: str) -> None:
-    """Record the run and nothing else (the volume scenario's job: as cheap as a job gets)."""
+    """Record the run and nothing else (the volume scenario's job, counted by name: as cheap as
+    a job gets)."""
     _run(token, "conformance.noop", "")
+
+
+@app.job(name="conformance.pulse", retry=FAST)
+def pulse(token: str) -> None:
+    """Record the run and nothing else (the pulse that measures a loaded machine's pickup)."""
+    _run(token, "conformance.pulse", "")
 
 
 # How long the grandchild of `spawn` lives; the harness kills it at the end of its scenario.

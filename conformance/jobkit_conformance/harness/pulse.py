@@ -29,7 +29,7 @@ def pulse(ctx: Context, interval: float = INTERVAL) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.is_set():
-            ctx.enqueue(jobs.noop, [], JobSpec(kind="pulse"))
+            ctx.enqueue(jobs.pulse, [], JobSpec(kind="pulse"))
             stop.wait(interval)
 
     thread = threading.Thread(target=beat, name=f"pulse-{ctx.scenario}", daemon=True)
