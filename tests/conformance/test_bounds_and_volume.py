@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from jobkit_celery import CeleryBackend
 from jobkit_celery._settings import parse_url as celery_settings
-from jobkit_conformance import checkers, reports
+from jobkit_conformance import checkers, config, reports
 from jobkit_conformance.checkers.bounds import percentiles
 from jobkit_conformance.history import F, History, OpType
 from jobkit_conformance.outcome import CheckOutcome, Outcome, RunResult, capability_verdicts
@@ -15,7 +16,7 @@ from jobkit_sqs import parse_url
 from jobkit_sqs.transport import capabilities_for
 from rich.console import Console
 
-from jobkit import Capabilities
+from jobkit import Capabilities, ConfigurationError
 
 from .histories import H
 
@@ -233,3 +234,12 @@ def test_celery_amqp_declares_the_rounding_of_its_delay_buckets() -> None:
     caps = CeleryBackend(celery_settings("celery+amqp://127.0.0.1:1//")).capabilities
     assert caps.due_bound(timedelta(minutes=10)) >= timedelta(seconds=10)  # 10 s buckets
     assert caps.due_bound(timedelta(seconds=30)) >= timedelta(seconds=1)  # 1 s buckets
+
+
+def test_the_full_profile_soaks_longer_and_an_unknown_profile_is_refused() -> None:
+    full = config.settings_from({"profile": "full"})
+    default = config.settings_from({})
+    assert full.soak.volume_jobs > default.soak.volume_jobs >= 5_000
+    assert full.soak.kills > default.soak.kills
+    with pytest.raises(ConfigurationError, match="unknown profile 'long'; known: default, full"):
+        config.settings_from({"profile": "long"})
