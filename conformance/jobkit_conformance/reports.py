@@ -41,7 +41,8 @@ def figures(o: CheckOutcome) -> str:
     for key, label in FIGURES:
         if key in found:
             unit = " jobs/s" if key == "throughput_jobs_s" else " s"
-            parts.append(f"{label} {found[key]:.2f}{unit}")
+            digits = 0 if key == "throughput_jobs_s" else 2
+            parts.append(f"{label} {found[key]:.{digits}f}{unit}")
     return ", ".join(parts)
 
 
