@@ -16,10 +16,10 @@ from jobkit_conformance.history import F, JobSpec
 
 from .context import Context
 
-BATCH = 100
+BATCH = 50
 """Jobs per `App.enqueue_many` call."""
 
-WINDOW = 300
+WINDOW = 100
 """Volume jobs sent but not yet succeeded, at most."""
 
 VOLUME_CONCURRENCY = 4
@@ -76,7 +76,7 @@ class _Feed:
 
 def volume(ctx: Context) -> None:
     """The profile's `volume_jobs` no-op jobs (5,000 by default), sent with `enqueue_many` in
-    batches of 100, at most 300 outstanding (a broker's cost may grow with its backlog: moto
+    batches of 50, at most 100 outstanding (a broker's cost may grow with its backlog: moto
     scans a queue on every call), while two workers serve them; at even steps of progress one
     worker's whole process group is SIGKILLed and a fresh worker started, or a worker is
     SIGSTOPped for 1.5 leases and then continued, so its late acknowledgements race the
