@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from jobkit import Capabilities
-from jobkit.capabilities import Delivery
+from jobkit.spi import Capabilities
+from jobkit.spi import DeliveryGuarantee as Delivery
 from jobkit_conformance import checkers
 from jobkit_conformance.checkers import Finding
 from jobkit_conformance.checkers.bounds import LATENESS_SLACK, ORPHAN_SLACK, REDELIVERY_SLACK

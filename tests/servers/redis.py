@@ -1,6 +1,8 @@
 """A real redis-server on 127.0.0.1, on a free port of its own, in a temporary directory.
 
-Started as a subprocess we own and stopped by its PID. No persistence (``--save ''``).
+Started as a subprocess we own and stopped by its PID. It keeps an append-only file in its
+directory (written through at SIGTERM, which is how `stop_broker()` stops it), so
+`stop_broker()` / `start_broker()` restart it in place with its data: see `tests.servers`.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ def _answers(port: int) -> bool:
         return False
 
 
-def start_redis(timeout: float = 15.0) -> RedisServer:
-    """Start redis-server and wait until it answers PING. Raises RuntimeError if it cannot."""
+def start_redis(timeout: float = 15.0, *, persistent: bool = True) -> RedisServer:
+    """Start redis-server and wait until it answers PING. Raises RuntimeError if it cannot.
+    `persistent=False` (benchmarks): no append-only file, so a restart loses the data."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError(
@@ -43,11 +46,12 @@ def start_redis(timeout: float = 15.0) -> RedisServer:
             "--bind", "127.0.0.1",
             "--port", str(port),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if persistent else "no",
+            "--appendfsync", "everysec",
             "--dir", str(directory),
             "--daemonize", "no",
             "--protected-mode", "yes",
         ]  # fmt: skip
 
-    port, process, directory = launch("redis", argv, _answers, timeout=timeout)
-    return RedisServer(port=port, process=process, directory=directory)
+    server = launch("redis", argv, _answers, timeout=timeout)
+    return RedisServer(**vars(server))
