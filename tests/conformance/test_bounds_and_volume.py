@@ -16,7 +16,8 @@ from jobkit_sqs import parse_url
 from jobkit_sqs.transport import capabilities_for
 from rich.console import Console
 
-from jobkit import Capabilities, ConfigurationError
+from jobkit import ConfigurationError
+from jobkit.spi import Capabilities
 
 from .histories import H
 

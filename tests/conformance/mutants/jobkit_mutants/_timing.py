@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
-from jobkit import Delivery, Message, Transport, TransportBackend
+from jobkit.spi import Delivery, Message, Transport, TransportBackend
 from jobkit_mutants import Wrapped, _wrap
 
 LOSS_RATE = 1 / 300
