@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from jobkit import App, Reject, RetryPolicy, current_job
@@ -36,11 +37,21 @@ class TransientError(RuntimeError):
 _BEAT_EVERY = 0.5
 
 
-def _run(token: str, job: str, body: str, *, seconds: float = 0.0, key: str | None = None) -> None:
+def _run(
+    token: str,
+    job: str,
+    body: str,
+    *,
+    seconds: float = 0.0,
+    key: str | None = None,
+    first: Callable[[Ledger], None] | None = None,
+) -> None:
     ledger = Ledger.from_env()
     context = current_job()
     row, attempt = ledger.start(token, job, context.attempt if context else None)
     try:
+        if first is not None and attempt == 1:
+            first(ledger)
         if seconds:
             deadline = time.monotonic() + seconds
             while True:
@@ -119,11 +130,12 @@ GRANDCHILD_SECONDS = 60.0
 
 @app.job(name="conformance.spawn", retry=FAST)
 def spawn(token: str, seconds: float) -> None:
-    """On its first attempt, start a grandchild process that inherits every file descriptor of
-    this job process (the pipes to the worker included), note its pid as an effect with key
-    ``grandchild:<pid>``, then run for `seconds`; later attempts succeed at once."""
-    ledger = Ledger.from_env()
-    if not any(r.job_id == token for r in ledger.runs({token})):
+    """On its first attempt, once its start is in the ledger, start a grandchild process that
+    inherits every file descriptor of this job process (the pipes to the worker included), note
+    its pid as an effect with key ``grandchild:<pid>``, then run for `seconds`; later attempts
+    succeed at once."""
+
+    def grandchild(ledger: Ledger) -> None:
         for name in os.listdir("/proc/self/fd"):
             try:
                 os.set_inheritable(int(name), True)
@@ -134,6 +146,6 @@ def spawn(token: str, seconds: float) -> None:
             close_fds=False,
         )
         ledger.effect(token, f"grandchild:{child.pid}")
-        _run(token, "conformance.spawn", "", seconds=seconds)
-    else:
-        _run(token, "conformance.spawn", "")
+
+    attempts = Ledger.from_env().runs({token})
+    _run(token, "conformance.spawn", "", seconds=0.0 if attempts else seconds, first=grandchild)

@@ -132,10 +132,11 @@ def orphan(ctx: Context) -> None:
         keys = [key for _, key, _, _ in ledger.effects({job}) if key]
         return int(keys[0].split(":")[1]) if keys else None
 
-    ctx.wait(lambda: grandchild() is not None, "the job started its grandchild")
-    runs = ctx.runs()
+    ctx.wait(lambda: grandchild() is not None and ctx.started([job]),
+             "the job started its grandchild")  # fmt: skip
     try:
-        ctx.kill_job_process(runs[0].pid, target="its job process, whose grandchild holds its fds")
+        ctx.kill_job_process(ctx.runs()[0].pid,
+                             target="its job process, whose grandchild holds its fds")  # fmt: skip
         ctx.settle(lambda: ctx.succeeded([job]), "the job ran again and succeeded")
         after = ctx.enqueue(jobs.effect, [], JobSpec(kind="effect"))
         ctx.settle(lambda: ctx.succeeded([after]), "the worker ran the next job")
