@@ -35,6 +35,8 @@ _CAPABILITIES = Capabilities(
     name="memory",
     redelivery="lease expiry",
     redelivery_after=None,
+    # a blocked receive looks for due messages at least every _MAX_BLOCK (0.05 s)
+    scheduling_precision=timedelta(milliseconds=100),
     dead_letter=True,
     max_delay=None,
     priorities=10,

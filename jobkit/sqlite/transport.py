@@ -18,6 +18,8 @@ _CAPABILITIES = Capabilities(
     name="sqlite",
     redelivery="lease expiry",
     redelivery_after=None,  # the worker's lease decides
+    # a blocked receive looks for due messages at least every _LONGEST_NAP (0.1 s)
+    scheduling_precision=timedelta(milliseconds=200),
     dead_letter=True,
     max_delay=None,
     priorities=10,

@@ -81,7 +81,7 @@ def test_select_takes_globs_and_prefixes_and_rejects_unknown_patterns() -> None:
         "dlq.list_complete", "dlq.once_per_replay", "dlq.purge_dead_only",
     }  # fmt: skip
     assert [c.id for c in checks.select(["dlq.replay"])] == ["dlq.replay"]
-    assert len(checks.select(["*.no_loss"])) == 3
+    assert len(checks.select(["*.no_loss"])) == 4
     with pytest.raises(KeyError):
         checks.select(["nonsense.check"])
 

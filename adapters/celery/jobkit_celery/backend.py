@@ -47,7 +47,10 @@ class CeleryBackend(spi.Backend):
             return Capabilities(
                 name=f"celery+redis{native}",
                 redelivery="visibility timeout after a worker dies; requeue when a pool child dies",
-                redelivery_after=s.visibility_timeout + timedelta(seconds=2 * s.restore_every),
+                # without visibility_timeout in the URL the worker's lease is the timeout
+                redelivery_after=s.visibility_timeout if s.visibility_timeout_given else None,
+                # unacked and delayed messages are moved by a sweep every restore_every s
+                scheduling_precision=timedelta(seconds=2 * s.restore_every),
                 max_delay=None,
                 priorities=10,
                 results=s.store_url is not None,
@@ -56,6 +59,10 @@ class CeleryBackend(spi.Backend):
             name=f"celery+amqp{native}",
             redelivery="connection loss when a worker dies; requeue when a pool child dies",
             redelivery_after=timedelta(seconds=5),
+            # delays go to TTL queues rounded up to 1 s below a minute, 10 s below 10 min,
+            # 1 min above (< 1 s + delay / 6 in all); RabbitMQ expires them to the ms
+            scheduling_precision=timedelta(seconds=1.5),
+            delay_rounding=1 / 6,
             max_delay=timedelta(days=49),  # x-message-ttl is at most 2**32-1 ms
             priorities=10,
             results=s.store_url is not None,

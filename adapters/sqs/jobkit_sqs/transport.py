@@ -42,7 +42,10 @@ def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
     return Capabilities(
         name="sqs-fifo" if config.fifo else "sqs",
         redelivery="visibility timeout (lease) expiry",
-        redelivery_after=config.visibility,
+        # receive sets each message's visibility timeout to the worker's lease
+        redelivery_after=None,
+        # leases and delays are rounded up to whole seconds; SQS's own timers add up to 1 s
+        scheduling_precision=timedelta(seconds=2),
         dead_letter=True,
         max_delay=timedelta(0) if config.fifo else None,
         priorities=1,

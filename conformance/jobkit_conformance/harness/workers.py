@@ -27,6 +27,8 @@ from jobkit.spi import Backend, TransportBackend, WorkerOptions
 from jobkit_conformance.ledger import ENV_VAR
 
 APP_PATH = "jobkit_conformance.jobs:app"
+POLL = timedelta(seconds=0.2)
+"""The workers' poll interval (``--poll``): part of every lateness and recovery bound."""
 
 
 class WorkerHandle(ABC):
@@ -101,7 +103,7 @@ class ProcessWorker(WorkerHandle):
             "--grace",
             f"{grace.total_seconds():g}",
             "--poll",
-            "0.2",
+            f"{POLL.total_seconds():g}",
             "--prefetch",
             str(prefetch),
         ]
@@ -194,7 +196,7 @@ class InProcessWorker(WorkerHandle):
             concurrency=concurrency,
             lease=lease,
             grace=grace,
-            poll=timedelta(seconds=0.2),
+            poll=POLL,
             prefetch=prefetch,
             **_unknown_job_option(unknown_job_timeout),
         )
