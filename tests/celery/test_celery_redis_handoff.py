@@ -1,0 +1,64 @@
+"""Celery on Redis: a message taken by a worker is never lost when the worker is SIGKILLed.
+
+kombu takes a message off the queue's list (BRPOP) and records it as unacked (the record a dead
+worker's messages are restored from) in a second round trip; a worker killed in between lost the
+message for good. jobkit's transport takes and records in one Lua step. Real redis-server, real
+`jobkit worker` processes, real SIGKILLs of the worker's process group while it is busy.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.apps import ledger as L
+from tests.celery.conftest import QUEUE
+from tests.waiting import wait_until
+from tests.workers import kill_group, start_worker
+
+pytestmark = pytest.mark.slow
+
+JOBS = 2000
+KILLS = 8
+RUNS_BETWEEN_KILLS = 150
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        kill_group(proc)
+        proc.wait(timeout=30)
+
+
+def _keys_run(ledger: Path) -> int:
+    return L.count(ledger, "SELECT COUNT(DISTINCT key) FROM runs")
+
+
+def test_every_job_runs_although_busy_workers_are_sigkilled_again_and_again(
+    redis_url: str, ledger: Path, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    L.app.use(redis_url)
+    try:
+        keys = [f"handoff-{n}" for n in range(JOBS)]
+        for key in keys:
+            L.record.enqueue(key)
+        for _ in range(KILLS):
+            workers.append(start_worker(redis_url, ledger, "-q", QUEUE, "-c", "4", "--lease", "2"))
+            target = min(JOBS, _keys_run(ledger) + RUNS_BETWEEN_KILLS)
+            wait_until(lambda t=target: _keys_run(ledger) >= t, timeout=120, what="jobs ran")  # type: ignore[misc]
+            kill_group(workers[-1])  # SIGKILL mid-stream: the worker is taking messages
+            workers[-1].wait(timeout=30)
+        workers.append(start_worker(redis_url, ledger, "-q", QUEUE, "-c", "4", "--lease", "2"))
+        try:
+            wait_until(lambda: _keys_run(ledger) >= JOBS, timeout=180, what="every job ran")
+        finally:
+            ran = {str(r[0]) for r in L.rows(ledger, "SELECT DISTINCT key FROM runs")}
+            missing = sorted(set(keys) - ran)
+            assert not missing, f"{len(missing)} jobs never ran: {missing[:10]}"
+    finally:
+        L.app.close()
