@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 JOBS = 2000
 KILLS = 8
-RUNS_BETWEEN_KILLS = 150
+RUNS_BETWEEN_KILLS = 100
+WORKER = ("-q", QUEUE, "-c", "4", "--prefetch", "2", "--lease", "2")
 
 
 @pytest.fixture
@@ -48,12 +49,15 @@ def test_every_job_runs_although_busy_workers_are_sigkilled_again_and_again(
         for key in keys:
             L.record.enqueue(key)
         for _ in range(KILLS):
-            workers.append(start_worker(redis_url, ledger, "-q", QUEUE, "-c", "4", "--lease", "2"))
+            pair = [start_worker(redis_url, ledger, *WORKER) for _ in range(2)]
+            workers.extend(pair)
             target = min(JOBS, _keys_run(ledger) + RUNS_BETWEEN_KILLS)
             wait_until(lambda t=target: _keys_run(ledger) >= t, timeout=120, what="jobs ran")  # type: ignore[misc]
-            kill_group(workers[-1])  # SIGKILL mid-stream: the worker is taking messages
-            workers[-1].wait(timeout=30)
-        workers.append(start_worker(redis_url, ledger, "-q", QUEUE, "-c", "4", "--lease", "2"))
+            for proc in pair:  # SIGKILL mid-stream: both workers are taking messages
+                kill_group(proc)
+            for proc in pair:
+                proc.wait(timeout=30)
+        workers.append(start_worker(redis_url, ledger, *WORKER))
         try:
             wait_until(lambda: _keys_run(ledger) >= JOBS, timeout=180, what="every job ran")
         finally:
