@@ -19,12 +19,14 @@ BELL_MAXLEN = 64
 # KEYS: n list keys (queues x priority steps, in BRPOP order), the queues' doorbells,
 #       then kombu's unacked hash and unacked index.
 # ARGV: n, the time to score the unacked index entry with.
-# Returns {1, list key, item, delivery tag or nil (not claimed: not a kombu message)}
+# Returns {1, list key, item, delivery tag} (popped and recorded unacked),
+#      or {2, list key, item}: the list's next item is not a kombu message; it is left on the
+#         list (the caller moves it to the DLQ in one transaction, so it is never only in memory),
 #      or {0, last id of each doorbell (or '0-0')} when every list is empty.
 POP = """
 local n = tonumber(ARGV[1])
 for i = 1, n do
-  local item = redis.call('RPOP', KEYS[i])
+  local item = redis.call('LINDEX', KEYS[i], -1)
   if item then
     local ok, msg = pcall(cjson.decode, item)
     local tag, info
@@ -34,13 +36,14 @@ for i = 1, n do
     end
     if type(tag) == 'string' and type(info) == 'table'
         and type(info.exchange) == 'string' and type(info.routing_key) == 'string' then
+      redis.call('RPOP', KEYS[i])
       redis.call('HSET', KEYS[#KEYS - 1], tag,
         '[' .. item .. ',' .. cjson.encode(info.exchange) .. ','
           .. cjson.encode(info.routing_key) .. ']')
       redis.call('ZADD', KEYS[#KEYS], ARGV[2], tag)
       return {1, KEYS[i], item, tag}
     end
-    return {1, KEYS[i], item, false}
+    return {2, KEYS[i], item}
   end
 end
 local ids = {0}

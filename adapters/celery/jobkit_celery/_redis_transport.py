@@ -197,15 +197,14 @@ class Channel(kombu_redis.Channel):
         with self.conn_or_acquire() as client:
             client.zadd(delayed_name(queue), {member: float(due)})
 
-    def _dead_letter_raw(self, queue: str, raw: bytes, reason: str, tag: str | None) -> None:
+    def _dead_letter_raw(self, queue: str, raw: bytes, reason: str, tag: str) -> None:
         """Dead-letter `raw`, dropping `tag` from the unacked index in the same transaction."""
         logger.error("dead-lettering an undecodable message on %r: %s", queue, reason)
         record = encode_record(queue=queue, job_id=None, body=raw, reason=reason, deliveries=1)
         with self.conn_or_acquire() as client, client.pipeline() as pipe:
             pipe.rpush(dlq_name(queue), record)
-            if tag is not None:
-                pipe.zrem(self.unacked_index_key, tag)
-                pipe.hdel(self.unacked_key, tag)
+            pipe.zrem(self.unacked_index_key, tag)
+            pipe.hdel(self.unacked_key, tag)
             pipe.execute()
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -227,15 +226,43 @@ class Channel(kombu_redis.Channel):
                 self._jobkit_bells = dict(zip(self._jobkit_sent_bells, ids, strict=False))
                 raise Empty()
             self._jobkit_bells = None
+            if int(reply[0]) == 2:
+                self._dead_letter_head(reply[1], reply[2])
+                raise Empty()
             _, dest, item, tag = reply
-            self._deliver_popped(dest, item, None if tag is None else bytes_to_str(tag))
+            self._deliver_popped(dest, item, bytes_to_str(tag))
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._flush_brpop_reauth()
 
-    def _deliver_popped(self, dest_key: Any, item: Any, tag: str | None) -> None:
-        """Hand a popped message to kombu (the tag, if given, is already recorded unacked)."""
+    def _dead_letter_head(self, key: Any, item: Any) -> None:
+        """Move `item`, the next entry of list `key` (not a kombu message), to the DLQ in one
+        transaction; nothing if the list changed meanwhile (the next pop looks again)."""
+        key = bytes_to_str(key)
+        queue = key.rsplit(self.sep, 1)[0]
+        raw = item if isinstance(item, bytes) else str(item).encode()
+        try:
+            loads(bytes_to_str(raw))
+        except (ValueError, TypeError, UnicodeDecodeError, DecodeError) as exc:
+            reason = f"undecodable message: not JSON: {exc}"
+        else:
+            reason = "undecodable message: not a kombu message (no delivery tag or delivery info)"
+        logger.error("dead-lettering an undecodable message on %r: %s", queue, reason)
+        record = encode_record(queue=queue, job_id=None, body=raw, reason=reason, deliveries=1)
+
+        def move(pipe: Any) -> None:
+            if pipe.lindex(key, -1) != raw:
+                return
+            pipe.multi()
+            pipe.rpop(key)
+            pipe.rpush(dlq_name(queue), record)
+
+        with self.conn_or_acquire() as client:
+            client.transaction(move, key)
+
+    def _deliver_popped(self, dest_key: Any, item: Any, tag: str) -> None:
+        """Hand a popped message to kombu (its tag is already recorded unacked)."""
         dest = bytes_to_str(dest_key).rsplit(self.sep, 1)[0]
         self._queue_cycle.rotate(dest)
         raw = item if isinstance(item, bytes) else str(item).encode()
@@ -244,8 +271,7 @@ class Channel(kombu_redis.Channel):
         except (ValueError, TypeError, UnicodeDecodeError, DecodeError) as exc:
             self._dead_letter_raw(dest, raw, f"undecodable message: not JSON: {exc}", tag)
             raise Empty() from None
-        if tag is not None:
-            self._jobkit_claimed.add(tag)
+        self._jobkit_claimed.add(tag)
         try:
             self.connection._deliver(payload, dest)
         except _Poison as exc:
