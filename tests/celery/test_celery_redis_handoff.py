@@ -9,7 +9,6 @@ message for good. jobkit's transport takes and records in one Lua step. Real red
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,23 +26,15 @@ RUNS_BETWEEN_KILLS = 100
 WORKER = ("-q", QUEUE, "-c", "4", "--prefetch", "2", "--lease", "2")
 
 
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        kill_group(proc)
-        proc.wait(timeout=30)
-
-
 def _keys_run(ledger: Path) -> int:
     return L.count(ledger, "SELECT COUNT(DISTINCT key) FROM runs")
 
 
 def test_every_job_runs_although_busy_workers_are_sigkilled_again_and_again(
-    redis_url: str, ledger: Path, workers: list[subprocess.Popen[bytes]]
+    redis_url: str, ledger: Path
 ) -> None:
     L.app.use(redis_url)
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         keys = [f"handoff-{n}" for n in range(JOBS)]
         for key in keys:
@@ -65,4 +56,7 @@ def test_every_job_runs_although_busy_workers_are_sigkilled_again_and_again(
             missing = sorted(set(keys) - ran)
             assert not missing, f"{len(missing)} jobs never ran: {missing[:10]}"
     finally:
+        for proc in workers:
+            kill_group(proc)  # only those still running: the worker started last
+            proc.wait(timeout=30)
         L.app.close()
