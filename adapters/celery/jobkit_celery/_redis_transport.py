@@ -1,6 +1,6 @@
 """kombu's Redis transport with four fixes jobkit needs. Used as Celery's ``broker_transport``.
 
-0. **No message lost to a killed worker.** kombu takes a message with BRPOP (it leaves the list
+1. **No message lost to a killed worker.** kombu takes a message with BRPOP (it leaves the list
    at once) and records it in its ``unacked`` hash and ``unacked_index`` (which
    ``restore_visible`` uses to redeliver a dead worker's messages) only in a second round trip;
    a worker killed in between (measured: 1-5 of 5,000 jobs under 3 SIGKILLs) lost the message.
@@ -11,20 +11,21 @@
    saw, so no push is missed; every push of this transport (``_put``, the delayed-message mover)
    rings the doorbell, and the wait times out after ``brpop_timeout`` (1 s) so a message pushed
    without a ring (kombu's restores, a DLQ replay) is taken within about a second.
-
-1. **Poison messages** (measured: one undecodable entry makes the whole worker exit
-   with ``Unrecoverable error: JSONDecodeError`` and the entry is gone). `Channel._brpop_read`
-   catches what kombu cannot decode or build a message from; anything that is not a kombu
-   message goes to ``jobkit.dlq.<queue>`` byte-for-byte, with the reason (in the same
-   transaction that drops it from the unacked index, if the pop script recorded it there), and
-   the worker keeps serving.
-2. **Delays without the ETA trap** (kombu#337, celery#2599: a Celery ETA/countdown longer than
+2. **Poison messages** (measured: one undecodable entry makes the whole worker exit
+   with ``Unrecoverable error: JSONDecodeError`` and the entry is gone). An entry the pop
+   script cannot read as a kombu message (Redis's cjson: no JSON object with a delivery tag and
+   delivery info) stays on its list, and the worker moves it to ``jobkit.dlq.<queue>``
+   byte-for-byte, with the reason, in one WATCH/MULTI transaction. One the script took but
+   kombu cannot build a message from goes there in the transaction that drops it from the
+   unacked index. Either way it is never only in the worker's memory, and the worker keeps
+   serving.
+3. **Delays without the ETA trap** (kombu#337, celery#2599: a Celery ETA/countdown longer than
    ``visibility_timeout`` runs the task again and again). jobkit never uses Celery's ETA on
    Redis: a message carrying the ``x-jobkit-due`` header is added to the sorted set
    ``jobkit.delayed.<queue>`` (score = due time) instead of the queue's list; the worker moves due
    messages onto the list with one Lua script (ZRANGEBYSCORE + LPUSH + ZREM), every sweep.
    A delayed message is not in kombu's ``unacked`` index while it waits, so it cannot be restored.
-3. **Jobs longer than the visibility timeout** are not started again while they run: at every
+4. **Jobs longer than the visibility timeout** are not started again while they run: at every
    sweep the worker refreshes the score of each message it holds unacked in kombu's
    ``unacked_index`` (ZADD XX), so only the messages of a dead worker ever get older than the
    visibility timeout and are restored.
