@@ -15,7 +15,7 @@ Everything named here is stable for adapters; anything not named here is interna
 from jobkit._invoke import invoke as invoke_job
 from jobkit._json import check_round_trip
 from jobkit.backend import Backend, WorkerOptions, unknown_job_problems
-from jobkit.capabilities import Capabilities
+from jobkit.capabilities import Capabilities, MigrationSupport
 from jobkit.capabilities import Delivery as DeliveryGuarantee
 from jobkit.clock import Clock, ManualClock, SystemClock
 from jobkit.config import interpolate, resolve_app_path, resolve_backend_url
@@ -31,13 +31,21 @@ from jobkit.envelope import (
 from jobkit.job import JobSet
 from jobkit.loading import load_app
 from jobkit.memory import MemoryTransport
-from jobkit.records import DeadLetter, Delivery, Message, QueueStats
+from jobkit.records import DeadLetter, Delivery, ExportedJob, ImportOutcome, Message, QueueStats
 from jobkit.redact import redact_url
 from jobkit.registry import installed_schemes, open_backend, scheme_of
 from jobkit.retention import Retention, parse_duration, pop_retention
 from jobkit.sqlite import SqliteJobStore, SqliteTransport
-from jobkit.store import EventKind, JobEvent, JobStore, MemoryJobStore, apply_event, dedup_key
-from jobkit.transport import Transport
+from jobkit.store import (
+    EventKind,
+    JobEvent,
+    JobStore,
+    MemoryJobStore,
+    apply_event,
+    dedup_key,
+    migration_marker,
+)
+from jobkit.transport import Transport, fold_attempts, message_of
 from jobkit.transport_backend import TransportBackend, replay_body
 from jobkit.worker._retrying import Retrier, Stopped
 from jobkit.worker.context import job_context
@@ -53,13 +61,16 @@ __all__ = [
     "DeliveryGuarantee",
     "Envelope",
     "EventKind",
+    "ExportedJob",
     "JobEvent",
+    "ImportOutcome",
     "JobSet",
     "JobStore",
     "ManualClock",
     "MemoryJobStore",
     "MemoryTransport",
     "Message",
+    "MigrationSupport",
     "QueueStats",
     "Retention",
     "Retrier",
@@ -77,11 +88,14 @@ __all__ = [
     "check_round_trip",
     "decode",
     "dedup_key",
+    "fold_attempts",
     "installed_schemes",
     "interpolate",
     "invoke_job",
     "job_context",
     "load_app",
+    "message_of",
+    "migration_marker",
     "new_job_id",
     "open_backend",
     "parse_duration",

@@ -36,6 +36,7 @@ class EventKind(StrEnum):
     FAILED = "failed"  # an attempt failed and another is scheduled
     DEAD = "dead"  # moved to the dead-letter queue
     SKIPPED = "skipped"  # a duplicate of a completed key, acked without running
+    IMPORTED = "imported"  # a migration marker (see `migration_marker`), not a job's state
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +87,17 @@ _STATE_OF = {
     EventKind.FAILED: JobState.SCHEDULED,
     EventKind.DEAD: JobState.DEAD,
     EventKind.SKIPPED: JobState.SUCCEEDED,
+    EventKind.IMPORTED: JobState.QUEUED,
 }
+
+
+def migration_marker(job_id: str) -> str:
+    """The store record id that says `jobkit migrate` has sent job `job_id` to this backend.
+
+    Kept apart from the job's own record, so a store shared with the source (whose records of
+    the job's earlier attempts are there already) is not mistaken for a copy.
+    """
+    return f"migrated:{job_id}"
 
 
 def apply_event(record: JobRecord | None, event: JobEvent) -> JobRecord:

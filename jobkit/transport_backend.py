@@ -17,8 +17,8 @@ from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope, decode, salvage
 from jobkit.errors import SerializationError
 from jobkit.job import JobSet
-from jobkit.records import DeadLetter, JobRecord, Message, QueueStats
-from jobkit.store import JobStore
+from jobkit.records import DeadLetter, ExportedJob, ImportOutcome, JobRecord, Message, QueueStats
+from jobkit.store import EventKind, JobEvent, JobStore, migration_marker
 from jobkit.transport import Transport
 
 
@@ -84,6 +84,56 @@ class TransportBackend(Backend):
 
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return self.transport.stats(queues)
+
+    # -- migration: the transport's primitives, made idempotent with markers in the store -----
+
+    def export_jobs(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[ExportedJob]:
+        return self.transport.export(
+            queues, max_messages=limit, lease=lease, include_dead=include_dead
+        )
+
+    def import_jobs(self, jobs: Sequence[ExportedJob]) -> ImportOutcome:
+        """Skips jobs marked as imported in the store (`migration_marker`), then lets the
+        transport skip the ones it has natively, then marks what it stored."""
+        marked = {
+            job.id for job in jobs if self.store.get(migration_marker(job.id)) is not None
+        }
+        fresh = [job for job in jobs if job.id not in marked]
+        native = self.transport.import_messages(fresh) if fresh else set()
+        now = self.clock.now()
+        self.store.record(
+            [
+                JobEvent(
+                    job_id=migration_marker(job.id),
+                    job=salvage(job.body).job or "",
+                    kind=EventKind.IMPORTED,
+                    attempt=0,
+                    at=now,
+                )
+                for job in fresh
+            ]
+        )
+        return ImportOutcome(
+            copied=frozenset(job.id for job in fresh if job.id not in native),
+            skipped=frozenset(marked | native),
+        )
+
+    def present_jobs(self, ids: Sequence[str]) -> set[str]:
+        native = self.transport.present(ids) or set()
+        return native | {i for i in ids if self.store.get(migration_marker(i)) is not None}
+
+    def commit_export(self, jobs: Sequence[ExportedJob]) -> list[str]:
+        return self.transport.commit_export(jobs)
+
+    def release_export(self, jobs: Sequence[ExportedJob]) -> None:
+        self.transport.release_export(jobs)
 
     def check(self, app: JobSet) -> list[str]:
         problems = self._waiting_unknown_jobs(app)
