@@ -15,8 +15,8 @@ from datetime import timedelta
 from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope
-from jobkit.job import JobSet
 from jobkit.errors import UnsupportedFeature
+from jobkit.job import JobSet
 from jobkit.records import DeadLetter, ExportedJob, ImportOutcome, JobRecord, QueueStats
 
 

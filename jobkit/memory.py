@@ -294,12 +294,11 @@ class MemoryTransport(Transport):
         """Native: a scan of every queue (this transport is for tests and small tools)."""
         wanted = set(ids)
         with self._lock:
-            return {
-                item.id
-                for queue in self._queues.values()
-                for item in (*queue.entries.values(), *queue.dead.values())
-                if item.id in wanted
-            }
+            found: set[str] = set()
+            for queue in self._queues.values():
+                found.update(e.id for e in queue.entries.values() if e.id in wanted)
+                found.update(d.id for d in queue.dead.values() if d.id in wanted)
+            return found
 
     def import_messages(self, jobs: Sequence[ExportedJob]) -> set[str]:
         """Live jobs only (dead letters: `UnsupportedFeature`); a job whose id is here already

@@ -203,7 +203,8 @@ class Transport(ABC):
         dead = [job.id for job in jobs if job.dead]
         if dead:
             raise UnsupportedFeature(
-                asked=f"import {len(dead)} dead letter(s) (e.g. {dead[0]}) into {self.capabilities.name}",
+                asked=f"import {len(dead)} dead letter(s) (e.g. {dead[0]}) "
+                f"into {self.capabilities.name}",
                 supported=f"{self.capabilities.name} cannot store a dead letter directly",
                 change="Migrate without --include-dead, or replay the dead letters first",
             )

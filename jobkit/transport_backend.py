@@ -102,9 +102,7 @@ class TransportBackend(Backend):
     def import_jobs(self, jobs: Sequence[ExportedJob]) -> ImportOutcome:
         """Skips jobs marked as imported in the store (`migration_marker`), then lets the
         transport skip the ones it has natively, then marks what it stored."""
-        marked = {
-            job.id for job in jobs if self.store.get(migration_marker(job.id)) is not None
-        }
+        marked = {job.id for job in jobs if self.store.get(migration_marker(job.id)) is not None}
         fresh = [job for job in jobs if job.id not in marked]
         native = self.transport.import_messages(fresh) if fresh else set()
         now = self.clock.now()

@@ -32,9 +32,7 @@ class Seeded:
         return self.live | set(self.dead)
 
 
-def seed(
-    backend: TransportBackend, *, ready: int, delayed: int, retried: int, dead: int
-) -> Seeded:
+def seed(backend: TransportBackend, *, ready: int, delayed: int, retried: int, dead: int) -> Seeded:
     """Jobs with headers, an idempotency key, a priority where the backend has them and a time
     limit; `retried` ones have failed once and wait out a 10-minute backoff."""
     priorities = backend.capabilities.priorities > 1
@@ -111,7 +109,9 @@ def snapshot_sqlite(path: str, queue: str = QUEUE) -> dict[str, list[Found]]:
             Found(
                 body={k: v for k, v in data.items() if k != "attempt"},
                 attempts=data["attempt"] + deliveries,
-                due_in=timedelta(seconds=max(due - now, 0.0)) if state == "delayed" else timedelta(0),
+                due_in=timedelta(seconds=max(due - now, 0.0))
+                if state == "delayed"
+                else timedelta(0),
                 reason=reason if state == "dead" else None,
             )
         )
@@ -121,7 +121,8 @@ def snapshot_sqlite(path: str, queue: str = QUEUE) -> dict[str, list[Found]]:
 def check_migrated(found: dict[str, list[Found]], seeded: Seeded, *, slack: timedelta) -> None:
     """Every seeded job exactly once with its state; delays within `slack` of what is left."""
     assert set(found) == seeded.every, (
-        f"missing {sorted(seeded.every - set(found))[:5]}, extra {sorted(set(found) - seeded.every)[:5]}"
+        f"missing {sorted(seeded.every - set(found))[:5]}, "
+        f"extra {sorted(set(found) - seeded.every)[:5]}"
     )
     duplicated = {i: len(rows) for i, rows in found.items() if len(rows) != 1}
     assert not duplicated, f"jobs present more than once: {duplicated}"

@@ -129,9 +129,9 @@ def import_rows(conn: sqlite3.Connection, jobs: Sequence[ExportedJob], *, now: f
             state, due = DEAD, now
         else:
             state, due = (DELAYED if delay > 0 else READY), now + delay
+        reason = job.dead_reason
         rows.append(
-            (job.queue, job.id, job.body, job.priority, state, due, job.dedup_key, now)
-            + (job.dead_reason,)
+            (job.queue, job.id, job.body, job.priority, state, due, job.dedup_key, now, reason)
         )
     conn.executemany(
         f"INSERT INTO {MESSAGES} (queue, id, body, priority, state, due, deliveries, dedup_key, "

@@ -6,9 +6,8 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from jobkit.capabilities import Capabilities
+from jobkit.capabilities import Capabilities, MigrationSupport
 from jobkit.clock import Clock, SystemClock
-from jobkit.capabilities import MigrationSupport
 from jobkit.records import DeadLetter, Delivery, ExportedJob, Message, QueueStats
 from jobkit.sqlite import _migration
 from jobkit.sqlite._db import DEFAULT_BUSY_TIMEOUT, Handle

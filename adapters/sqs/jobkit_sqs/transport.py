@@ -24,7 +24,15 @@ from typing import Any
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from jobkit import JobkitError, UnsupportedFeature
-from jobkit.spi import Capabilities, DeadLetter, MigrationSupport, Delivery, Message, QueueStats, Transport
+from jobkit.spi import (
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Message,
+    MigrationSupport,
+    QueueStats,
+    Transport,
+)
 from jobkit_sqs import batches, codec
 from jobkit_sqs.client import GONE, SqsClient, error_code, translated
 from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
