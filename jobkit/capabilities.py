@@ -24,6 +24,7 @@ class Delivery(StrEnum):
 class MigrationSupport:
     """What a backend can do for `jobkit migrate` (see `Backend.export_jobs`).
 
+    `exports`: jobs can be exported from it (False: a migration target only, as Celery is).
     `delayed_before_due`: delayed jobs are exported with their remaining delay before they are
     due (False: the broker hides them until due, as SQS does; they are left and reported).
     `dead_letters`: dead letters are exported and imported as dead letters, with their reason.
@@ -35,6 +36,7 @@ class MigrationSupport:
     (no durable way to tell: a re-run after a kill may send the last batch twice).
     """
 
+    exports: bool = True
     delayed_before_due: bool = True
     dead_letters: bool = True
     dedup: str = "native"

@@ -32,10 +32,19 @@ class Seeded:
         return self.live | set(self.dead)
 
 
-def seed(backend: TransportBackend, *, ready: int, delayed: int, retried: int, dead: int) -> Seeded:
-    """Jobs with headers, an idempotency key, a priority where the backend has them and a time
-    limit; `retried` ones have failed once and wait out a 10-minute backoff."""
-    priorities = backend.capabilities.priorities > 1
+def seed(
+    backend: TransportBackend,
+    *,
+    ready: int,
+    delayed: int,
+    retried: int,
+    dead: int,
+    priorities: bool = True,
+) -> Seeded:
+    """Jobs with headers, an idempotency key, a priority (with `priorities`, where the backend
+    has them) and a time limit; `retried` ones have failed once and wait out a 10-minute
+    backoff."""
+    priorities = priorities and backend.capabilities.priorities > 1
 
     def envelope(kind: str, n: int, delay: timedelta | None = None) -> Envelope:
         return Envelope(

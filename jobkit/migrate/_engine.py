@@ -54,6 +54,13 @@ def migrate(
     """
     source_support = _support(source, "export jobs from")
     target_support = _support(target, "import jobs into")
+    if not source_support.exports:
+        name = source.capabilities.name
+        raise UnsupportedFeature(
+            asked=f"export jobs from {name}",
+            supported=f"{name} is a migration target only: it cannot hand out waiting jobs",
+            change="Drain its queues with workers instead, or migrate into it",
+        )
     if options.include_dead and not (source_support.dead_letters and target_support.dead_letters):
         side = source if not source_support.dead_letters else target
         raise UnsupportedFeature(

@@ -18,6 +18,7 @@ from celery import signals as celery_signals
 import jobkit
 from jobkit import JobRecord, spi
 from jobkit.spi import Capabilities, DeadLetter, QueueStats, WorkerOptions, unknown_job_problems
+from jobkit_celery import _migration
 from jobkit_celery._amqp_ops import AmqpOps
 from jobkit_celery._redis_ops import RedisOps
 from jobkit_celery._runtime import Runtime
@@ -33,6 +34,7 @@ class CeleryBackend(spi.Backend):
         self.settings = settings
         self.runtime = Runtime(settings, app_name=app_name)
         self._closed = False
+        self._imported: set[str] = set()  # this process's imports (used without a store)
 
     @property
     def celery(self) -> Any:
@@ -51,6 +53,7 @@ class CeleryBackend(spi.Backend):
                 max_delay=None,
                 priorities=10,
                 results=s.store_url is not None,
+                migration=_migration.support(self.runtime),
             )
         return Capabilities(
             name=f"celery+amqp{native}",
@@ -59,6 +62,7 @@ class CeleryBackend(spi.Backend):
             max_delay=timedelta(days=49),  # x-message-ttl is at most 2**32-1 ms
             priorities=10,
             results=s.store_url is not None,
+            migration=_migration.support(self.runtime),
         )
 
     def send(self, envelopes: Sequence[tuple[spi.Envelope, bytes]]) -> None:
@@ -118,6 +122,16 @@ class CeleryBackend(spi.Backend):
             worker.start()
         finally:
             stopper.uninstall()
+
+    # -- migration (a target only: see `_migration`) -------------------------------------------
+
+    def import_jobs(self, jobs: Sequence[spi.ExportedJob]) -> spi.ImportOutcome:
+        outcome = _migration.import_jobs(self.runtime, jobs)
+        self._imported |= outcome.copied
+        return outcome
+
+    def present_jobs(self, ids: Sequence[str]) -> set[str]:
+        return _migration.present_jobs(self.runtime, ids, self._imported)
 
     # -- dead letters and stats ---------------------------------------------------------------
 
