@@ -9,6 +9,10 @@ and the errors from `jobkit`. Two levels:
 * the message level, `Transport`: for brokers that jobkit's own worker drives; wrap one in
   `TransportBackend` (with a `JobStore`) to get a `Backend`.
 
+Both levels carry the migration primitives (`export_jobs` / `import_jobs` / `present_jobs` /
+`commit_export` / `release_export`, and their `Transport` counterparts with generic defaults),
+declared in `Capabilities.migration`; `migrate` is the engine of `jobkit migrate`.
+
 Everything named here is stable for adapters; anything not named here is internal.
 """
 
@@ -31,6 +35,8 @@ from jobkit.envelope import (
 from jobkit.job import JobSet
 from jobkit.loading import load_app
 from jobkit.memory import MemoryTransport
+from jobkit.migrate import Migration, migrate
+from jobkit.migrate import Report as MigrationReport
 from jobkit.records import DeadLetter, Delivery, ExportedJob, ImportOutcome, Message, QueueStats
 from jobkit.redact import redact_url
 from jobkit.registry import installed_schemes, open_backend, scheme_of
@@ -70,6 +76,8 @@ __all__ = [
     "MemoryJobStore",
     "MemoryTransport",
     "Message",
+    "Migration",
+    "MigrationReport",
     "MigrationSupport",
     "QueueStats",
     "Retention",
@@ -95,6 +103,7 @@ __all__ = [
     "job_context",
     "load_app",
     "message_of",
+    "migrate",
     "migration_marker",
     "new_job_id",
     "open_backend",

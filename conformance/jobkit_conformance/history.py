@@ -45,6 +45,7 @@ class F(StrEnum):
     DEAD = "dead"  # probe: the dead-letter queue (value = {"entries": [...]})
     DEPTH = "depth"  # probe: queue depth (value = {"ready": n, ...})
     WORKER = "worker"  # nemesis: a worker started (invoke) / exited (ok, value = {"code": n})
+    MIGRATE = "migrate"  # migrator: jobs seeded, migrated there and back, found (by id)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,7 @@ from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
 from .context import Context, NotApplicable, ScenarioFailed
+from .migration import migration
 
 Scenario = Callable[[Context], None]
 
@@ -268,5 +269,6 @@ SCENARIOS: dict[str, Scenario] = {
     "poison": poison,
     "broker_down": broker_down,
     "unsupported": unsupported,
+    "migration": migration,
 }
 """Scenario name -> function, longest first (they are started in this order)."""
