@@ -49,8 +49,10 @@ from jobkit.store import (
     MemoryJobStore,
     apply_event,
     dedup_key,
+    marker_event,
     migration_marker,
 )
+from jobkit.store import marked as marked_jobs
 from jobkit.transport import Transport, fold_attempts, message_of
 from jobkit.transport_backend import TransportBackend, replay_body
 from jobkit.worker._retrying import Retrier, Stopped
@@ -102,6 +104,8 @@ __all__ = [
     "invoke_job",
     "job_context",
     "load_app",
+    "marked_jobs",
+    "marker_event",
     "message_of",
     "migrate",
     "migration_marker",

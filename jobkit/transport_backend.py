@@ -18,7 +18,7 @@ from jobkit.envelope import Envelope, decode, salvage
 from jobkit.errors import SerializationError
 from jobkit.job import JobSet
 from jobkit.records import DeadLetter, ExportedJob, ImportOutcome, JobRecord, Message, QueueStats
-from jobkit.store import EventKind, JobEvent, JobStore, migration_marker
+from jobkit.store import JobStore, marked, marker_event
 from jobkit.transport import Transport
 
 
@@ -100,32 +100,22 @@ class TransportBackend(Backend):
         )
 
     def import_jobs(self, jobs: Sequence[ExportedJob]) -> ImportOutcome:
-        """Skips jobs marked as imported in the store (`migration_marker`), then lets the
-        transport skip the ones it has natively, then marks what it stored."""
-        marked = {job.id for job in jobs if self.store.get(migration_marker(job.id)) is not None}
-        fresh = [job for job in jobs if job.id not in marked]
+        """Skips jobs marked as imported in the store (`migration_marker`: imported, maybe run
+        and gone since), then lets the transport skip the ones it has natively, then marks
+        what it stored. A kill between the send and the marks: see `MigrationSupport.dedup`."""
+        already = marked(self.store, [job.id for job in jobs])
+        fresh = [job for job in jobs if job.id not in already]
         native = self.transport.import_messages(fresh) if fresh else set()
         now = self.clock.now()
-        self.store.record(
-            [
-                JobEvent(
-                    job_id=migration_marker(job.id),
-                    job=salvage(job.body).job or "",
-                    kind=EventKind.IMPORTED,
-                    attempt=0,
-                    at=now,
-                )
-                for job in fresh
-            ]
-        )
+        self.store.record([marker_event(job.id, salvage(job.body).job or "", now) for job in fresh])
         return ImportOutcome(
             copied=frozenset(job.id for job in fresh if job.id not in native),
-            skipped=frozenset(marked | native),
+            skipped=frozenset(already | native),
         )
 
     def present_jobs(self, ids: Sequence[str]) -> set[str]:
         native = self.transport.present(ids) or set()
-        return native | {i for i in ids if self.store.get(migration_marker(i)) is not None}
+        return native | marked(self.store, [i for i in ids if i not in native])
 
     def commit_export(self, jobs: Sequence[ExportedJob]) -> list[str]:
         return self.transport.commit_export(jobs)

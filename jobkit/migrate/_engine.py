@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from jobkit.backend import Backend
-from jobkit.capabilities import MigrationSupport
+from jobkit.capabilities import Capabilities, MigrationSupport
 from jobkit.envelope import decode
 from jobkit.errors import JobkitError, SerializationError, UnsupportedFeature
 from jobkit.migrate._report import QueueReport, Report
@@ -119,6 +119,17 @@ def _warnings(
     return warnings
 
 
+def _takes_anything(caps: Capabilities, source: Capabilities) -> bool:
+    """Whether `caps.check` can refuse no envelope from `source` (any delay, as many
+    priorities, time limits, any size), so the migration need not decode each job to ask."""
+    return (
+        caps.max_delay is None
+        and caps.priorities >= source.priorities
+        and caps.time_limits
+        and caps.max_message_bytes is None
+    )
+
+
 def _depth(stats: QueueStats, options: Migration) -> int:
     dead = stats.dead if options.include_dead else 0
     return stats.ready + stats.in_flight + stats.delayed + dead
@@ -213,6 +224,8 @@ class _Queue:
         caps = self.target.capabilities
         if job.dead and not caps.dead_letter:
             return f"dead letter: {caps.name} has no dead-letter queue"
+        if _takes_anything(caps, self.source.capabilities):
+            return None
         try:
             envelope = decode(job.body)
         except SerializationError:

@@ -58,7 +58,7 @@ def _exported(row: Any, now: float) -> ExportedJob:
     return ExportedJob(
         queue=queue,
         id=job_id,
-        body=fold_attempts(raw, deliveries) or raw,
+        body=(fold_attempts(raw, deliveries) or raw) if deliveries else raw,
         delay=timedelta(seconds=max(delay, 0.0)),
         priority=priority,
         dedup_key=key,

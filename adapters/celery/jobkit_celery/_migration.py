@@ -47,16 +47,7 @@ def import_jobs(runtime: Runtime, jobs: Sequence[spi.ExportedJob]) -> spi.Import
         runtime.send(list(fresh.values()))
     if runtime.store is not None:
         runtime.store.record(
-            [
-                spi.JobEvent(
-                    job_id=spi.migration_marker(job_id),
-                    job=env.job,
-                    kind=spi.EventKind.IMPORTED,
-                    attempt=0,
-                    at=now,
-                )
-                for job_id, env in fresh.items()
-            ]
+            [spi.marker_event(job_id, env.job, now) for job_id, env in fresh.items()]
         )
     return spi.ImportOutcome(
         copied=frozenset(fresh), skipped=frozenset(job.id for job in jobs) - frozenset(fresh)
@@ -69,7 +60,4 @@ def present_jobs(runtime: Runtime, ids: Sequence[str], sent: set[str]) -> set[st
 
 
 def _marked(runtime: Runtime, ids: Sequence[str]) -> set[str]:
-    store = runtime.store
-    if store is None:
-        return set()
-    return {i for i in ids if store.get(spi.migration_marker(i)) is not None}
+    return set() if runtime.store is None else spi.marked_jobs(runtime.store, ids)
