@@ -1,5 +1,6 @@
 """Benchmark `jobkit migrate`: the migration rate from an SQLite source into a target, against
-the target's own `enqueue_many` rate measured in the same run (target ratio: 0.5 or better).
+the target's own `enqueue_many` rate measured in the same run (target ratio: 0.5 or better);
+medians of interleaved rounds.
 
     .venv/bin/python bench/migrate_bench.py [--jobs 10000] [--batch 500] [--targets sqlite,redis]
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -104,6 +106,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--targets", default="sqlite,sqs,redis")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     args = parser.parse_args()
     table = Table(title=f"jobkit migrate: {args.jobs} jobs from sqlite, batch {args.batch}")
     for column in ("target", "enqueue_many jobs/s", "migrate jobs/s", "ratio", "all moved"):
@@ -111,12 +114,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for name in args.targets.split(","):
+            enqueues, migrations, oks = [], [], []
             with TARGETS[name](tmp) as fresh:
-                enq = enqueue_rate(fresh(), args.jobs, args.batch)
-                source = f"sqlite:///{tmp}/{uuid.uuid4().hex}.db"
-                enqueue_rate(source, args.jobs, args.batch)
-                rate, ok = migrate_rate(source, fresh(), args.jobs, args.batch)
-            table.add_row(name, f"{enq:,.0f}", f"{rate:,.0f}", f"{rate / enq:.2f}", str(ok))
+                for _ in range(args.rounds):  # interleaved, so load drifts hit both alike
+                    enqueues.append(enqueue_rate(fresh(), args.jobs, args.batch))
+                    source = f"sqlite:///{tmp}/{uuid.uuid4().hex}.db"
+                    enqueue_rate(source, args.jobs, args.batch)
+                    rate, ok = migrate_rate(source, fresh(), args.jobs, args.batch)
+                    migrations.append(rate)
+                    oks.append(ok)
+            enq, rate = statistics.median(enqueues), statistics.median(migrations)
+            table.add_row(name, f"{enq:,.0f}", f"{rate:,.0f}", f"{rate / enq:.2f}", str(all(oks)))
     Console().print(table)
     return 0
 

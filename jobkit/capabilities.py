@@ -30,7 +30,8 @@ class MigrationSupport:
     `dead_letters`: dead letters are exported and imported as dead letters, with their reason.
     `dedup` says how `import_jobs` recognises a job it already has, so that a re-run after a
     kill sends nothing twice: "native" (looked up by id in the broker, in the same transaction
-    as the insert), "marker" (a marker per job id in the backend's shared job store, written
+    as the insert; a job imported, run and acked before a re-run is sent again, and the worker
+    acks that copy without running it, its key being done), "marker" (a marker per job id in the backend's shared job store, written
     after the send: a kill between the send and the marker sends that batch again, and the
     worker then acks the second copy without running it if the first has finished) or "none"
     (no durable way to tell: a re-run after a kill may send the last batch twice).

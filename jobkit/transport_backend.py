@@ -100,9 +100,18 @@ class TransportBackend(Backend):
         )
 
     def import_jobs(self, jobs: Sequence[ExportedJob]) -> ImportOutcome:
-        """Skips jobs marked as imported in the store (`migration_marker`: imported, maybe run
-        and gone since), then lets the transport skip the ones it has natively, then marks
-        what it stored. A kill between the send and the marks: see `MigrationSupport.dedup`."""
+        """A transport that looks ids up natively (`MigrationSupport.dedup == "native"`) skips
+        what it has in the same transaction as the insert. Otherwise jobs marked as imported in
+        the store (`migration_marker`) are skipped, the rest sent, then marked; a kill between
+        the send and the marks: see `MigrationSupport.dedup`.
+
+        Natively, a job imported, run and acked before a re-run is sent again by the re-run;
+        the worker then acks it without running it (its key is done in the store)."""
+        if self._native_dedup():
+            skipped = self.transport.import_messages(jobs) if jobs else set()
+            return ImportOutcome(
+                copied=frozenset(job.id for job in jobs) - skipped, skipped=frozenset(skipped)
+            )
         already = marked(self.store, [job.id for job in jobs])
         fresh = [job for job in jobs if job.id not in already]
         native = self.transport.import_messages(fresh) if fresh else set()
@@ -114,8 +123,17 @@ class TransportBackend(Backend):
         )
 
     def present_jobs(self, ids: Sequence[str]) -> set[str]:
+        """Natively present, else (a job that ran here since its import) recorded in the
+        store; without native lookups, marked in the store."""
         native = self.transport.present(ids) or set()
-        return native | marked(self.store, [i for i in ids if i not in native])
+        rest = [i for i in ids if i not in native]
+        if self._native_dedup():
+            return native | {i for i in rest if self.store.get(i) is not None}
+        return native | marked(self.store, rest)
+
+    def _native_dedup(self) -> bool:
+        support = self.capabilities.migration
+        return support is not None and support.dedup == "native"
 
     def commit_export(self, jobs: Sequence[ExportedJob]) -> list[str]:
         return self.transport.commit_export(jobs)

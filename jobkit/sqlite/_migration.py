@@ -68,21 +68,22 @@ def _exported(row: Any, now: float) -> ExportedJob:
 
 
 def commit(conn: sqlite3.Connection, jobs: Sequence[ExportedJob]) -> list[str]:
-    """Delete the rows still held under these receipts; the ids of the others."""
-    lost = []
-    for job in jobs:
-        seq, _, token = job.receipt.partition(":")
-        gone = conn.execute(
-            f"DELETE FROM {MESSAGES} WHERE seq = ? AND token = ? RETURNING seq",
-            (int(seq), token),
-        ).fetchone()
-        if gone is None and _exists(conn, int(seq)):
-            lost.append(job.id)
-    return lost
-
-
-def _exists(conn: sqlite3.Connection, seq: int) -> bool:
-    return conn.execute(f"SELECT 1 FROM {MESSAGES} WHERE seq = ?", (seq,)).fetchone() is not None
+    """Delete the rows still held under these receipts; the ids of rows that stay (a worker
+    took them after the export lease ran out)."""
+    receipts = {_receipt(job.receipt): job.id for job in jobs}
+    conn.executemany(f"DELETE FROM {MESSAGES} WHERE seq = ? AND token = ?", list(receipts))
+    by_seq = {seq: job_id for (seq, _), job_id in receipts.items()}
+    stayed: set[int] = set()
+    seqs = list(by_seq)
+    for start in range(0, len(seqs), _CHUNK):
+        chunk = seqs[start : start + _CHUNK]
+        stayed.update(
+            seq
+            for (seq,) in conn.execute(
+                f"SELECT seq FROM {MESSAGES} WHERE seq IN ({', '.join('?' * len(chunk))})", chunk
+            )
+        )
+    return [by_seq[seq] for seq in sorted(stayed)]
 
 
 def release(conn: sqlite3.Connection, jobs: Sequence[ExportedJob], *, now: float) -> None:
