@@ -24,17 +24,18 @@ class Delivery(StrEnum):
 class MigrationSupport:
     """What a backend can do for `jobkit migrate` (see `Backend.export_jobs`).
 
-    `exports`: jobs can be exported from it (False: a migration target only, as Celery is).
+    `exports`: jobs can be exported from it (False: a migration target only, as Celery+RabbitMQ is).
     `delayed_before_due`: delayed jobs are exported with their remaining delay before they are
     due (False: the broker hides them until due, as SQS does; they are left and reported).
     `dead_letters`: dead letters are exported and imported as dead letters, with their reason.
     `dedup` says how `import_jobs` recognises a job it already has, so that a re-run after a
     kill sends nothing twice: "native" (looked up by id in the broker, in the same transaction
     as the insert; a job imported, run and acked before a re-run is sent again, and the worker
-    acks that copy without running it, its key being done), "marker" (a marker per job id in the backend's shared job store, written
-    after the send: a kill between the send and the marker sends that batch again, and the
-    worker then acks the second copy without running it if the first has finished) or "none"
-    (no durable way to tell: a re-run after a kill may send the last batch twice).
+    acks that copy without running it, its key being done), "marker" (a marker per job id in
+    the backend's shared job store, written after the send: a kill between the send and the
+    marker sends that batch again, and the worker then acks the second copy without running it
+    if the first has finished) or "none" (no durable way to tell: a re-run after a kill may send
+    the last batch twice).
     """
 
     exports: bool = True

@@ -1,10 +1,12 @@
-"""Migration into Celery: `import_jobs` and `present_jobs` for `CeleryBackend`.
+"""Migration on Celery: `import_jobs` and `present_jobs` for `CeleryBackend` (both brokers);
+export on Redis is in `_redis_export`.
 
-Celery cannot hand out its waiting messages under a lease without a worker, so a Celery backend
-is a migration target only (`MigrationSupport.exports` is False). An imported job is sent like
-an enqueued one (its remaining delay as `not_before`, its attempts already used in the
-envelope), and a marker per job id is recorded in the job store afterwards, which is how a
-re-run knows it (without a store there is no durable way: `dedup="none"`).
+An imported job is sent like an enqueued one (its remaining delay as `not_before`, its attempts
+already used in the envelope), a dead letter is added to the queue's dead-letter queue with its
+reason, and a marker per job id is recorded in the job store afterwards, which is how a re-run
+knows it (without a store there is no durable way: `dedup="none"`). On RabbitMQ, jobs cannot
+be taken out under a lease without a worker yet: a Celery+RabbitMQ backend is a migration
+target only (`MigrationSupport.exports` is False).
 """
 
 from __future__ import annotations
@@ -12,39 +14,44 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-import jobkit
 from jobkit import spi
 from jobkit_celery._runtime import Runtime
 
 
 def support(runtime: Runtime) -> spi.MigrationSupport:
+    redis = runtime.settings.broker == "redis"
     return spi.MigrationSupport(
-        exports=False,
-        delayed_before_due=False,
-        dead_letters=False,
+        exports=redis,
+        delayed_before_due=redis,
+        dead_letters=True,
         dedup="marker" if runtime.store is not None else "none",
     )
 
 
 def import_jobs(runtime: Runtime, jobs: Sequence[spi.ExportedJob]) -> spi.ImportOutcome:
-    """Live jobs only; a dead letter raises `UnsupportedFeature` (nothing is sent then)."""
-    dead = [job.id for job in jobs if job.dead]
-    if dead:
-        raise jobkit.UnsupportedFeature(
-            asked=f"import {len(dead)} dead letter(s) into Celery",
-            supported="jobkit-celery takes live jobs only in a migration",
-            change="Migrate without --include-dead, or replay the dead letters first",
-        )
+    """Sends what is not marked yet, then marks it. Raises `BrokerUnavailable`."""
     present = _marked(runtime, [job.id for job in jobs])
     now = runtime.clock.now()
     fresh: dict[str, spi.Envelope] = {}
+    dead: list[spi.ExportedJob] = []
     for job in jobs:
         if job.id in present or job.id in fresh:
             continue
         env = spi.decode(job.body)
         fresh[job.id] = replace(env, not_before=now + job.delay if job.delay else None)
-    if fresh:
-        runtime.send(list(fresh.values()))
+        if job.dead:
+            dead.append(job)
+    live = [env for job_id, env in fresh.items() if job_id not in {j.id for j in dead}]
+    if live:
+        runtime.send(live)
+    for job in dead:
+        runtime.ops.dead_letter(
+            queue=job.queue,
+            job_id=job.id,
+            body=job.body,
+            reason=job.dead_reason or "",
+            deliveries=0,
+        )
     if runtime.store is not None:
         runtime.store.record(
             [spi.marker_event(job_id, env.job, now) for job_id, env in fresh.items()]

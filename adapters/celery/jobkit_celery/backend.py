@@ -20,6 +20,7 @@ from jobkit import JobRecord, spi
 from jobkit.spi import Capabilities, DeadLetter, QueueStats, WorkerOptions, unknown_job_problems
 from jobkit_celery import _migration
 from jobkit_celery._amqp_ops import AmqpOps
+from jobkit_celery._redis_export import RedisExport
 from jobkit_celery._redis_ops import RedisOps
 from jobkit_celery._runtime import Runtime
 from jobkit_celery._settings import Settings, parse_url
@@ -35,6 +36,7 @@ class CeleryBackend(spi.Backend):
         self.runtime = Runtime(settings, app_name=app_name)
         self._closed = False
         self._imported: set[str] = set()  # this process's imports (used without a store)
+        self._export: RedisExport | None = None
 
     @property
     def celery(self) -> Any:
@@ -123,7 +125,43 @@ class CeleryBackend(spi.Backend):
         finally:
             stopper.uninstall()
 
-    # -- migration (a target only: see `_migration`) -------------------------------------------
+    # -- migration (see `_migration`; export on Redis only, see `_redis_export`) ---------------
+
+    def export_jobs(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[spi.ExportedJob]:
+        export = self._redis_export()
+        out: list[spi.ExportedJob] = []
+        for queue in queues:
+            out += export.export(
+                queue, limit=limit - len(out), lease=lease, include_dead=include_dead
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    def commit_export(self, jobs: Sequence[spi.ExportedJob]) -> list[str]:
+        return self._redis_export().commit(jobs)
+
+    def release_export(self, jobs: Sequence[spi.ExportedJob]) -> None:
+        self._redis_export().release(jobs)
+
+    def _redis_export(self) -> RedisExport:
+        ops = self.runtime.ops
+        if not isinstance(ops, RedisOps):
+            raise jobkit.UnsupportedFeature(
+                asked="export jobs from Celery+RabbitMQ",
+                supported="jobkit-celery exports from Redis only; RabbitMQ is a migration target",
+                change="Drain the RabbitMQ queues with workers instead, or migrate into them",
+            )
+        if self._export is None:
+            self._export = RedisExport(ops)
+        return self._export
 
     def import_jobs(self, jobs: Sequence[spi.ExportedJob]) -> spi.ImportOutcome:
         outcome = _migration.import_jobs(self.runtime, jobs)
@@ -167,7 +205,9 @@ class CeleryBackend(spi.Backend):
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         ops = self.runtime.ops
         if isinstance(ops, RedisOps):
-            return ops.stats(list(queues) if queues is not None else ops.known_queues())
+            stats = ops.stats(list(queues) if queues is not None else ops.known_queues())
+            export = self._redis_export()  # messages a migrator holds count as in flight
+            return [replace(s, in_flight=s.in_flight + export.held(s.queue)) for s in stats]
         names = list(queues) if queues is not None else self.runtime.known_queues()
         if not names:
             ops.ping()  # no queue to read: still say whether the broker is there
