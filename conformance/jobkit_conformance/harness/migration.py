@@ -54,7 +54,7 @@ def migration(ctx: Context) -> None:
         reports: list[dict[str, Any]] = []
         if ctx.suite.in_process:  # a subprocess cannot see this backend: no kill, same engine
             reports.append(_in_process(backend, second, ctx.queue, support.dead_letters))
-            reports.append(_in_process_back(backend, second, ctx.queue, support.dead_letters))
+            reports.append(_in_process(backend, second, ctx.queue, support.dead_letters, back=True))
         else:
             there = [ctx.suite.url, second]
             reports.append(_cli(ctx, *there, dead=support.dead_letters, kill=True))
@@ -203,20 +203,15 @@ def _cli(ctx: Context, source: str, target: str, *, dead: bool, kill: bool) -> d
     return result
 
 
-def _in_process(backend: Backend, second: str, queue: str, dead: bool) -> dict[str, Any]:
-    target = open_backend(second)
+def _in_process(
+    backend: Backend, second: str, queue: str, dead: bool, *, back: bool = False
+) -> dict[str, Any]:
+    """Migrate `queue` from `backend` to the `second` URL (with `back`, the other way)."""
+    other = open_backend(second)
     try:
-        return _run(backend, target, queue, dead)
+        return _run(other, backend, queue, dead) if back else _run(backend, other, queue, dead)
     finally:
-        target.close()
-
-
-def _in_process_back(backend: Backend, second: str, queue: str, dead: bool) -> dict[str, Any]:
-    source = open_backend(second)
-    try:
-        return _run(source, backend, queue, dead)
-    finally:
-        source.close()
+        other.close()
 
 
 def _run(source: Backend, target: Backend, queue: str, dead: bool) -> dict[str, Any]:
