@@ -4,11 +4,20 @@ every job is, to compare before and after a migration."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from jobkit.spi import Backend, Envelope, TransportBackend
+from tests.waiting import wait_until
+from tests.workers import ROOT
 
 QUEUE = "mig"
 
@@ -100,8 +109,6 @@ class Found:
 
 def snapshot_sqlite(path: str, queue: str = QUEUE) -> dict[str, list[Found]]:
     """Every row of `queue` in a jobkit SQLite file, by job id (a list, to see duplicates)."""
-    import sqlite3
-
     now = datetime.now(UTC).timestamp()
     db = sqlite3.connect(path)
     try:
@@ -152,6 +159,36 @@ def check_migrated(found: dict[str, list[Found]], seeded: Seeded, *, slack: time
             assert timedelta(minutes=10) - elapsed - slack <= job.due_in <= timedelta(minutes=10)
         else:
             assert job.attempts == 0 and job.due_in == timedelta(0) and job.reason is None
+
+
+def rows(path: Path) -> int:
+    """Rows in a jobkit SQLite file (0 before its schema exists)."""
+    try:
+        return sum(len(v) for v in snapshot_sqlite(str(path)).values())
+    except sqlite3.OperationalError:
+        return 0
+
+
+def migrate_killed_then_whole(
+    source: str, target: str, tmp_path: Path, watch: Callable[[], bool], *extra: str
+) -> dict[str, Any]:
+    """`jobkit migrate ... extra` as a subprocess, SIGKILLed once `watch()` holds (or it
+    ended), then run again to the end (exit 0 asserted); the last run's JSON report."""
+    argv = [sys.executable, "-m", "jobkit.cli.main", "migrate", "--from", source, "--to", target,
+            "--batch", "10", "--lease", "1", "--wait", "20", *extra]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_until(lambda: watch() or proc.poll() is not None, timeout=60, interval=0.005)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    report = tmp_path / f"report-{os.getpid()}-{len(list(tmp_path.iterdir()))}.json"
+    done = subprocess.run([*argv, "--json", str(report)], cwd=ROOT, env=env,
+                          capture_output=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    result: dict[str, Any] = json.loads(report.read_text())
+    return result
 
 
 def backend_of(url: str) -> Backend:

@@ -4,12 +4,6 @@ the migrator SIGKILLed on each leg), and Celery+RabbitMQ as a source refused in 
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,9 +12,14 @@ import pytest
 from jobkit import UnsupportedFeature
 from jobkit.migrate import Migration, migrate
 from jobkit.spi import ExportedJob, TransportBackend, open_backend
-from tests.migration import QUEUE, check_migrated, seed, snapshot_sqlite
-from tests.waiting import wait_until
-from tests.workers import ROOT
+from tests.migration import (
+    QUEUE,
+    check_migrated,
+    migrate_killed_then_whole,
+    rows,
+    seed,
+    snapshot_sqlite,
+)
 from tests.workers import jobkit_command as jobkit
 
 SLACK = timedelta(seconds=5)
@@ -54,30 +53,6 @@ def test_sqlite_to_celery_moves_jobs_and_dead_letters_once(any_url: str, tmp_pat
     assert snapshot_sqlite(str(tmp_path / "src.db")) == {}
 
 
-def rows(path: Path) -> int:
-    """Rows in a jobkit SQLite file (0 before its schema exists)."""
-    try:
-        return sum(len(v) for v in snapshot_sqlite(str(path)).values())
-    except sqlite3.OperationalError:
-        return 0
-
-
-def migrate_killed_then_whole(source: str, target: str, tmp_path: Path, watch: callable) -> dict:  # type: ignore[valid-type, type-arg]
-    argv = [sys.executable, "-m", "jobkit.cli.main", "migrate", "--from", source, "--to", target,
-            "--include-dead", "--batch", "10", "--lease", "1", "--wait", "20"]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_until(lambda: watch() or proc.poll() is not None, timeout=60, interval=0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    report = tmp_path / f"report-{os.getpid()}-{len(list(tmp_path.iterdir()))}.json"
-    done = subprocess.run([*argv, "--json", str(report)], cwd=ROOT, env=env,
-                          capture_output=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
-    return json.loads(report.read_text())  # type: ignore[no-any-return]
-
-
 def test_round_trip_through_celery_redis_with_kills_keeps_every_job_once(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -92,9 +67,11 @@ def test_round_trip_through_celery_redis_with_kills_keeps_every_job_once(
             (s,) = celery.stats([QUEUE])
             return s.ready + s.delayed + s.dead >= 30
 
-        there = migrate_killed_then_whole(f"sqlite:///{src}", redis_url, tmp_path, some_at_celery)
+        there = migrate_killed_then_whole(
+            f"sqlite:///{src}", redis_url, tmp_path, some_at_celery, "--include-dead"
+        )
         home = migrate_killed_then_whole(redis_url, f"sqlite:///{back}", tmp_path,
-                                         lambda: rows(back) >= 30)  # fmt: skip
+                                         lambda: rows(back) >= 30, "--include-dead")  # fmt: skip
         (left,) = celery.stats([QUEUE])
     finally:
         celery.close()

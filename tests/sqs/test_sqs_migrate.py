@@ -12,7 +12,7 @@ from jobkit import UnsupportedFeature
 from jobkit.migrate import Migration, migrate
 from jobkit.migrate._engine import HIDDEN_DELAYED
 from jobkit.spi import Backend, TransportBackend, open_backend
-from tests.migration import QUEUE, seed, snapshot_sqlite
+from tests.migration import QUEUE, migrate_killed_then_whole, rows, seed, snapshot_sqlite
 from tests.servers.moto import MotoServer
 
 NOW = Migration(wait=timedelta(0), batch=10)
@@ -85,3 +85,36 @@ def test_dead_letters_to_sqs_are_refused_before_anything_moves(
         sqs.close()
         sqlite_source.close()
     assert len(snapshot_sqlite(str(tmp_path / "src.db"))) == 5
+
+
+def test_round_trip_through_sqs_with_kills_keeps_every_job_once(
+    moto: MotoServer, prefix: str, tmp_path: Path, sqlite_source: TransportBackend
+) -> None:
+    """SQLite -> SQS -> SQLite, the migrator SIGKILLed on each leg. Every job comes back once
+    with its envelope. SQS counts every receive: a job the killed migrator had received on the
+    way back has one attempt more (documented), never fewer."""
+    seeded = seed(sqlite_source, ready=80, delayed=0, retried=0, dead=0, priorities=False)
+    sqlite_source.close()
+    src, back = tmp_path / "src.db", tmp_path / "back.db"
+    before = snapshot_sqlite(str(src))
+    url = moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}")
+    sqs = open_backend(url)
+    try:
+
+        def some_at_sqs() -> bool:
+            (s,) = sqs.stats([QUEUE])
+            return s.ready + s.in_flight >= 20
+
+        there = migrate_killed_then_whole(f"sqlite:///{src}", url, tmp_path, some_at_sqs)
+        home = migrate_killed_then_whole(url, f"sqlite:///{back}", tmp_path,
+                                         lambda: rows(back) >= 20)  # fmt: skip
+    finally:
+        sqs.close()
+    after = snapshot_sqlite(str(back))
+    assert set(after) == set(seeded.ready) and snapshot_sqlite(str(src)) == {}
+    assert all(len(copies) == 1 for copies in after.values())
+    for job_id, (job,) in after.items():
+        assert job.body == before[job_id][0].body and job.attempts in (0, 1)
+    for report in (there, home):
+        (q,) = report["queues"]
+        assert q["accounted"] and q["found_at_source"] == q["found_at_target"]
