@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 from jobkit import spi
 from jobkit_celery._runtime import Runtime
@@ -37,8 +38,7 @@ def import_jobs(runtime: Runtime, jobs: Sequence[spi.ExportedJob]) -> spi.Import
     for job in jobs:
         if job.id in present or job.id in fresh:
             continue
-        env = spi.decode(job.body)
-        fresh[job.id] = replace(env, not_before=now + job.delay if job.delay else None)
+        fresh[job.id] = _due_as_exported(spi.decode(job.body), job.delay, now)
         if job.dead:
             dead.append(job)
     live = [env for job_id, env in fresh.items() if job_id not in {j.id for j in dead}]
@@ -68,3 +68,18 @@ def present_jobs(runtime: Runtime, ids: Sequence[str], sent: set[str]) -> set[st
 
 def _marked(runtime: Runtime, ids: Sequence[str]) -> set[str]:
     return set() if runtime.store is None else spi.marked_jobs(runtime.store, ids)
+
+
+def _due_as_exported(env: spi.Envelope, delay: timedelta, now: datetime) -> spi.Envelope:
+    """`env` due `delay` from `now`: its own `not_before` kept when it says the same (within a
+    second, the clocks' difference), so the envelope arrives unchanged."""
+    if delay <= timedelta(0):
+        return (
+            env
+            if env.not_before is None or env.not_before <= now
+            else replace(env, not_before=None)
+        )
+    due = now + delay
+    if env.not_before is not None and abs(env.not_before - due) < timedelta(seconds=1):
+        return env
+    return replace(env, not_before=due)
