@@ -16,6 +16,7 @@ from jobkit.spi import TransportBackend, open_backend
 from tests.migration import QUEUE, Seeded, check_migrated, seed, snapshot_sqlite
 from tests.waiting import wait_until
 from tests.workers import ROOT
+from tests.workers import jobkit_command as jobkit
 
 SLACK = timedelta(seconds=5)
 
@@ -178,3 +179,17 @@ def test_sigkilled_migrations_rerun_leave_every_job_once_with_its_state(tmp_path
     assert q["found_at_source"] == q["copied"] + q["skipped_present"] == q["found_at_target"]
     assert q["left"] == 0 and q["accounted"]
     assert b"copied" in out and b"skipped" in out
+
+
+def test_the_same_file_on_both_sides_is_refused_and_nothing_moves(tmp_path: Path) -> None:
+    src = tmp_path / "src.db"
+    seeded_source(src, ready=3, delayed=0, retried=0, dead=0)
+    other_spelling = f"sqlite:///{os.path.relpath(src, ROOT)}"
+    out = jobkit("migrate", "--from", f"sqlite:///{src}", "--to", other_spelling)
+    assert out.returncode == 2 and "same backend" in out.stderr
+    assert rows(src) == 3
+
+
+def test_a_batch_below_one_is_a_usage_error_naming_the_flag(tmp_path: Path) -> None:
+    out = jobkit("migrate", "--from", "memory://", "--to", "memory://", "--batch", "0")
+    assert out.returncode == 2 and "--batch" in out.stderr

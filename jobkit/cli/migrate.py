@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ from rich.progress import (
 from rich.table import Table
 
 from jobkit.cli._common import seconds
+from jobkit.errors import ConfigurationError
 from jobkit.migrate import Migration, QueueReport, Report, migrate
 from jobkit.redact import redact_url
 from jobkit.registry import open_backend
+from jobkit.sqlite import parse_url
 
 
 def add_parser(commands: Any) -> None:
@@ -75,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
         lease=timedelta(seconds=args.lease),
         wait=timedelta(seconds=args.wait),
     )
+    if _same_place(args.source, args.target):
+        raise ConfigurationError(
+            f"--from and --to name the same backend ({redact_url(args.source)}): every job "
+            "would look present at the target and be deleted; give two different backends"
+        )
     console = Console(stderr=True)
     source = open_backend(args.source)
     try:
@@ -99,6 +107,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json_file:
         Path(args.json_file).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return 0 if report.ok else 1
+
+
+def _same_place(a: str, b: str) -> bool:
+    """Whether two URLs name the same storage (the same string, or one SQLite file)."""
+    if a == b:
+        return True
+    if a.startswith("sqlite:") and b.startswith("sqlite:"):
+        paths = [os.path.realpath(parse_url(url).path) for url in (a, b)]
+        return paths[0] == paths[1]
+    return False
 
 
 class _Bars:
