@@ -336,7 +336,8 @@ class SqliteTransport(Transport):
                 "SELECT queue, "
                 f"  TOTAL(state = '{READY}' OR (state IN ('{DELAYED}', '{LEASED}') AND due <= ? "
                 "    AND (held IS NULL OR held <= ?))),"
-                f"  TOTAL((state = '{LEASED}' AND due > ?) OR (state <> '{LEASED}' AND held > ?)),"
+                f"  TOTAL((state = '{LEASED}' AND due > ?) "
+                f"    OR (state IN ('{DELAYED}', '{DEAD}') AND held > ?)),"
                 f"  TOTAL(state = '{DELAYED}' AND due > ? AND (held IS NULL OR held <= ?)),"
                 f"  TOTAL(state = '{DEAD}' AND (held IS NULL OR held <= ?)) "
                 f"FROM {MESSAGES} {where} GROUP BY queue ORDER BY queue",
