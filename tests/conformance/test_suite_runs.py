@@ -32,7 +32,10 @@ MUTANTS = {
     "mutant-no-dlq": (["dlq.after_exhaustion"], ["dlq", "retry.permanent_not_retried"]),
     "mutant-retries-permanent": (["retry.permanent_not_retried"], ["retry", "delivery.no_loss"]),
     "mutant-ignores-time-limit": (["timeout.stopped_and_counted"], ["timeout", "delivery.no_loss"]),
-    "mutant-loses-on-release": (["shutdown.no_loss"], ["shutdown", "retry.transient_then_success"]),
+    "mutant-loses-on-release": (
+        ["shutdown.no_loss", "retry.transient_then_success"],
+        ["shutdown", "retry.transient_then_success"],
+    ),
     "mutant-no-priorities": (["priority.order"], ["priority", "delivery.no_loss"]),
     # broken backends beyond the ones the issue lists
     "mutant-no-extend": (["lease.long_job_not_duplicated"], ["lease.long", "delivery.no_loss"]),

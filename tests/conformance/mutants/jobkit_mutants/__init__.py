@@ -189,6 +189,9 @@ class LosesOnRelease(Wrapped):
     def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
         self.inner.ack([delivery])
 
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self.inner.ack([delivery])
+
 
 class NoPriorities(Wrapped):
     """Claims priorities but drops them on send."""
