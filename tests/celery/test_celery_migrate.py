@@ -1,6 +1,6 @@
-"""Migration with Celery: into both brokers (jobs and dead letters arrive with their state, a
-second import of the same ids sends nothing), out of Redis (a round trip through Celery+Redis,
-the migrator SIGKILLed on each leg), and Celery+RabbitMQ as a source refused in one line."""
+"""Migration with Celery on both brokers: jobs and dead letters arrive with their state, a
+second import of the same ids sends nothing, a round trip through Celery with the migrator
+SIGKILLed on each leg keeps every job once; Celery+RabbitMQ without a store is a target only."""
 
 from __future__ import annotations
 
@@ -42,9 +42,13 @@ def test_sqlite_to_celery_moves_jobs_and_dead_letters_once(any_url: str, tmp_pat
         dead = {d.id: d.reason for d in celery.dead_letters(QUEUE)}
         replayed = ExportedJob(queue=QUEUE, id=seeded.ready[0], body=b"{}")
         outcome = celery.import_jobs([replayed])  # a re-run after a kill: already there
+        drain = open_backend(f"sqlite:///{tmp_path / 'drain.db'}")  # leave the broker empty
+        drained = migrate(celery, drain, options, source_name="c", target_name="d")
+        drain.close()
     finally:
         source.close()
         celery.close()
+    assert drained.ok and drained.queues[0].moved == 33
     (q,) = report.queues
     assert report.ok and (q.copied, q.at_target) == (33, 33)
     assert (stats.ready, stats.delayed, stats.dead) == (20, 10, 3)
@@ -53,14 +57,14 @@ def test_sqlite_to_celery_moves_jobs_and_dead_letters_once(any_url: str, tmp_pat
     assert snapshot_sqlite(str(tmp_path / "src.db")) == {}
 
 
-def test_round_trip_through_celery_redis_with_kills_keeps_every_job_once(
-    redis_url: str, tmp_path: Path
+def test_round_trip_through_celery_with_kills_keeps_every_job_once(
+    any_url: str, tmp_path: Path
 ) -> None:
     src, back = tmp_path / "src.db", tmp_path / "back.db"
     source = sqlite_source(src)
     seeded = seed(source, ready=150, delayed=40, retried=20, dead=10)
     source.close()
-    celery = open_backend(redis_url)
+    celery = open_backend(any_url)
     try:
 
         def some_at_celery() -> bool:
@@ -68,9 +72,9 @@ def test_round_trip_through_celery_redis_with_kills_keeps_every_job_once(
             return s.ready + s.delayed + s.dead >= 30
 
         there = migrate_killed_then_whole(
-            f"sqlite:///{src}", redis_url, tmp_path, some_at_celery, "--include-dead"
+            f"sqlite:///{src}", any_url, tmp_path, some_at_celery, "--include-dead"
         )
-        home = migrate_killed_then_whole(redis_url, f"sqlite:///{back}", tmp_path,
+        home = migrate_killed_then_whole(any_url, f"sqlite:///{back}", tmp_path,
                                          lambda: rows(back) >= 30, "--include-dead")  # fmt: skip
         (left,) = celery.stats([QUEUE])
     finally:
@@ -83,8 +87,11 @@ def test_round_trip_through_celery_redis_with_kills_keeps_every_job_once(
         assert q["accounted"] and q["found_at_source"] == q["found_at_target"]
 
 
-def test_celery_amqp_as_a_source_is_refused_in_one_line(amqp_url: str, tmp_path: Path) -> None:
-    celery = open_backend(amqp_url)
+def test_celery_amqp_without_a_store_as_a_source_is_refused_in_one_line(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    url = amqp_url.split("?")[0] + "?store=none"
+    celery = open_backend(url)
     try:
         with pytest.raises(UnsupportedFeature, match="migration target only"):
             migrate(
@@ -96,5 +103,5 @@ def test_celery_amqp_as_a_source_is_refused_in_one_line(amqp_url: str, tmp_path:
             )
     finally:
         celery.close()
-    out = jobkit("migrate", "--from", amqp_url, "--to", f"sqlite:///{tmp_path / 'x.db'}")
+    out = jobkit("migrate", "--from", url, "--to", f"sqlite:///{tmp_path / 'x.db'}")
     assert out.returncode == 2 and "migration target only" in out.stderr

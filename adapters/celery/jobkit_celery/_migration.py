@@ -4,9 +4,9 @@ export on Redis is in `_redis_export`.
 An imported job is sent like an enqueued one (its remaining delay as `not_before`, its attempts
 already used in the envelope), a dead letter is added to the queue's dead-letter queue with its
 reason, and a marker per job id is recorded in the job store afterwards, which is how a re-run
-knows it (without a store there is no durable way: `dedup="none"`). On RabbitMQ, jobs cannot
-be taken out under a lease without a worker yet: a Celery+RabbitMQ backend is a migration
-target only (`MigrationSupport.exports` is False).
+knows it (without a store there is no durable way: `dedup="none"`). Export: `_redis_export`
+on Redis, `_amqp_export` on RabbitMQ (which needs the store to find its delay queues: without
+one, a Celery+RabbitMQ backend is a migration target only).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from jobkit_celery._runtime import Runtime
 
 
 def support(runtime: Runtime) -> spi.MigrationSupport:
-    redis = runtime.settings.broker == "redis"
+    # RabbitMQ: its delay queues are found through the store (`remember_delay`)
+    exports = runtime.settings.broker == "redis" or runtime.store is not None
     return spi.MigrationSupport(
-        exports=redis,
-        delayed_before_due=redis,
+        exports=exports,
+        delayed_before_due=exports,
         dead_letters=True,
         dedup="marker" if runtime.store is not None else "none",
     )

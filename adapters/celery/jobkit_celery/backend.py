@@ -19,6 +19,7 @@ import jobkit
 from jobkit import JobRecord, spi
 from jobkit.spi import Capabilities, DeadLetter, QueueStats, WorkerOptions, unknown_job_problems
 from jobkit_celery import _migration
+from jobkit_celery._amqp_export import AmqpExport
 from jobkit_celery._amqp_ops import AmqpOps
 from jobkit_celery._redis_export import RedisExport
 from jobkit_celery._redis_ops import RedisOps
@@ -37,6 +38,7 @@ class CeleryBackend(spi.Backend):
         self._closed = False
         self._imported: set[str] = set()  # this process's imports (used without a store)
         self._export: RedisExport | None = None
+        self._amqp: AmqpExport | None = None
 
     @property
     def celery(self) -> Any:
@@ -135,33 +137,52 @@ class CeleryBackend(spi.Backend):
         lease: timedelta,
         include_dead: bool = False,
     ) -> list[spi.ExportedJob]:
-        export = self._redis_export()
         out: list[spi.ExportedJob] = []
+        ttls = self.runtime.known_delays() if isinstance(self.runtime.ops, AmqpOps) else []
         for queue in queues:
-            out += export.export(
-                queue, limit=limit - len(out), lease=lease, include_dead=include_dead
-            )
+            left = limit - len(out)
+            if isinstance(self.runtime.ops, AmqpOps):
+                out += self._amqp_export().export(
+                    queue, limit=left, ttls=ttls, include_dead=include_dead
+                )
+            else:
+                out += self._redis_export().export(
+                    queue, limit=left, lease=lease, include_dead=include_dead
+                )
             if len(out) >= limit:
                 break
         return out
 
     def commit_export(self, jobs: Sequence[spi.ExportedJob]) -> list[str]:
+        if isinstance(self.runtime.ops, AmqpOps):
+            return self._amqp_export().commit(jobs)
         return self._redis_export().commit(jobs)
 
     def release_export(self, jobs: Sequence[spi.ExportedJob]) -> None:
-        self._redis_export().release(jobs)
+        if isinstance(self.runtime.ops, AmqpOps):
+            self._amqp_export().release(jobs)
+        else:
+            self._redis_export().release(jobs)
 
     def _redis_export(self) -> RedisExport:
         ops = self.runtime.ops
-        if not isinstance(ops, RedisOps):
-            raise jobkit.UnsupportedFeature(
-                asked="export jobs from Celery+RabbitMQ",
-                supported="jobkit-celery exports from Redis only; RabbitMQ is a migration target",
-                change="Drain the RabbitMQ queues with workers instead, or migrate into them",
-            )
+        assert isinstance(ops, RedisOps)
         if self._export is None:
             self._export = RedisExport(ops)
         return self._export
+
+    def _amqp_export(self) -> AmqpExport:
+        ops = self.runtime.ops
+        assert isinstance(ops, AmqpOps)
+        if self._amqp is None:
+            if self.runtime.store is None:
+                raise jobkit.UnsupportedFeature(
+                    asked="export jobs from Celery+RabbitMQ without store=",
+                    supported="its delay queues are found through the job store",
+                    change="Add store=redis://HOST:PORT/DB to the backend URL",
+                )
+            self._amqp = AmqpExport(ops)
+        return self._amqp
 
     def import_jobs(self, jobs: Sequence[spi.ExportedJob]) -> spi.ImportOutcome:
         outcome = _migration.import_jobs(self.runtime, jobs)
@@ -211,12 +232,13 @@ class CeleryBackend(spi.Backend):
         names = list(queues) if queues is not None else self.runtime.known_queues()
         if not names:
             ops.ping()  # no queue to read: still say whether the broker is there
+        ttls = self.runtime.known_delays()
         return [
             QueueStats(
                 queue=name,
                 ready=ops.depth(name),
                 in_flight=0,  # not visible over AMQP 0-9-1 without the management plugin
-                delayed=ops.delayed(name, sorted(self.runtime.delay_ttls)),
+                delayed=ops.delayed(name, ttls),
                 dead=ops.depth(f"jobkit.dlq.{name}"),
             )
             for name in names
@@ -269,6 +291,8 @@ class CeleryBackend(spi.Backend):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._amqp is not None:
+                self._amqp.close()
             self.runtime.close()
 
 
