@@ -5,7 +5,9 @@ medians of interleaved rounds.
     .venv/bin/python bench/migrate_bench.py [--jobs 10000] [--batch 500] [--targets sqlite,redis]
 
 Targets: ``sqlite`` (another file), ``sqs`` (a moto server started here, no outage proxy, job
-store in SQLite), ``redis`` (Celery on a redis-server started here). The migration runs the
+store in SQLite), ``redis`` (Celery on a redis-server started here), ``amqp`` (Celery on a
+rabbitmq-server started here, job store in Redis; its queue is shared by the rounds, so each
+round's enqueue figure includes a deeper queue). The migration runs the
 same engine as the command (export, capability check, import, confirm, commit), without the
 progress bar. Speed figures live here, never in tests.
 """
@@ -94,11 +96,25 @@ def redis_url(tmp: Path) -> Iterator[Callable[[], str]]:
 
 
 @contextmanager
+def amqp_url(tmp: Path) -> Iterator[Callable[[], str]]:
+    from tests.servers.rabbitmq import start_rabbitmq
+    from tests.servers.redis import start_redis
+
+    rabbit, store = start_rabbitmq(), start_redis(persistent=False)
+    vhosts = iter(range(16))
+    try:  # one queue name per run: a fresh Redis db for the job store, the queue drained
+        yield lambda: f"celery+{rabbit.url}?store={store.url}/{next(vhosts)}"
+    finally:
+        rabbit.stop()
+        store.stop()
+
+
+@contextmanager
 def sqlite_url(tmp: Path) -> Iterator[Callable[[], str]]:
     yield lambda: f"sqlite:///{tmp}/{uuid.uuid4().hex}.db"
 
 
-TARGETS = {"sqlite": sqlite_url, "sqs": sqs_url, "redis": redis_url}
+TARGETS = {"sqlite": sqlite_url, "sqs": sqs_url, "redis": redis_url, "amqp": amqp_url}
 
 
 def main() -> int:
