@@ -24,7 +24,8 @@ class Delivery(StrEnum):
 class MigrationSupport:
     """What a backend can do for `jobkit migrate` (see `Backend.export_jobs`).
 
-    `exports`: jobs can be exported from it (False: a migration target only, as Celery+RabbitMQ without a store).
+    `exports`: jobs can be exported from it (False: a migration target only, as Celery+RabbitMQ
+    is without a store).
     `delayed_before_due`: delayed jobs are exported with their remaining delay before they are
     due (False: the broker hides them until due, as SQS does; they are left and reported).
     `dead_letters`: dead letters are exported and imported as dead letters, with their reason.
