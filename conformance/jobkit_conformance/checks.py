@@ -118,6 +118,11 @@ CAPABILITIES: dict[str, Capability] = {
             claimed=_always,
         ),
         Capability(
+            name="migration",
+            description="jobs migrate to another backend and back, each once with its state",
+            claimed=lambda c, lease: c.migration is not None and c.migration.exports,
+        ),
+        Capability(
             name="capabilities",
             description="what is not claimed is refused with UnsupportedFeature at enqueue",
             claimed=_always,
@@ -237,6 +242,9 @@ CHECKS: tuple[Check, ...] = (
        "enqueue of an unclaimed feature raises UnsupportedFeature and sends nothing",
        lambda h: checkers.enqueue_refused(h, error="UnsupportedFeature")),
     *(_c(*row) for row in CONTRACT_CHECKS),
+    _c("migration.round_trip_exact", "migration", "migration",
+       "a mixed set migrated away and back, the migrator SIGKILLed once, is back once by id "
+       "with its state", checkers.migration_exact),
 )  # fmt: skip
 
 BY_ID: dict[str, Check] = {c.id: c for c in CHECKS}

@@ -50,6 +50,7 @@ class F(StrEnum):
     LIST = "list"  # client: the dead letters listed through the backend under test
     PURGE = "purge"  # client: dead letters purged through the backend (value = {"count": n})
     CLAIM = "claim"  # harness: the run's declared bounds (value = see `Context.claim`)
+    MIGRATE = "migrate"  # migrator: jobs seeded, migrated there and back, found (by id)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,6 +32,7 @@ from jobkit_conformance.checkers.delivery import (
     redelivered_while_stopped,
     started_once,
 )
+from jobkit_conformance.checkers.migration import migration_exact
 from jobkit_conformance.checkers.retries import (
     attempts_within_policy,
     backoff_lower_bound,
@@ -63,6 +64,7 @@ __all__ = [
     "enqueue_refused",
     "exhausted_exactly",
     "in_flight_finished",
+    "migration_exact",
     "no_duplicate_runs",
     "no_loss",
     "no_unexpected",

@@ -21,6 +21,7 @@ from .buffered_shutdown import shutdown_buffered
 from .context import Context, NotApplicable, ScenarioFailed
 from .dead_letter_ops import dlq_ops
 from .fidelity import payload
+from .migration import migration
 from .poison_variants import poison_variants
 from .pulse import pulse
 
@@ -320,6 +321,7 @@ SCENARIOS: dict[str, Scenario] = {
     "poison": poison,
     "broker_down": broker_down,
     "unsupported": unsupported,
+    "migration": migration,
 }
 """Scenario name -> function, longest first (they are started in this order)."""
 
