@@ -30,6 +30,10 @@ class Capabilities:
     `priorities` is the number of distinct priority levels (1: no priorities), higher runs first.
     `dedup_window` is the window of native duplicate suppression, None when the broker has none
     (jobkit's idempotency keys still work through the job store).
+    `survives_broker_restart` says whether a job whose enqueue returned is still there after the
+    broker process is stopped and started again (a file, durable queues and persistent
+    messages, a broker with persistence configured): False for brokers that keep messages only
+    in memory. Claim it only where it holds with this configuration.
     """
 
     name: str
@@ -45,6 +49,7 @@ class Capabilities:
     results: bool = True
     max_message_bytes: int | None = None
     shared_across_processes: bool = True
+    survives_broker_restart: bool = False
 
     def check(self, envelope: Envelope, body_size: int, *, now_delay: timedelta) -> None:
         """Raise `UnsupportedFeature` if `envelope` asks for more than these capabilities."""

@@ -41,6 +41,7 @@ _CAPABILITIES = Capabilities(
     lease_extension=True,
     results=True,
     shared_across_processes=False,
+    survives_broker_restart=False,  # the broker is this process's memory
 )
 
 _MAX_BLOCK = 0.05

@@ -25,6 +25,7 @@ _CAPABILITIES = Capabilities(
     lease_extension=True,
     results=True,
     shared_across_processes=True,
+    survives_broker_restart=True,  # the messages are rows in a file
 )
 
 _FIRST_NAP = 0.005

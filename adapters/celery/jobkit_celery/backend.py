@@ -49,6 +49,9 @@ class CeleryBackend(jobkit.Backend):
                 max_delay=None,
                 priorities=10,
                 results=s.store_url is not None,
+                # Redis keeps the queues in memory: only AOF/RDB persistence, which the URL's
+                # `persistent=yes` declares, brings them back after a restart
+                survives_broker_restart=s.persistent,
             )
         return Capabilities(
             name=f"celery+amqp{native}",
@@ -57,6 +60,7 @@ class CeleryBackend(jobkit.Backend):
             max_delay=timedelta(days=49),  # x-message-ttl is at most 2**32-1 ms
             priorities=10,
             results=s.store_url is not None,
+            survives_broker_restart=True,  # durable queues, persistent messages (delivery_mode 2)
         )
 
     def send(self, envelopes: Sequence[tuple[jobkit.Envelope, bytes]]) -> None:

@@ -60,6 +60,7 @@ def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
         results=results,
         max_message_bytes=config.max_message_bytes - codec.ATTRIBUTE_RESERVE,
         shared_across_processes=True,
+        survives_broker_restart=True,  # SQS stores messages redundantly until deleted
     )
 
 
