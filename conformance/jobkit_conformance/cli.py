@@ -18,6 +18,7 @@ from rich.console import Console
 from jobkit import BrokerUnavailable, ConfigurationError, JobkitError, redact_url
 from jobkit_conformance import checks as registry
 from jobkit_conformance import config as configuration
+from jobkit_conformance.broker_control import CommandBrokerControl
 from jobkit_conformance.outcome import RunResult
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grace", type=float, help="worker SIGTERM grace, seconds (default 5)")
     run.add_argument("--parallel", type=int, help="scenarios run at once (default 4)")
     run.add_argument("--timeout", type=float, help="longest wait inside a scenario (default 60)")
+    run.add_argument(
+        "--broker-control", metavar="CMD",
+        help="a command the suite calls as `CMD stop` / `CMD start` to stop and start the "
+        "broker (broker restart and outage checks; without it they are reported as not run)",
+    )  # fmt: skip
+    run.add_argument("--outage", type=float, help="seconds the broker stays stopped (default 10)")
     run.add_argument("--namespace", help="queue name prefix (default: a fresh random one)")
     run.add_argument("--workdir", type=Path, help="where the ledger, history and logs go")
     run.add_argument("--json", type=Path, metavar="PATH", help="write the JSON report here")
@@ -98,12 +105,13 @@ def _config(args: argparse.Namespace) -> configuration.RunConfig:
         cfg = configuration.RunConfig(backend=args.backend)
     overrides = {
         k: getattr(args, k)
-        for k in ("lease", "grace", "parallel", "timeout")
+        for k in ("lease", "grace", "parallel", "timeout", "outage")
         if getattr(args, k) is not None
     }
     settings = configuration.settings_from(overrides, cfg.settings)
     return configuration.RunConfig(
         backend=cfg.backend,
+        broker_control=args.broker_control or cfg.broker_control,
         only=tuple(args.only) or cfg.only,
         expected_failures={**cfg.expected_failures, **_xfails(args.xfail)},
         settings=settings,
@@ -148,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         settings=cfg.settings,
         workdir=args.workdir,
         namespace=args.namespace,
+        broker_control=CommandBrokerControl(cfg.broker_control) if cfg.broker_control else None,
         progress=None if args.quiet else (lambda line: err.print(f"  {line}", highlight=False)),
     )
     reports.write_terminal(result, Console(width=160) if not sys.stdout.isatty() else None)

@@ -45,6 +45,10 @@ class F(StrEnum):
     DEAD = "dead"  # probe: the dead-letter queue (value = {"entries": [...]})
     DEPTH = "depth"  # probe: queue depth (value = {"ready": n, ...})
     WORKER = "worker"  # nemesis: a worker started (invoke) / exited (ok, value = {"code": n})
+    BROKER_STOP = "broker_stop"  # nemesis: the broker stopped through the user's broker control
+    BROKER_START = "broker_start"  # nemesis: the broker started again
+    PRODUCER = "producer"  # nemesis: a producer process started (invoke) / was killed (ok)
+    OBSERVE = "observe"  # client: one promise of an interface observed (see checkers.contract)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ legitimately cause another; it demands idempotent effects, bounded attempts and 
 """
 
 from jobkit_conformance.checkers._base import TOLERANCE, Finding
+from jobkit_conformance.checkers.contract import observed
 from jobkit_conformance.checkers.dead_letters import (
     dead_after_exhaustion,
     dead_letters_intact,
@@ -26,6 +27,12 @@ from jobkit_conformance.checkers.delivery import (
     recovered,
     redelivered_while_stopped,
     started_once,
+)
+from jobkit_conformance.checkers.durability import (
+    outage_no_loss,
+    outage_worker_survives,
+    producer_killed_no_loss,
+    restart_no_loss,
 )
 from jobkit_conformance.checkers.retries import (
     attempts_within_policy,
@@ -56,14 +63,19 @@ __all__ = [
     "no_loss",
     "no_unexpected",
     "not_before",
+    "observed",
+    "outage_no_loss",
+    "outage_worker_survives",
     "outcomes_as_specified",
     "permanent_not_retried",
     "poison_handled",
     "priority_order",
+    "producer_killed_no_loss",
     "queue_drained",
     "recovered",
     "redelivered_while_stopped",
     "replayed",
+    "restart_no_loss",
     "started_once",
     "succeeds_after_transient",
     "time_limit_enforced",

@@ -17,6 +17,7 @@ from typing import Any
 
 from jobkit import App, Backend, Envelope, JobDef, JobkitError
 from jobkit.job import EnqueueOptions
+from jobkit_conformance.broker_control import BrokerControl
 from jobkit_conformance.history import F, History, JobSpec, Op, OpType
 from jobkit_conformance.ledger import Ledger, RunRow
 from jobkit_conformance.probes import Probe
@@ -26,6 +27,11 @@ from .workers import InProcessWorker, ProcessWorker, WorkerHandle, wait_for
 
 class NotApplicable(Exception):
     """Raised by a scenario that cannot be set up for this backend; the reason is reported."""
+
+
+class NotRun(Exception):
+    """Raised by a scenario that needs what the run was not given (e.g. broker control); its
+    checks are reported as not run, never as passed."""
 
 
 class ScenarioFailed(Exception):
@@ -41,6 +47,7 @@ class Settings:
     concurrency: int = 2
     timeout: float = 60.0  # longest wait for jobs to settle inside a scenario
     parallel: int = 4  # scenarios run at once
+    outage: float = 10.0  # seconds the broker stays stopped in the outage scenario
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +56,7 @@ class Settings:
             "concurrency": self.concurrency,
             "timeout_s": self.timeout,
             "parallel": self.parallel,
+            "outage_s": self.outage,
         }
 
 
@@ -65,6 +73,7 @@ class Suite:
     workdir: Path
     settings: Settings
     in_process: bool
+    broker_control: BrokerControl | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

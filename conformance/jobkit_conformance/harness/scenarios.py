@@ -15,6 +15,7 @@ from jobkit import App
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
+from . import scenarios_broker, scenarios_contract
 from .context import Context, NotApplicable, ScenarioFailed
 
 Scenario = Callable[[Context], None]
@@ -270,3 +271,13 @@ SCENARIOS: dict[str, Scenario] = {
     "unsupported": unsupported,
 }
 """Scenario name -> function, longest first (they are started in this order)."""
+
+SCENARIOS.update(
+    {
+        "stats": scenarios_contract.stats,
+        "contract": scenarios_contract.contract,
+        "producer_killed": scenarios_broker.producer_killed,
+        "broker_restart": scenarios_broker.broker_restart,  # exclusive: run after the others
+        "outage": scenarios_broker.outage,  # exclusive
+    }
+)

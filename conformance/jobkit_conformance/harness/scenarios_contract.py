@@ -1,0 +1,535 @@
+"""Scenarios that exercise the interfaces' promises one by one, with values across the range a
+user may ask for (not only the short ones that keep the other scenarios fast):
+
+* ``contract``: the `Transport` methods called directly (for backends built on a transport):
+  `receive`'s max_messages, wait and lease, `extend` with a lease of an hour, `release` with a
+  delay, `dead_letter`'s reason, `dead_letters`' limit, `replay` by id, `purge`, `stats` for
+  given queues and for all, `clone`, `close`;
+* ``stats``: the numbers `Backend.stats` returns and `jobkit status` / `jobkit dlq list` print,
+  while a worker holds a job, others wait, some are delayed and some are dead.
+
+Each observation is recorded as an ``observe`` operation: the promise (a key of
+`jobkit_conformance.promises`), whether it held and what was observed; the checkers in
+`jobkit_conformance.checkers.contract` judge them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jobkit import Delivery, Message, QueueStats, Transport, TransportBackend
+from jobkit_conformance import jobs
+from jobkit_conformance.history import F, JobSpec, OpType
+
+from .context import Context, NotApplicable
+from .workers import wait_for
+
+HOUR = timedelta(hours=1)
+LONG_WAIT = timedelta(seconds=20)  # the longest long poll SQS allows
+_SLACK = 3.0  # seconds a blocking call may overrun on a loaded machine
+
+
+def observe(ctx: Context, promise: str, ok: bool, observed: str, **extra: Any) -> bool:
+    ctx.record(
+        "client",
+        OpType.OK,
+        F.OBSERVE,
+        value={"promise": promise, "ok": bool(ok), "observed": observed, **extra},
+    )
+    return ok
+
+
+def _counts(s: QueueStats | None) -> str:
+    if s is None:
+        return "no row for the queue"
+    return f"ready={s.ready} in_flight={s.in_flight} delayed={s.delayed} dead={s.dead}"
+
+
+def _row(rows: Sequence[QueueStats], queue: str) -> QueueStats | None:
+    return next((s for s in rows if s.queue == queue), None)
+
+
+def _stats_until(
+    ctx: Context, read: Callable[[], QueueStats | None], want: dict[str, int], timeout: float = 5
+) -> tuple[bool, QueueStats | None]:
+    """Read until the counts are `want` (brokers that approximate converge), at most `timeout`."""
+    last: list[QueueStats | None] = [None]
+
+    def matches() -> bool:
+        last[0] = read()
+        return last[0] is not None and all(getattr(last[0], k) == v for k, v in want.items())
+
+    ok = ctx.try_wait(matches, timeout=timeout)
+    return ok, last[0]
+
+
+# -- the Transport, method by method ------------------------------------------------------------
+
+
+def contract(ctx: Context) -> None:
+    backend = ctx.suite.backend
+    if not isinstance(backend, TransportBackend):
+        raise NotApplicable(
+            f"{backend.capabilities.name} implements Backend directly, not Transport: its "
+            "promises are checked through the worker scenarios and `stats`"
+        )
+    original = backend.transport
+    t = original.clone()
+    try:
+        _transport(ctx, original, t)
+    finally:
+        t.close()
+
+
+def _transport(ctx: Context, original: Transport, t: Transport) -> None:
+    q = ctx.queue
+    n = 30
+
+    def stats() -> QueueStats | None:
+        return _row(t.stats([q]), q)
+
+    def want(promise: str, what: str, **counts: int) -> None:
+        ok, got = _stats_until(ctx, stats, counts)
+        expected = " ".join(f"{k}={v}" for k, v in counts.items())
+        observe(ctx, promise, ok, f"{what}: stats said {_counts(got)}, expected {expected}")
+
+    # send: a batch of n, plus one delayed an hour and one delayed 2 s (where delays are claimed)
+    max_delay = original.capabilities.max_delay
+    delays = max_delay is None or max_delay >= HOUR
+    original.send([Message(queue=q, body=f"contract-{i}".encode(), id=f"c{i}") for i in range(n)])
+    if delays:
+        t.send(
+            [
+                Message(queue=q, body=b"contract-hour", id="c-hour", delay=HOUR),
+                Message(queue=q, body=b"contract-soon", id="c-soon", delay=timedelta(seconds=2)),
+            ]
+        )
+    want(
+        "stats.counts",
+        f"after sending {n} messages and {2 if delays else 0} delayed ones",
+        ready=n,
+        in_flight=0,
+        delayed=2 if delays else 0,
+        dead=0,
+    )
+
+    held: dict[str, Delivery] = {}
+    # receive: max_messages honoured (1, 3, 25), with a lease of an hour
+    for asked in (1, 3, 25):
+        got = t.receive([q], max_messages=asked, wait=timedelta(seconds=1), lease=HOUR)
+        observe(
+            ctx,
+            "receive.max_messages",
+            1 <= len(got) <= asked,
+            f"receive(max_messages={asked}) with {n - len(held)} ready returned {len(got)}",
+        )
+        repeated = [d for d in got if d.id in held]
+        observe(
+            ctx,
+            "receive.lease",
+            not repeated,
+            f"receive returned {len(repeated)} message(s) already leased for an hour"
+            + (f" ({repeated[0].id})" if repeated else ""),
+        )
+        held.update({d.id: d for d in got})
+    want(
+        "stats.counts",
+        f"with {len(held)} messages leased",
+        ready=n - len(held),
+        in_flight=len(held),
+        delayed=2 if delays else 0,
+        dead=0,
+    )
+
+    # ack: a list of deliveries at once
+    acked = list(held.values())[: max(1, len(held) // 2)]
+    t.ack(acked)
+    for d in acked:
+        del held[d.id]
+    want(
+        "ack",
+        f"after acking {len(acked)} of them",
+        in_flight=len(held),
+        ready=n - len(held) - len(acked),
+    )
+
+    # extend: a short lease extended to an hour is not handed out again after the short one
+    (short,) = t.receive([q], max_messages=1, wait=timedelta(seconds=1), lease=timedelta(seconds=1))
+    t.extend(short, lease=HOUR)
+    until = getattr(short, "leased_until", None)
+    ctx.try_wait(lambda: False, timeout=2.5)  # waiting out the short lease IS the check
+    rest: list[Delivery] = []
+    while True:
+        got = t.receive([q], max_messages=10, wait=timedelta(0), lease=HOUR)
+        if not got:
+            break
+        rest += got
+    again = [d for d in rest if d.id == short.id]
+    observe(
+        ctx,
+        "extend.lease",
+        not again,
+        f"a message received with a 1 s lease and extended to 1 h was "
+        f"{'handed out again' if again else 'not handed out again'} 2.5 s later",
+    )
+    held[short.id] = short
+    held.update({d.id: d for d in rest})
+    if delays:
+        soon = [d for d in rest if d.id == "c-soon"]
+        observe(
+            ctx,
+            "send.delay",
+            bool(soon),
+            "the message sent with a 2 s delay was "
+            f"{'delivered after it' if soon else 'not delivered 2.5 s after sending'}",
+        )
+        hour = any(d.id == "c-hour" for d in rest)
+        observe(
+            ctx,
+            "send.delay",
+            not hour,
+            f"the message delayed an hour was {'delivered already' if hour else 'not delivered'}",
+        )
+    if until is not None:
+        now = datetime.now(UTC)
+        observe(ctx, "extend.lease", True, f"leased_until reported as {until} at {now}")
+
+    # receive: wait honoured on an empty queue, and a long poll ends when a message arrives
+    started = time.monotonic()
+    empty = t.receive([q], max_messages=1, wait=timedelta(seconds=1.5), lease=HOUR)
+    took = time.monotonic() - started
+    observe(
+        ctx,
+        "receive.wait",
+        not empty and 1.5 - 0.25 <= took <= 1.5 + _SLACK,
+        f"receive(wait=1.5 s) with nothing due returned {len(empty)} message(s) after {took:.2f} s",
+    )
+    held.update({d.id: d for d in empty})
+    started = time.monotonic()
+    nothing = t.receive([q], max_messages=1, wait=timedelta(0), lease=HOUR)
+    took = time.monotonic() - started
+    observe(
+        ctx,
+        "receive.wait",
+        took <= 1.0 + _SLACK / 3,
+        f"receive(wait=0) with nothing due returned after {took:.2f} s",
+    )
+    held.update({d.id: d for d in nothing})
+    sender = original.clone()
+    timer = threading.Timer(
+        0.5, lambda: sender.send([Message(queue=q, body=b"contract-late", id="c-late")])
+    )
+    started = time.monotonic()
+    timer.start()
+    late = t.receive([q], max_messages=1, wait=LONG_WAIT, lease=HOUR)
+    took = time.monotonic() - started
+    timer.join()
+    if sender is not original:
+        sender.close()
+    observe(
+        ctx,
+        "receive.wait",
+        [d.id for d in late] == ["c-late"] and took < 0.5 + _SLACK + 1,
+        f"receive(wait=20 s), a message sent 0.5 s in: returned "
+        f"{[d.id for d in late]} after {took:.2f} s",
+    )
+    held.update({d.id: d for d in late})
+
+    # release with a delay: not before it, then delivered with one more delivery
+    first = late[0] if late else next(iter(held.values()))
+    t.release(first, delay=timedelta(seconds=2))
+    del held[first.id]
+    released_at = time.monotonic()
+    back: list[Delivery] = []
+
+    def returned() -> bool:
+        back.extend(t.receive([q], max_messages=1, wait=timedelta(0), lease=HOUR))
+        return bool(back)
+
+    ctx.try_wait(returned, timeout=2 + _SLACK + 2)
+    after = time.monotonic() - released_at
+    ok = bool(back) and back[0].id == first.id and after >= 2 - 0.25
+    observe(
+        ctx,
+        "release.delay",
+        ok,
+        f"released with a 2 s delay: delivered again after {after:.2f} s"
+        + (f" as {back[0].id}" if back else " (never)"),
+    )
+    if back:
+        observe(
+            ctx,
+            "release.deliveries",
+            back[0].deliveries == first.deliveries + 1,
+            f"deliveries went from {first.deliveries} to {back[0].deliveries} on redelivery",
+        )
+        held[back[0].id] = back[0]
+
+    # dead_letter with a reason, dead_letters' limit, oldest first
+    doomed = sorted(held.values(), key=lambda d: d.id)[:3]
+    reasons = {d.id: f"contract reason {i} ü" for i, d in enumerate(doomed)}
+    for d in doomed:
+        t.dead_letter(d, reason=reasons[d.id])
+        del held[d.id]
+    two = t.dead_letters(q, limit=2)
+    every = t.dead_letters(q, limit=100)
+    observe(
+        ctx,
+        "dead_letters.limit",
+        len(two) == 2 and len(every) == 3,
+        f"3 dead letters: dead_letters(limit=2) listed {len(two)}, limit=100 listed {len(every)}",
+    )
+    observe(
+        ctx,
+        "dead_letters.order",
+        [d.id for d in every] == [d.id for d in doomed],
+        f"dead-lettered in order {[d.id for d in doomed]}, listed {[d.id for d in every]}",
+    )
+    wrong = [
+        d.id for d in every if d.reason != reasons.get(d.id) or d.body != _body_of(doomed, d.id)
+    ]
+    observe(
+        ctx,
+        "dead_letter.reason",
+        not wrong,
+        f"dead letters whose reason or body changed: {wrong or 'none'}",
+    )
+    want("stats.counts", "with 3 dead letters", dead=3, in_flight=len(held))
+
+    # replay one by id, then purge the rest
+    replayed = t.replay(q, ids=[doomed[0].id])
+    observe(ctx, "replay.ids", replayed == 1, f"replay(ids=[one of 3]) returned {replayed}")
+    want("stats.counts", "after replaying 1 of 3 dead letters", dead=2, ready=1)
+    purged = t.purge(q)
+    observe(ctx, "purge", purged == 2, f"purge of 2 dead letters returned {purged}")
+    want("stats.counts", "after the purge", dead=0, ready=1, in_flight=len(held))
+
+    # stats of all queues includes this one, with the same numbers
+    everything = t.stats(None)
+    mine = _row(everything, q)
+    observe(
+        ctx,
+        "stats.all_queues",
+        mine is not None and mine.dead == 0 and mine.ready == 1,
+        f"stats(None) listed {len(everything)} queue(s); this one: {_counts(mine)}",
+    )
+
+    # clone and close: a clone sees the same queues; close twice is harmless
+    twin = t.clone()
+    got = twin.receive([q], max_messages=1, wait=timedelta(seconds=1), lease=HOUR)
+    observe(
+        ctx,
+        "clone",
+        [d.id for d in got] == [doomed[0].id],
+        f"a clone received {[d.id for d in got]} (expected the replayed {doomed[0].id})",
+    )
+    held.update({d.id: d for d in got})
+    t.ack(list(held.values()))
+    if twin is not t:
+        twin.close()
+        try:
+            twin.close()
+        except Exception as exc:
+            observe(ctx, "close", False, f"a second close() raised {type(exc).__name__}: {exc}")
+        else:
+            observe(ctx, "close", True, "close() twice raised nothing")
+    want(
+        "stats.counts",
+        "after acking everything received",
+        ready=0,
+        in_flight=0,
+        dead=0,
+        delayed=1 if delays else 0,
+    )
+
+
+def _body_of(deliveries: Sequence[Delivery], message_id: str) -> bytes | None:
+    return next((d.body for d in deliveries if d.id == message_id), None)
+
+
+# -- Backend.stats and the CLI's read commands ----------------------------------------------------
+
+
+def _cli(ctx: Context, *argv: str) -> tuple[int, str]:
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobkit.cli.main", "--backend", ctx.suite.url, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+_NUMBERS = re.compile(r"\d+")
+
+
+def _status_table(text: str, queue: str) -> dict[str, int] | None:
+    """The numbers `jobkit status` prints for `queue` (a table row: queue, ready, in flight,
+    delayed, dead)."""
+    for line in text.splitlines():
+        if queue in line:
+            cells = [c.strip() for c in re.split(r"[│|┃]", line) if c.strip()]
+            if len(cells) >= 5 and cells[0] == queue:
+                values = [int(c) for c in cells[1:5] if c.isdigit()]
+                if len(values) == 4:
+                    return dict(zip(("ready", "in_flight", "delayed", "dead"), values, strict=True))
+    return None
+
+
+def stats(ctx: Context) -> None:
+    """A worker busy with a long job, ready jobs behind it, delayed jobs and dead letters:
+    `Backend.stats` must count each, and the CLI must print what it returns."""
+    if ctx.suite.in_process:
+        raise NotApplicable(
+            "the CLI runs in a process of its own and cannot see a broker inside this process "
+            "(the contract scenario checks the stats of the transport)"
+        )
+    q = ctx.queue
+    backend = ctx.suite.backend
+    ctx.start_worker(concurrency=1)
+    dead = [
+        ctx.enqueue(jobs.reject, [], JobSpec(kind="reject", outcome="dead", permanent=True))
+        for _ in range(2)
+    ]
+    ctx.settle(lambda: set(dead) <= ctx.dead_ids(), "the rejected jobs are dead-lettered")
+    hold = ctx.enqueue(jobs.sleep, [6.0], JobSpec(kind="sleep", duration=6.0))
+    ctx.wait(lambda: ctx.started([hold]), "the long job started")
+    due = time.time() + 9
+    ready = [ctx.enqueue(jobs.effect, [], JobSpec(kind="effect")) for _ in range(4)]
+    delayed = [
+        ctx.enqueue(jobs.effect, [], JobSpec(kind="delay"), not_before=due) for _ in range(2)
+    ]
+    previous: list[QueueStats | None] = [None]
+
+    def read() -> QueueStats | None:
+        with ctx.suite.lock:
+            return _row(backend.stats([q]), q)
+
+    def steady() -> bool:  # two readings 0.3 s apart agree: the worker took what it takes
+        now = read()
+        same = now is not None and now == previous[0]
+        previous[0] = now
+        return same
+
+    wait_for(steady, timeout=5, interval=0.3)
+    before = read()
+    cli_json: dict[str, int] | None = None
+    code, out = _cli(ctx, "status", "-q", q, "--json")
+    try:
+        cli_json = {k: v for k, v in json.loads(out.strip())[0].items() if k != "queue"}
+    except (ValueError, IndexError, KeyError, AttributeError):
+        observe(ctx, "cli.status", False, f"`jobkit status --json` exited {code}: {out[-500:]}")
+    code, out = _cli(ctx, "status", "-q", q)
+    cli_table = _status_table(out, q)
+    if cli_table is None:
+        observe(
+            ctx,
+            "cli.status",
+            False,
+            f"`jobkit status` (exit {code}) printed no row of 4 numbers for {q}: {out[-500:]}",
+        )
+    after = read()
+    running = ctx.running()
+    expected_waiting = len(ready) + (1 if running else 0)
+    for label, s in (("before", before), ("after", after)):
+        if s is None:
+            observe(ctx, "stats.counts", False, f"stats({q!r}) has no row for the queue")
+            continue
+        observe(
+            ctx,
+            "stats.counts",
+            s.dead == len(dead),
+            f"{len(dead)} dead letters: stats ({label} the CLI) said dead={s.dead}",
+        )
+        observe(
+            ctx,
+            "stats.counts",
+            s.delayed == len(delayed),
+            f"{len(delayed)} jobs due in 9 s: stats said delayed={s.delayed}",
+        )
+        observe(
+            ctx,
+            "stats.counts",
+            s.ready + s.in_flight == expected_waiting,
+            f"{len(ready)} ready behind {len(running)} running job(s): stats said "
+            f"ready={s.ready} + in_flight={s.in_flight}, expected {expected_waiting} in all",
+        )
+        observe(
+            ctx,
+            "stats.in_flight",
+            s.in_flight >= len(running) > 0,
+            f"{len(running)} job(s) running: stats said in_flight={s.in_flight}",
+        )
+    readings = [asdict(s) for s in (before, after) if s is not None]
+    for what, printed in (("`jobkit status --json`", cli_json), ("`jobkit status`", cli_table)):
+        if printed is None:
+            continue
+        match = any(all(r[k] == v for k, v in printed.items()) for r in readings)
+        observe(
+            ctx,
+            "cli.status",
+            match,
+            f"{what} printed {printed}; Backend.stats read {readings} around it",
+        )
+    code, out = _cli(ctx, "dlq", "list", q, "--json")
+    try:
+        rows = json.loads(out.strip())
+    except ValueError:
+        rows = None
+    if not isinstance(rows, list):
+        observe(ctx, "cli.dlq_list", False, f"`jobkit dlq list --json` exited {code}: {out[-500:]}")
+    else:
+        ids = sorted(str(r.get("id")) for r in rows)
+        observe(
+            ctx,
+            "cli.dlq_list",
+            ids == sorted(dead) and all(r.get("reason") for r in rows),
+            f"{len(dead)} dead letters: `jobkit dlq list --json` listed {ids} with reasons "
+            f"{[r.get('reason') for r in rows]}",
+        )
+        observe(
+            ctx,
+            "cli.dlq_list",
+            all(int(r.get("deliveries") or 0) >= 1 for r in rows),
+            "`jobkit dlq list --json` printed deliveries "
+            f"{[r.get('deliveries') for r in rows]} for jobs that each ran once",
+        )
+    code, out = _cli(ctx, "dlq", "list", q)
+    title = re.search(r"dead letters of \S+: (\d+)", out)
+    count = int(title.group(1)) if title else None
+    shown = [i for i in dead if i in out]
+    observe(
+        ctx,
+        "cli.dlq_list",
+        count == len(dead) == len(shown),
+        f"`jobkit dlq list` printed the count {count if title else 'nowhere'} and "
+        f"{len(shown)} of the {len(dead)} ids",
+    )
+    code, out = _cli(ctx, "dlq", "list", q, "--limit", "1", "--json")
+    try:
+        limited = len(json.loads(out.strip()))
+    except (ValueError, TypeError):
+        limited = -1
+    observe(
+        ctx,
+        "dead_letters.limit",
+        limited == 1,
+        f"`jobkit dlq list --limit 1` listed {limited} of {len(dead)}",
+    )
+    ctx.settle(
+        lambda: ctx.succeeded([hold, *ready, *delayed]), "the held, ready and delayed jobs ran"
+    )
+    ctx.drained()
