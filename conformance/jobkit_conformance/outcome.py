@@ -106,9 +106,7 @@ def capability_verdicts(
         if not mine:
             continue
         passed = sum(1 for o in mine if o.outcome is Outcome.PASS)
-        applicable = [
-            o for o in mine if o.outcome not in (Outcome.NOT_APPLICABLE, Outcome.NOT_RUN)
-        ]
+        applicable = [o for o in mine if o.outcome not in (Outcome.NOT_APPLICABLE, Outcome.NOT_RUN)]
         ok = not claimed or passed > 0 or not applicable
         if not claimed:
             summary = "not claimed"

@@ -109,13 +109,7 @@ def junit_xml(result: RunResult) -> str:
                 + sum(1 for o in result.outcomes if o.outcome in (Outcome.FAIL, Outcome.XPASS))
             ),
             "errors": str(sum(1 for o in result.outcomes if o.outcome is Outcome.ERROR)),
-            "skipped": str(
-                sum(
-                    1
-                    for o in result.outcomes
-                    if o.outcome in _SKIPPED
-                )
-            ),
+            "skipped": str(sum(1 for o in result.outcomes if o.outcome in _SKIPPED)),
             "time": f"{result.duration_s:.3f}",
         },
     )
