@@ -10,6 +10,7 @@ Retry policies are short (backoff base 0.1-0.2 s) so the whole suite runs in min
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 
@@ -71,6 +72,21 @@ def effect(token: str, key: str | None = None) -> None:
 def sleep(token: str, seconds: float) -> None:
     """Run for `seconds`, beating in the ledger, then record the effect."""
     _run(token, "conformance.sleep", "effect", seconds=seconds)
+
+
+@app.job(name="conformance.gate", retry=FAST)
+def gate(token: str, path: str, limit: float) -> None:
+    """Run until the file `path` exists (at most `limit` seconds), beating in the ledger: holds
+    a worker busy for exactly as long as the harness needs, then records the effect."""
+    ledger = Ledger.from_env()
+    context = current_job()
+    row, _attempt = ledger.start(token, "conformance.gate", context.attempt if context else None)
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        ledger.beat(row)
+    ledger.effect(token, None)
+    ledger.end(row, "ok")
 
 
 @app.job(name="conformance.flaky", retry=FLAKY)

@@ -15,7 +15,7 @@ from jobkit import App
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
-from . import scenarios_broker, scenarios_contract
+from . import scenarios_broker, scenarios_contract, scenarios_stats
 from .context import Context, NotApplicable, ScenarioFailed
 
 Scenario = Callable[[Context], None]
@@ -274,7 +274,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 SCENARIOS.update(
     {
-        "stats": scenarios_contract.stats,
+        "stats": scenarios_stats.stats,
         "contract": scenarios_contract.contract,
         "producer_killed": scenarios_broker.producer_killed,
         "broker_restart": scenarios_broker.broker_restart,  # exclusive: run after the others

@@ -1,0 +1,218 @@
+"""The ``stats`` scenario: the numbers `Backend.stats` returns and `jobkit status` /
+`jobkit dlq list` print, while a worker holds a job, others wait, some are delayed and some are
+dead. Observations are recorded as in `scenarios_contract`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+from jobkit import QueueStats
+from jobkit_conformance import jobs
+from jobkit_conformance.history import JobSpec
+
+from .context import Context, NotApplicable
+from .scenarios_contract import observe, row
+from .workers import wait_for
+
+DELAY = 15.0  # seconds the delayed jobs wait: longer than the observations take
+
+
+def _cli(ctx: Context, *argv: str) -> tuple[int, str]:
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobkit.cli.main", "--backend", ctx.suite.url, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _status_table(text: str, queue: str) -> dict[str, int] | None:
+    """The numbers `jobkit status` prints for `queue` (a table row: queue, ready, in flight,
+    delayed, dead)."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in re.split(r"[│|┃]", line) if c.strip()]
+        if len(cells) >= 5 and cells[0] == queue and all(c.isdigit() for c in cells[1:5]):
+            values = [int(c) for c in cells[1:5]]
+            return dict(zip(("ready", "in_flight", "delayed", "dead"), values, strict=True))
+    return None
+
+
+def _json(out: str) -> Any:
+    try:
+        return json.loads(out.strip())
+    except ValueError:
+        return None
+
+
+def stats(ctx: Context) -> None:
+    if ctx.suite.in_process:
+        raise NotApplicable(
+            "the CLI runs in a process of its own and cannot see a broker inside this process "
+            "(the contract scenario checks the stats of the transport)"
+        )
+    q = ctx.queue
+    backend = ctx.suite.backend
+    ctx.start_worker(concurrency=1)
+    dead = [
+        ctx.enqueue(jobs.reject, [], JobSpec(kind="reject", outcome="dead", permanent=True))
+        for _ in range(2)
+    ]
+    ctx.settle(lambda: set(dead) <= ctx.dead_ids(), "the rejected jobs are dead-lettered")
+    opened = ctx.suite.workdir / f"{q}.open"
+    hold = ctx.enqueue(jobs.gate, [str(opened), 120.0], JobSpec(kind="gate"))
+    try:
+        ctx.wait(lambda: ctx.started([hold]), "the gated job started")
+        due = time.time() + DELAY
+        ready = [ctx.enqueue(jobs.effect, [], JobSpec(kind="effect")) for _ in range(4)]
+        delayed = [
+            ctx.enqueue(jobs.effect, [], JobSpec(kind="delay"), not_before=due) for _ in range(2)
+        ]
+        _observe(ctx, backend, dead=dead, ready=ready, delayed=delayed)
+    finally:
+        opened.touch()
+    ctx.settle(
+        lambda: ctx.succeeded([hold, *ready, *delayed]),
+        "the held, ready and delayed jobs ran",
+        timeout=ctx.suite.settings.timeout + DELAY,
+    )
+    ctx.drained()
+
+
+def _observe(
+    ctx: Context, backend: Any, *, dead: list[str], ready: list[str], delayed: list[str]
+) -> None:
+    q = ctx.queue
+    previous: list[QueueStats | None] = [None]
+
+    def read() -> QueueStats | None:
+        with ctx.suite.lock:
+            return row(backend.stats([q]), q)
+
+    def steady() -> bool:  # two readings 0.3 s apart agree: the worker took what it takes
+        now = read()
+        same = now is not None and now == previous[0]
+        previous[0] = now
+        return same
+
+    wait_for(steady, timeout=5, interval=0.3)
+    before = read()
+    commands = {
+        "status_json": ("status", "-q", q, "--json"),
+        "status": ("status", "-q", q),
+        "dlq_json": ("dlq", "list", q, "--json"),
+        "dlq": ("dlq", "list", q),
+        "dlq_one": ("dlq", "list", q, "--limit", "1", "--json"),
+    }
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        outs = dict(
+            zip(commands, pool.map(lambda a: _cli(ctx, *a), commands.values()), strict=True)
+        )
+    after = read()
+    running = len(ctx.running())
+    waiting = len(ready) + running
+    for label, s in (("before", before), ("after", after)):
+        if s is None:
+            observe(ctx, "stats.counts", False, f"stats({q!r}) has no row for the queue")
+            continue
+        observe(
+            ctx,
+            "stats.counts",
+            s.dead == len(dead),
+            f"{len(dead)} dead letters: stats ({label} the CLI) said dead={s.dead}",
+        )
+        observe(
+            ctx,
+            "stats.counts",
+            s.delayed == len(delayed),
+            f"{len(delayed)} jobs due in {DELAY:g} s: stats said delayed={s.delayed}",
+        )
+        observe(
+            ctx,
+            "stats.counts",
+            s.ready + s.in_flight == waiting,
+            f"{len(ready)} ready behind {running} running job(s): stats said "
+            f"ready={s.ready} + in_flight={s.in_flight}, {waiting} expected in all",
+        )
+        observe(
+            ctx,
+            "stats.in_flight",
+            s.in_flight >= running > 0,
+            f"{running} job(s) running: stats said in_flight={s.in_flight}",
+        )
+    readings = [asdict(s) for s in (before, after) if s is not None]
+    code, out = outs["status_json"]
+    printed = _json(out)
+    if isinstance(printed, list) and printed and isinstance(printed[0], dict):
+        numbers = {k: v for k, v in printed[0].items() if k != "queue"}
+        match = any(all(r.get(k) == v for k, v in numbers.items()) for r in readings)
+        observe(
+            ctx,
+            "cli.status",
+            match and len(numbers) == 4,
+            f"`jobkit status --json` printed {numbers}; Backend.stats read {readings}",
+        )
+    else:
+        observe(ctx, "cli.status", False, f"`jobkit status --json` exited {code}: {out[-300:]}")
+    code, out = outs["status"]
+    table = _status_table(out, q)
+    match = table is not None and any(all(r[k] == v for k, v in table.items()) for r in readings)
+    observe(
+        ctx,
+        "cli.status",
+        match,
+        f"`jobkit status` printed {table if table else 'no row: ' + out[-300:]}; "
+        f"Backend.stats read {readings}",
+    )
+    code, out = outs["dlq_json"]
+    rows = _json(out)
+    if isinstance(rows, list):
+        ids = sorted(str(r.get("id")) for r in rows)
+        reasons = [r.get("reason") for r in rows]
+        observe(
+            ctx,
+            "cli.dlq_list",
+            ids == sorted(dead) and all(reasons),
+            f"{len(dead)} dead letters: `jobkit dlq list --json` listed {ids} with reasons "
+            f"{reasons}",
+        )
+        deliveries = [r.get("deliveries") for r in rows]
+        observe(
+            ctx,
+            "cli.dlq_list",
+            all(isinstance(d, int) and d >= 1 for d in deliveries),
+            f"`jobkit dlq list --json` printed deliveries {deliveries} for jobs run once",
+        )
+    else:
+        observe(ctx, "cli.dlq_list", False, f"`jobkit dlq list --json` exited {code}: {out[-300:]}")
+    code, out = outs["dlq"]
+    title = re.search(r"dead letters of \S+: (\d+)", out)
+    count = int(title.group(1)) if title else None
+    shown = [i for i in dead if i in out]
+    observe(
+        ctx,
+        "cli.dlq_list",
+        count == len(dead) == len(shown),
+        f"`jobkit dlq list` printed the count {count if title else 'nowhere'} and "
+        f"{len(shown)} of the {len(dead)} ids",
+    )
+    code, out = outs["dlq_one"]
+    one = _json(out)
+    observe(
+        ctx,
+        "dead_letters.limit",
+        isinstance(one, list) and len(one) == 1,
+        f"`jobkit dlq list --limit 1` with {len(dead)} dead letters listed "
+        f"{len(one) if isinstance(one, list) else out[-300:]}",
+    )
