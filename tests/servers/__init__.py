@@ -3,6 +3,20 @@
 Each module here starts one kind of server as a subprocess we own. Under CI=true a server that
 cannot be started fails the test session; locally the tests that need it are reported as errors
 with the reason (never skipped silently).
+
+Outage tests: every server object has ``stop_broker()`` and ``start_broker()``. Between the two
+the broker refuses connections (and the ones open were cut); after ``start_broker()`` it answers
+on the same port with the same data (durable messages kept). Neither call removes the scratch
+directory; ``stop()`` ends everything for good. How each kind does it:
+
+- redis: the server process is stopped (SIGTERM) and started again with the same command line;
+  it runs with an append-only file in its directory, flushed at a SIGTERM, so nothing is lost.
+- rabbitmq: ``rabbitmqctl stop_app`` / ``start_app`` (the Erlang node stays up, the AMQP
+  listener goes away and comes back; durable queues and persistent messages survive).
+- moto: its server keeps its state in memory only, so it cannot be restarted without losing
+  every queue. The outage is simulated instead by a loopback TCP proxy in front of it
+  (``tests.servers.proxy.TcpProxy``): the proxy closes its listener and cuts open connections,
+  then listens again on the same port.
 """
 
 from __future__ import annotations
@@ -14,7 +28,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -32,22 +46,66 @@ def in_ci() -> bool:
 
 @dataclass
 class ServerProcess:
-    """A server we started: its port, its process and its scratch directory."""
+    """A server we started: its port, its process and its scratch directory.
+
+    `argv` and `answers` (kept by `launch`) let `start_broker` start it again in place."""
 
     port: int
     process: subprocess.Popen[bytes]
     directory: Path
+    argv: list[str] = field(default_factory=list, repr=False)
+    answers: Callable[[int], bool] | None = field(default=None, repr=False)
+
+    def stop_broker(self) -> None:
+        """Stop the server process (SIGTERM, then SIGKILL), keeping its directory and data.
+        Blocks until it has exited. Idempotent."""
+        _end(self.process)
+
+    def start_broker(self, timeout: float = 30.0) -> None:
+        """Start the server again, same command line, same port, same directory; return once
+        it answers. Raises RuntimeError if it does not. Idempotent while it runs."""
+        if self.process.poll() is None:
+            return
+        if not self.argv or self.answers is None:
+            raise RuntimeError("this server was not started by launch(): cannot restart it")
+        self.process = _spawn(self.argv, self.directory)
+        _await(self.port, self.process, self.directory, self.answers, timeout)
 
     def stop(self) -> None:
         """Stop the server by PID (SIGTERM, then SIGKILL) and remove its directory."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        _end(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _spawn(argv: list[str], directory: Path) -> subprocess.Popen[bytes]:
+    with (directory / "server.log").open("ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+
+
+def _await(
+    port: int,
+    process: subprocess.Popen[bytes],
+    directory: Path,
+    answers: Callable[[int], bool],
+    timeout: float,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not answers(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            output = (directory / "server.log").read_text(errors="replace")[-2000:]
+            _end(process)
+            raise RuntimeError(f"{directory.name} did not start on port {port}: {output}")
+        time.sleep(0.05)
 
 
 def launch(
@@ -56,21 +114,19 @@ def launch(
     answers: Callable[[int], bool],
     *,
     timeout: float,
-) -> tuple[int, subprocess.Popen[bytes], Path]:
-    """Start `argv(port, directory)` on a free port with its log in a fresh directory, and wait
-    until `answers(port)`. Raises RuntimeError with the log's tail if it exits or times out."""
+) -> ServerProcess:
+    """Start `argv(port, directory)` on a free port with its log (server.log) in a fresh
+    directory, and wait until `answers(port)`. Raises RuntimeError with the log's tail if it
+    exits or times out (and removes the directory)."""
     directory = Path(tempfile.mkdtemp(prefix=f"jobkit-{name}-"))
     port = free_port()
-    log_path = directory / f"{name}.log"
-    with log_path.open("wb") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            argv(port, directory), stdout=log, stderr=subprocess.STDOUT, cwd=directory
-        )
-    deadline = time.monotonic() + timeout
-    while not answers(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            output = log_path.read_text(errors="replace")[-2000:]
-            ServerProcess(port=port, process=process, directory=directory).stop()
-            raise RuntimeError(f"{name} did not start on port {port}: {output}")
-        time.sleep(0.05)
-    return port, process, directory
+    command = argv(port, directory)
+    process = _spawn(command, directory)
+    try:
+        _await(port, process, directory, answers, timeout)
+    except RuntimeError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return ServerProcess(
+        port=port, process=process, directory=directory, argv=command, answers=answers
+    )

@@ -2,6 +2,10 @@
 
 Started as a subprocess we own (``python -m moto.server``) and stopped by its PID. Needs
 ``moto[server]`` in the test environment.
+
+Clients reach it through a loopback `TcpProxy`: moto keeps its queues in memory only, so a real
+restart would lose them; `stop_broker()` cuts the proxy instead (connections refused, open ones
+cut) and `start_broker()` lets connections through again, on the same port, with the same queues.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.servers import ServerProcess, launch
+from tests.servers.proxy import TcpProxy
 
 # moto needs some credentials and a region; these are fake and only ever sent to our moto.
 FAKE_AWS_ENV = {
@@ -25,9 +30,28 @@ FAKE_AWS_ENV = {
 
 @dataclass
 class MotoServer(ServerProcess):
+    proxy: TcpProxy | None = None
+
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Where clients connect: the proxy's port (`port` is moto's own)."""
+        assert self.proxy is not None
+        return f"http://127.0.0.1:{self.proxy.port}"
+
+    def stop_broker(self) -> None:
+        """Simulate an outage: the endpoint refuses connections; open ones are cut."""
+        assert self.proxy is not None
+        self.proxy.cut()
+
+    def start_broker(self, timeout: float = 30.0) -> None:
+        """End the outage: the endpoint accepts connections again, same port, same queues."""
+        assert self.proxy is not None
+        self.proxy.resume()
+
+    def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
+        super().stop()
 
     def url(self, **options: str) -> str:
         """An ``sqs://`` backend URL pointing at this server."""
@@ -56,5 +80,5 @@ def start_moto(timeout: float = 30.0) -> MotoServer:
     def argv(port: int, directory: Path) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
 
-    port, process, directory = launch("moto", argv, _answers, timeout=timeout)
-    return MotoServer(port=port, process=process, directory=directory)
+    server = launch("moto", argv, _answers, timeout=timeout)
+    return MotoServer(**vars(server), proxy=TcpProxy(server.port))

@@ -3,6 +3,9 @@
 Everything lives in a temporary directory (mnesia, logs, config, the Erlang cookie via HOME).
 Its epmd listens on a free port of its own (``ERL_EPMD_PORT``), so a system epmd is never touched.
 Stopped with ``rabbitmqctl -n NODE stop``, then by PID (the server, and the epmd we started).
+`stop_broker()` / `start_broker()` simulate an outage with ``rabbitmqctl stop_app`` /
+``start_app``: the AMQP port stops answering (open connections are closed), then answers again
+on the same port; durable queues and persistent messages survive.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +48,21 @@ class RabbitServer:
             timeout=timeout,
             check=False,
         )
+
+    def stop_broker(self) -> None:
+        """Stop the RabbitMQ application (the Erlang node stays up). Blocks until the AMQP port
+        refuses connections. Raises RuntimeError if rabbitmqctl fails."""
+        done = self.ctl("stop_app")
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl stop_app failed: {done.stderr or done.stdout}")
+        _await(lambda: not _answers(self.port), 30.0, "the AMQP port to close")
+
+    def start_broker(self, timeout: float = 90.0) -> None:
+        """Start the RabbitMQ application again; return once its AMQP port answers."""
+        done = self.ctl("start_app", timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl start_app failed: {done.stderr or done.stdout}")
+        _await(lambda: _answers(self.port), timeout, "the AMQP port to answer")
 
     def stop(self) -> None:
         """Stop the node (rabbitmqctl stop), then make sure by PID: the server and our epmd."""
@@ -79,6 +98,14 @@ def _epmd_pids(port: str) -> list[int]:
         if cmdline and cmdline[0].endswith(b"epmd") and f"ERL_EPMD_PORT={port}".encode() in environ:
             pids.append(int(entry.name))
     return pids
+
+
+def _await(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rabbitmq: timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
 
 
 def _answers(port: int) -> bool:

@@ -1,6 +1,8 @@
 """A real redis-server on 127.0.0.1, on a free port of its own, in a temporary directory.
 
-Started as a subprocess we own and stopped by its PID. No persistence (``--save ''``).
+Started as a subprocess we own and stopped by its PID. It keeps an append-only file in its
+directory (written through at SIGTERM, which is how `stop_broker()` stops it), so
+`stop_broker()` / `start_broker()` restart it in place with its data: see `tests.servers`.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ def start_redis(timeout: float = 15.0) -> RedisServer:
             "--bind", "127.0.0.1",
             "--port", str(port),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
             "--dir", str(directory),
             "--daemonize", "no",
             "--protected-mode", "yes",
         ]  # fmt: skip
 
-    port, process, directory = launch("redis", argv, _answers, timeout=timeout)
-    return RedisServer(port=port, process=process, directory=directory)
+    server = launch("redis", argv, _answers, timeout=timeout)
+    return RedisServer(**vars(server))
