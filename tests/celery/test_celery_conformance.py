@@ -2,6 +2,10 @@
 
 Hardened settings (jobkit's) must pass every check; Celery's native defaults (early ack) must
 fail ``crash.no_loss``: that proves the suite catches the loss Celery's defaults cause.
+
+The suite gets broker control (`tests.servers.control.relay`): it restarts the broker between
+enqueue and run, and stops it for an outage while a worker serves. The test redis-server
+persists (append-only file), so its URL declares ``persistent=yes``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.servers.control import relay
 from tests.servers.rabbitmq import RabbitServer
 from tests.servers.redis import RedisServer
 from tests.workers import run_conformance
@@ -35,7 +40,10 @@ def _fresh(server: RedisServer) -> None:
 
 def test_the_suite_passes_on_celery_redis(redis_server: RedisServer, tmp_path: Path) -> None:
     _fresh(redis_server)
-    code, data, out = _run(f"celery+{redis_server.url}/0", tmp_path)
+    with relay(redis_server) as control:
+        code, data, out = _run(
+            f"celery+{redis_server.url}/0?persistent=yes", tmp_path, "--broker-control", control
+        )
     assert code == 0, out
     assert set(_outcomes(data).values()) == {"pass"}, out
 
@@ -44,7 +52,11 @@ def test_the_suite_passes_on_celery_rabbitmq(
     rabbit_server: RabbitServer, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     _fresh(redis_server)
-    code, data, out = _run(f"celery+{rabbit_server.url}?store={redis_server.url}/1", tmp_path)
+    with relay(rabbit_server) as control:
+        code, data, out = _run(
+            f"celery+{rabbit_server.url}?store={redis_server.url}/1", tmp_path,
+            "--broker-control", control,
+        )  # fmt: skip
     assert code == 0, out
     assert set(_outcomes(data).values()) == {"pass"}, out
 

@@ -3,9 +3,9 @@
 ``python -m jobkit_mutants._control /path/jobs.db stop|start`` marks the "broker" of that
 database stopped or started (a state file beside it). Backends built on it
 (`jobkit_mutants._durability.OnSimulatedBroker`) refuse every call while it is stopped, as a
-real client does while its broker is down. A *volatile* one also forgets every queued message
-at each start, as a broker that keeps its queues only in memory does; the first call after the
-start does the forgetting, once.
+real client does while its broker is down. A *volatile* one (it marks the database when it
+opens) loses every queued message at each stop, as a broker that keeps its queues only in
+memory does.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ class SimulatedBroker:
             try:
                 state = json.loads(self._state.read_text()) if self._state.exists() else {}
                 state.setdefault("up", 1)
-                state.setdefault("epoch", 0)
-                state.setdefault("forgotten", 0)
                 before = dict(state)
                 yield state
                 if state != before:
@@ -53,25 +51,28 @@ class SimulatedBroker:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def up(self, *, volatile: bool) -> bool:
-        """Whether the broker is up; a volatile one forgets its queues once after a start."""
+    @property
+    def _volatile_mark(self) -> Path:
+        return self.db.with_name(self.db.name + ".broker-volatile")
+
+    def mark_volatile(self) -> None:
+        self._volatile_mark.touch()
+
+    def up(self) -> bool:
         with self._locked() as state:
-            if not state["up"]:
-                return False
-            if volatile and state["forgotten"] < state["epoch"]:
-                with sqlite3.connect(self.db, timeout=30) as db:
-                    db.execute("DELETE FROM jobkit_messages WHERE state != 'dead'")
-                state["forgotten"] = state["epoch"]
-            return True
+            return bool(state["up"])
 
     def stop(self) -> None:
         with self._locked() as state:
             state["up"] = 0
+            if self._volatile_mark.exists():  # what lived only in memory is gone
+                with sqlite3.connect(self.db, timeout=30) as db:
+                    db.execute("DELETE FROM jobkit_messages WHERE state != 'dead'")
+                db.close()
 
     def start(self) -> None:
         with self._locked() as state:
             state["up"] = 1
-            state["epoch"] += 1
 
 
 def main(argv: list[str]) -> int:

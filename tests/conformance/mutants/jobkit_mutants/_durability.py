@@ -13,8 +13,8 @@ message about something else), and each breaks one promise of `jobkit.Transport`
 * ``mutant-dlq-no-limit``: `dead_letters` ignores `limit`;
 * ``mutant-volatile``: claims `survives_broker_restart` but its "broker" forgets every queued
   message when it restarts (see `jobkit_mutants._control`, the self-test's broker control);
-* ``mutant-leaks-outage``: while its "broker" is stopped it raises a raw `ConnectionError`
-  instead of `BrokerUnavailable` (an adapter that does not translate native errors).
+* ``mutant-drops-when-down``: while its "broker" is stopped, `send` returns without storing
+  anything instead of raising `BrokerUnavailable`.
 
 ``sim-broker+sqlite`` is no mutant: the same simulated broker (down while stopped, keeping its
 data), for proving that a correct backend passes the restart and outage checks.
@@ -120,8 +120,6 @@ class OnSimulatedBroker(Wrapped):
     volatile broker forgets on restart)."""
 
     name = "sim-broker"
-    volatile = False
-    error: type[Exception] = BrokerUnavailable
 
     def __init__(self, inner: Transport, broker: SimulatedBroker) -> None:
         super().__init__(inner)
@@ -132,10 +130,8 @@ class OnSimulatedBroker(Wrapped):
         return replace(self.inner.capabilities, name=self.name, survives_broker_restart=True)
 
     def _up(self) -> None:
-        if not self.broker.up(volatile=self.volatile):
-            if self.error is BrokerUnavailable:
-                raise BrokerUnavailable(f"{self.name}: the simulated broker is stopped")
-            raise self.error("Connection refused (simulated broker stopped)")
+        if not self.broker.up():
+            raise BrokerUnavailable(f"{self.name}: the simulated broker is stopped")
 
     def clone(self) -> Transport:
         return type(self)(self.inner.clone(), self.broker)
@@ -173,12 +169,18 @@ class OnSimulatedBroker(Wrapped):
 
 class Volatile(OnSimulatedBroker):
     name = "mutant-volatile"
-    volatile = True
+
+    def __init__(self, inner: Transport, broker: SimulatedBroker) -> None:
+        super().__init__(inner, broker)
+        broker.mark_volatile()
 
 
-class LeaksOutage(OnSimulatedBroker):
-    name = "mutant-leaks-outage"
-    error = ConnectionError
+class DropsWhenDown(OnSimulatedBroker):
+    name = "mutant-drops-when-down"
+
+    def send(self, messages: Sequence[Message]) -> None:
+        if self.broker.up():
+            super().send(messages)
 
 
 def _on_broker(url: str, kind: type[OnSimulatedBroker]) -> TransportBackend:
@@ -227,6 +229,5 @@ def volatile(url: str) -> TransportBackend:
     return _on_broker(url, Volatile)
 
 
-def leaks_outage(url: str) -> TransportBackend:
-    return _on_broker(url, LeaksOutage)
-
+def drops_when_down(url: str) -> TransportBackend:
+    return _on_broker(url, DropsWhenDown)
