@@ -265,6 +265,9 @@ CHECKS += (
     _c("contract.receive_max_messages", "contract", "contract",
        "receive returns at least one and at most max_messages (1, 3, 25) messages",
        _observed("receive.max_messages")),
+    _c("contract.receive_queues", "contract", "contract",
+       "receive from several queues returns what is due on any of them",
+       _observed("receive.queues")),
     _c("contract.receive_wait", "contract", "contract",
        "receive blocks for wait (0, 1.5 s) when nothing is due and returns early when a "
        "message arrives during a 20 s wait",
@@ -291,6 +294,17 @@ CHECKS += (
     _c("stats.counts", "contract", "stats",
        "Backend.stats counts dead, delayed, ready and in-flight jobs while a worker runs one",
        _observed("stats.counts", "stats.in_flight")),
+    _c("backend.job_record", "contract", "stats",
+       "job_record tells a succeeded and a dead job's state and attempts, nothing of an unknown "
+       "id (or raises UnsupportedFeature where results are not claimed)",
+       _observed("backend.job_record")),
+    _c("backend.message_size", "contract", "stats",
+       "a job just under the declared max_message_bytes (200 KiB if unlimited) runs; one over "
+       "it is refused with UnsupportedFeature",
+       _observed("backend.message_size")),
+    _c("backend.check_close", "contract", "stats",
+       "check(app) reports no problem the capabilities rule out; close is idempotent",
+       _observed("backend.check", "backend.close")),
     _c("cli.status", "contract", "stats",
        "`jobkit status` (table and --json) prints the numbers Backend.stats returns",
        _observed("cli.status")),

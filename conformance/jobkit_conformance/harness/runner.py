@@ -157,7 +157,7 @@ def run_suite(
         )
         if refusals and "unsupported" not in wanted:
             wanted.append("unsupported")
-        queues = [f"{namespace}-{s}" for s in SCENARIOS]
+        queues = [f"{namespace}-{s}" for s in SCENARIOS] + [f"{namespace}-contract-b"]
         if not probe.is_empty(queues):
             raise NamespaceNotEmpty(
                 f"the queues of namespace {namespace!r} are not empty; the suite runs only on "

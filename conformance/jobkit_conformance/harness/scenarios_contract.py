@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from jobkit import Delivery, Message, QueueStats, Transport, TransportBackend
@@ -167,7 +167,6 @@ def _transport(ctx: Context, original: Transport, t: Transport) -> None:
         return
     short = got[0]
     t.extend(short, lease=HOUR)
-    until = getattr(short, "leased_until", None)
     ctx.try_wait(lambda: False, timeout=2.5)  # waiting out the short lease IS the check
     rest: list[Delivery] = []
     while True:
@@ -201,9 +200,18 @@ def _transport(ctx: Context, original: Transport, t: Transport) -> None:
             not hour,
             f"the message delayed an hour was {'delivered already' if hour else 'not delivered'}",
         )
-    if until is not None:
-        now = datetime.now(UTC)
-        observe(ctx, "extend.lease", True, f"leased_until reported as {until} at {now}")
+    # receive from several queues: a message on the second one is found
+    other = f"{q}-b"
+    t.send([Message(queue=other, body=b"contract-b", id="c-b")])
+    got = t.receive([q, other], max_messages=5, wait=timedelta(seconds=1), lease=HOUR)
+    observe(
+        ctx,
+        "receive.queues",
+        [(d.id, d.queue) for d in got] == [("c-b", other)],
+        f"receive([{q}, {other}]) with one message due on the second returned "
+        f"{[(d.id, d.queue) for d in got]}",
+    )
+    t.ack(got)
 
     # receive: wait honoured on an empty queue, and a long poll ends when a message arrives
     started = time.monotonic()

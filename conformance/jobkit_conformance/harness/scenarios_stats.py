@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from jobkit import QueueStats
+from jobkit import JobState, QueueStats, UnsupportedFeature, open_backend
 from jobkit_conformance import jobs
-from jobkit_conformance.history import JobSpec
+from jobkit_conformance.history import F, JobSpec, OpType
 
 from .context import Context, NotApplicable
 from .scenarios_contract import observe, row
@@ -82,12 +82,122 @@ def stats(ctx: Context) -> None:
         _observe(ctx, backend, dead=dead, ready=ready, delayed=delayed)
     finally:
         opened.touch()
+    big, size = _large_message(ctx)
     ctx.settle(
-        lambda: ctx.succeeded([hold, *ready, *delayed]),
-        "the held, ready and delayed jobs ran",
+        lambda: ctx.succeeded([hold, *ready, *delayed, *big]),
+        "the held, ready, delayed and large jobs ran",
         timeout=ctx.suite.settings.timeout + DELAY,
     )
     ctx.drained()
+    if big:
+        observe(
+            ctx,
+            "backend.message_size",
+            ctx.succeeded(big),
+            f"a job of {size} bytes on the wire (the declared limit less "
+            f"2 KiB, or 200 KiB when unlimited) {'ran' if ctx.succeeded(big) else 'never ran'}",
+        )
+    _records(ctx, dead=dead, done=ready)
+    _check_and_close(ctx)
+
+
+def _large_message(ctx: Context) -> tuple[list[str], int]:
+    """Enqueue one job just under the declared message size (200 KiB when unlimited), and one
+    just over it, which must be refused with UnsupportedFeature."""
+    limit = ctx.suite.backend.capabilities.max_message_bytes
+    size = (limit - 2048) if limit is not None else 200 * 1024
+    job = ctx.enqueue(jobs.effect, ["x" * size], JobSpec(kind="large"))
+    if not ctx.history.select(f=F.ENQUEUE, type=OpType.OK, job_id=job):
+        failed = ctx.history.select(f=F.ENQUEUE, job_id=job)[-1]
+        observe(
+            ctx,
+            "backend.message_size",
+            False,
+            f"a job of {size} bytes (under the declared limit {limit}) was refused: "
+            f"{failed.value.get('message')}",
+        )
+        return [], size
+    if limit is not None:
+        over = ctx.enqueue(
+            jobs.effect,
+            ["x" * (limit + 1)],
+            JobSpec(kind="refused", outcome="skip", feature="size"),
+        )
+        refused = ctx.history.select(f=F.ENQUEUE, type=OpType.FAIL, job_id=over)
+        error = refused[0].value.get("error") if refused else "no error"
+        observe(
+            ctx,
+            "backend.message_size",
+            error == "UnsupportedFeature",
+            f"a job over the declared {limit} bytes: enqueue raised {error}",
+        )
+    return [job], size
+
+
+def _records(ctx: Context, *, dead: list[str], done: list[str]) -> None:
+    backend = ctx.suite.backend
+    if not backend.capabilities.results:
+        try:
+            backend.job_record(done[0])
+        except UnsupportedFeature:
+            observe(ctx, "backend.job_record", True, "results not claimed: job_record refused")
+        else:
+            observe(
+                ctx,
+                "backend.job_record",
+                False,
+                "results not claimed, but job_record did not raise UnsupportedFeature",
+            )
+        return
+    expected = [(done[0], JobState.SUCCEEDED), (dead[0], JobState.DEAD)]
+    for job_id, state in expected:
+
+        def settled(job_id: str = job_id, state: JobState = state) -> bool:
+            record = backend.job_record(job_id)
+            return record is not None and record.state is state
+
+        ctx.try_wait(settled, timeout=5)
+        record = backend.job_record(job_id)
+        seen = (
+            "no record" if record is None else f"{record.state} after {record.attempts} attempt(s)"
+        )
+        observe(
+            ctx,
+            "backend.job_record",
+            record is not None and record.state is state and record.attempts == 1,
+            f"job_record of a job that ran once and ended {state}: {seen}",
+        )
+    unknown = backend.job_record(ctx.new_id())
+    observe(
+        ctx,
+        "backend.job_record",
+        unknown is None or unknown.state is JobState.UNKNOWN,
+        f"job_record of an id never enqueued: {unknown}",
+    )
+
+
+def _check_and_close(ctx: Context) -> None:
+    backend = ctx.suite.backend
+    problems = backend.check(jobs.app)
+    caps = backend.capabilities
+    unfounded = [p for p in problems if "time limit" in p and caps.time_limits]
+    observe(
+        ctx,
+        "backend.check",
+        isinstance(problems, list) and not unfounded,
+        f"check(app) with a time-limited job on a backend claiming time limits: {problems}",
+    )
+    other = open_backend(ctx.suite.url)
+    try:
+        other.stats([ctx.queue])
+    finally:
+        other.close()
+    try:
+        other.close()
+    except Exception as exc:
+        observe(ctx, "backend.close", False, f"a second close() raised {type(exc).__name__}: {exc}")
+    else:
+        observe(ctx, "backend.close", True, "close() twice raised nothing")
 
 
 def _observe(
