@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     listing = commands.add_parser("checks", help="list the checks")
     listing.add_argument("--json", action="store_true", help="as JSON")
+    commands.add_parser(
+        "promises", help="the map of interface promises to the checks that cover them (Markdown)"
+    )
     return parser
 
 
@@ -169,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "checks":
             return _list_checks(args.json)
+        if args.command == "promises":
+            from jobkit_conformance.promises import markdown_table
+
+            print(markdown_table(), end="")
+            return OK
         return run(args)
     except BrokerUnavailable as exc:
         print(f"jobkit-conformance: broker unreachable: {exc}", file=sys.stderr)
