@@ -32,6 +32,13 @@ def _outcomes(data: dict[str, Any]) -> dict[str, str]:
     return {c["id"]: c["outcome"] for c in data.get("checks", [])}
 
 
+def _all_pass(data: dict[str, Any]) -> bool:
+    """Every check passes, except the Transport contract's: Celery implements Backend directly."""
+    outcomes = _outcomes(data)
+    transport = {outcomes.pop(k) for k in list(outcomes) if k.startswith("contract.")}
+    return transport == {"n/a"} and set(outcomes.values()) == {"pass"}
+
+
 def _fresh(server: RedisServer) -> None:
     client = redis.Redis.from_url(f"{server.url}/0")
     client.flushall()
@@ -45,7 +52,7 @@ def test_the_suite_passes_on_celery_redis(redis_server: RedisServer, tmp_path: P
             f"celery+{redis_server.url}/0?persistent=yes", tmp_path, "--broker-control", control
         )
     assert code == 0, out
-    assert set(_outcomes(data).values()) == {"pass"}, out
+    assert _all_pass(data), out
 
 
 def test_the_suite_passes_on_celery_rabbitmq(
@@ -58,7 +65,7 @@ def test_the_suite_passes_on_celery_rabbitmq(
             "--broker-control", control,
         )  # fmt: skip
     assert code == 0, out
-    assert set(_outcomes(data).values()) == {"pass"}, out
+    assert _all_pass(data), out
 
 
 def test_the_suite_catches_celery_native_defaults_losing_jobs(
