@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from jobkit import Delivery, Message, QueueStats, Transport, TransportBackend
+from jobkit import Backend, Delivery, Message, QueueStats, Transport, TransportBackend
 from jobkit_conformance.history import F, OpType
 
 from .context import Context, NotApplicable
@@ -39,6 +39,16 @@ def observe(ctx: Context, promise: str, ok: bool, observed: str, **extra: Any) -
         value={"promise": promise, "ok": bool(ok), "observed": observed, **extra},
     )
     return ok
+
+
+def observe_second_close(ctx: Context, promise: str, closed: Transport | Backend) -> None:
+    """`close` is idempotent: a second call on a closed instance raises nothing."""
+    try:
+        closed.close()
+    except Exception as exc:
+        observe(ctx, promise, False, f"a second close() raised {type(exc).__name__}: {exc}")
+    else:
+        observe(ctx, promise, True, "close() twice raised nothing")
 
 
 def _counts(s: QueueStats | None) -> str:
@@ -356,12 +366,7 @@ def _transport(ctx: Context, original: Transport, t: Transport) -> None:
     t.ack(list(held.values()))
     if twin is not t:
         twin.close()
-        try:
-            twin.close()
-        except Exception as exc:
-            observe(ctx, "close", False, f"a second close() raised {type(exc).__name__}: {exc}")
-        else:
-            observe(ctx, "close", True, "close() twice raised nothing")
+        observe_second_close(ctx, "close", twin)
     want(
         "stats.counts",
         "after acking everything received",

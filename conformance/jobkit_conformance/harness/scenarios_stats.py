@@ -19,7 +19,7 @@ from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
 from .context import Context, NotApplicable
-from .scenarios_contract import observe, row
+from .scenarios_contract import observe, observe_second_close, row
 from .workers import wait_for
 
 DELAY = 15.0  # seconds the delayed jobs wait: longer than the observations take
@@ -192,12 +192,7 @@ def _check_and_close(ctx: Context) -> None:
         other.stats([ctx.queue])
     finally:
         other.close()
-    try:
-        other.close()
-    except Exception as exc:
-        observe(ctx, "backend.close", False, f"a second close() raised {type(exc).__name__}: {exc}")
-    else:
-        observe(ctx, "backend.close", True, "close() twice raised nothing")
+    observe_second_close(ctx, "backend.close", other)
 
 
 def _observe(
