@@ -32,11 +32,22 @@ def _outcomes(data: dict[str, Any]) -> dict[str, str]:
     return {c["id"]: c["outcome"] for c in data.get("checks", [])}
 
 
-def _all_pass(data: dict[str, Any]) -> bool:
-    """Every check passes, except the Transport contract's: Celery implements Backend directly."""
+# What the suite finds wrong with celery+amqp today, declared (strict: a pass fails the run).
+AMQP_XFAILS = {
+    "stats.counts": "celery+amqp counts no message in flight: AMQP 0-9-1 cannot see unacked "
+    "messages without the management plugin (in_flight is always 0)",
+    "cli.status": "celery+amqp: a process that did not send the delayed jobs (jobkit status) "
+    "does not know their delay queues and prints delayed=0",
+}
+
+
+def _all_pass(data: dict[str, Any], xfails: dict[str, str] | None = None) -> bool:
+    """Every check passes, except the Transport contract's (Celery implements Backend directly,
+    n/a) and the declared expected failures."""
     outcomes = _outcomes(data)
     transport = {outcomes.pop(k) for k in list(outcomes) if k.startswith("contract.")}
-    return transport == {"n/a"} and set(outcomes.values()) == {"pass"}
+    declared = {outcomes.pop(k) for k in xfails or {}}
+    return transport == {"n/a"} and declared <= {"xfail"} and set(outcomes.values()) == {"pass"}
 
 
 def _fresh(server: RedisServer) -> None:
@@ -63,9 +74,10 @@ def test_the_suite_passes_on_celery_rabbitmq(
         code, data, out = _run(
             f"celery+{rabbit_server.url}?store={redis_server.url}/1", tmp_path,
             "--broker-control", control,
+            *[arg for check, why in AMQP_XFAILS.items() for arg in ("--xfail", f"{check}={why}")],
         )  # fmt: skip
     assert code == 0, out
-    assert _all_pass(data), out
+    assert _all_pass(data, AMQP_XFAILS), out
 
 
 def test_the_suite_catches_celery_native_defaults_losing_jobs(
