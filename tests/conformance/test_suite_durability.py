@@ -10,6 +10,7 @@ real brokers' restarts are exercised in tests/celery and tests/sqs.
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -142,3 +143,25 @@ def test_a_broker_control_that_fails_is_reported_with_its_output(tmp_path: Path)
     (outcome,) = data["checks"]
     assert outcome["outcome"] == "error"
     assert "cannot stop: no rights" in outcome["summary"] + " ".join(outcome["details"])
+
+
+def test_the_pytest_plugin_takes_broker_control_from_a_conftest_hook(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(
+        "from pathlib import Path\n"
+        "class Control:\n"
+        "    def stop(self):\n"
+        "        with open(Path(__file__).with_name('calls'), 'a') as f: f.write('stop\\n')\n"
+        "    def start(self):\n"
+        "        with open(Path(__file__).with_name('calls'), 'a') as f: f.write('start\\n')\n"
+        "def pytest_jobkit_broker_control(config):\n"
+        "    return Control()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path),
+         "--jobkit-backend", f"sqlite:///{tmp_path}/jobs.db",
+         "--jobkit-only", "durability.broker_restart"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    assert (tmp_path / "calls").read_text().split() == ["stop", "start"]
