@@ -273,7 +273,7 @@ CHECKS += (
        "message arrives during a 20 s wait",
        _observed("receive.wait")),
     _c("contract.lease", "contract", "contract",
-       "a lease of an hour holds, and extend sets a lease of an hour on a 1 s one",
+       "a lease of an hour holds, and extend sets a lease of an hour on a 2 s one",
        _observed("receive.lease", "extend.lease")),
     _c("contract.delays", "contract", "contract",
        "a send delayed 2 s comes after it, one delayed an hour does not come; release with a "
