@@ -36,8 +36,6 @@ def _outcomes(data: dict[str, Any]) -> dict[str, str]:
 AMQP_XFAILS = {
     "stats.counts": "celery+amqp counts no message in flight: AMQP 0-9-1 cannot see unacked "
     "messages without the management plugin (in_flight is always 0)",
-    "cli.status": "celery+amqp: a process that did not send the delayed jobs (jobkit status) "
-    "does not know their delay queues and prints delayed=0",
 }
 
 

@@ -101,6 +101,13 @@ class Runtime:
             names |= self.store.queues()
         return sorted(names)
 
+    def known_delay_ttls(self) -> list[int]:
+        """The delay buckets used by this process or, with a store, by any process."""
+        ttls = set(self.delay_ttls)
+        if self.store is not None:
+            ttls |= self.store.delay_ttls()
+        return sorted(ttls)
+
     def send(self, envelopes: Sequence[Envelope]) -> None:
         """Send each envelope as a Celery task message. Raises `BrokerUnavailable`."""
         now = self.clock.now()
@@ -143,6 +150,9 @@ class Runtime:
             target = self.queue(env.queue)
             if delay > 0:
                 ttl = delay_ttl_ms(delay)
+                if ttl not in self.delay_ttls and self.store is not None:
+                    # the bucket queues cannot be listed over AMQP: remember them for status
+                    self.store.remember_delay(ttl)
                 self.delay_ttls.add(ttl)
                 target = delay_queue(env.queue, ttl)
                 options["exchange"] = ""

@@ -146,6 +146,19 @@ class RedisJobStore(jobkit.JobStore):
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot list queues: {exc}") from exc
 
+    def remember_delay(self, ttl_ms: int) -> None:
+        """Note a delay bucket in use, so that other processes (`jobkit status`) count it."""
+        try:
+            self.client.sadd("jobkit.delay_ttls", ttl_ms)
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot record a delay bucket: {exc}") from exc
+
+    def delay_ttls(self) -> set[int]:
+        try:
+            return {int(_text(t)) for t in self.client.smembers("jobkit.delay_ttls")}
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot list delay buckets: {exc}") from exc
+
     def get(self, job_id: str) -> JobRecord | None:
         try:
             raw = self.client.lrange(job_key(job_id), 0, -1)

@@ -158,7 +158,7 @@ class CeleryBackend(jobkit.Backend):
                 queue=name,
                 ready=ops.depth(name),
                 in_flight=0,  # not visible over AMQP 0-9-1 without the management plugin
-                delayed=ops.delayed(name, sorted(self.runtime.delay_ttls)),
+                delayed=ops.delayed(name, self.runtime.known_delay_ttls()),
                 dead=ops.depth(f"jobkit.dlq.{name}"),
             )
             for name in names
