@@ -117,10 +117,11 @@ def run_worker(kind: str, url: str) -> None:
         )  # fmt: skip
         worker.start()
         return
-    import jobkit
+
+    from jobkit.spi import WorkerOptions
 
     app, _ = jobkit_app(url)
-    options = jobkit.WorkerOptions(
+    options = WorkerOptions(
         app_path="celery_bench:app",
         queues=(QUEUE,),
         concurrency=CONCURRENCY,
@@ -212,7 +213,7 @@ def main() -> None:
 
     from tests.servers.redis import start_redis
 
-    redis_server = start_redis()
+    redis_server = start_redis(persistent=False)  # as measured so far: no append-only file
     rabbit = None
     try:
         marks_url = f"{redis_server.url}/1"

@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from jobkit import App, Reject, RetryPolicy
-from jobkit.worker import current_job
+from jobkit import App, Reject, RetryPolicy, current_job
 
 app = App("shop")
 

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import UTC, timedelta
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
+from jobkit._enqueue import prepare
+from jobkit._invoke import is_async
 from jobkit.backend import Backend
 from jobkit.config import resolve_backend_url
-from jobkit.envelope import Envelope, new_job_id
-from jobkit.errors import ConfigurationError, SerializationError
+from jobkit.errors import ConfigurationError
 from jobkit.handle import JobHandle
-from jobkit.job import EnqueueOptions, JobDef
+from jobkit.job import AsyncJobDef, Call, EnqueueOptions, JobDef
 from jobkit.policy import DEFAULT_POLICY, RetryPolicy
 from jobkit.registry import open_backend
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-Call = tuple[JobDef[Any, Any], tuple[Any, ...], dict[str, Any], EnqueueOptions]
 
 
 class App:
@@ -37,6 +36,9 @@ class App:
         self._backend_url: str | None = backend if isinstance(backend, str) else None
 
     # -- definition -------------------------------------------------------------------------
+
+    @overload
+    def job(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncJobDef[P, R]: ...
 
     @overload
     def job(self, fn: Callable[P, R], /) -> JobDef[P, R]: ...
@@ -84,11 +86,12 @@ class App:
         )
         return decorator(fn) if fn is not None else decorator
 
-    def _define(self, fn: Callable[P, R], settings: dict[str, Any]) -> JobDef[P, R]:
+    def _define(self, fn: Callable[..., Any], settings: dict[str, Any]) -> JobDef[Any, Any]:
         job_name = settings["name"] or f"{fn.__module__}.{fn.__qualname__}"
         if job_name in self.jobs:
             raise ConfigurationError(f"job name {job_name!r} is defined twice in {self.name}")
-        jd = JobDef(self, fn, **{**settings, "name": job_name})
+        kind = AsyncJobDef if is_async(fn) else JobDef
+        jd: JobDef[Any, Any] = kind(self, fn, **{**settings, "name": job_name})
         self.jobs[job_name] = jd
         return jd
 
@@ -116,56 +119,30 @@ class App:
 
     def enqueue(
         self,
-        job: JobDef[Any, Any],
+        job: JobDef[Any, R],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         options: EnqueueOptions,
-    ) -> JobHandle:
+    ) -> JobHandle[R]:
         return self.enqueue_many([(job, args, kwargs, options)])[0]
 
-    def enqueue_many(self, calls: Sequence[Call]) -> list[JobHandle]:
-        """Validate every call, then send them all. Nothing is sent if any call is invalid."""
+    def enqueue_many(self, calls: Sequence[Call]) -> list[JobHandle[Any]]:
+        """Validate every call, then send them all. Nothing is sent if any call is invalid.
+
+        Blocks until the backend has them; raises `SerializationError`, `ConfigurationError` or
+        `UnsupportedFeature` for an invalid call, `BrokerUnavailable` if the broker is away.
+        """
         backend = self.backend
         caps = backend.capabilities
         now = backend.clock.now()
-        prepared: list[tuple[Envelope, bytes]] = []
-        for job, args, kwargs, opts in calls:
-            try:
-                job.signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise SerializationError(f"job {job.name!r}: {exc}") from exc
-            if opts.delay is not None and opts.not_before is not None:
-                raise ConfigurationError("pass either delay or not_before, not both")
-            not_before = opts.not_before
-            if opts.delay is not None and opts.delay > timedelta(0):
-                not_before = now + opts.delay
-            if not_before is not None and not_before.tzinfo is None:
-                not_before = not_before.replace(tzinfo=UTC)
-            key = opts.idempotency_key
-            if key is None and job.idempotency_key is not None:
-                key = job.idempotency_key(*args, **kwargs)
-            env = Envelope(
-                id=opts.job_id or new_job_id(),
-                job=job.name,
-                args=tuple(args),
-                kwargs=dict(kwargs),
-                queue=opts.queue or job.queue,
-                max_attempts=job.retry.max_attempts,
-                enqueued_at=now,
-                not_before=not_before,
-                priority=job.priority if opts.priority is None else opts.priority,
-                idempotency_key=key,
-                time_limit=job.time_limit.total_seconds() if job.time_limit else None,
-                headers=dict(opts.headers or {}),
-            )
-            body = env.encode()
-            delay = not_before - now if not_before is not None else timedelta(0)
-            caps.check(env, len(body), now_delay=delay)
-            prepared.append((env, body))
+        prepared = [
+            prepare(job, args, kwargs, opts, now=now, caps=caps)
+            for job, args, kwargs, opts in calls
+        ]
         backend.send(prepared)
         return [JobHandle(backend, env.id, env.job) for env, _ in prepared]
 
-    def handle(self, job_id: str) -> JobHandle:
+    def handle(self, job_id: str) -> JobHandle[Any]:
         """A handle on a job enqueued elsewhere, by id."""
         return JobHandle(self.backend, job_id, None)
 
@@ -175,5 +152,11 @@ class _Decorator:
         self._app = app
         self._settings = settings
 
-    def __call__(self, fn: Callable[P, R]) -> JobDef[P, R]:
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> AsyncJobDef[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> JobDef[P, R]: ...
+
+    def __call__(self, fn: Callable[..., Any]) -> JobDef[Any, Any]:
         return self._app._define(fn, self._settings)

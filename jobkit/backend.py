@@ -8,18 +8,15 @@ smaller message-level `Transport` and get a `Backend` from `TransportBackend`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope
+from jobkit.job import JobSet
 from jobkit.records import DeadLetter, JobRecord, QueueStats
-
-if TYPE_CHECKING:
-    from jobkit.app import App
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +27,12 @@ class WorkerOptions:
     per process; `lease` is how long a message stays invisible before it is redelivered unless
     extended (the worker extends it every `lease / 3` while the job runs); `grace` is how long a
     SIGTERM waits for running jobs before they are stopped and released.
+    `unknown_job_timeout` is how long a message this worker cannot run because it comes from
+    newer code (a job name the app does not define, a newer envelope version) is released again
+    and again, uncounted, for a worker that can run it, before it is dead-lettered; measured from
+    when it became due (`not_before`, else `enqueued_at`).
+    `max_jobs_per_child`: each job process is replaced by a fresh one after that many jobs (none:
+    never), without losing or re-running a job.
     """
 
     app_path: str
@@ -40,8 +43,22 @@ class WorkerOptions:
     grace: timedelta = timedelta(seconds=30)
     poll: timedelta = timedelta(seconds=1)
     max_jobs: int | None = None
+    max_jobs_per_child: int | None = None
     burst: bool = False
+    unknown_job_timeout: timedelta = timedelta(hours=1)
     extra: dict[str, str] = field(default_factory=dict)
+
+
+def unknown_job_problems(found: Mapping[str, int], app: JobSet, queues: Sequence[str]) -> list[str]:
+    """`jobkit check` sentences for job names found waiting in `queues` (name -> how many
+    messages) that `app` does not define."""
+    return [
+        f"{count} message(s) waiting in {', '.join(queues)} are for job {name!r}, which this "
+        "app does not define: a worker of this app sends them back for a worker that knows "
+        "the job, and dead-letters them after --unknown-job-timeout (default 1 hour)"
+        for name, count in sorted(found.items())
+        if name not in app.jobs
+    ]
 
 
 class Backend(ABC):
@@ -59,7 +76,7 @@ class Backend(ABC):
         """Durably enqueue already-validated envelopes (with their encoded bodies).
 
         Blocks until the broker has them. Raises `BrokerUnavailable` when the broker cannot be
-        reached; never drops. Called through `App.enqueue`, which checks capabilities first.
+        reached; never drops. Called through `App.enqueue_many`, which checks capabilities first.
         """
 
     @abstractmethod
@@ -68,7 +85,7 @@ class Backend(ABC):
         backend keeps no records (`capabilities.results` is False)."""
 
     @abstractmethod
-    def run_worker(self, app: App, options: WorkerOptions) -> None:
+    def run_worker(self, app: JobSet, options: WorkerOptions) -> None:
         """Serve jobs until SIGTERM/SIGINT (graceful, then immediate on a second signal), until
         `options.max_jobs` jobs have ended, or (with `burst`) until the queues are empty."""
 
@@ -88,7 +105,7 @@ class Backend(ABC):
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Depth per queue: ready, in flight, delayed, dead."""
 
-    def check(self, app: App) -> list[str]:
+    def check(self, app: JobSet) -> list[str]:
         """Problems in this configuration for `app`, one sentence each (for `jobkit check`)."""
         return []
 

@@ -61,7 +61,7 @@ class Capabilities:
             raise UnsupportedFeature(
                 asked=f"job {envelope.job!r} asked for a delay of {_fmt(now_delay)}",
                 supported=supported,
-                change="Use a shorter delay, or schedule the job from a periodic job",
+                change="Use a shorter delay, or enqueue the job later (from cron, say)",
             )
         if envelope.priority and not 0 <= envelope.priority < max(self.priorities, 1):
             if self.priorities <= 1:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import jobkit._json as _json
 from jobkit.errors import SerializationError
 
 ENVELOPE_VERSION = 1
@@ -73,19 +74,61 @@ class Envelope:
 
     def encode(self) -> bytes:
         """The JSON bytes of this envelope. Raises `SerializationError` naming a bad argument."""
+        return self._text().encode()
+
+    def encode_exact(self) -> bytes:
+        """`encode`, and raise `SerializationError` unless the arguments and headers come back
+        from the bytes exactly as they are here (a tuple would arrive as a list, ``{1: x}`` as
+        ``{"1": x}``). For enqueue; costs one C-level decode and compare per envelope."""
+        text = self._text()
+        data = _json.loads(text)
+        if (
+            data["args"] != list(self.args)
+            or data["kwargs"] != self.kwargs
+            or data["headers"] != self.headers
+        ):
+            raise SerializationError(f"job {self.job!r}: {self.argument_problem()}")
+        return text.encode()
+
+    def _text(self) -> str:
         try:
-            return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise SerializationError(
-                f"job {self.job!r}: {describe_unserializable(self.args, self.kwargs)}"
-            ) from exc
+            return _json.dumps(self.to_dict())
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(f"job {self.job!r}: {self.argument_problem()}") from exc
+
+    def argument_problem(self) -> str:
+        """The first argument or header that is not exact JSON, with its path, e.g.
+        ``kwargs['order']['items'][2]: tuple is not JSON: ...``."""
+        return (
+            _json.problem(list(self.args), "args")
+            or _json.problem(self.kwargs, "kwargs")
+            or _json.problem(self.headers, "headers")
+            or "arguments are not JSON"
+        )
 
     def with_attempt(self, attempt: int) -> Envelope:
         return replace(self, attempt=attempt)
 
 
+class UnsupportedEnvelopeVersion(SerializationError):
+    """The envelope is from a newer jobkit (its version is above `ENVELOPE_VERSION`).
+
+    Not a broken message: a worker running the newer jobkit can read it, so the worker
+    releases it for one (see `WorkerOptions.unknown_job_timeout`) instead of dead-lettering it.
+    """
+
+    def __init__(self, message: str, *, version: int) -> None:
+        super().__init__(message)
+        self.version = version
+
+
 def decode(body: bytes | str) -> Envelope:
-    """Parse an envelope. Raises `SerializationError` with the reason for anything malformed."""
+    """Parse an envelope, checking the type of every field.
+
+    Raises `UnsupportedEnvelopeVersion` for an envelope from a newer jobkit, and
+    `SerializationError` with the reason for anything else malformed (not JSON, a missing field,
+    a field of the wrong type, a bad timestamp, a non-positive time limit...).
+    """
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -93,30 +136,89 @@ def decode(body: bytes | str) -> Envelope:
     if not isinstance(data, dict):
         raise SerializationError(f"message body is JSON {type(data).__name__}, not an object")
     version = data.get("v")
-    if version != ENVELOPE_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > ENVELOPE_VERSION:
+        raise UnsupportedEnvelopeVersion(
+            f"envelope version {version} is newer than this jobkit reads ({ENVELOPE_VERSION}); "
+            "upgrade this worker's jobkit",
+            version=version,
+        )
+    if version != ENVELOPE_VERSION or not _is_int(version):
         raise SerializationError(
             f"envelope version {version!r} is not supported (this jobkit reads {ENVELOPE_VERSION})"
         )
     try:
-        not_before = data.get("not_before")
         env = Envelope(
             id=_str(data, "id"),
             job=_str(data, "job"),
             args=tuple(_typed(data, "args", list)),
             kwargs=_typed(data, "kwargs", dict),
             queue=_str(data, "queue"),
-            attempt=_typed(data, "attempt", int),
-            max_attempts=_typed(data, "max_attempts", int),
-            enqueued_at=datetime.fromisoformat(_str(data, "enqueued_at")),
-            not_before=datetime.fromisoformat(not_before) if not_before else None,
+            attempt=_count(data, "attempt", minimum=0),
+            max_attempts=_count(data, "max_attempts", minimum=1),
+            enqueued_at=_timestamp(_str(data, "enqueued_at"), "enqueued_at"),
+            not_before=_optional_timestamp(data, "not_before"),
             priority=_typed(data, "priority", int),
-            idempotency_key=data.get("idempotency_key"),
-            time_limit=data.get("time_limit"),
-            headers=data.get("headers") or {},
+            idempotency_key=_optional_str(data, "idempotency_key"),
+            time_limit=_time_limit(data),
+            headers=_headers(data),
         )
     except (TypeError, ValueError, KeyError) as exc:
         raise SerializationError(f"malformed envelope: {exc}") from exc
     return env
+
+
+@dataclass(frozen=True, kw_only=True)
+class Salvage:
+    """What can be read from a message body that does not decode: each field None if absent or
+    of the wrong type. Lets the worker record the job DEAD under its id, and time out an
+    envelope from a newer jobkit."""
+
+    id: str | None = None
+    job: str | None = None
+    queue: str | None = None
+    version: int | None = None
+    enqueued_at: datetime | None = None
+    not_before: datetime | None = None
+
+    @property
+    def since(self) -> datetime | None:
+        """When the job became due: `not_before`, else `enqueued_at`."""
+        return self.not_before or self.enqueued_at
+
+
+def salvage(body: bytes | str) -> Salvage:
+    """Read what can be read of a body that `decode` refuses. Never raises."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return Salvage()
+    if not isinstance(data, dict):
+        return Salvage()
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) and value else None
+
+    def when(key: str) -> datetime | None:
+        value = text(key)
+        try:
+            return _timestamp(value, key) if value is not None else None
+        except ValueError:
+            return None
+
+    version = data.get("v")
+    return Salvage(
+        id=text("id"),
+        job=text("job"),
+        queue=text("queue"),
+        version=version if _is_int(version) else None,
+        enqueued_at=when("enqueued_at"),
+        not_before=when("not_before"),
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _typed(data: dict[str, Any], key: str, kind: type) -> Any:
@@ -131,26 +233,56 @@ def _str(data: dict[str, Any], key: str) -> str:
     return value
 
 
-def describe_unserializable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """Name the first argument that is not JSON, e.g. ``argument 2 (datetime) is not JSON``."""
-    for index, value in enumerate(args):
-        problem = _json_problem(value)
-        if problem:
-            return f"positional argument {index} ({type(value).__name__}) is not JSON: {problem}"
-    for name, value in kwargs.items():
-        if not isinstance(name, str):
-            return f"keyword argument name {name!r} is not a string"
-        problem = _json_problem(value)
-        if problem:
-            return f"keyword argument {name!r} ({type(value).__name__}) is not JSON: {problem}"
-    return "arguments are not JSON"
+def _optional_str(data: dict[str, Any], key: str) -> str | None:
+    if data.get(key) is None:
+        return None
+    value = _str(data, key)
+    if not value:
+        raise ValueError(f"field {key!r} is an empty string")
+    return value
 
 
-def _json_problem(value: Any) -> str | None:
+def _count(data: dict[str, Any], key: str, *, minimum: int) -> int:
+    value: int = _typed(data, key, int)
+    if value < minimum:
+        raise ValueError(f"field {key!r} is {value}, expected at least {minimum}")
+    return value
+
+
+def _timestamp(text: str, key: str) -> datetime:
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return str(exc) + "; pass ids, strings, numbers, lists or dicts instead"
-    if isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - caught above
-        return "not finite"
-    return None
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"field {key!r} is not an ISO 8601 timestamp: {text!r}") from exc
+    if value.tzinfo is None:
+        raise ValueError(f"field {key!r} has no timezone: {text!r}")
+    return value
+
+
+def _optional_timestamp(data: dict[str, Any], key: str) -> datetime | None:
+    if data.get(key) is None:
+        return None
+    return _timestamp(_str(data, key), key)
+
+
+def _time_limit(data: dict[str, Any]) -> float | None:
+    value = data.get("time_limit")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"field 'time_limit' is {type(value).__name__}, expected a number")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"field 'time_limit' is {value!r}, expected a positive number of seconds")
+    return float(value)
+
+
+def _headers(data: dict[str, Any]) -> dict[str, str]:
+    value = data.get("headers")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"field 'headers' is {type(value).__name__}, expected an object")
+    for name, item in value.items():
+        if not isinstance(item, str):
+            raise TypeError(f"header {name!r} is {type(item).__name__}, expected str")
+    return value

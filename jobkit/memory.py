@@ -26,6 +26,7 @@ from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, SystemClock
 from jobkit.errors import ConfigurationError
 from jobkit.records import DeadLetter, Delivery, Message, QueueStats
+from jobkit.retention import parse_duration, pop_retention
 from jobkit.store import MemoryJobStore
 from jobkit.transport import Transport
 from jobkit.transport_backend import TransportBackend, replay_body
@@ -259,12 +260,30 @@ class MemoryTransport(Transport):
                     del queue.entries[entry.seq]
 
     def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self._release(delivery, delay, uncount=0)
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        """Native: takes this delivery off the entry's count. Idempotent."""
+        self._release(delivery, delay, uncount=1)
+
+    def peek(self, queues: Sequence[str], *, limit: int = 100) -> list[bytes]:
+        with self._lock:
+            bodies = [
+                entry.body
+                for name in dict.fromkeys(queues)
+                if name in self._queues
+                for entry in self._queues[name].entries.values()
+            ]
+        return bodies[: max(limit, 0)]
+
+    def _release(self, delivery: Delivery, delay: timedelta, *, uncount: int) -> None:
         with self._lock:
             current = self._current(delivery)
             if current is None:
                 return
             queue, entry = current
             entry.token = None
+            entry.deliveries = max(entry.deliveries - uncount, 0)
             entry.state = _State.DELAYED if delay > timedelta(0) else _State.READY
             entry.due = self._clock.now() + delay
             queue.put(entry)
@@ -378,7 +397,7 @@ def _parse_receipt(receipt: str) -> tuple[int, str]:
 
 
 def backend_from_url(url: str) -> TransportBackend:
-    """``memory://`` (optionally ``memory://?lease=30``): a MemoryTransport and MemoryJobStore.
+    """``memory://`` (options lease, records_ttl, keys_ttl): a MemoryTransport and MemoryJobStore.
 
     Only useful within one process (tests, scripts that enqueue and run jobs themselves).
     """
@@ -388,25 +407,16 @@ def backend_from_url(url: str) -> TransportBackend:
             f"memory backend URL {url!r} is not understood; write memory:// "
             "(optionally memory://?lease=30)"
         )
-    lease = _lease_option(parse_qs(parts.query), url, example="memory://?lease=30")
-    return TransportBackend(MemoryTransport(), MemoryJobStore(), default_lease=lease)
-
-
-def _lease_option(options: dict[str, list[str]], url: str, *, example: str) -> timedelta:
-    unknown = set(options) - {"lease"}
-    if unknown:
+    options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    where = f"memory backend URL {url!r}: "
+    retention = pop_retention(options, where=where)
+    lease = parse_duration(options.pop("lease", "30"), what=f"{where}lease")
+    if options:
         raise ConfigurationError(
-            f"backend URL {url!r} has unknown option(s) {', '.join(sorted(unknown))}; "
-            f"the only option is lease (seconds), e.g. {example}"
+            f"backend URL {url!r} has unknown option(s) {', '.join(sorted(options))}; "
+            "the options are lease, records_ttl and keys_ttl (durations), "
+            "e.g. memory://?lease=30s&keys_ttl=24h"
         )
-    raw = options.get("lease", ["30"])[-1]
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ConfigurationError(
-            f"backend URL {url!r}: lease={raw!r} is not a positive number of seconds; "
-            f"write e.g. {example}"
-        )
-    return timedelta(seconds=seconds)
+    return TransportBackend(
+        MemoryTransport(), MemoryJobStore(retention=retention), default_lease=lease
+    )

@@ -6,7 +6,8 @@ A distribution provides a scheme by declaring, in its pyproject.toml::
     "sqs" = "jobkit_sqs:backend_from_url"
 
 The target is called with the whole URL and returns a `Backend`. The core never imports an
-adapter by name; it only knows, for the error message, which distribution provides which scheme.
+adapter by name; it only knows, for the error message, which published distribution provides
+which scheme (`DISTRIBUTIONS`), and which scheme to write for a broker named otherwise.
 """
 
 from __future__ import annotations
@@ -24,14 +25,39 @@ GROUP = "jobkit.backends"
 
 BackendFactory = Callable[[str], Backend]
 
-KNOWN_PROVIDERS = {
-    "celery": "jobkit-celery",
+# Schemes of the backends that exist as distributions, and the distribution to install.
+DISTRIBUTIONS = {
+    "celery+redis": "jobkit-celery",
+    "celery+amqp": "jobkit-celery",
     "sqs": "jobkit-sqs",
-    "amqp": "jobkit-rabbitmq",
-    "rabbitmq": "jobkit-rabbitmq",
-    "dramatiq": "jobkit-dramatiq",
-    "rq": "jobkit-rq",
 }
+# Schemes people write for a broker that a jobkit backend reaches under another scheme.
+_SPELLED_OTHERWISE = {
+    "redis": "celery+redis",
+    "rediss": "celery+redis",
+    "amqp": "celery+amqp",
+    "amqps": "celery+amqp",
+    "rabbitmq": "celery+amqp",
+    "celery": "celery+redis or celery+amqp",
+}
+
+
+def _hint(scheme: str, installed: dict[str, str]) -> str:
+    """What to do about an unknown scheme, naming only schemes and distributions that exist."""
+    if scheme in DISTRIBUTIONS:
+        return f"pip install {DISTRIBUTIONS[scheme]}"
+    instead = _SPELLED_OTHERWISE.get(scheme)
+    if instead is not None:
+        missing = sorted({DISTRIBUTIONS[s] for s in instead.split(" or ") if s not in installed})
+        install = f" (pip install {', '.join(missing)})" if missing else ""
+        return f"write the scheme as {instead}://{install}"
+    available = sorted(set(DISTRIBUTIONS) - set(installed))
+    more = (
+        "; other backends: " + ", ".join(f"{s} (pip install {DISTRIBUTIONS[s]})" for s in available)
+        if available
+        else ""
+    )
+    return f"use one of the installed schemes{more}"
 
 
 def scheme_of(url: str) -> str:
@@ -54,12 +80,9 @@ def open_backend(url: str) -> Backend:
     schemes = installed_schemes()
     target = schemes.get(scheme)
     if target is None:
-        family = scheme.split("+", 1)[0]
-        provider = KNOWN_PROVIDERS.get(family)
-        hint = f"pip install {provider}" if provider else "check the URL's scheme"
         raise UnknownBackend(
             f"no backend for scheme {scheme!r} (from {redact_url(url)!r}); installed schemes: "
-            f"{', '.join(sorted(schemes)) or 'none'}. To add it: {hint}"
+            f"{', '.join(sorted(schemes)) or 'none'}. To fix: {_hint(scheme, schemes)}"
         )
     module_name, _, attr = target.partition(":")
     factory = cast(BackendFactory, getattr(importlib.import_module(module_name), attr))

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
+from jobkit.clock import Clock, SystemClock
 from jobkit.records import AttemptError, JobRecord, JobState
+from jobkit.retention import Retention
 
 
 class EventKind(StrEnum):
@@ -53,7 +56,13 @@ def dedup_key(job_id: str, idempotency_key: str | None) -> str:
 
 
 class JobStore(ABC):
-    """Thread-safe unless an implementation says otherwise."""
+    """Thread-safe unless an implementation says otherwise.
+
+    `retention` says how long the store keeps records and completed keys; a store that keeps
+    them otherwise sets its own.
+    """
+
+    retention: Retention = Retention()
 
     @abstractmethod
     def record(self, events: Sequence[JobEvent]) -> None:
@@ -101,22 +110,61 @@ def apply_event(record: JobRecord | None, event: JobEvent) -> JobRecord:
 
 
 class MemoryJobStore(JobStore):
-    def __init__(self) -> None:
-        self._records: dict[str, JobRecord] = {}
-        self._done: set[str] = set()
+    """Records and done keys in this process's memory. Thread-safe.
+
+    Entries expire as `retention` says, measured on `clock` (the system clock by default): a
+    record `retention.records` after its last event, a done key `retention.keys` after the job
+    succeeded. Expired entries are invisible at once and deleted on the next `record`, oldest
+    first, so the cost is proportional to what expired (entries are kept in update order).
+    """
+
+    def __init__(self, *, retention: Retention | None = None, clock: Clock | None = None) -> None:
+        self.retention = retention or Retention()
+        self._clock: Clock = clock or SystemClock()
+        self._records: OrderedDict[str, tuple[JobRecord, datetime]] = OrderedDict()
+        self._done: OrderedDict[str, datetime] = OrderedDict()
         self._lock = threading.Lock()
 
     def record(self, events: Sequence[JobEvent]) -> None:
+        now = self._clock.now()
         with self._lock:
+            self._prune(now)
             for event in events:
-                self._records[event.job_id] = apply_event(self._records.get(event.job_id), event)
+                old = self._records.pop(event.job_id, None)
+                record = apply_event(old[0] if old else None, event)
+                self._records[event.job_id] = (record, now)
                 if event.kind is EventKind.SUCCEEDED:
-                    self._done.add(dedup_key(event.job_id, event.key))
+                    key = dedup_key(event.job_id, event.key)
+                    self._done.pop(key, None)
+                    self._done[key] = now
 
     def get(self, job_id: str) -> JobRecord | None:
+        cutoff = self._clock.now() - self.retention.records
         with self._lock:
-            return self._records.get(job_id)
+            entry = self._records.get(job_id)
+        return entry[0] if entry is not None and entry[1] >= cutoff else None
 
     def done(self, keys: Sequence[str]) -> set[str]:
+        cutoff = self._clock.now() - self.retention.keys
         with self._lock:
-            return {k for k in keys if k in self._done}
+            return {k for k in keys if self._done.get(k, cutoff - _TICK) >= cutoff}
+
+    def _prune(self, now: datetime) -> None:
+        _drop_older(self._records, now - self.retention.records, lambda entry: entry[1])
+        _drop_older(self._done, now - self.retention.keys, lambda stamp: stamp)
+
+
+_TICK = timedelta(microseconds=1)
+
+_V = TypeVar("_V")
+
+
+def _drop_older(
+    entries: OrderedDict[str, _V], cutoff: datetime, stamp: Callable[[_V], datetime]
+) -> None:
+    """Delete the entries (kept oldest first) stamped before `cutoff`."""
+    while entries:
+        oldest = next(iter(entries.values()))
+        if stamp(oldest) >= cutoff:
+            return
+        entries.popitem(last=False)

@@ -15,12 +15,15 @@ each thread its own instance (`clone`).
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import timedelta
 
 from jobkit.capabilities import Capabilities
 from jobkit.records import DeadLetter, Delivery, Message, QueueStats
+
+DEFAULT_PEEK_LIMIT = 100
 
 
 class Transport(ABC):
@@ -61,6 +64,53 @@ class Transport(ABC):
 
         The next delivery counts one more in `Delivery.deliveries`. Idempotent.
         """
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        """Like `release`, but this delivery is not counted: the next delivery computes the same
+        attempt number (`envelope.attempt + Delivery.deliveries`) as this one.
+
+        For a message the worker leased but never started (buffered at shutdown, or a job this
+        worker does not know). Never loses the message: at worst (a crash in between) it is
+        delivered twice, once counted. Not idempotent in the default implementation.
+
+        The default sends a copy whose envelope `attempt` is `attempt + deliveries - 1` (so that
+        its first delivery, counted 1, gives the same number), without a `dedup_key` (a broker
+        that dedups would drop the copy), then acks this delivery. A body that is not a JSON
+        object with an integer `attempt` is released with `release` (counted). Transports whose
+        broker can un-count a delivery override this (SQLite and memory decrement their count).
+        """
+        try:
+            data = json.loads(delivery.body)
+            attempt = data["attempt"]
+            if not isinstance(attempt, int) or isinstance(attempt, bool):
+                raise TypeError(attempt)
+        except (ValueError, TypeError, KeyError):
+            self.release(delivery, delay=delay)
+            return
+        data["attempt"] = max(attempt + delivery.deliveries - 1, 0)
+        priority = data.get("priority")
+        self.send(
+            [
+                Message(
+                    queue=delivery.queue,
+                    body=json.dumps(data, separators=(",", ":")).encode(),
+                    id=delivery.id,
+                    delay=delay,
+                    priority=priority if isinstance(priority, int) else 0,
+                )
+            ]
+        )
+        self.ack([delivery])
+
+    def peek(self, queues: Sequence[str], *, limit: int = DEFAULT_PEEK_LIMIT) -> list[bytes]:
+        """Up to `limit` bodies of messages in `queues` not yet acked (ready or delayed, and
+        leased ones where the transport sees them), without leasing them or using a delivery.
+        For `jobkit check`, which lists job names nobody serves. Raises `BrokerUnavailable`.
+
+        Best effort: the default returns nothing (a transport that cannot look without taking).
+        A transport whose look counts as a delivery (SQS) must not count it as an attempt.
+        """
+        return []
 
     @abstractmethod
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:

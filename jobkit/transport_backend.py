@@ -7,21 +7,19 @@ jobkit's own worker (`jobkit.worker`), so every transport gets the same semantic
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
-from jobkit.backend import Backend, WorkerOptions
+from jobkit.backend import Backend, WorkerOptions, unknown_job_problems
 from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, SystemClock
-from jobkit.envelope import Envelope, decode
+from jobkit.envelope import Envelope, decode, salvage
 from jobkit.errors import SerializationError
+from jobkit.job import JobSet
 from jobkit.records import DeadLetter, JobRecord, Message, QueueStats
 from jobkit.store import JobStore
 from jobkit.transport import Transport
-
-if TYPE_CHECKING:
-    from jobkit.app import App
 
 
 def message_for(envelope: Envelope, body: bytes, now_delay: timedelta) -> Message:
@@ -70,7 +68,7 @@ class TransportBackend(Backend):
     def job_record(self, job_id: str) -> JobRecord | None:
         return self.store.get(job_id)
 
-    def run_worker(self, app: App, options: WorkerOptions) -> None:
+    def run_worker(self, app: JobSet, options: WorkerOptions) -> None:
         from jobkit.worker.supervisor import Worker
 
         Worker(app, self, options).run()
@@ -87,8 +85,8 @@ class TransportBackend(Backend):
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return self.transport.stats(queues)
 
-    def check(self, app: App) -> list[str]:
-        problems: list[str] = []
+    def check(self, app: JobSet) -> list[str]:
+        problems = self._waiting_unknown_jobs(app)
         caps = self.capabilities
         for job in app.jobs.values():
             if job.time_limit is not None and not caps.time_limits:
@@ -105,6 +103,15 @@ class TransportBackend(Backend):
                     f"{self.default_lease} and {caps.name} cannot extend leases; it would run twice"
                 )
         return problems
+
+    def _waiting_unknown_jobs(self, app: JobSet) -> list[str]:
+        """Job names in the messages waiting in the app's queues that the app does not define
+        (looked at through `Transport.peek`, which may see only some of them). Raises
+        `BrokerUnavailable` if the broker cannot be reached."""
+        queues = sorted({job.queue for job in app.jobs.values()}) or ["default"]
+        bodies = self.transport.peek(queues)
+        found = Counter(salvage(body).job or "(undecodable)" for body in bodies)
+        return unknown_job_problems(found, app, queues)
 
     def close(self) -> None:
         self.transport.close()

@@ -1,9 +1,13 @@
+import re
+import tomllib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from jobkit import ConfigurationError, UnknownBackend, open_backend, redact_url
-from jobkit.config import interpolate, resolve_backend_url
+from jobkit import ConfigurationError, UnknownBackend, UnsupportedFeature
+from jobkit.registry import DISTRIBUTIONS
+from jobkit.spi import interpolate, open_backend, redact_url, resolve_backend_url
 
 
 def test_explicit_url_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,13 +50,31 @@ def test_missing_variable_is_a_configuration_error() -> None:
         interpolate("x${NOPE}", {})
 
 
-def test_unknown_scheme_names_installed_schemes_and_the_package_to_install() -> None:
+def test_unknown_scheme_names_installed_schemes_and_no_package_that_does_not_exist() -> None:
     with pytest.raises(UnknownBackend) as info:
         open_backend("dramatiq+redis://:secret@localhost/0")
     message = str(info.value)
     assert "memory" in message and "sqlite" in message
-    assert "pip install jobkit-dramatiq" in message
+    assert "dramatiq" not in message.split("To fix:")[1]
     assert "secret" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [("amqp://guest@h//", "celery+amqp://"), ("rabbitmq://h", "celery+amqp://"),
+     ("redis://h/0", "celery+redis://")],
+)  # fmt: skip
+def test_broker_named_scheme_points_at_the_scheme_that_reaches_it(url: str, hint: str) -> None:
+    with pytest.raises(UnknownBackend, match=re.escape(f"write the scheme as {hint}")):
+        open_backend(url)
+
+
+def test_hints_name_only_distributions_that_exist() -> None:
+    adapters = Path(__file__).resolve().parent.parent / "adapters"
+    published = {
+        tomllib.loads(p.read_text())["project"]["name"] for p in adapters.glob("*/pyproject.toml")
+    }
+    assert set(DISTRIBUTIONS.values()) <= published
 
 
 def test_redaction_hides_password_and_secret_query_values() -> None:
@@ -63,3 +85,12 @@ def test_redaction_hides_password_and_secret_query_values() -> None:
 
 def test_redaction_leaves_urls_without_secrets_unchanged() -> None:
     assert redact_url("sqlite:////tmp/jobs.db") == "sqlite:////tmp/jobs.db"
+
+
+def test_refused_delay_hint_names_nothing_jobkit_lacks() -> None:
+    from jobkit.spi import Capabilities, Envelope
+
+    caps = Capabilities(name="fifo", max_delay=timedelta(0))
+    with pytest.raises(UnsupportedFeature) as info:
+        caps.check(Envelope(job="work"), 10, now_delay=timedelta(seconds=5))
+    assert "periodic" not in str(info.value)

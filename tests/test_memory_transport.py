@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pytest
 
-from jobkit import (
-    ConfigurationError,
+from jobkit import ConfigurationError
+from jobkit.memory import MemoryTransport, backend_from_url
+from jobkit.spi import (
+    Delivery,
     ManualClock,
     MemoryJobStore,
     Message,
@@ -16,7 +20,6 @@ from jobkit import (
     TransportBackend,
     open_backend,
 )
-from jobkit.memory import MemoryTransport, backend_from_url
 from tests.transport_contract import TransportContract
 
 
@@ -32,6 +35,49 @@ class TestMemoryTransportContract(TransportContract):
 
     def now(self) -> datetime:
         return self.clock.now()
+
+
+class _GenericUncountedRelease(MemoryTransport):
+    """Memory, but with the `Transport` default of `release_uncounted` and `peek`."""
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        Transport.release_uncounted(self, delivery, delay=delay)
+
+    def peek(self, queues: Sequence[str], *, limit: int = 100) -> list[bytes]:
+        return Transport.peek(self, queues, limit=limit)
+
+
+class TestGenericUncountedReleaseContract(TransportContract):
+    """The default `release_uncounted` (send a copy with the attempt lowered, ack the original)
+    keeps the contract too."""
+
+    short = timedelta(seconds=5)
+
+    def make_transport(self) -> Transport:
+        self.clock = ManualClock()
+        return _GenericUncountedRelease(clock=self.clock)
+
+    def lapse(self, delta: timedelta) -> None:
+        self.clock.advance(delta)
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+
+def test_generic_release_uncounted_lowers_the_envelope_attempt_of_a_copy() -> None:
+    transport = _GenericUncountedRelease(clock=ManualClock())
+    body = json.dumps({"v": 1, "attempt": 1, "priority": 3, "future_field": [1]}).encode()
+    transport.send([Message(queue="q", body=body, id="j1", dedup_key="k")])
+    wait, lease = timedelta(0), timedelta(seconds=10)
+    (first,) = transport.receive(["q"], max_messages=1, wait=wait, lease=lease)
+    transport.release(first)
+    (second,) = transport.receive(["q"], max_messages=1, wait=wait, lease=lease)
+    assert second.deliveries == 2  # attempt number 1 + 2 = 3
+    transport.release_uncounted(second)
+    (third,) = transport.receive(["q"], max_messages=1, wait=wait, lease=lease)
+    data = json.loads(third.body)
+    assert (third.id, third.deliveries, data["attempt"]) == ("j1", 1, 2)  # still 3
+    assert data["future_field"] == [1] and data["priority"] == 3  # the rest unchanged
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
-from jobkit import Envelope, RetryPolicy
+from jobkit import RetryPolicy
+from jobkit.spi import Envelope
 from jobkit.worker._outcome import Action, Outcome, decide
 
 POLICY = RetryPolicy(backoff_base=timedelta(seconds=1), jitter=0.0)

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from jobkit import Message
-from jobkit.sqlite import SqliteTransport
+from jobkit.spi import Message, SqliteTransport
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.slow
 CONSUMER = """
 import json, os, sys, time
 from datetime import timedelta
-from jobkit.sqlite import SqliteTransport
+from jobkit.spi import SqliteTransport
 
 db, go, lease, batch = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 transport = SqliteTransport(db)
@@ -48,7 +47,7 @@ while True:
 HOLDER = """
 import json, sys, time
 from datetime import timedelta
-from jobkit.sqlite import SqliteTransport
+from jobkit.spi import SqliteTransport
 
 db, lease = sys.argv[1], float(sys.argv[2])
 transport = SqliteTransport(db)
@@ -61,8 +60,7 @@ time.sleep(600)
 
 SENDER = """
 import sys
-from jobkit import Message
-from jobkit.sqlite import SqliteTransport
+from jobkit.spi import Message, SqliteTransport
 
 transport = SqliteTransport(sys.argv[1])
 n = 0

@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import (
-    AttemptError,
-    EventKind,
-    JobEvent,
-    JobState,
-    SerializationError,
-    dedup_key,
-)
-from jobkit.sqlite import SqliteJobStore, SqliteTransport
+from jobkit import AttemptError, JobState, SerializationError
+from jobkit.spi import EventKind, JobEvent, SqliteJobStore, SqliteTransport, dedup_key
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

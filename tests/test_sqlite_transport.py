@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import (
-    BrokerUnavailable,
-    ConfigurationError,
-    Envelope,
-    Message,
-    Transport,
-    TransportBackend,
-    open_backend,
-)
+from jobkit import BrokerUnavailable, ConfigurationError
+from jobkit.spi import Envelope, Message, Transport, TransportBackend, open_backend
 from jobkit.sqlite import SCHEMA_VERSION, SqliteJobStore, SqliteTransport, backend_from_url
 from tests.transport_contract import TransportContract
 
@@ -165,9 +158,10 @@ def test_rows_are_readable_directly_as_documented(transport: SqliteTransport, db
     assert row == ("q", "job-1", body, 4, "dead", 1, None, "boom")
 
 
-def test_unwritable_location_raises_broker_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(BrokerUnavailable, match="could not open"):
+def test_unopenable_location_is_a_configuration_error_and_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot open it") as info:
         SqliteTransport(str(tmp_path / "missing-dir" / "jobs.db"))
+    assert isinstance(info.value, BrokerUnavailable)  # an enqueue raises it, as for an outage
 
 
 def test_use_after_close_raises_broker_unavailable(transport: SqliteTransport) -> None:
@@ -260,3 +254,11 @@ def test_forked_child_reopens_the_file_instead_of_sharing_the_connection(
     assert os.WEXITSTATUS(status) == 0
     got = transport.receive(["q"], max_messages=5, wait=NOW, lease=LONG)
     assert sorted(d.body for d in got) == [b"before", b"from-child"]
+
+
+def test_peek_lists_waiting_bodies_in_order_without_leasing(tmp_path: Path) -> None:
+    transport = SqliteTransport(str(tmp_path / "peek.db"))
+    transport.send([Message(queue="q", body=f"m{i}".encode(), id=str(i)) for i in range(3)])
+    assert transport.peek(["q"]) == [b"m0", b"m1", b"m2"]
+    assert transport.peek(["q"], limit=2) == [b"m0", b"m1"]
+    assert transport.stats(["q"])[0].ready == 3

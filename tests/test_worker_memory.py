@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import JobState, WorkerOptions, open_backend
-from jobkit.transport_backend import TransportBackend
-from jobkit.worker.supervisor import Worker
+from jobkit import JobState
+from jobkit.spi import TransportBackend, Worker, WorkerOptions, open_backend
 from tests.apps import ledger
 
 

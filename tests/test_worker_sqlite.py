@@ -133,7 +133,7 @@ def test_job_past_its_time_limit_is_stopped_counted_and_the_worker_goes_on(
 def test_undecodable_message_is_dead_lettered_and_the_worker_keeps_serving(
     app: App, backend: str, ledger_path: Path
 ) -> None:
-    from jobkit import Message
+    from jobkit.spi import Message
 
     app.backend.transport.send(  # type: ignore[attr-defined]
         [Message(queue="work", body=b"\x80not json", id="poison")]

@@ -65,12 +65,20 @@ def running_worker(backend: str, ledger: Path, *args: str) -> Iterator[subproces
 
 def jobkit_cli(backend: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the `jobkit` command against `backend`; returns its exit code and output."""
+    return jobkit_command("--backend", backend, *args, timeout=timeout)
+
+
+def jobkit_command(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the `jobkit` command with `args` (and `env` added to ours) from the repository root."""
     return subprocess.run(
-        [sys.executable, "-m", "jobkit.cli.main", "--backend", backend, *args],
+        [sys.executable, "-m", "jobkit.cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

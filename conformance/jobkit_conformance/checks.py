@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from jobkit import Capabilities
-from jobkit.capabilities import Delivery
+from jobkit.spi import Capabilities
+from jobkit.spi import DeliveryGuarantee as Delivery
 from jobkit_conformance import checkers
 from jobkit_conformance.checkers import Finding
 from jobkit_conformance.history import History
@@ -288,6 +288,12 @@ CHECKS += (
        "stats counts ready, in flight, delayed and dead exactly at each step, for given queues "
        "and for all; ack of a list removes each",
        _observed("stats.counts", "stats.all_queues", "ack")),
+    _c("contract.peek", "contract", "contract",
+       "peek returns at most limit of the queue's own bodies and leases or counts nothing",
+       _observed("peek")),
+    _c("contract.release_uncounted", "contract", "contract",
+       "a message released uncounted comes back after its delay with the same attempt number",
+       _observed("release_uncounted")),
     _c("contract.clone_close", "contract", "contract",
        "a clone works on the same queues; close is idempotent",
        _observed("clone", "close")),

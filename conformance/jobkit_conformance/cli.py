@@ -15,7 +15,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from jobkit import BrokerUnavailable, ConfigurationError, JobkitError, redact_url
+from jobkit import BrokerUnavailable, ConfigurationError, JobkitError
+from jobkit.spi import redact_url
 from jobkit_conformance import checks as registry
 from jobkit_conformance import config as configuration
 from jobkit_conformance.broker_control import CommandBrokerControl

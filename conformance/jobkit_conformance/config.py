@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jobkit import ConfigurationError
-from jobkit.config import interpolate
+from jobkit.spi import interpolate
 from jobkit_conformance.checks import BY_ID
 from jobkit_conformance.harness.context import Settings
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from jobkit import Backend, Capabilities, Transport
+from jobkit.spi import Backend, Capabilities, Transport
 
 CLI_PROMISES = (
     "jobkit status: ready",
@@ -45,6 +45,12 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "Transport.release": ("contract.delays", "retry.transient_then_success", "shutdown.no_loss"),
     "Transport.release(delivery)": ("contract.delays", "shutdown.no_loss"),
     "Transport.release(delay)": ("contract.delays", "retry.backoff_lower_bound"),
+    "Transport.release_uncounted": ("contract.release_uncounted",),
+    "Transport.release_uncounted(delivery)": ("contract.release_uncounted",),
+    "Transport.release_uncounted(delay)": ("contract.release_uncounted",),
+    "Transport.peek": ("contract.peek",),
+    "Transport.peek(queues)": ("contract.peek",),
+    "Transport.peek(limit)": ("contract.peek",),
     "Transport.dead_letter": ("contract.dead_letters", "dlq.after_exhaustion"),
     "Transport.dead_letter(delivery)": ("contract.dead_letters", "dlq.contents_intact"),
     "Transport.dead_letter(reason)": ("contract.dead_letters", "dlq.contents_intact"),

@@ -17,6 +17,8 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     path, app = open_app(args)
     try:
+        # Reading the app's queues proves the broker is reachable (BrokerUnavailable: exit 3).
+        app.backend.stats(sorted({job.queue for job in app.jobs.values()}) or ["default"])
         problems = list(app.backend.check(app))
         caps = app.backend.capabilities
         for job in app.jobs.values():

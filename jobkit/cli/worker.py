@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from jobkit.backend import WorkerOptions
-from jobkit.cli._common import backend_url, open_app, seconds
+from jobkit.cli._common import backend_url, open_app, seconds, seconds_or_zero
 from jobkit.redact import redact_url
 
 log = logging.getLogger("jobkit.worker")
@@ -23,10 +23,22 @@ def add_parser(commands: Any) -> None:
     )
     p.add_argument("--prefetch", type=int, default=1, help="messages leased ahead per process")
     p.add_argument("--lease", type=seconds, default=30.0, help="lease (visibility timeout), s")
-    p.add_argument("--grace", type=seconds, default=30.0, help="SIGTERM grace period, s")
+    p.add_argument("--grace", type=seconds_or_zero, default=30.0, help="SIGTERM grace period, s")
     p.add_argument("--poll", type=seconds, default=1.0, help="longest wait per receive, s")
     p.add_argument("--max-jobs", type=int, help="stop after this many jobs ended")
+    p.add_argument(
+        "--max-jobs-per-child",
+        type=int,
+        help="replace each job process after this many jobs (frees what job code leaks)",
+    )
     p.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    p.add_argument(
+        "--unknown-job-timeout",
+        type=seconds,
+        default=3600.0,
+        help="how long a job this app does not define (or a newer envelope) waits for a worker "
+        "that knows it before it is dead-lettered, s",
+    )
     p.set_defaults(run=run)
 
 
@@ -42,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         grace=timedelta(seconds=args.grace),
         poll=timedelta(seconds=args.poll),
         max_jobs=args.max_jobs,
+        max_jobs_per_child=args.max_jobs_per_child,
         burst=args.burst,
+        unknown_job_timeout=timedelta(seconds=args.unknown_job_timeout),
     )
     log.info(
         "worker for %s on %s, queues %s, %d processes",

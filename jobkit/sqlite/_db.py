@@ -24,7 +24,7 @@ def connect(path: str, *, synchronous: str, busy_timeout: timedelta) -> sqlite3.
         raise ConfigurationError(
             f"synchronous={synchronous!r} is not supported; use one of {', '.join(SYNCHRONOUS)}"
         )
-    with translate(path, "open"):
+    with translate(path, "open"), _unopenable_is_configuration(path):
         conn = sqlite3.connect(
             path,
             timeout=busy_timeout.total_seconds(),
@@ -39,6 +39,32 @@ def connect(path: str, *, synchronous: str, busy_timeout: timedelta) -> sqlite3.
             conn.close()
             raise
     return conn
+
+
+_UNOPENABLE = ("unable to open database file", "readonly database", "not a database")
+
+
+class DatabaseUnopenable(BrokerUnavailable, ConfigurationError):
+    """The database file cannot be opened or written at all (a directory, no permission).
+
+    Both: the configuration names a file jobkit cannot use (the CLI exits 2, a usage error),
+    and the queue cannot be reached (an enqueue raises `BrokerUnavailable`, as for any outage;
+    a running worker waits for the file to come back).
+    """
+
+
+@contextmanager
+def _unopenable_is_configuration(path: str) -> Iterator[None]:
+    """Turn "cannot open this file at all" into `DatabaseUnopenable`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if any(text in str(exc) for text in _UNOPENABLE):
+            raise DatabaseUnopenable(
+                f"SQLite database {path}: cannot open it ({exc}); point the URL at a file in a "
+                "directory this user can write, e.g. sqlite:///jobkit.db"
+            ) from exc
+        raise
 
 
 def _retry_busy(action: Callable[[], object], busy_timeout: timedelta) -> None:

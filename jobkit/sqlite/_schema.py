@@ -11,7 +11,7 @@ import sqlite3
 
 from jobkit.errors import ConfigurationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MESSAGES = "jobkit_messages"
 JOBS = "jobkit_jobs"
@@ -66,6 +66,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             at     TEXT NOT NULL
         ) WITHOUT ROWID
         """,
+    ),
+    # version 1 -> 2: retention. When a record was last written and a key completed, as Unix
+    # seconds on the writer's clock, indexed so expired rows are found without a scan.
+    2: (
+        f"ALTER TABLE {JOBS} ADD COLUMN written REAL NOT NULL DEFAULT 0",
+        f"UPDATE {JOBS} SET written = (julianday(updated_at) - 2440587.5) * 86400.0 "
+        "WHERE updated_at IS NOT NULL",
+        f"CREATE INDEX {JOBS}_written ON {JOBS} (written)",
+        f"ALTER TABLE {DONE} ADD COLUMN written REAL NOT NULL DEFAULT 0",
+        f"UPDATE {DONE} SET written = (julianday(at) - 2440587.5) * 86400.0",
+        f"CREATE INDEX {DONE}_written ON {DONE} (written)",
     ),
 }
 

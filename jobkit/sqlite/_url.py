@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobkit.errors import ConfigurationError
+from jobkit.retention import RETENTION_OPTIONS, Retention, parse_duration, pop_retention
 from jobkit.sqlite._db import SYNCHRONOUS
 from jobkit.sqlite.store import SqliteJobStore
 from jobkit.sqlite.transport import SqliteTransport
 from jobkit.transport_backend import TransportBackend
 
 _FORMS = "write sqlite:///relative/path.db or sqlite:////absolute/path.db"
-_OPTIONS = ("lease", "synchronous")
+_OPTIONS = ("lease", "synchronous", *RETENTION_OPTIONS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +23,7 @@ class SqliteUrl:
     path: str
     lease: timedelta = timedelta(seconds=30)
     synchronous: str = "normal"
+    retention: Retention = field(default_factory=Retention)
 
 
 def parse_url(url: str) -> SqliteUrl:
@@ -47,9 +49,13 @@ def parse_url(url: str) -> SqliteUrl:
     if unknown:
         raise ConfigurationError(
             f"sqlite URL {url!r} has unknown option(s) {', '.join(unknown)}; the options are "
-            "lease (seconds) and synchronous (normal or full), e.g. sqlite:///jobkit.db?lease=60"
+            "lease, records_ttl, keys_ttl (durations such as 60s, 24h, 7d) and synchronous "
+            "(normal or full), e.g. sqlite:///jobkit.db?lease=60s&keys_ttl=24h"
         )
-    lease = _seconds(options.get("lease", ["30"])[-1], url)
+    last = {key: values[-1] for key, values in options.items()}
+    where = f"sqlite URL {url!r}: "
+    retention = pop_retention(last, where=where)
+    lease = parse_duration(last.get("lease", "30"), what=f"{where}lease")
     synchronous = options.get("synchronous", ["normal"])[-1].lower()
     if synchronous not in SYNCHRONOUS:
         raise ConfigurationError(
@@ -62,20 +68,7 @@ def parse_url(url: str) -> SqliteUrl:
             f"sqlite URL {url!r}: the directory {directory!r} does not exist; create it, "
             "or point the URL at an existing directory"
         )
-    return SqliteUrl(path=path, lease=lease, synchronous=synchronous)
-
-
-def _seconds(raw: str, url: str) -> timedelta:
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise ConfigurationError(
-            f"sqlite URL {url!r}: lease={raw!r} is not a positive number of seconds; "
-            "write e.g. sqlite:///jobkit.db?lease=60"
-        )
-    return timedelta(seconds=seconds)
+    return SqliteUrl(path=path, lease=lease, synchronous=synchronous, retention=retention)
 
 
 def backend_from_url(url: str) -> TransportBackend:
@@ -83,6 +76,6 @@ def backend_from_url(url: str) -> TransportBackend:
     config = parse_url(url)
     return TransportBackend(
         SqliteTransport(config.path, synchronous=config.synchronous),
-        SqliteJobStore(config.path, synchronous=config.synchronous),
+        SqliteJobStore(config.path, synchronous=config.synchronous, retention=config.retention),
         default_lease=config.lease,
     )

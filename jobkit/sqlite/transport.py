@@ -188,17 +188,37 @@ class SqliteTransport(Transport):
             )
 
     def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self._release(delivery, delay, uncount=0)
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        """Native: one UPDATE that also takes this delivery off the count. Idempotent."""
+        self._release(delivery, delay, uncount=1)
+
+    def _release(self, delivery: Delivery, delay: timedelta, *, uncount: int) -> None:
         seconds = max(delay.total_seconds(), 0.0)
         with self._db.read("release a message") as conn:
             conn.execute(
-                f"UPDATE {MESSAGES} SET state = ?, due = ?, token = NULL "
-                "WHERE seq = ? AND token = ?",
+                f"UPDATE {MESSAGES} SET state = ?, due = ?, token = NULL, "
+                "deliveries = MAX(deliveries - ?, 0) WHERE seq = ? AND token = ?",
                 (
                     DELAYED if seconds > 0 else READY,
                     self._now() + seconds,
+                    uncount,
                     *_parse_receipt(delivery.receipt),
                 ),
             )
+
+    def peek(self, queues: Sequence[str], *, limit: int = 100) -> list[bytes]:
+        names = list(dict.fromkeys(queues))
+        if not names:
+            return []
+        with self._db.read("peek at waiting messages") as conn:
+            rows = conn.execute(
+                f"SELECT body FROM {MESSAGES} WHERE queue IN ({', '.join('?' * len(names))}) "
+                f"AND state IN ('{READY}', '{DELAYED}', '{LEASED}') ORDER BY seq LIMIT ?",
+                (*names, max(limit, 0)),
+            ).fetchall()
+        return [bytes(body) for (body,) in rows]
 
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         with self._db.read("dead-letter a message") as conn:

@@ -11,8 +11,10 @@ Thread-safe: every method takes the one lock.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from datetime import timedelta
 
 from jobkit.store import dedup_key
 from jobkit.worker._pool import Running
@@ -25,13 +27,19 @@ def key_of(job: Running) -> str:
 
 
 class Buffer:
-    def __init__(self, capacity: int, *, processes: int = 1) -> None:
+    """`remember` is how long a succeeded key dedups here: the store's keys window, so that a
+    duplicate arriving after the window runs again here too."""
+
+    def __init__(
+        self, capacity: int, *, processes: int = 1, remember: timedelta = timedelta(hours=24)
+    ) -> None:
+        self._remember = remember.total_seconds()
         self.capacity = capacity
         self.processes = processes
         self._jobs: deque[Running] = deque()
         self._held = 0  # buffered + running: what this worker holds leases on
         self._running_keys: dict[str, int] = {}
-        self._succeeded: OrderedDict[str, None] = OrderedDict()
+        self._succeeded: OrderedDict[str, float] = OrderedDict()  # key -> monotonic expiry
         self._cond = threading.Condition()
 
     def __len__(self) -> int:
@@ -76,6 +84,7 @@ class Buffer:
         running now."""
         duplicates: list[Running] = []
         with self._cond:
+            self._forget_expired()
             for job in list(self._jobs):
                 key = key_of(job)
                 if key in self._succeeded:
@@ -92,17 +101,47 @@ class Buffer:
                 return job, duplicates
             return None, duplicates
 
+    def keys_ahead(self, n: int) -> list[str]:
+        """The keys of the next `n` buffered jobs not yet known to have succeeded (the ones
+        `take` would look at first), to check against the job store before dispatching."""
+        with self._cond:
+            keys: list[str] = []
+            for job in self._jobs:
+                if len(keys) >= n:
+                    break
+                key = key_of(job)
+                if key not in self._succeeded:
+                    keys.append(key)
+            return keys
+
+    def succeeded_elsewhere(self, keys: Iterable[str]) -> None:
+        """Keys the job store says have succeeded (e.g. on another worker): `take` hands their
+        buffered jobs back as duplicates instead of running them."""
+        with self._cond:
+            for key in keys:
+                self._remember_succeeded(key)
+
     def ended(self, job: Running, *, succeeded: bool) -> None:
         """A job handed out by `take` has ended; its lease is gone."""
         with self._cond:
             key = key_of(job)
             self._unmark(key)
             if succeeded:
-                self._succeeded[key] = None
-                if len(self._succeeded) > _REMEMBERED_KEYS:
-                    self._succeeded.popitem(last=False)
+                self._remember_succeeded(key)
             self._held -= 1
             self._cond.notify()
+
+    def _remember_succeeded(self, key: str) -> None:
+        """Dedup `key` here for the keys window (newest last, at most `_REMEMBERED_KEYS`)."""
+        self._succeeded.pop(key, None)
+        self._succeeded[key] = time.monotonic() + self._remember
+        if len(self._succeeded) > _REMEMBERED_KEYS:
+            self._succeeded.popitem(last=False)
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        while self._succeeded and next(iter(self._succeeded.values())) <= now:
+            self._succeeded.popitem(last=False)
 
     def _unmark(self, key: str) -> None:
         count = self._running_keys.get(key, 0)

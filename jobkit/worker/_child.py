@@ -1,8 +1,15 @@
 """A job process: reads frames (attempt, envelope) from a pipe, runs each job, reports outcomes.
 
-Started by the supervisor as ``python -m jobkit.worker._child APP READ_FD WRITE_FD PARENT_PID``.
-It ignores SIGINT and SIGTERM (the supervisor decides when jobs stop) and dies with its parent
-(PR_SET_PDEATHSIG), so a SIGKILLed worker leaves no orphan running a job.
+Started by the supervisor as
+``python -m jobkit.worker._child APP READ_FD WRITE_FD PARENT_PID HOLD_FD``. Before starting each
+job it looks at HOLD_FD: once the supervisor has written there (graceful shutdown), every job
+still in the pipe is answered "not started" instead of run.
+
+SIGINT and SIGTERM (a Ctrl-C reaches the whole process group) do nothing here: the supervisor
+decides when jobs stop. They are caught by a Python handler that does nothing, not ignored
+(SIG_IGN), because an ignored signal stays ignored in the programs a job starts; a handler is
+reset to the default at exec. The pipes are not inherited by those programs either. It dies
+with its parent (PR_SET_PDEATHSIG), so a SIGKILLed worker leaves no orphan running a job.
 """
 
 from __future__ import annotations
@@ -11,18 +18,25 @@ import ctypes
 import json
 import logging
 import os
+import select
 import signal
 import sys
 from dataclasses import asdict
-from multiprocessing.connection import Connection
+from types import FrameType
 
 from jobkit.envelope import decode
 from jobkit.errors import SerializationError
 from jobkit.loading import load_app
 from jobkit.worker._execute import run
+from jobkit.worker._frames import read_frame, write_frame
 from jobkit.worker._outcome import Outcome
 
 _PR_SET_PDEATHSIG = 1
+
+_NOT_STARTED = json.dumps(
+    asdict(Outcome(ok=False, error="not started: the worker is stopping", not_started=True)),
+    separators=(",", ":"),
+).encode()
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -35,27 +49,40 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """SIGINT / SIGTERM: the supervisor decides when jobs stop (see the module docstring)."""
+
+
+def _held(hold_fd: int) -> bool:
+    """Whether the supervisor asked this process to start no more jobs (a byte, or EOF)."""
+    readable, _, _ = select.select([hold_fd], [], [], 0)
+    return bool(readable)
+
+
 def main(argv: list[str]) -> int:
     app_path, read_fd, write_fd, parent_pid = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    hold_fd = int(argv[4])
+    signal.signal(signal.SIGINT, _ignore)
+    signal.signal(signal.SIGTERM, _ignore)
+    for fd in (read_fd, write_fd, hold_fd):
+        os.set_inheritable(fd, False)  # not passed on to what a job starts
     _die_with_parent(parent_pid)
     logging.basicConfig(level=os.environ.get("JOBKIT_LOG_LEVEL", "WARNING"))
     app = load_app(app_path)
-    inbox = Connection(read_fd, writable=False)
-    outbox = Connection(write_fd, readable=False)
-    outbox.send_bytes(b"ready")
+    write_frame(write_fd, b"ready")
     while True:
-        try:
-            frame = inbox.recv_bytes()
-        except EOFError:
+        frame = read_frame(read_fd)
+        if frame is None:
             return 0
+        if _held(hold_fd):  # checked just before each start: shutdown starts nothing new
+            write_frame(write_fd, _NOT_STARTED)
+            continue
         head, _, body = frame.partition(b"\n")
         try:
             outcome = run(app, decode(body), int(head))
         except SerializationError as exc:  # the supervisor decodes first; belt and braces
             outcome = Outcome(ok=False, transient=False, error=str(exc))
-        outbox.send_bytes(json.dumps(asdict(outcome), separators=(",", ":")).encode())
+        write_frame(write_fd, json.dumps(asdict(outcome), separators=(",", ":")).encode())
 
 
 if __name__ == "__main__":

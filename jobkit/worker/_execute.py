@@ -1,19 +1,24 @@
-"""Run one envelope's job in the current process and report the outcome. Never raises."""
+"""Run one envelope's job in the current process and report the outcome. Never raises.
+
+An ``async def`` job runs to completion on a fresh event loop (`jobkit._invoke`); a plain job
+that returns an awaitable, and a result that is not exact JSON, are permanent failures.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 from typing import TYPE_CHECKING
 
+from jobkit._invoke import invoke
+from jobkit._json import check_round_trip
 from jobkit.envelope import Envelope
-from jobkit.errors import Reject, Retry
+from jobkit.errors import Reject, Retry, SerializationError
 from jobkit.worker._outcome import Outcome
 from jobkit.worker.context import JobContext, _current
 
 if TYPE_CHECKING:
-    from jobkit.app import App
+    from jobkit.job import JobSet
 
 log = logging.getLogger("jobkit.worker")
 
@@ -22,7 +27,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run(app: App, envelope: Envelope, attempt: int) -> Outcome:
+def run(app: JobSet, envelope: Envelope, attempt: int) -> Outcome:
     job = app.jobs.get(envelope.job)
     if job is None:
         return Outcome(
@@ -45,7 +50,7 @@ def run(app: App, envelope: Envelope, attempt: int) -> Outcome:
         )
     )
     try:
-        result = job.fn(*envelope.args, **envelope.kwargs)
+        result = invoke(job.name, job.fn, envelope.args, envelope.kwargs)
     except Retry as exc:
         delay = exc.delay.total_seconds() if exc.delay is not None else None
         return Outcome(ok=False, error=describe(exc), transient=True, retry_delay=delay)
@@ -57,13 +62,7 @@ def run(app: App, envelope: Envelope, attempt: int) -> Outcome:
     finally:
         _current.reset(token)
     try:
-        json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError):
-        log.warning(
-            "job %s (%s) returned a %s, which is not JSON; it succeeded, its result is not kept",
-            envelope.id,
-            envelope.job,
-            type(result).__name__,
-        )
-        result = None
+        check_round_trip(result, "result", what=f"job {job.name!r} ran, but its result is not JSON")
+    except SerializationError as exc:
+        return Outcome(ok=False, error=describe(exc), transient=False)
     return Outcome(ok=True, result=result)

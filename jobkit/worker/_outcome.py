@@ -21,6 +21,7 @@ class Outcome:
     error: str | None = None
     transient: bool = True
     retry_delay: float | None = None  # seconds, from `Retry(delay=...)`
+    not_started: bool = False  # the job process was told to hold and did not start the job
 
 
 class Action(StrEnum):

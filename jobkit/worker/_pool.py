@@ -1,4 +1,13 @@
-"""Job processes as the supervisor sees them: start, submit, read outcomes, kill.
+"""Job processes as the supervisor sees them: start, submit, read outcomes, retire, kill.
+
+Each job process gets two pipes (frames: `_frames`) and nothing else of the supervisor's (every
+other descriptor is closed at exec). The supervisor never blocks on them: frames it cannot write
+yet wait in a per-process buffer, frames it reads are assembled as they come. A process's exit
+is seen through a pidfd (`os.pidfd_open`), not only through its pipe's end of file: a job that
+forked, or started a subprocess that inherited the pipe, and was then killed is still seen dead.
+
+After `max_jobs` jobs a process takes no more; once they are done it is retired (its inbox is
+closed, it exits) and the supervisor starts a fresh one.
 
 Not thread-safe: only the supervisor's main thread touches a `JobProcess`.
 """
@@ -14,10 +23,10 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 
 from jobkit.envelope import Envelope
 from jobkit.records import Delivery
+from jobkit.worker._frames import Incoming, Outgoing
 from jobkit.worker._outcome import Outcome
 
 
@@ -33,18 +42,31 @@ class Running:
     lease_until: float = 0.0  # monotonic; when our lease on the message ends
 
 
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: exits are polled instead
+        return None
+
+
 @dataclass(kw_only=True)
 class JobProcess:
     app_path: str
+    max_jobs: int | None = None  # jobs per process before it is replaced
     proc: subprocess.Popen[bytes] | None = None
-    inbox: Connection | None = None  # we write
-    outbox: Connection | None = None  # we read
-    ready: bool = False
+    inbox: Outgoing | None = None  # we write
+    outbox: Incoming | None = None  # we read
+    pidfd: int | None = None  # readable once the process has exited
+    up: bool = False  # the process said it is ready
+    retiring: bool = False  # its inbox is closed: it exits when its jobs are done
+    handed: int = 0  # jobs handed to this process
     jobs: deque[Running] = field(default_factory=deque)
+    hold_w: int | None = None  # write end of the hold pipe: a byte there = start no more jobs
 
     def start(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
+        hold_r, self.hold_w = os.pipe()
         env = dict(os.environ)
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
@@ -57,16 +79,22 @@ class JobProcess:
                 str(to_child_r),
                 str(from_child_w),
                 str(os.getpid()),
+                str(hold_r),
             ],
-            pass_fds=(to_child_r, from_child_w),
+            pass_fds=(to_child_r, from_child_w, hold_r),  # and 0-2: every other fd is closed
             env=env,
             stdin=subprocess.DEVNULL,
         )
         os.close(to_child_r)
         os.close(from_child_w)
-        self.inbox = Connection(to_child_w, readable=False)
-        self.outbox = Connection(from_child_r, writable=False)
-        self.ready = False
+        os.close(hold_r)
+        os.set_blocking(to_child_w, False)
+        os.set_blocking(from_child_r, False)
+        self.inbox = Outgoing(to_child_w)
+        self.outbox = Incoming(from_child_r)
+        self.pidfd = _pidfd(self.proc.pid)
+        self.up = self.retiring = False
+        self.handed = 0
         self.jobs.clear()
 
     @property
@@ -74,40 +102,91 @@ class JobProcess:
         return self.proc.pid if self.proc else -1
 
     @property
+    def ready(self) -> bool:
+        """Up, and takes more jobs."""
+        return (
+            self.up and not self.retiring and (self.max_jobs is None or self.handed < self.max_jobs)
+        )
+
+    @property
     def idle(self) -> bool:
         return self.ready and not self.jobs
 
+    @property
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
     def submit(self, job: Running, now: float) -> None:
+        """Queue the job's frame for the process (written as the pipe takes it)."""
         assert self.inbox is not None
         if not self.jobs:
             self._start_clock(job, now)
         self.jobs.append(job)
-        self.inbox.send_bytes(b"%d\n" % job.attempt + job.delivery.body)
+        self.handed += 1
+        with contextlib.suppress(OSError):  # a dead process is seen through its pidfd / EOF
+            self.inbox.add(b"%d\n" % job.attempt + job.delivery.body)
 
-    def read(self, now: float) -> Outcome | None:
-        """Read one frame. Returns the outcome of the head job, or None for the ready frame.
+    def flush(self) -> None:
+        """Write what waits for the process, as far as its pipe takes it now."""
+        if self.inbox is not None:
+            with contextlib.suppress(OSError):
+                self.inbox.flush()
 
-        Raises EOFError if the process died.
-        """
+    @property
+    def wants_write(self) -> bool:
+        return self.inbox is not None and bool(self.inbox)
+
+    def read(self) -> tuple[list[Outcome | None], bool]:
+        """Read what the process wrote so far: its outcomes in order (None for the ready
+        frame), and whether its pipe has ended. Never blocks."""
         assert self.outbox is not None
-        frame = self.outbox.recv_bytes()
-        if frame == b"ready":
-            self.ready = True
-            return None
-        data = json.loads(frame)
-        return Outcome(
-            ok=bool(data["ok"]),
-            result=data.get("result"),
-            error=data.get("error"),
-            transient=bool(data.get("transient", True)),
-            retry_delay=data.get("retry_delay"),
-        )
+        frames = self.outbox.read()
+        outcomes: list[Outcome | None] = []
+        for frame in frames:
+            if frame == b"ready":
+                self.up = True
+                outcomes.append(None)
+                continue
+            data = json.loads(frame)
+            outcomes.append(
+                Outcome(
+                    ok=bool(data["ok"]),
+                    result=data.get("result"),
+                    error=data.get("error"),
+                    transient=bool(data.get("transient", True)),
+                    retry_delay=data.get("retry_delay"),
+                    not_started=bool(data.get("not_started", False)),
+                )
+            )
+        return outcomes, self.outbox.eof
+
+    def hold(self) -> None:
+        """Tell the process to start no more jobs: each job already sent to it and not yet
+        started comes back as an outcome with `not_started` (in order, as usual). The job it
+        is running finishes. Permanent for this process; idempotent; never blocks."""
+        if self.hold_w is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.hold_w, b"h")
+            os.close(self.hold_w)
+            self.hold_w = None
 
     def finish_head(self, now: float) -> Running:
         done = self.jobs.popleft()
         if self.jobs:
             self._start_clock(self.jobs[0], now)
         return done
+
+    @property
+    def used_up(self) -> bool:
+        """Has run its `max_jobs`: retire it."""
+        return self.max_jobs is not None and self.handed >= self.max_jobs and not self.jobs
+
+    def retire(self) -> None:
+        """Close the process's inbox: it exits after its jobs (none, when called)."""
+        if self.inbox is not None:
+            os.close(self.inbox.fd)
+            self.inbox = None
+        self.retiring = True
 
     @staticmethod
     def _start_clock(job: Running, now: float) -> None:
@@ -129,17 +208,25 @@ class JobProcess:
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
-        for conn in (self.inbox, self.outbox):
-            if conn is not None:
-                conn.close()
+        for fd in (
+            self.inbox.fd if self.inbox else None,
+            self.outbox.fd if self.outbox else None,
+            self.pidfd,
+        ):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self.inbox = self.outbox = None
-        self.ready = False
+        self.pidfd = None
+        self.up = False
+        if self.hold_w is not None:
+            os.close(self.hold_w)
+            self.hold_w = None
 
     def close(self, timeout: float = 5.0) -> None:
         """Ask an idle process to exit (EOF on its inbox), kill it after `timeout`."""
         if self.inbox is not None:
-            self.inbox.close()
-            self.inbox = None
+            self.retire()
         if self.proc is not None:
             deadline = time.monotonic() + timeout
             while self.proc.poll() is None and time.monotonic() < deadline:

@@ -6,28 +6,34 @@ uses its own transport instance (`Transport.clone`). Job code never runs here: i
 processes (`_pool.JobProcess`), so a hard time limit can stop it and a crash cannot take the
 supervisor down.
 
-Shutdown: the first SIGTERM or SIGINT (or `stop()`) stops receiving, releases what was leased but
-not started, and lets running jobs finish for up to `grace`; then (or at a second signal, or
-`stop(immediate=True)`) running jobs are killed and their messages released. Nothing that was not
+Shutdown: the first SIGTERM or SIGINT (or `stop()`) stops receiving, tells the job processes to
+start nothing more (`JobProcess.hold`), releases what was leased but not started without using
+an attempt (`Transport.release_uncounted`), and lets running jobs finish for up to `grace`; then
+(or at a second signal, or `stop(immediate=True)`) running jobs are killed and their messages
+released. Nothing that was not
 acknowledged is lost: at worst it runs again.
+
+Outages: the main thread's broker and store calls go through a `_retrying.CallQueue` (in order,
+retried with capped backoff, never blocking the loop); the receiver's through a `Retrier`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
+import select
 import signal
 import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta
-from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from jobkit.errors import ConfigurationError, JobkitError
+from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
 from jobkit.policy import DEFAULT_POLICY, RetryPolicy
 from jobkit.records import Delivery
 from jobkit.store import EventKind, JobEvent
@@ -36,11 +42,13 @@ from jobkit.worker._buffer import Buffer
 from jobkit.worker._outcome import Action, Outcome, decide
 from jobkit.worker._pool import JobProcess, Running
 from jobkit.worker._receiver import Receiver
+from jobkit.worker._retrying import CallQueue, Streak
+from jobkit.worker._screen import Screen
 
 if TYPE_CHECKING:
-    from jobkit.app import App
     from jobkit.backend import WorkerOptions
-    from jobkit.transport_backend import TransportBackend
+    from jobkit.job import JobSet
+    from jobkit.worker._served import ServedBackend
 
 log = logging.getLogger("jobkit.worker")
 
@@ -49,6 +57,8 @@ _MAX_START_FAILURES = 3
 # A crash loses at most that batch's acks, whose jobs then run again (at-least-once).
 _FLUSH_EVERY = 0.02
 _FLUSH_AT = 200
+# At exit, how long to keep trying to release leased jobs while the broker is away.
+_EXIT_RETRY_S = 10.0
 
 
 class Worker:
@@ -56,14 +66,19 @@ class Worker:
 
     def __init__(
         self,
-        app: App,
-        backend: TransportBackend,
+        app: JobSet,
+        backend: ServedBackend,
         options: WorkerOptions,
         *,
         rng: random.Random | None = None,
     ) -> None:
         if options.concurrency < 1:
             raise ConfigurationError("concurrency must be at least 1")
+        if options.max_jobs_per_child is not None and options.max_jobs_per_child < 1:
+            raise ConfigurationError(
+                f"max_jobs_per_child is {options.max_jobs_per_child}: it must be at least 1 "
+                "(or unset, to keep each job process for the worker's lifetime)"
+            )
         self.app = app
         self.backend = backend
         self.options = options
@@ -73,16 +88,20 @@ class Worker:
         self._stop = threading.Event()
         self._immediate = threading.Event()
         self._buffer = Buffer(
-            max(1, options.concurrency * (options.prefetch + 1)), processes=options.concurrency
+            max(1, options.concurrency * (options.prefetch + 1)),
+            processes=options.concurrency,
+            remember=backend.store.retention.keys,
         )
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._wake = Connection(self._wake_r, writable=False)
         self._procs: list[JobProcess] = []
         self._events: list[JobEvent] = []
         self._acks: list[Delivery] = []
         self._start_failures = 0
         self._last_flush = 0.0
+        # Every broker and store call of this thread: retried through outages, never blocking.
+        self._calls = CallQueue()
+        self._extend_streak = Streak()
 
     # -- control ----------------------------------------------------------------------------
 
@@ -122,9 +141,18 @@ class Worker:
             self._stop,
             wake=self._poke,
             on_crash=lambda: self.stop(immediate=True),
+            screener=Screen(
+                store=self.backend.store,
+                known=frozenset(self.app.jobs),
+                timeout=self.options.unknown_job_timeout,
+                now=self.backend.clock.now,
+            ),
         )
         try:
-            self._procs = [JobProcess(app_path=self.options.app_path) for _ in range(self._n())]
+            self._procs = [
+                JobProcess(app_path=self.options.app_path, max_jobs=self.options.max_jobs_per_child)
+                for _ in range(self._n())
+            ]
             for proc in self._procs:
                 proc.start()
             receiver.start()
@@ -138,6 +166,7 @@ class Worker:
                 ):
                     break
                 if self._stop.is_set():
+                    self._hold_processes()
                     self._release_buffered(transport)
                     if not self._running_count():
                         break
@@ -159,12 +188,13 @@ class Worker:
             self._flush(transport)
             self._kill_running(transport)
             self._release_buffered(transport)
+            self._calls.drain(min(_EXIT_RETRY_S, self.lease.total_seconds()))
             for proc in self._procs:
                 proc.close(timeout=1.0)
             transport.close()
             self._restore_signals(previous)
             os.close(self._wake_w)
-            self._wake.close()
+            os.close(self._wake_r)
 
     def _n(self) -> int:
         return self.options.concurrency
@@ -193,6 +223,7 @@ class Worker:
         without a time limit, queue up to `prefetch - 1` more in each process so that it never
         waits for the supervisor (at the cost of fairness: they wait behind the running job)."""
         at = self.backend.clock.now()
+        self._recheck_done()
         for depth in range(max(1, self.options.prefetch)):
             for proc in self._procs:
                 if not proc.ready or len(proc.jobs) != depth:
@@ -207,6 +238,26 @@ class Worker:
                     return
                 proc.submit(job, now)
                 self._events.append(self._event(job, EventKind.STARTED, None, at))
+
+    def _recheck_done(self) -> None:
+        """Ask the job store once which of the jobs about to be dispatched have succeeded
+        meanwhile (another worker held a copy), so that they are acked, not run again. One store
+        call per dispatch round, and none when no process has room or nothing is buffered."""
+        room = sum(
+            max(0, max(1, self.options.prefetch) - len(p.jobs)) for p in self._procs if p.ready
+        )
+        keys = self._buffer.keys_ahead(room) if room else []
+        if not keys:
+            return
+        try:
+            done = self.backend.store.done(keys)
+        except BrokerUnavailable as exc:  # an outage: the call queue reports it; check next round
+            log.debug("could not check idempotency keys before dispatch: %s", exc)
+            return
+        except JobkitError as exc:  # the receive-time check still stands; at-least-once holds
+            log.error("could not check idempotency keys before dispatch: %s", exc)
+            return
+        self._buffer.succeeded_elsewhere(done)
 
     def _event(
         self, job: Running, kind: EventKind, error: str | None, at: datetime | None = None
@@ -223,33 +274,62 @@ class Worker:
         )
 
     def _wait_and_read(self, transport: Transport, timeout: float) -> None:
-        by_conn = {p.outbox: p for p in self._procs if p.outbox is not None}
-        ready = wait([*by_conn, self._wake], timeout)
-        for conn in ready:
-            if conn is self._wake:
+        """Wait up to `timeout` s for a wake-up, a frame from a job process, room in a job
+        process's pipe, or a job process's exit; handle what happened. Never blocks on a pipe."""
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        by_fd: dict[int, JobProcess] = {}
+        for proc in self._procs:
+            if proc.outbox is not None:
+                poller.register(proc.outbox.fd, select.POLLIN)
+                by_fd[proc.outbox.fd] = proc
+            if proc.pidfd is not None:
+                poller.register(proc.pidfd, select.POLLIN)
+                by_fd[proc.pidfd] = proc
+            if proc.inbox is not None and proc.wants_write:
+                poller.register(proc.inbox.fd, select.POLLOUT)
+                by_fd[proc.inbox.fd] = proc
+        touched: list[JobProcess] = []
+        for fd, _ in poller.poll(timeout * 1000):
+            if fd == self._wake_r:
                 os.read(self._wake_r, 4096)
-                continue
-            proc = by_conn[conn]  # type: ignore[index]
+            elif by_fd[fd] not in touched:
+                touched.append(by_fd[fd])
+        for proc in self._procs:  # without a pidfd, an exit is seen by polling
+            if proc.pidfd is None and proc.proc is not None and proc not in touched:
+                touched.append(proc)
+        for proc in touched:
+            proc.flush()
             self._read_from(transport, proc)
 
     def _read_from(self, transport: Transport, proc: JobProcess) -> None:
-        assert proc.outbox is not None
-        try:
-            while proc.outbox.poll():
-                now = time.monotonic()
-                outcome = proc.read(now)
-                if outcome is None:
-                    self._start_failures = 0
-                    continue
-                self._settle(transport, proc.finish_head(now), outcome)
-        except (EOFError, OSError):
-            self._on_process_died(transport, proc)
+        if proc.outbox is None:
+            return
+        outcomes, ended = proc.read()
+        for outcome in outcomes:
+            now = time.monotonic()
+            if outcome is None:
+                self._start_failures = 0
+                continue
+            self._settle(transport, proc.finish_head(now), outcome)
+        if ended or proc.exited:
+            self._on_process_exit(transport, proc)
+        elif proc.used_up:
+            proc.retire()  # it exits now; its exit starts the next process
+
+    def _on_process_exit(self, transport: Transport, proc: JobProcess) -> None:
+        if proc.retiring and not proc.jobs:
+            proc.kill()  # reaps it (it has exited, or is exiting, holding no job)
+            if not self._stop.is_set():
+                proc.start()
+            return
+        self._on_process_died(transport, proc)
 
     def _on_process_died(self, transport: Transport, proc: JobProcess) -> None:
-        was_ready = proc.ready
+        was_up = proc.up
         code = proc.proc.poll() if proc.proc else None
         held = proc.kill()
-        if not was_ready:
+        if not was_up:
             self._start_failures += 1
             log.error("job process %d exited at start-up (exit code %s)", proc.pid, code)
             if self._start_failures >= _MAX_START_FAILURES:
@@ -275,6 +355,11 @@ class Worker:
         return jd.retry if jd is not None else DEFAULT_POLICY
 
     def _settle(self, transport: Transport, running: Running, outcome: Outcome) -> None:
+        if outcome.not_started:  # held at shutdown: never ran, so no attempt is used
+            self._flush_events()
+            self._release_uncounted(transport, running)
+            self._buffer.ended(running, succeeded=False)
+            return
         env = running.envelope
         decision = decide(env, running.attempt, outcome, self._policy(env.job), self.rng)
         if decision.action is Action.ACK:
@@ -284,11 +369,14 @@ class Worker:
         elif decision.action is Action.RELEASE:
             self._events.append(self._event(running, EventKind.FAILED, outcome.error))
             self._flush_events()
-            transport.release(running.delivery, delay=decision.delay)
+            self._release(transport, running, decision.delay)
         else:
             self._events.append(self._event(running, EventKind.DEAD, decision.reason))
             self._flush_events()
-            transport.dead_letter(running.delivery, reason=decision.reason)
+            self._calls.add(
+                f"dead-letter job {env.id}",
+                functools.partial(transport.dead_letter, running.delivery, reason=decision.reason),
+            )
         self._buffer.ended(running, succeeded=decision.action is Action.ACK)
         self.finished += 1
         if self.options.max_jobs is not None and self.finished >= self.options.max_jobs:
@@ -296,16 +384,19 @@ class Worker:
 
     def _flush_events(self) -> None:
         if self._events:
-            self.backend.store.record(self._events)
-            self._events = []
+            events, self._events = self._events, []
+            self._calls.add(
+                "record job events", functools.partial(self.backend.store.record, events)
+            )
 
     def _flush(self, transport: Transport) -> None:
         """Record outcomes, then ack: a crash in between re-runs nothing (the key is done)."""
         self._last_flush = time.monotonic()
         self._flush_events()
         if self._acks:
-            transport.ack(self._acks)
-            self._acks = []
+            acks, self._acks = self._acks, []
+            self._calls.add(f"ack {len(acks)} jobs", functools.partial(transport.ack, acks))
+        self._calls.run()
 
     # -- time limits, leases, shutdown ------------------------------------------------------
 
@@ -335,25 +426,50 @@ class Worker:
             return
         lease = self.lease.total_seconds()
         held = [*self._buffer.snapshot(), *(job for p in self._procs for job in p.jobs)]
+        streak = self._extend_streak
         for job in held:
-            if job.lease_until - now < lease * 2 / 3:
+            if job.lease_until - now < lease * 2 / 3 and streak.due(now):
+                what = f"extend the lease of {job.delivery.id}"
                 try:
                     transport.extend(job.delivery, lease=self.lease)
+                except BrokerUnavailable as exc:
+                    streak.failed(what, exc, time.monotonic())
+                    return
                 except JobkitError as exc:
-                    log.error("could not extend the lease of %s: %s", job.delivery.id, exc)
+                    log.error("could not %s: %s", what, exc)
                     continue
+                streak.succeeded(what, time.monotonic())
                 job.lease_until = now + lease
 
+    def _hold_processes(self) -> None:
+        """Graceful stop: job processes start nothing more; jobs already in their pipes come
+        back not started and are released uncounted (`_settle`)."""
+        for proc in self._procs:
+            proc.hold()
+
     def _release_buffered(self, transport: Transport) -> None:
+        """Release leased jobs that never started without using an attempt."""
         for job in self._buffer.drain():
-            transport.release(job.delivery, delay=timedelta(0))
+            self._release_uncounted(transport, job)
 
     def _kill_running(self, transport: Transport) -> None:
         for proc in self._procs:
             for job in proc.kill() if proc.jobs else []:
                 log.warning("released running job %s at shutdown", job.envelope.id)
-                transport.release(job.delivery, delay=timedelta(0))
+                self._release(transport, job, timedelta(0))
                 self._buffer.ended(job, succeeded=False)
+
+    def _release(self, transport: Transport, job: Running, delay: timedelta) -> None:
+        self._calls.add(
+            f"release job {job.envelope.id}",
+            functools.partial(transport.release, job.delivery, delay=delay),
+        )
+
+    def _release_uncounted(self, transport: Transport, job: Running) -> None:
+        self._calls.add(
+            f"release job {job.envelope.id} (never started)",
+            functools.partial(transport.release_uncounted, job.delivery),
+        )
 
     def _install_signals(self) -> dict[int, object]:
         if threading.current_thread() is not threading.main_thread():

@@ -9,6 +9,7 @@ from jobkit_celery import backend_from_url, parse_url
 
 import jobkit
 from tests.apps import ledger as L
+from tests.servers.redis import RedisServer
 
 
 def test_redis_url_keeps_job_records_in_the_broker_by_default() -> None:
@@ -39,16 +40,17 @@ def test_visibility_timeout_is_a_redis_option_only() -> None:
         parse_url("celery+amqp://guest:guest@127.0.0.1:5672//?visibility_timeout=5")
 
 
-def test_check_is_quiet_for_hardened_jobkit_jobs() -> None:
-    backend = backend_from_url("celery+redis://127.0.0.1:6379/0?visibility_timeout=10")
+def test_check_is_quiet_for_hardened_jobkit_jobs(redis_server: RedisServer) -> None:
+    # A reachable broker: `check` also looks at the waiting messages.
+    backend = backend_from_url(f"celery+{redis_server.url}/0?visibility_timeout=10")
     try:
         assert backend.check(L.app) == []
     finally:
         backend.close()
 
 
-def test_check_flags_native_defaults_and_the_eta_trap() -> None:
-    backend = backend_from_url("celery+redis://127.0.0.1:6379/0?profile=native")
+def test_check_flags_native_defaults_and_the_eta_trap(redis_server: RedisServer) -> None:
+    backend = backend_from_url(f"celery+{redis_server.url}/0?profile=native")
     try:
         problems = backend.check(L.app)
     finally:
@@ -57,8 +59,10 @@ def test_check_flags_native_defaults_and_the_eta_trap() -> None:
     assert any("ETA trap" in p for p in problems)
 
 
-def test_check_flags_a_visibility_timeout_shorter_than_three_sweeps() -> None:
-    url = "celery+redis://127.0.0.1:6379/0?visibility_timeout=1&restore_interval=1"
+def test_check_flags_a_visibility_timeout_shorter_than_three_sweeps(
+    redis_server: RedisServer,
+) -> None:
+    url = f"celery+{redis_server.url}/0?visibility_timeout=1&restore_interval=1"
     backend = backend_from_url(url)
     try:
         assert any("restored and run twice" in p for p in backend.check(L.app))

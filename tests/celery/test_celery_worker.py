@@ -16,6 +16,7 @@ import pytest
 from jobkit_celery.probe import probe_from_url
 
 import jobkit
+from jobkit import spi
 from tests.apps import ledger as L
 from tests.celery.conftest import QUEUE, effect_done, runs
 from tests.waiting import wait_until
@@ -90,7 +91,7 @@ def test_failing_job_is_retried_then_dead_lettered_and_replayed(any_url, ledger,
     dead = L.app.backend.dead_letters(QUEUE)
     assert [d.id for d in dead] == [handle.id]
     assert "ConnectionError" in dead[0].reason
-    assert jobkit.decode(dead[0].body).args == ("doomed",)
+    assert spi.decode(dead[0].body).args == ("doomed",)
     assert L.app.backend.replay(QUEUE, ids=[handle.id]) == 1
     wait_until(lambda: len(runs(ledger, "doomed")) == 8, timeout=60, what="the replay ran")
     assert [attempt for _, attempt, _ in runs(ledger, "doomed")][4:] == [1, 2, 3, 4]

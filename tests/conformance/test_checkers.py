@@ -5,7 +5,7 @@ from __future__ import annotations
 from jobkit_conformance import checkers
 from jobkit_conformance.history import F, History, OpType
 
-from jobkit import Envelope
+from jobkit.spi import Envelope
 
 from .histories import H
 

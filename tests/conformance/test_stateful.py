@@ -25,9 +25,17 @@ from jobkit_conformance import checkers
 from jobkit_conformance.history import F, History, JobSpec, Op, OpType
 from jobkit_conformance.views import jobs
 
-from jobkit import Envelope, EventKind, JobEvent, ManualClock, Message, decode, dedup_key
-from jobkit.memory import MemoryTransport
-from jobkit.store import MemoryJobStore
+from jobkit.spi import (
+    Envelope,
+    EventKind,
+    JobEvent,
+    ManualClock,
+    MemoryJobStore,
+    MemoryTransport,
+    Message,
+    decode,
+    dedup_key,
+)
 
 LEASE = timedelta(seconds=10)
 MAX_ATTEMPTS = 3

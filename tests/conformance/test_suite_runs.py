@@ -18,7 +18,7 @@ import pytest
 from jobkit_conformance.history import F, History, OpType
 from jobkit_conformance.probes.sqlite import SqliteProbe
 
-from jobkit import open_backend
+from jobkit.spi import open_backend
 from tests.workers import run_conformance
 
 pytestmark = pytest.mark.slow

@@ -34,19 +34,21 @@ class MotoServer(ServerProcess):
 
     @property
     def endpoint(self) -> str:
-        """Where clients connect: the proxy's port (`port` is moto's own)."""
-        assert self.proxy is not None
-        return f"http://127.0.0.1:{self.proxy.port}"
+        """Where clients connect: the proxy's port if proxied (`port` is moto's own)."""
+        return f"http://127.0.0.1:{self.proxy.port if self.proxy else self.port}"
+
+    def _proxy(self) -> TcpProxy:
+        if self.proxy is None:
+            raise RuntimeError("this moto server has no proxy: start it with start_moto()")
+        return self.proxy
 
     def stop_broker(self) -> None:
         """Simulate an outage: the endpoint refuses connections; open ones are cut."""
-        assert self.proxy is not None
-        self.proxy.cut()
+        self._proxy().cut()
 
     def start_broker(self, timeout: float = 30.0) -> None:
         """End the outage: the endpoint accepts connections again, same port, same queues."""
-        assert self.proxy is not None
-        self.proxy.resume()
+        self._proxy().resume()
 
     def stop(self) -> None:
         if self.proxy is not None:
@@ -70,8 +72,10 @@ def _answers(port: int) -> bool:
         return False
 
 
-def start_moto(timeout: float = 30.0) -> MotoServer:
-    """Start moto's server and wait until it answers HTTP. Raises RuntimeError if it cannot."""
+def start_moto(timeout: float = 30.0, *, proxied: bool = True) -> MotoServer:
+    """Start moto's server and wait until it answers HTTP. Raises RuntimeError if it cannot.
+    `proxied=False`: clients connect to moto directly (benchmarks), and there is no outage
+    control."""
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
         raise RuntimeError(
             "moto's server is not installed; install it with: pip install 'moto[server]==5.2.5'"
@@ -81,4 +85,4 @@ def start_moto(timeout: float = 30.0) -> MotoServer:
         return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
 
     server = launch("moto", argv, _answers, timeout=timeout)
-    return MotoServer(**vars(server), proxy=TcpProxy(server.port))
+    return MotoServer(**vars(server), proxy=TcpProxy(server.port) if proxied else None)

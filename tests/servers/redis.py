@@ -31,8 +31,9 @@ def _answers(port: int) -> bool:
         return False
 
 
-def start_redis(timeout: float = 15.0) -> RedisServer:
-    """Start redis-server and wait until it answers PING. Raises RuntimeError if it cannot."""
+def start_redis(timeout: float = 15.0, *, persistent: bool = True) -> RedisServer:
+    """Start redis-server and wait until it answers PING. Raises RuntimeError if it cannot.
+    `persistent=False` (benchmarks): no append-only file, so a restart loses the data."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError(
@@ -45,7 +46,7 @@ def start_redis(timeout: float = 15.0) -> RedisServer:
             "--bind", "127.0.0.1",
             "--port", str(port),
             "--save", "",
-            "--appendonly", "yes",
+            "--appendonly", "yes" if persistent else "no",
             "--appendfsync", "everysec",
             "--dir", str(directory),
             "--daemonize", "no",

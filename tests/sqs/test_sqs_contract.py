@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from jobkit_sqs import SqsTransport, parse_url
 
-from jobkit import Transport
+from jobkit.spi import Transport
 from tests.servers.moto import MotoServer
 from tests.transport_contract import TransportContractCore
 

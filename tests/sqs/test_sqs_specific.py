@@ -13,15 +13,8 @@ import pytest
 from jobkit_sqs import SqsTransport, backend_from_url, parse_url
 from jobkit_sqs.probe import probe_from_url
 
-from jobkit import (
-    App,
-    BrokerUnavailable,
-    ConfigurationError,
-    Message,
-    TransportBackend,
-    UnsupportedFeature,
-    open_backend,
-)
+from jobkit import App, BrokerUnavailable, ConfigurationError, UnsupportedFeature
+from jobkit.spi import Message, TransportBackend, open_backend
 from tests.servers import free_port
 from tests.servers.moto import MotoServer
 from tests.waiting import wait_until

@@ -134,3 +134,19 @@ def test_status_without_a_reachable_sqs_exits_3_without_credentials_in_output(
     assert out.returncode == 3, out.stderr
     assert "unreachable" in out.stderr
     assert "testing" not in out.stderr + out.stdout  # the (fake) secret key is never printed
+
+
+def test_async_job_runs_to_completion_and_its_effect_is_visible(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    from tests.apps import async_ledger
+
+    handle = async_ledger.arecord.enqueue("sqs-async", 0.2)
+    args = ("-q", "work", "-c", "1", "--lease", "2")
+    proc = start_worker(backend, ledger_path, *args, app="tests.apps.async_ledger:app")
+    try:
+        assert handle.result(timeout=60) == "sqs-async"
+    finally:
+        kill_group(proc)
+        proc.wait(timeout=30)
+    assert async_ledger.effects(str(ledger_path), "sqs-async") == 1

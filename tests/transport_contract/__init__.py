@@ -1,4 +1,4 @@
-"""Behaviour every `jobkit.Transport` must show, as a base class of tests.
+"""Behaviour every `jobkit.spi.Transport` must show, as a base class of tests.
 
 Use it by subclassing in a test module (the subclass's name must start with ``Test``)::
 
@@ -25,7 +25,7 @@ A broker that cannot tell a stale receipt from the current one subclasses
 
 from __future__ import annotations
 
-from jobkit import Delivery, Transport
+from jobkit.spi import Delivery, Transport
 from tests.transport_contract._base import LONG, QUEUE_NAMES, ContractBase
 from tests.transport_contract._dead_letters import DeadLetterTests
 from tests.transport_contract._delivery import DeliveryTests

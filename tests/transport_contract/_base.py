@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobkit import DeadLetter, Delivery, Message, QueueStats, Transport
+from jobkit.spi import DeadLetter, Delivery, Message, QueueStats, Transport
 from tests.waiting import wait_until
 
 LONG = timedelta(seconds=60)

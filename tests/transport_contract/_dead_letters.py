@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobkit import Envelope, QueueStats, Transport, decode
+from jobkit.spi import Envelope, QueueStats, Transport, decode
 from tests.transport_contract._base import LONG, ContractBase
 from tests.waiting import wait_until
 

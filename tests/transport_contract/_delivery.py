@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
 
-from jobkit import Message, Transport
+from jobkit.spi import Message, Transport
 from tests.transport_contract._base import LONG, ContractBase
 from tests.waiting import wait_until
 
@@ -175,6 +176,35 @@ class DeliveryTests(ContractBase):
         (second,) = self.receive_n(transport, 1)
         assert self.receive(transport) == []
         assert second.deliveries == 2
+
+    def test_release_uncounted_redelivers_with_the_same_count(self, transport: Transport) -> None:
+        self.send(transport, [b'{"attempt":0}'])
+        (first,) = self.receive_n(transport, 1)
+        transport.release_uncounted(first)
+        (second,) = self.receive_n(transport, 1)
+        assert second.id == first.id
+        attempt = json.loads(second.body)["attempt"]
+        assert attempt + second.deliveries == 0 + first.deliveries  # no attempt used
+        assert self.receive(transport) == []
+
+    def test_release_uncounted_with_delay_hides_message_until_due(
+        self, transport: Transport
+    ) -> None:
+        self.send(transport, [b'{"attempt":2}'])
+        (first,) = self.receive_n(transport, 1)
+        due = self.now() + self.short
+        transport.release_uncounted(first, delay=self.short)
+        self.assert_nothing_due_before(transport, due)
+        self.lapse(self.short)
+        (second,) = self.receive_n(transport, 1)
+        assert json.loads(second.body)["attempt"] + second.deliveries == 2 + 1
+
+    def test_peek_shows_waiting_bodies_and_uses_no_delivery(self, transport: Transport) -> None:
+        self.send(transport, [b'{"attempt":0,"job":"a"}', b'{"attempt":0,"job":"b"}'])
+        seen = transport.peek([self.q()])  # best effort: may see only some, or none
+        assert {json.loads(body)["job"] for body in seen} <= {"a", "b"}
+        for delivery in self.receive_n(transport, 2):
+            assert json.loads(delivery.body)["attempt"] + delivery.deliveries == 1
 
     # -- leases ------------------------------------------------------------------------------
 

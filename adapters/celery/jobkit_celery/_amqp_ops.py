@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import amqp
 
 import jobkit
+from jobkit import spi
 from jobkit_celery._names import delay_queue_name, dlq_name
 from jobkit_celery._wire import envelope_from_message
 
@@ -124,7 +125,7 @@ class AmqpOps:
         headers = {
             "x-jobkit-id": job_id or uuid.uuid4().hex,
             "x-jobkit-reason": reason,
-            "x-jobkit-dead-at": jobkit.SystemClock().now().isoformat(),
+            "x-jobkit-dead-at": spi.SystemClock().now().isoformat(),
             "x-jobkit-deliveries": deliveries,
         }
         with self._channel("dead-letter a job") as channel:
@@ -141,7 +142,7 @@ class AmqpOps:
 
     def _get_all(
         self, channel: Any, queue: str, limit: int | None
-    ) -> Iterator[tuple[Any, jobkit.DeadLetter]]:
+    ) -> Iterator[tuple[Any, spi.DeadLetter]]:
         self.declare(channel, queue)
         taken = 0
         while limit is None or taken < limit:
@@ -151,14 +152,29 @@ class AmqpOps:
             taken += 1
             yield message, to_dead_letter(queue, message)
 
-    def dead_letters(self, queue: str, limit: int) -> list[jobkit.DeadLetter]:
+    def task_names(self, queue: str, limit: int) -> list[str]:
+        """The task names of up to `limit` messages waiting in `queue`: fetched unacked, then
+        the channel closes and RabbitMQ puts them back (marked redelivered, which jobkit does
+        not count as an attempt: it counts starts)."""
+        names: list[str] = []
+        with self._channel("look at waiting messages") as channel:
+            self.declare(channel, queue)
+            while len(names) < limit:
+                message = channel.basic_get(queue, no_ack=False)
+                if message is None:
+                    break
+                headers = message.properties.get("application_headers") or {}
+                names.append(str(headers.get("task") or "(undecodable)"))
+        return names
+
+    def dead_letters(self, queue: str, limit: int) -> list[spi.DeadLetter]:
         """Read without removing: the messages are fetched unacked, then the channel closes and
         RabbitMQ puts them back in order."""
         with self._channel("list dead letters") as channel:
             return [dead for _, dead in self._get_all(channel, queue, max(limit, 1))]
 
     def replay(
-        self, queue: str, ids: Sequence[str] | None, send: Callable[[jobkit.DeadLetter], None]
+        self, queue: str, ids: Sequence[str] | None, send: Callable[[spi.DeadLetter], None]
     ) -> int:
         """`send` each matching dead letter to `queue`, then ack it off the dead-letter queue."""
         wanted = set(ids) if ids is not None else None
@@ -176,6 +192,11 @@ class AmqpOps:
         with self._channel("purge dead letters") as channel:
             self.declare(channel, queue)
             return int(channel.queue_purge(dlq_name(queue)) or 0)
+
+    def ping(self) -> None:
+        """Open (or reuse) the connection and a channel. Raises `BrokerUnavailable`."""
+        with self._channel("connect"):
+            pass
 
     def depth(self, name: str) -> int:
         """Ready messages in the queue `name` (0 if it does not exist)."""
@@ -217,12 +238,12 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def to_dead_letter(queue: str, message: Any) -> jobkit.DeadLetter:
+def to_dead_letter(queue: str, message: Any) -> spi.DeadLetter:
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
     headers: dict[str, Any] = dict(message.headers or {})
     if "x-jobkit-reason" in headers:
         dead_at = headers.get("x-jobkit-dead-at")
-        return jobkit.DeadLetter(
+        return spi.DeadLetter(
             queue=queue,
             id=_text(headers.get("x-jobkit-id") or uuid.uuid4().hex),
             body=body,
@@ -239,7 +260,7 @@ def to_dead_letter(queue: str, message: Any) -> jobkit.DeadLetter:
         job_id, body = env.id, env.encode()
     except jobkit.SerializationError:
         job_id = uuid.uuid5(uuid.NAMESPACE_OID, body.hex()).hex
-    return jobkit.DeadLetter(
+    return spi.DeadLetter(
         queue=queue,
         id=job_id,
         body=body,

@@ -75,6 +75,8 @@ def build_celery(settings: Settings, name: str = "jobkit") -> Celery:
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
+        # Ride out a broker that is away for any time: never give up reconnecting.
+        "broker_connection_max_retries": None,
         "broker_heartbeat": heartbeat,
         "task_serializer": "json",
         "result_serializer": "json",

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import jobkit
+from jobkit import spi
 
 
 def encode_record(
@@ -24,17 +24,17 @@ def encode_record(
             "id": job_id or uuid.uuid4().hex,
             "body": base64.b64encode(body).decode(),
             "reason": reason,
-            "dead_at": jobkit.SystemClock().now().isoformat(),
+            "dead_at": spi.SystemClock().now().isoformat(),
             "deliveries": deliveries,
         },
         separators=(",", ":"),
     )
 
 
-def decode_record(raw: bytes | str, queue: str) -> jobkit.DeadLetter:
+def decode_record(raw: bytes | str, queue: str) -> spi.DeadLetter:
     try:
         data: dict[str, Any] = json.loads(raw)
-        return jobkit.DeadLetter(
+        return spi.DeadLetter(
             queue=queue,
             id=str(data["id"]),
             body=base64.b64decode(data["body"]),
@@ -44,7 +44,7 @@ def decode_record(raw: bytes | str, queue: str) -> jobkit.DeadLetter:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raw_bytes = raw.encode() if isinstance(raw, str) else raw
-        return jobkit.DeadLetter(
+        return spi.DeadLetter(
             queue=queue,
             id=uuid.uuid5(uuid.NAMESPACE_OID, raw_bytes.hex()).hex,
             body=raw_bytes,

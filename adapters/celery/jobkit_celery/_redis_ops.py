@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 import jobkit
+from jobkit import spi
 from jobkit_celery._dlq_record import decode_record, encode_record
 from jobkit_celery._names import delayed_name, dlq_name
 
@@ -39,14 +40,14 @@ class RedisOps:
         with self._guard("dead-letter a job"):
             self.client.rpush(dlq_name(queue), record)
 
-    def dead_letters(self, queue: str, limit: int) -> list[jobkit.DeadLetter]:
+    def dead_letters(self, queue: str, limit: int) -> list[spi.DeadLetter]:
         with self._guard("list dead letters"):
             raw = self.client.lrange(dlq_name(queue), 0, max(limit, 1) - 1)
         return [decode_record(item, queue) for item in raw]
 
     def take_dead(
         self, queue: str, ids: Sequence[str] | None
-    ) -> list[tuple[bytes | str, jobkit.DeadLetter]]:
+    ) -> list[tuple[bytes | str, spi.DeadLetter]]:
         """Dead letters to replay (raw entry, decoded); not removed yet."""
         with self._guard("read dead letters"):
             raw = self.client.lrange(dlq_name(queue), 0, -1)
@@ -93,7 +94,7 @@ class RedisOps:
             counts[str(routing_key)] = counts.get(str(routing_key), 0) + 1
         return counts
 
-    def stats(self, queues: Sequence[str]) -> list[jobkit.QueueStats]:
+    def stats(self, queues: Sequence[str]) -> list[spi.QueueStats]:
         flight = self.in_flight()
         out = []
         for queue in queues:
@@ -102,7 +103,7 @@ class RedisOps:
                 pipe.llen(dlq_name(queue))
                 delayed, dead = pipe.execute()
             out.append(
-                jobkit.QueueStats(
+                spi.QueueStats(
                     queue=queue,
                     ready=self.depth(queue),
                     in_flight=flight.get(queue, 0),
@@ -129,6 +130,18 @@ class RedisOps:
                         names.add(parts[-1])
         return sorted(names)
 
+    def task_names(self, queue: str, limit: int) -> list[str]:
+        """The task names of up to `limit` messages waiting in `queue` (read with LRANGE:
+        nothing taken or changed)."""
+        names: list[str] = []
+        with self._guard("look at waiting messages"):
+            for key in list_keys(queue):
+                for raw in self.client.lrange(key, 0, max(limit - len(names), 0) - 1):
+                    names.append(task_name(raw))
+                if len(names) >= limit:
+                    break
+        return names
+
     def close(self) -> None:
         self.client.close()
 
@@ -145,3 +158,12 @@ class _Guard:
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         if isinstance(exc, redis.RedisError):
             raise jobkit.BrokerUnavailable(f"cannot {self.what} on Redis: {exc}") from exc
+
+
+def task_name(raw: bytes | str) -> str:
+    """The task name of a kombu message on Redis, or "(undecodable)"."""
+    try:
+        headers = json.loads(raw).get("headers") or {}
+        return str(headers["task"])
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return "(undecodable)"

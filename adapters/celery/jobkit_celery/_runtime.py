@@ -8,19 +8,31 @@ letters, time limits) around the job function.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Sequence
+import threading
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NoReturn, TypeVar
 
 import celery.exceptions as celery_exc
 from celery import Celery, Task
 from kombu.exceptions import KombuError, OperationalError
 
 import jobkit
-from jobkit import Envelope, EventKind, JobContext, JobEvent
+from jobkit import JobContext, spi
+from jobkit.spi import (
+    Envelope,
+    EventKind,
+    JobEvent,
+    Retrier,
+    UnsupportedEnvelopeVersion,
+    check_round_trip,
+    salvage,
+)
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
@@ -34,6 +46,12 @@ from jobkit_celery._store import RedisJobStore
 from jobkit_celery._wire import DUE_HEADER, HEADER, envelope_of, meta_of
 
 logger = logging.getLogger("jobkit.celery")
+
+UNKNOWN_JOB_RETRY = timedelta(seconds=30)
+_SHORTEST_RETRY = timedelta(seconds=1)
+SEND_ID = "send"  # in the jobkit header: an id of each message sent
+WAITING_SINCE = "jobkit-waiting-since"  # envelope header: when a job nobody knew became due
+T = TypeVar("T")
 
 _PERMANENT = (jobkit.SerializationError, jobkit.UnknownJob)
 
@@ -50,6 +68,14 @@ class JobTask(Task):  # type: ignore[misc]
     typing = False  # jobkit checks arguments itself, and dead-letters a mismatch
 
 
+def _parse_time(text: Any) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return value if value is not None and value.tzinfo is not None else None
+
+
 def _run(task: JobTask, *args: Any, **kwargs: Any) -> Any:
     return task.jobkit_runtime.execute(task, args, kwargs)
 
@@ -60,7 +86,7 @@ class Runtime:
         self.celery: Celery = build_celery(settings, app_name)
         attach_runtime(self.celery, self)
         self.store: RedisJobStore | None = (
-            RedisJobStore(settings.store_url, ttl=settings.result_ttl)
+            RedisJobStore(settings.store_url, retention=settings.retention)
             if settings.store_url
             else None
         )
@@ -69,10 +95,13 @@ class Runtime:
             if settings.broker == "redis"
             else AmqpOps(settings.broker_url)
         )
-        self.clock: jobkit.Clock = jobkit.SystemClock()
-        self.app: jobkit.App | None = None
+        self.clock: spi.Clock = spi.SystemClock()
+        self.app: spi.JobSet | None = None
         self.delay_ttls: set[int] = set()
         self._known: set[str] = set()
+        # Set by `run_worker` from `WorkerOptions.unknown_job_timeout`.
+        self.unknown_job_timeout = timedelta(hours=1)
+        self._retriers = threading.local()  # one per pool thread: see `_retry`
 
     def reconfigure(self, settings: Settings) -> None:
         """Apply changed broker settings (before the worker starts)."""
@@ -117,17 +146,23 @@ class Runtime:
                     self._send_one(env, producer, now)
         except (OSError, KombuError, OperationalError) as exc:
             raise jobkit.BrokerUnavailable(
-                f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
             ) from exc
         except Exception as exc:
             if type(exc).__module__.startswith(("redis", "amqp")):
                 raise jobkit.BrokerUnavailable(
-                    f"cannot send to {jobkit.redact_url(self.settings.url)}: {exc}"
+                    f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
                 ) from exc
             raise
 
-    def _send_one(self, env: Envelope, producer: Any, now: Any) -> None:
-        headers: dict[str, Any] = {HEADER: meta_of(env)}
+    def _send_one(
+        self, env: Envelope, producer: Any, now: Any, meta: dict[str, Any] | None = None
+    ) -> None:
+        """`meta`: the jobkit header to send instead of `env`'s (a newer jobkit's, kept as is).
+        "send" in it: this message's own id, so that starts are counted per message sent (a
+        replay or retry of the same job id and attempt count starts from zero again)."""
+        header = {**(meta if meta is not None else meta_of(env)), SEND_ID: uuid.uuid4().hex}
+        headers: dict[str, Any] = {HEADER: header}
         options: dict[str, Any] = {
             "task_id": env.id,
             "args": list(env.args),
@@ -168,9 +203,80 @@ class Runtime:
             queue=env.queue, job_id=env.id, body=env.encode(), reason=reason, deliveries=deliveries
         )
 
+    def dead_letter_unrunnable(
+        self, *, queue: str, job_id: str | None, job: str | None, body: bytes, reason: str
+    ) -> None:
+        """Dead-letter a message that cannot run, recording it DEAD first under `job_id` (when
+        one could be recovered) so that its handle reports it. Raises `BrokerUnavailable`."""
+        if job_id:
+            self._record(
+                JobEvent(
+                    job_id=job_id,
+                    job=job or "(unknown)",
+                    kind=EventKind.DEAD,
+                    attempt=0,
+                    at=self.clock.now(),
+                    error=reason,
+                )
+            )
+        self.ops.dead_letter(queue=queue, job_id=job_id, body=body, reason=reason, deliveries=1)
+
+    def wait_newer_for_a_worker(self, env: Envelope, meta: dict[str, Any], what: str) -> bool:
+        """`wait_for_a_worker` for a message whose jobkit header is from a newer jobkit: `env`
+        holds what this jobkit could read (id, name, arguments, queue); the header is sent on
+        unchanged but for when it started waiting."""
+        now = self.clock.now()
+        found = salvage(json.dumps({**meta, "id": env.id, "job": env.job}))
+        since = _parse_time(meta.get(WAITING_SINCE)) or found.since or now
+        delay = self._retry_delay(env, since, now, what)
+        if delay is None:
+            return False
+        waiting = {**meta, WAITING_SINCE: since.isoformat()}
+        self._send_raw(replace(env, not_before=now + delay), waiting)
+        return True
+
+    def _send_raw(self, env: Envelope, meta: dict[str, Any]) -> None:
+        try:
+            with self.celery.producer_or_acquire() as producer:
+                self._send_one(env, producer, self.clock.now(), meta)
+        except (OSError, KombuError, OperationalError) as exc:
+            raise jobkit.BrokerUnavailable(
+                f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
+            ) from exc
+
+    def _retry_delay(
+        self, env: Envelope, since: datetime, now: datetime, what: str
+    ) -> timedelta | None:
+        """How long a job nobody here can run waits before it is offered again; None once it
+        has waited `unknown_job_timeout`."""
+        waited = now - since
+        if waited >= self.unknown_job_timeout:
+            return None
+        delay = max(min(UNKNOWN_JOB_RETRY, self.unknown_job_timeout - waited), _SHORTEST_RETRY)
+        logger.warning(
+            "job %s[%s] on %s: %s; sent again in %s for a worker that can run it "
+            "(dead-lettered once it has waited %s; it has waited %s)",
+            env.job, env.id, env.queue, what, delay, self.unknown_job_timeout, waited,
+        )  # fmt: skip
+        return delay
+
+    def wait_for_a_worker(self, env: Envelope, what: str) -> bool:
+        """A job this worker cannot run (its name is not defined here): send it again after a
+        delay, without counting an attempt, for a worker that knows it; True if sent. False
+        once it has waited `unknown_job_timeout` since it became due: then dead-letter it.
+        Raises `BrokerUnavailable`."""
+        now = self.clock.now()
+        since = _parse_time(env.headers.get(WAITING_SINCE)) or env.not_before or env.enqueued_at
+        delay = self._retry_delay(env, since, now, what)
+        if delay is None:
+            return False
+        headers = {**env.headers, WAITING_SINCE: since.isoformat()}
+        self.send([replace(env, not_before=now + delay, headers=headers)])
+        return True
+
     # -- the worker side ----------------------------------------------------------------------
 
-    def register(self, app: jobkit.App) -> None:
+    def register(self, app: spi.JobSet) -> None:
         """Register every job of `app` as a Celery task named after the job."""
         self.app = app
         for job in app.jobs.values():
@@ -195,12 +301,21 @@ class Runtime:
             error=error, result=result, key=env.idempotency_key,
         )  # fmt: skip
 
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        """Call `fn` until the broker or store answers (blocks through an outage: the job's
+        message stays unacked meanwhile, so nothing is lost)."""
+        retrier: Retrier | None = getattr(self._retriers, "retrier", None)
+        if retrier is None:
+            retrier = self._retriers.retrier = Retrier()
+        return retrier.call(what, fn)
+
     def _record(self, *events: JobEvent) -> None:
-        if self.store is not None:
+        store = self.store
+        if store is not None:
             if len(events) == 1:
-                self.store.finish(events[0])
+                self._retry("record a job event", functools.partial(store.finish, events[0]))
             else:
-                self.store.record(events)
+                self._retry("record job events", functools.partial(store.record, events))
 
     def execute(self, task: JobTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one delivery of a job with jobkit's semantics. Runs in the pool child."""
@@ -215,11 +330,24 @@ class Runtime:
                 task_id=request.id, name=task.name, args=args, kwargs=kwargs, meta=meta,
                 queue=queue,
             )  # fmt: skip
+        except UnsupportedEnvelopeVersion as exc:
+            self._wait_newer(task, args, kwargs, meta if isinstance(meta, dict) else {}, queue, exc)
         except jobkit.SerializationError as exc:
-            raise celery_exc.Reject(str(exc), requeue=False) from exc
+            reason = f"undecodable: {exc}"
+            logger.error("job %s[%s] on %s: %s", task.name, request.id, queue, reason)
+            body = json.dumps([list(args), kwargs, {}], default=repr).encode()
+            try:
+                self.dead_letter_unrunnable(
+                    queue=queue, job_id=request.id, job=task.name, body=body, reason=reason
+                )
+            except jobkit.BrokerUnavailable as down:
+                raise celery_exc.Reject(str(down), requeue=True) from down
+            raise celery_exc.Ignore(reason) from exc  # dead-lettered here: ack the original
         job = task.jobkit_job
         try:
-            return self._execute(env, job, bool(delivery_info.get("redelivered")))
+            send_id = meta.get(SEND_ID) if isinstance(meta, dict) else None
+            message_id = str(send_id) if send_id else f"{env.id}.{env.attempt}"
+            return self._execute(env, job, bool(delivery_info.get("redelivered")), message_id)
         except (celery_exc.Retry, celery_exc.Reject, celery_exc.Ignore):
             raise
         except jobkit.BrokerUnavailable as exc:
@@ -227,22 +355,60 @@ class Runtime:
             logger.error("job %s[%s]: %s; requeueing", env.job, env.id, exc)
             raise celery_exc.Reject(str(exc), requeue=True) from exc
 
-    def _execute(self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool) -> Any:
-        attempt = env.attempt + 1
-        if redelivered:
-            attempt += self.store.redelivered(env.id, env.attempt) if self.store else 1
+    def _wait_newer(
+        self,
+        task: JobTask,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        meta: dict[str, Any],
+        queue: str,
+        exc: UnsupportedEnvelopeVersion,
+    ) -> NoReturn:
+        """An envelope from a newer jobkit: sent again for a worker that reads it, uncounted;
+        dead-lettered (and recorded DEAD) after `unknown_job_timeout`."""
+        env = Envelope(id=task.request.id, job=task.name, args=args, kwargs=kwargs, queue=queue)
+        try:
+            if self.wait_newer_for_a_worker(env, meta, str(exc)):
+                raise celery_exc.Ignore(str(exc))
+            reason = f"no worker could run it within {self.unknown_job_timeout} "
+            reason += f"(unknown-job timeout): {exc}"
+            body = json.dumps([list(args), kwargs, {}], default=repr).encode()
+            self.dead_letter_unrunnable(
+                queue=queue, job_id=env.id, job=env.job, body=body, reason=reason
+            )
+        except jobkit.BrokerUnavailable as down:
+            raise celery_exc.Reject(str(down), requeue=True) from down
+        raise celery_exc.Ignore(reason)
+
+    def _execute(
+        self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool, message_id: str
+    ) -> Any:
+        key = spi.dedup_key(env.id, env.idempotency_key)
+        if self.store is not None:
+            # Attempts are counted by starts, not deliveries: a prefetched message given back
+            # at shutdown (redelivered, never started) uses no attempt.
+            store = self.store
+            starts = self._retry("count a start", functools.partial(store.begin, key, message_id))
+            if starts is None:
+                self._record(self._event(env, EventKind.SKIPPED, env.attempt + 1))
+                return None
+            attempt = env.attempt + starts
+        else:
+            attempt = env.attempt + 1 + (1 if redelivered else 0)
         if attempt > env.max_attempts:
             reason = (
                 f"attempt {attempt} of at most {env.max_attempts}: the earlier attempts were "
                 "lost (worker killed or hard time limit), so it is not run again"
             )
-            self.dead_letter(env.with_attempt(attempt - 1), reason=reason, deliveries=attempt)
+            self._retry(
+                f"dead-letter job {env.id}",
+                functools.partial(
+                    self.dead_letter, env.with_attempt(attempt - 1), reason=reason,
+                    deliveries=attempt,
+                ),
+            )  # fmt: skip
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
             raise jobkit.WorkerLost(reason)
-        key = jobkit.dedup_key(env.id, env.idempotency_key)
-        if self.store is not None and self.store.is_done(key):
-            self._record(self._event(env, EventKind.SKIPPED, attempt))
-            return None
         try:
             try:
                 job.signature.bind(*env.args, **env.kwargs)
@@ -256,14 +422,11 @@ class Runtime:
                 max_attempts=env.max_attempts,
                 idempotency_key=env.idempotency_key,
             )
-            with jobkit.job_context(context):
-                result = job.fn(*env.args, **env.kwargs)
-            try:
-                json.dumps(result, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise jobkit.SerializationError(
-                    f"job {job.name!r} returned a {type(result).__name__}, which is not JSON"
-                ) from exc
+            with spi.job_context(context):
+                result = spi.invoke_job(job.name, job.fn, env.args, env.kwargs)
+            check_round_trip(
+                result, "result", what=f"job {job.name!r} ran, but its result is not JSON"
+            )
         except celery_exc.SoftTimeLimitExceeded as soft:
             stopped = jobkit.TimeLimitExceeded(
                 f"job {job.name!r} ran past its time limit of {env.time_limit} s"
@@ -287,11 +450,17 @@ class Runtime:
             if delay is None:
                 delay = job.retry.backoff(attempt)
             delay = max(delay, timedelta(0))
-            self.send([replace(env, attempt=attempt, not_before=self.clock.now() + delay)])
+            retry = [replace(env, attempt=attempt, not_before=self.clock.now() + delay)]
+            self._retry(f"send job {env.id} for a retry", functools.partial(self.send, retry))
             self._record(self._event(env, EventKind.FAILED, attempt, error=error))
             raise celery_exc.Retry(error, exc=exc, when=delay.total_seconds())
         reason = error if not transient else f"{error} (attempt {attempt} of {env.max_attempts})"
-        self.dead_letter(env.with_attempt(attempt), reason=reason, deliveries=attempt)
+        self._retry(
+            f"dead-letter job {env.id}",
+            functools.partial(
+                self.dead_letter, env.with_attempt(attempt), reason=reason, deliveries=attempt
+            ),
+        )
         self._record(self._event(env, EventKind.DEAD, attempt, error=error))
         raise exc
 

@@ -7,14 +7,25 @@ error (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import jobkit
+from jobkit import spi
+from jobkit.spi import Retention, parse_duration, pop_retention
 
 _REDIS_OPTIONS = {"visibility_timeout", "restore_interval", "persistent"}
-_COMMON_OPTIONS = {"prefetch", "store", "result_ttl", "profile", "events", "hard_limit_margin"}
+_COMMON_OPTIONS = {
+    "prefetch",
+    "store",
+    "records_ttl",
+    "keys_ttl",
+    "result_ttl",  # the older name of records_ttl
+    "profile",
+    "events",
+    "hard_limit_margin",
+}
 _PROFILES = ("hardened", "native")
 
 
@@ -23,7 +34,8 @@ class Settings:
     """One configured Celery backend.
 
     `broker` is "redis" or "amqp"; `broker_url` the URL Celery/kombu get (no ``celery+``);
-    `store_url` where job records live (a ``redis://`` URL) or None for no records.
+    `store_url` where job records live (a ``redis://`` URL) or None for no records; `retention`
+    how long records and completed idempotency keys are kept there.
     `profile` is "hardened" (jobkit's settings) or "native" (Celery's defaults: early ack; only
     for demonstrating what the conformance suite catches).
     `persistent` (Redis only, ``persistent=yes``) declares that the Redis server persists its
@@ -38,7 +50,7 @@ class Settings:
     restore_interval: timedelta | None = None
     prefetch: int = 1
     store_url: str | None = None
-    result_ttl: timedelta = timedelta(days=7)
+    retention: Retention = field(default_factory=Retention)
     profile: str = "hardened"
     events: bool = False
     hard_limit_margin: timedelta = timedelta(seconds=5)
@@ -57,15 +69,7 @@ class Settings:
 
 
 def _seconds(name: str, value: str) -> timedelta:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise jobkit.ConfigurationError(
-            f"option {name}={value!r} must be a number of seconds"
-        ) from None
-    if seconds <= 0:
-        raise jobkit.ConfigurationError(f"option {name}={value!r} must be positive")
-    return timedelta(seconds=seconds)
+    return parse_duration(value, what=f"option {name}")
 
 
 def parse_url(url: str) -> Settings:
@@ -77,7 +81,7 @@ def parse_url(url: str) -> Settings:
     scheme = parts.scheme.lower()
     if scheme not in ("celery+redis", "celery+amqp"):
         raise jobkit.ConfigurationError(
-            f"{jobkit.redact_url(url)!r} is not a Celery URL; use celery+redis://HOST:PORT/DB "
+            f"{spi.redact_url(url)!r} is not a Celery URL; use celery+redis://HOST:PORT/DB "
             "or celery+amqp://USER:PASSWORD@HOST:PORT/VHOST"
         )
     broker = scheme.split("+", 1)[1]
@@ -86,7 +90,7 @@ def parse_url(url: str) -> Settings:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise jobkit.ConfigurationError(
-            f"unknown option(s) {', '.join(unknown)} in {jobkit.redact_url(url)!r}; "
+            f"unknown option(s) {', '.join(unknown)} in {spi.redact_url(url)!r}; "
             f"{broker} takes: {', '.join(sorted(allowed))}"
         )
     broker_url = urlunsplit((broker, parts.netloc, parts.path, "", ""))
@@ -96,7 +100,8 @@ def parse_url(url: str) -> Settings:
     if "restore_interval" in options:
         kwargs["restore_interval"] = _seconds("restore_interval", options["restore_interval"])
     if "result_ttl" in options:
-        kwargs["result_ttl"] = _seconds("result_ttl", options["result_ttl"])
+        options.setdefault("records_ttl", options.pop("result_ttl"))
+    kwargs["retention"] = pop_retention(options, where=f"{spi.redact_url(url)!r}: ")
     if "hard_limit_margin" in options:
         kwargs["hard_limit_margin"] = _seconds("hard_limit_margin", options["hard_limit_margin"])
     if "prefetch" in options:
@@ -123,7 +128,7 @@ def parse_url(url: str) -> Settings:
     if store is not None and store not in ("", "none"):
         if not store.startswith(("redis://", "rediss://")):
             raise jobkit.ConfigurationError(
-                f"option store={jobkit.redact_url(store)!r}: the Celery backend keeps job "
+                f"option store={spi.redact_url(store)!r}: the Celery backend keeps job "
                 "records in Redis; give a redis://HOST:PORT/DB URL, or store=none for no records"
             )
         kwargs["store_url"] = store

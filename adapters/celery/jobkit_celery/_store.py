@@ -3,9 +3,11 @@
 Write-optimised: every event is one RPUSH onto the job's event list (pipelined with the key's
 expiry), and a record is folded from the list when read. A success also sets the dedup key.
 
-Keys (all expire after `ttl`): ``jobkit.job.<id>`` (list of JSON events),
-``jobkit.done.<dedup key>`` (set when the job succeeded), ``jobkit.redeliveries.<id>.<attempt>``
-(how often a message was redelivered after a crash).
+Keys, each with a Redis TTL so Redis deletes them itself (no sweep): ``jobkit.job.<id>`` (list of
+JSON events; expires `Retention.records` after its last event), ``jobkit.done.<dedup key>`` (set
+when the job succeeded; expires `Retention.keys` later: the dedup window),
+``jobkit.starts.<message id>`` (how often that message has started: a delivery that never
+started, e.g. prefetched and given back at shutdown, uses no attempt; as records).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import redis
 
 import jobkit
-from jobkit import EventKind, JobEvent, JobRecord
+from jobkit import JobRecord, spi
+from jobkit.spi import EventKind, JobEvent, Retention
 
 
 def job_key(job_id: str) -> str:
@@ -60,41 +63,56 @@ def fold(job_id: str, raw_events: Sequence[bytes | str]) -> JobRecord | None:
             result=data.get("result"),
             key=data.get("key"),
         )
-        record = jobkit.apply_event(record, event)
+        record = spi.apply_event(record, event)
     return record
 
 
-# KEYS: job's event list, dedup key. ARGV: event, ttl, "1" to mark the key done.
+# KEYS: job's event list, dedup key. ARGV: event, records ttl (ms), "1" to mark the key done,
+# keys ttl (ms).
 _FINISH = """
 redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if ARGV[3] == '1' then redis.call('SET', KEYS[2], 1, 'EX', ARGV[2]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], 1, 'PX', ARGV[4]) end
 return 1
 """
 
 
-class RedisJobStore(jobkit.JobStore):
+# KEYS: dedup key, start counter. ARGV: ttl. Returns -1 if the key is done, else the new count.
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return n
+"""
+
+
+class RedisJobStore(spi.JobStore):
     """Thread-safe (redis-py's client is). Safe to use after fork (redis-py reconnects).
 
-    The worker makes two calls per job: `is_done` (one EXISTS) before running it and `finish`
+    The worker makes two calls per job: `begin` (one Lua script call) before running it and
+    `finish`
     (one Lua script call: no redis-py pipeline object to build, which costs more CPU than the
     call) before the ack. It records no STARTED event: the dedup check is what correctness
     needs before a run; the STARTED write it came with cost more than the check.
     """
 
-    def __init__(self, url: str, *, ttl: timedelta = timedelta(days=7)) -> None:
+    def __init__(self, url: str, *, retention: Retention | None = None) -> None:
         self.url = url
-        self.ttl = int(ttl.total_seconds())
+        self.retention = retention or Retention()
+        self.records_ms = _ms(self.retention.records)
+        self.keys_ms = _ms(self.retention.keys)
+        self.ttl = max(1, round(self.retention.records.total_seconds()))  # for EXPIRE, seconds
         self.client = redis.Redis.from_url(url)
         self._finish = self.client.register_script(_FINISH)
+        self._begin = self.client.register_script(_BEGIN)
 
     def _push(self, pipe: Any, events: Sequence[JobEvent]) -> None:
         for event in events:
             key = job_key(event.job_id)
             pipe.rpush(key, encode_event(event))
-            pipe.expire(key, self.ttl)
+            pipe.pexpire(key, self.records_ms)
             if event.kind is EventKind.SUCCEEDED:
-                pipe.set(done_key(jobkit.dedup_key(event.job_id, event.key)), 1, ex=self.ttl)
+                pipe.set(done_key(spi.dedup_key(event.job_id, event.key)), 1, px=self.keys_ms)
 
     def record(self, events: Sequence[JobEvent]) -> None:
         try:
@@ -104,35 +122,33 @@ class RedisJobStore(jobkit.JobStore):
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
 
-    def is_done(self, key: str) -> bool:
-        """True if a job with dedup key `key` succeeded already (one EXISTS, nothing written)."""
-        try:
-            return bool(self.client.exists(done_key(key)))
-        except redis.RedisError as exc:
-            raise jobkit.BrokerUnavailable(f"cannot read idempotency key: {exc}") from exc
-
     def finish(self, event: JobEvent) -> None:
         """Record the event that ends an attempt (one round trip)."""
-        done = done_key(jobkit.dedup_key(event.job_id, event.key))
+        done = done_key(spi.dedup_key(event.job_id, event.key))
         flag = "1" if event.kind is EventKind.SUCCEEDED else "0"
         try:
             self._finish(
-                keys=[job_key(event.job_id), done], args=[encode_event(event), self.ttl, flag]
+                keys=[job_key(event.job_id), done],
+                args=[encode_event(event), self.records_ms, flag, self.keys_ms],
             )
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
 
-    def redelivered(self, job_id: str, attempt: int) -> int:
-        """Count one more crash redelivery of the message (job, attempt); returns the count."""
-        key = f"jobkit.redeliveries.{job_id}.{attempt}"
+    def begin(self, key: str, message_id: str) -> int | None:
+        """About to start a job: None if its dedup `key` succeeded already (nothing written);
+        else count one more start of the message `message_id` and return the count
+        (1 for a first start, more when earlier starts ended without an outcome). One round trip.
+        """
         try:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.incr(key)
-                pipe.expire(key, self.ttl)
-                count = int(pipe.execute()[0])
+            starts = int(
+                self._begin(
+                    keys=[done_key(key), f"jobkit.starts.{message_id}"],
+                    args=[self.ttl],
+                )
+            )
         except redis.RedisError as exc:
-            raise jobkit.BrokerUnavailable(f"cannot count a redelivery: {exc}") from exc
-        return count
+            raise jobkit.BrokerUnavailable(f"cannot read idempotency key: {exc}") from exc
+        return None if starts < 0 else starts
 
     def remember_queue(self, queue: str) -> None:
         try:
@@ -180,6 +196,10 @@ class RedisJobStore(jobkit.JobStore):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _ms(duration: timedelta) -> int:
+    return max(1, round(duration.total_seconds() * 1000))
 
 
 def _text(value: bytes | str) -> str:

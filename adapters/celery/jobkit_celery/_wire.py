@@ -9,11 +9,13 @@ always show. The envelope fields Celery has no place for travel in one message h
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
 import jobkit
-from jobkit import Envelope
+from jobkit import spi
+from jobkit.spi import Envelope
 
 HEADER = "jobkit"
 DUE_HEADER = "x-jobkit-due"
@@ -43,21 +45,25 @@ def envelope_of(
 
     Raises `SerializationError` if the fields are malformed.
     """
-    if isinstance(meta, dict) and meta.get("v") == jobkit.ENVELOPE_VERSION:
+    if isinstance(meta, dict) and meta.get("v") == spi.ENVELOPE_VERSION:
         try:  # the fast path: a header jobkit wrote; checked field by field, no JSON round trip
             not_before = meta.get("not_before")
             headers = meta.get("headers") or {}
             limit = meta.get("time_limit")
             key = meta.get("idempotency_key")
             if not (
-                isinstance(meta["attempt"], int)
-                and isinstance(meta["max_attempts"], int)
-                and isinstance(meta["priority"], int)
+                _is_int(meta["attempt"])
+                and _is_int(meta["max_attempts"])
+                and _is_int(meta["priority"])
                 and isinstance(headers, dict)
-                and (limit is None or isinstance(limit, int | float))
-                and (key is None or isinstance(key, str))
+                and all(isinstance(v, str) for v in headers.values())
+                and (limit is None or _is_positive_number(limit))
+                and (key is None or (isinstance(key, str) and key))
+                and (not_before is None or isinstance(not_before, str))
+                and meta["attempt"] >= 0
+                and meta["max_attempts"] >= 1
             ):
-                raise TypeError("a jobkit header field has the wrong type")
+                raise TypeError("a jobkit header field has the wrong type or value")
             return Envelope(
                 id=task_id,
                 job=name,
@@ -76,7 +82,7 @@ def envelope_of(
         except (KeyError, TypeError, ValueError) as exc:
             raise jobkit.SerializationError(f"malformed jobkit header: {exc}") from exc
     data: dict[str, Any] = {
-        "v": jobkit.ENVELOPE_VERSION,
+        "v": spi.ENVELOPE_VERSION,
         "id": task_id,
         "job": name,
         "args": list(args or ()),
@@ -84,15 +90,28 @@ def envelope_of(
         "queue": queue,
         "attempt": 0,
         "max_attempts": 5,
-        "enqueued_at": jobkit.SystemClock().now().isoformat(),
+        "enqueued_at": spi.SystemClock().now().isoformat(),
         "priority": 0,
     }
     if isinstance(meta, dict):
         data.update({k: v for k, v in meta.items() if v is not None})
     try:
-        return jobkit.decode(json.dumps(data))
+        return spi.decode(json.dumps(data))
     except (TypeError, ValueError) as exc:
         raise jobkit.SerializationError(f"malformed jobkit header: {exc}") from exc
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def envelope_from_message(headers: dict[str, Any], body: bytes) -> Envelope:

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -15,7 +16,8 @@ from typing import Any
 from celery import signals as celery_signals
 
 import jobkit
-from jobkit import Capabilities, DeadLetter, JobRecord, QueueStats, WorkerOptions
+from jobkit import JobRecord, spi
+from jobkit.spi import Capabilities, DeadLetter, QueueStats, WorkerOptions, unknown_job_problems
 from jobkit_celery._amqp_ops import AmqpOps
 from jobkit_celery._redis_ops import RedisOps
 from jobkit_celery._runtime import Runtime
@@ -24,7 +26,7 @@ from jobkit_celery._settings import Settings, parse_url
 logger = logging.getLogger("jobkit.celery")
 
 
-class CeleryBackend(jobkit.Backend):
+class CeleryBackend(spi.Backend):
     """Thread-safe for sending and for the dead-letter and stats calls."""
 
     def __init__(self, settings: Settings, *, app_name: str = "jobkit") -> None:
@@ -63,7 +65,7 @@ class CeleryBackend(jobkit.Backend):
             survives_broker_restart=True,  # durable queues, persistent messages (delivery_mode 2)
         )
 
-    def send(self, envelopes: Sequence[tuple[jobkit.Envelope, bytes]]) -> None:
+    def send(self, envelopes: Sequence[tuple[spi.Envelope, bytes]]) -> None:
         self.runtime.send([env for env, _ in envelopes])
 
     def job_record(self, job_id: str) -> JobRecord | None:
@@ -77,7 +79,7 @@ class CeleryBackend(jobkit.Backend):
 
     # -- worker -------------------------------------------------------------------------------
 
-    def run_worker(self, app: jobkit.App, options: WorkerOptions) -> None:
+    def run_worker(self, app: spi.JobSet, options: WorkerOptions) -> None:
         """Start a Celery worker in this process, serving `options.queues` with every job of
         `app` registered as a Celery task. Blocks until the worker stops.
 
@@ -91,6 +93,7 @@ class CeleryBackend(jobkit.Backend):
             self.settings = replace(self.settings, visibility_timeout=options.lease)
             self.runtime.reconfigure(self.settings)
         runtime = self.runtime
+        runtime.unknown_job_timeout = options.unknown_job_timeout
         runtime.register(app)
         for queue in options.queues:
             runtime.queue(queue)
@@ -102,8 +105,11 @@ class CeleryBackend(jobkit.Backend):
             hostname=hostname,
             queues=list(options.queues),
             concurrency=options.concurrency,
+            max_tasks_per_child=options.max_jobs_per_child,
             pool_cls="prefork",
-            loglevel=options.extra.get("loglevel", "INFO"),
+            # Celery sets the root logger to this: keep the level the jobkit CLI chose (WARNING
+            # unless -v), so Celery's and kombu's INFO lines stay out.
+            loglevel=options.extra.get("loglevel") or logging.getLogger().getEffectiveLevel(),
             optimization="fair",
             prefetch_multiplier=self.settings.prefetch if self.settings.hardened else 4,
             without_gossip=True,
@@ -124,7 +130,7 @@ class CeleryBackend(jobkit.Backend):
 
     def _replay_one(self, dead: DeadLetter) -> None:
         try:
-            env = jobkit.decode(dead.body)
+            env = spi.decode(dead.body)
         except jobkit.SerializationError:
             ops = self.runtime.ops
             if isinstance(ops, RedisOps):
@@ -153,6 +159,8 @@ class CeleryBackend(jobkit.Backend):
         if isinstance(ops, RedisOps):
             return ops.stats(list(queues) if queues is not None else ops.known_queues())
         names = list(queues) if queues is not None else self.runtime.known_queues()
+        if not names:
+            ops.ping()  # no queue to read: still say whether the broker is there
         return [
             QueueStats(
                 queue=name,
@@ -164,7 +172,7 @@ class CeleryBackend(jobkit.Backend):
             for name in names
         ]
 
-    def check(self, app: jobkit.App) -> list[str]:
+    def check(self, app: spi.JobSet) -> list[str]:
         s = self.settings
         problems: list[str] = []
         if not s.hardened:
@@ -197,7 +205,16 @@ class CeleryBackend(jobkit.Backend):
                     "enqueue delayed work through jobkit, whose delays wait outside kombu's "
                     "unacked index"
                 )
-        return problems
+        return problems + self._waiting_unknown_jobs(app)
+
+    def _waiting_unknown_jobs(self, app: spi.JobSet) -> list[str]:
+        """Job names waiting in the app's queues that it does not define. Raises
+        `BrokerUnavailable` if the broker cannot be reached."""
+        queues = sorted({job.queue for job in app.jobs.values()}) or ["default"]
+        found = Counter(
+            name for queue in queues for name in self.runtime.ops.task_names(queue, 100)
+        )
+        return unknown_job_problems(found, app, queues)
 
     def close(self) -> None:
         if not self._closed:

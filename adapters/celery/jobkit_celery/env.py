@@ -15,7 +15,8 @@ import importlib
 from typing import Any
 
 import jobkit
-from jobkit.config import resolve_app_path, resolve_backend_url
+from jobkit import spi
+from jobkit.spi import resolve_app_path, resolve_backend_url
 
 _built: dict[str, Any] = {}
 
@@ -27,7 +28,7 @@ def build() -> Any:
         jobkit_app = getattr(importlib.import_module(module_name), attr or "app")
         if not isinstance(jobkit_app, jobkit.App):
             raise jobkit.ConfigurationError(f"{module_name}:{attr} is not a jobkit.App")
-        backend = jobkit.open_backend(resolve_backend_url())
+        backend = spi.open_backend(resolve_backend_url())
         from jobkit_celery.backend import CeleryBackend
 
         if not isinstance(backend, CeleryBackend):

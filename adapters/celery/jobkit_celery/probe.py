@@ -16,7 +16,7 @@ from typing import Any
 import amqp
 import redis
 
-import jobkit
+from jobkit import spi
 from jobkit_celery._amqp_ops import AmqpOps, to_dead_letter
 from jobkit_celery._dlq_record import decode_record
 from jobkit_celery._names import delayed_name, dlq_name
@@ -24,7 +24,7 @@ from jobkit_celery._redis_ops import list_keys
 from jobkit_celery._settings import parse_url
 
 
-def _dead_entry(dead: jobkit.DeadLetter) -> Any:
+def _dead_entry(dead: spi.DeadLetter) -> Any:
     from jobkit_conformance.probes import DeadEntry
 
     return DeadEntry(id=dead.id, body=dead.body, reason=dead.reason)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from jobkit import ConfigurationError, JobStore, MemoryJobStore, TransportBackend, redact_url
+from jobkit import ConfigurationError
+from jobkit.spi import JobStore, MemoryJobStore, Retention, TransportBackend, redact_url
 from jobkit_sqs.config import SqsConfig, parse_url
 from jobkit_sqs.transport import SqsTransport, capabilities_for
 
@@ -19,29 +20,33 @@ __all__ = ["SqsConfig", "SqsTransport", "backend_from_url", "capabilities_for", 
 def backend_from_url(url: str) -> TransportBackend:
     """The `jobkit.backends` entry point for the ``sqs`` scheme."""
     config = parse_url(url)
-    store, shared = open_store(config.store, url)
+    store, shared = open_store(config.store, url, retention=config.retention)
     transport = SqsTransport(config, results=shared)
     return TransportBackend(
         transport, store, default_lease=max(config.visibility, timedelta(seconds=1))
     )
 
 
-def open_store(store_url: str, url: str) -> tuple[JobStore, bool]:
+def open_store(
+    store_url: str, url: str, *, retention: Retention | None = None
+) -> tuple[JobStore, bool]:
     """The job store named by the ``store=`` option, and whether other processes share it.
 
     ``memory`` (the default) keeps job records in the process: results and idempotency are then
-    per worker process (`Capabilities.results` is False). ``sqlite:///path`` shares them between
-    the processes of one machine.
+    per worker process (`Capabilities.results` is False), and bounded by `retention` (expired
+    entries are deleted as new ones are written). ``sqlite:///path`` shares them between the
+    processes of one machine.
     """
+    retention = retention or Retention()
     if store_url == "memory":
-        return MemoryJobStore(), False
+        return MemoryJobStore(retention=retention), False
     if store_url.startswith("sqlite:"):
         path = store_url.split("://", 1)[1].removeprefix("/") if "://" in store_url else ""
         if not path:
             raise ConfigurationError(f"{redact_url(url)!r}: store={store_url!r} names no file")
-        from jobkit.sqlite import SqliteJobStore  # jobkit's embedded backend, part of the core
+        from jobkit.spi import SqliteJobStore
 
-        return SqliteJobStore(path), True
+        return SqliteJobStore(path, retention=retention), True
     raise ConfigurationError(
         f"{redact_url(url)!r}: store={store_url!r} is not supported; use store=memory or "
         "store=sqlite:///path/to/jobs.db"

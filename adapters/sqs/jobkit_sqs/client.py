@@ -26,7 +26,8 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     ReadTimeoutError,
 )
 
-from jobkit import BrokerUnavailable, ConfigurationError, JobkitError, redact_url
+from jobkit import BrokerUnavailable, ConfigurationError, JobkitError
+from jobkit.spi import redact_url
 from jobkit_sqs.config import MAX_WAIT_SECONDS, SqsConfig
 
 # Error codes that mean "the queue or message is not (or no longer) there".

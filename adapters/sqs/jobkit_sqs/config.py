@@ -10,11 +10,12 @@ refused, and errors name the URL only through `jobkit.redact_url`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
-from jobkit import ConfigurationError, redact_url
+from jobkit import ConfigurationError
+from jobkit.spi import Retention, pop_retention, redact_url
 
 DEFAULT_PREFIX = "jobkit-"
 MAX_VISIBILITY = timedelta(hours=12)
@@ -33,8 +34,9 @@ class SqsConfig:
     (the worker's lease overrides it per receive). `max_receives` is the redrive policy's
     ``maxReceiveCount``: SQS moves a message that many receives old to the DLQ by itself, a safety
     net for crash loops; 0 creates no redrive policy. `store` is the job store: ``memory`` or a
-    ``sqlite:///path`` URL. `delay_hop` is the longest native delay used per hop (SQS allows
-    900 s); a lower value only serves to exercise the re-delay path in tests.
+    ``sqlite:///path`` URL; `retention` how long it keeps job records and completed keys.
+    `delay_hop` is the longest native delay used per hop (SQS allows 900 s); a lower value only
+    serves to exercise the re-delay path in tests.
     """
 
     region: str | None = None
@@ -52,6 +54,7 @@ class SqsConfig:
     delay_hop: int = int(MAX_NATIVE_DELAY.total_seconds())
     connect_timeout: float = 5.0
     max_retries: int = 3
+    retention: Retention = field(default_factory=Retention)
 
     def queue_name(self, queue: str) -> str:
         if queue.endswith("-dlq"):
@@ -98,6 +101,7 @@ def parse_url(url: str) -> SqsConfig:
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         options[key] = value
     region = options.pop("region", None) or parts.hostname or None
+    retention = pop_retention(options, where=f"{shown!r}: ")
     config = SqsConfig(
         region=region,
         endpoint_url=options.pop("endpoint_url", None) or None,
@@ -116,6 +120,7 @@ def parse_url(url: str) -> SqsConfig:
         delay_hop=int(_number(options, "delay_hop", 900, 1, 900, shown)),
         connect_timeout=_number(options, "connect_timeout", 5, 0.1, 600, shown),
         max_retries=int(_number(options, "max_retries", 3, 0, 20, shown)),
+        retention=retention,
     )
     if config.fifo_group not in ("job", "queue"):
         raise ConfigurationError(f"{shown!r}: fifo_group must be 'job' or 'queue'")
@@ -123,7 +128,8 @@ def parse_url(url: str) -> SqsConfig:
         raise ConfigurationError(
             f"{shown!r}: unknown option(s) {', '.join(sorted(options))}; known: region, "
             "endpoint_url, profile, prefix, visibility, fifo, fifo_group, max_receives, "
-            "max_message_bytes, wait, create, store, delay_hop, connect_timeout, max_retries"
+            "max_message_bytes, wait, create, store, delay_hop, connect_timeout, max_retries, "
+            "records_ttl, keys_ttl"
         )
     config.queue_name("x")  # validates the prefix
     return config

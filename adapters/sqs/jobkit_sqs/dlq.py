@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from jobkit import DeadLetter, JobkitError, replay_body
+from jobkit import JobkitError
+from jobkit.spi import DeadLetter, replay_body
 from jobkit_sqs import batches, codec
 from jobkit_sqs.client import SqsClient, translated
 from jobkit_sqs.config import SqsConfig

@@ -23,16 +23,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
-from jobkit import (
-    Capabilities,
-    DeadLetter,
-    Delivery,
-    JobkitError,
-    Message,
-    QueueStats,
-    Transport,
-    UnsupportedFeature,
-)
+from jobkit import JobkitError, UnsupportedFeature
+from jobkit.spi import Capabilities, DeadLetter, Delivery, Message, QueueStats, Transport
 from jobkit_sqs import batches, codec
 from jobkit_sqs.client import GONE, SqsClient, error_code, translated
 from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
@@ -307,6 +299,65 @@ class SqsTransport(Transport):
                 DelaySeconds=self._hop,
             )
         self._delete_one(pair.url, delivery)
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        """ApproximateReceiveCount cannot be lowered, so: hold the message, re-send its body
+        carrying `deliveries - 1` as `jobkit-prior` (the copy's first receive then counts the
+        same as this one), then delete this delivery. A crash in between duplicates, never
+        loses. On a FIFO queue, which takes no per-message delay, a delayed release is a plain
+        (counted) `release`."""
+        if delivery.receipt in self._finished:
+            return
+        if self.config.fifo and delay > timedelta(0):
+            self.release(delivery, delay=delay)
+            return
+        if not self._change_visibility(delivery, _DEAD_LETTER_HOLD_S):
+            return  # acked, moved or released already
+        pair = self._queues.ensure(self._client, delivery.queue)
+        seconds = _seconds_up(delay)
+        layout = codec.layout(
+            delivery.body,
+            job_id=delivery.id,
+            due=time.time() + delay.total_seconds() if seconds > self._hop else None,
+            prior=max(delivery.deliveries - 1, 0),
+        )
+        params: dict[str, Any] = {
+            "QueueUrl": pair.url,
+            "MessageBody": layout.body,
+            "MessageAttributes": layout.attributes,
+        }
+        if self.config.fifo:
+            group = delivery.queue if self.config.fifo_group == "queue" else delivery.id
+            params["MessageGroupId"] = codec.fifo_id(group)
+            params["MessageDeduplicationId"] = codec.fifo_id(f"release:{delivery.receipt}")
+        else:
+            params["DelaySeconds"] = min(self._hop, seconds)
+        with translated(f"release on SQS queue {delivery.queue!r}", self.config):
+            self._client.get().send_message(**params)
+        self._delete_one(pair.url, delivery)
+
+    def peek(self, queues: Sequence[str], *, limit: int = 100) -> list[bytes]:
+        """SQS cannot look without receiving, and a receive counts in ApproximateReceiveCount:
+        so the messages looked at are received (hidden for a minute), then each is given back
+        at once with `release_uncounted`. Only visible messages are seen, up to `limit`. A FIFO
+        queue is not looked at (giving messages back would reorder their groups)."""
+        if self.config.fifo:
+            return []
+        bodies: list[bytes] = []
+        for queue in dict.fromkeys(queues):
+            held: list[Delivery] = []
+            try:
+                while len(bodies) + len(held) < limit:
+                    wanted = min(batches.BATCH, limit - len(bodies) - len(held))
+                    got = self._receive_one(queue, wanted, 0, _DEAD_LETTER_HOLD_S)
+                    if not got:
+                        break
+                    held.extend(got)
+            finally:
+                for delivery in held:
+                    self.release_uncounted(delivery)
+            bodies.extend(d.body for d in held)
+        return bodies
 
     def extend(self, delivery: Delivery, *, lease: timedelta) -> None:
         self._change_visibility(delivery, min(_MAX_VISIBILITY_S, _seconds_up(lease)))

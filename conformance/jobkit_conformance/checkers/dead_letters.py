@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from jobkit import SerializationError, decode
+from jobkit import SerializationError
+from jobkit.spi import decode
 from jobkit_conformance.checkers._base import Finding, _accepted, _finding, replay_started
 from jobkit_conformance.history import F, History, OpType
 from jobkit_conformance.views import dead_entries, jobs

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobkit import App, Backend, Envelope, JobDef, JobkitError
-from jobkit.job import EnqueueOptions
+from jobkit import App, EnqueueOptions, JobDef, JobkitError
+from jobkit.spi import Backend, Envelope
 from jobkit_conformance.broker_control import BrokerControl
 from jobkit_conformance.history import F, History, JobSpec, Op, OpType
 from jobkit_conformance.ledger import Ledger, RunRow
@@ -165,7 +165,7 @@ class Context:
                 OpType.FAIL,
                 F.ENQUEUE,
                 job_id=token,
-                value={"error": type(exc).__name__, "message": str(exc)},
+                value={"error": contract_error(exc), "message": str(exc)},
             )
         except Exception as exc:
             self.record(
@@ -391,3 +391,13 @@ class Context:
         history = History(self.history.ops)
         history.extend(self.suite.ledger.history(self.job_ids))
         return history.sorted()
+
+
+def contract_error(exc: BaseException) -> str:
+    """The name of the jobkit error class `exc` is checked as: its own if jobkit defines it,
+    else its nearest base that jobkit defines (a backend's own subclass of `BrokerUnavailable`
+    is a `BrokerUnavailable` to the contract)."""
+    for cls in type(exc).__mro__:
+        if cls.__module__ == "jobkit.errors":
+            return cls.__name__
+    return type(exc).__name__

@@ -13,8 +13,8 @@ import os
 import signal
 import sys
 
-from jobkit import App, open_backend
-from jobkit.job import EnqueueOptions
+from jobkit import App, EnqueueOptions
+from jobkit.spi import open_backend
 from jobkit_conformance import jobs
 from jobkit_conformance.ledger import Ledger
 

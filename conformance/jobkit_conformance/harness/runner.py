@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobkit import App, Backend, BrokerUnavailable, ConfigurationError, open_backend, redact_url
+from jobkit import App, BrokerUnavailable, ConfigurationError
+from jobkit.spi import Backend, open_backend, redact_url
 from jobkit_conformance import jobs
 from jobkit_conformance.broker_control import BrokerControl
 from jobkit_conformance.checkers import enqueue_refused

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from jobkit import App, JobkitError, open_backend
+from jobkit import App, JobkitError
+from jobkit.spi import open_backend
 from jobkit_conformance import jobs
 from jobkit_conformance.broker_control import BrokerControl
 from jobkit_conformance.history import F, JobSpec, OpType

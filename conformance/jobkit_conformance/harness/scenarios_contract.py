@@ -15,13 +15,14 @@ Each observation is recorded as an ``observe`` operation: the promise (a key of
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from jobkit import Backend, Delivery, Message, QueueStats, Transport, TransportBackend
+from jobkit.spi import Backend, Delivery, Message, QueueStats, Transport, TransportBackend
 from jobkit_conformance.history import F, OpType
 
 from .context import Context, NotApplicable
@@ -125,10 +126,30 @@ def _transport(ctx: Context, original: Transport, t: Transport) -> None:
         dead=0,
     )
 
+    # peek: at most `limit` of the queue's own bodies, without leasing or counting a delivery
+    sent = {f"contract-{i}".encode() for i in range(n)} | {b"contract-hour", b"contract-soon"}
+    peeked = t.peek([q], limit=5)
+    strange = [b for b in peeked if b not in sent]
+    observe(
+        ctx,
+        "peek",
+        len(peeked) <= 5 and not strange,
+        f"peek(limit=5) of {n} ready messages returned {len(peeked)} bodies"
+        + (f", {len(strange)} not on the queue" if strange else ""),
+    )
+
     held: dict[str, Delivery] = {}
     # receive: max_messages honoured (1, 3, 25), with a lease of an hour
     for asked in (1, 3, 25):
         got = t.receive([q], max_messages=asked, wait=timedelta(seconds=1), lease=HOUR)
+        if asked == 1 and got:
+            observe(
+                ctx,
+                "peek",
+                got[0].deliveries == 1,
+                f"after a peek, the first receive of {got[0].id} counted "
+                f"deliveries={got[0].deliveries}",
+            )
         observe(
             ctx,
             "receive.max_messages",
@@ -304,6 +325,8 @@ def _transport(ctx: Context, original: Transport, t: Transport) -> None:
         )
         held[back[0].id] = back[0]
 
+    _release_uncounted(ctx, t, q)
+
     # dead_letter with a reason, dead_letters' limit, oldest first
     doomed = sorted(held.values(), key=lambda d: d.id)[:3]
     reasons = {d.id: f"contract reason {i} ü" for i, d in enumerate(doomed)}
@@ -375,6 +398,44 @@ def _transport(ctx: Context, original: Transport, t: Transport) -> None:
         dead=0,
         delayed=1 if delays else 0,
     )
+
+
+def _release_uncounted(ctx: Context, t: Transport, q: str) -> None:
+    """A message released uncounted (with a delay) comes back after the delay with the same
+    attempt number: body `attempt` + `deliveries` unchanged."""
+    t.send([Message(queue=q, body=json.dumps({"attempt": 2, "c": "u"}).encode(), id="c-u")])
+    first: list[Delivery] = []
+
+    def got_it() -> bool:
+        first.extend(t.receive([q], max_messages=1, wait=timedelta(0), lease=HOUR))
+        return bool(first)
+
+    if not ctx.try_wait(got_it, timeout=5) or first[0].id != "c-u":
+        observe(ctx, "release_uncounted", False, f"the message to release came back as {first}")
+        return
+    before = json.loads(first[0].body)["attempt"] + first[0].deliveries
+    t.release_uncounted(first[0], delay=timedelta(seconds=1))
+    released = time.monotonic()
+    back: list[Delivery] = []
+
+    def returned() -> bool:
+        back.extend(t.receive([q], max_messages=1, wait=timedelta(0), lease=HOUR))
+        return bool(back)
+
+    ctx.try_wait(returned, timeout=1 + _SLACK + 2)
+    after = time.monotonic() - released
+    if not back:
+        observe(ctx, "release_uncounted", False, f"not delivered again within {after:.1f} s")
+        return
+    again = json.loads(back[0].body).get("attempt", 0) + back[0].deliveries
+    observe(
+        ctx,
+        "release_uncounted",
+        again == before and after >= 1 - 0.25,
+        f"released uncounted with a 1 s delay: back after {after:.2f} s with attempt {again} "
+        f"(body attempt + deliveries; it was {before})",
+    )
+    t.ack(back)
 
 
 def _body_of(deliveries: Sequence[Delivery], message_id: str) -> bytes | None:

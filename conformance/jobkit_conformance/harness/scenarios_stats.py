@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
-from jobkit import JobState, QueueStats, UnsupportedFeature, open_backend
+from jobkit import JobState, UnsupportedFeature
+from jobkit.spi import QueueStats, open_backend
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 

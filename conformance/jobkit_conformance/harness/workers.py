@@ -22,7 +22,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from jobkit import App, Backend, TransportBackend, WorkerOptions
+from jobkit import App
+from jobkit.spi import Backend, TransportBackend, WorkerOptions
 from jobkit_conformance.ledger import ENV_VAR
 
 APP_PATH = "jobkit_conformance.jobs:app"
@@ -174,7 +175,7 @@ class InProcessWorker(WorkerHandle):
         lease: timedelta,
         grace: timedelta,
     ) -> None:
-        from jobkit.worker.supervisor import Worker
+        from jobkit.spi import Worker
 
         if not isinstance(backend, TransportBackend):
             raise TypeError("in-process workers need a TransportBackend")

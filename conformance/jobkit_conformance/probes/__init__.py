@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Protocol, cast
 
-from jobkit import Backend, ConfigurationError
-from jobkit.registry import scheme_of
+from jobkit import ConfigurationError
+from jobkit.spi import Backend, scheme_of
 
 GROUP = "jobkit.probes"
 

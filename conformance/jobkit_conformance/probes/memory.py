@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jobkit import Backend, ConfigurationError, Message, Transport, TransportBackend
+from jobkit import ConfigurationError
+from jobkit.spi import Backend, Message, Transport, TransportBackend
 from jobkit_conformance.probes import DeadEntry
 
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from jobkit import Backend, ConfigurationError
+from jobkit import ConfigurationError
+from jobkit.spi import Backend
 from jobkit_conformance.probes import DeadEntry
 
 MESSAGES = "jobkit_messages"

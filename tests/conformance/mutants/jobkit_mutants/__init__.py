@@ -1,7 +1,7 @@
 """Deliberately broken backends, for the conformance suite's self-test.
 
 Each wraps the transport of a real backend (the part of the URL after ``+``) and breaks one
-promise of the `jobkit.Transport` contract. Most faults live in the broker layer, where a real
+promise of the `jobkit.spi.Transport` contract. Most faults live in the broker layer, where a real
 adapter would get them wrong; two belong to the worker's decisions in reality and are simulated
 at the transport boundary, where the worker's decision arrives:
 
@@ -20,13 +20,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
-from jobkit import (
+from jobkit import ConfigurationError, JobRecord
+from jobkit.spi import (
     Capabilities,
-    ConfigurationError,
     DeadLetter,
     Delivery,
     JobEvent,
-    JobRecord,
     JobStore,
     Message,
     QueueStats,

@@ -27,10 +27,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
-from jobkit import (
-    BrokerUnavailable,
+from jobkit import BrokerUnavailable, ConfigurationError
+from jobkit.spi import (
     Capabilities,
-    ConfigurationError,
     DeadLetter,
     Delivery,
     Message,
