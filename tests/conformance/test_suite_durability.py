@@ -54,6 +54,12 @@ MUTANTS: dict[str, tuple[str, str, list[str], bool]] = {
         "contract.dead_letters", "dead_letters(limit=2) listed 3",
         ["contract.dead_letters", "cli.dlq_list"], False,
     ),
+    "mutant-peek-takes": (
+        "contract.peek", "counted deliveries=2", ["contract.peek"], False,
+    ),
+    "mutant-uncounted-counts": (
+        "contract.release_uncounted", "released uncounted", ["contract.release_uncounted"], False,
+    ),
     "mutant-volatile": (
         "durability.broker_restart", "never ran after it", ["durability.broker_restart"], True,
     ),

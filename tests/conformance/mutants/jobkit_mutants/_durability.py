@@ -11,6 +11,8 @@ message about something else), and each breaks one promise of `jobkit.Transport`
 * ``mutant-ignores-wait``: `receive` never blocks, whatever `wait` says;
 * ``mutant-caps-extend``: `extend` caps the lease at 2 s (the suite's workers ask for 2 s);
 * ``mutant-dlq-no-limit``: `dead_letters` ignores `limit`;
+* ``mutant-peek-takes``: `peek` looks by receiving and releasing, which counts a delivery;
+* ``mutant-uncounted-counts``: `release_uncounted` is a plain `release` (counted);
 * ``mutant-volatile``: claims `survives_broker_restart` but its "broker" forgets every queued
   message when it restarts (see `jobkit_mutants._control`, the self-test's broker control);
 * ``mutant-drops-when-down``: while its "broker" is stopped, `send` returns without storing
@@ -112,6 +114,25 @@ class DlqNoLimit(Wrapped):
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         return self.inner.dead_letters(queue, limit=10_000)
+
+
+class PeekTakes(Wrapped):
+    name = "mutant-peek-takes"
+
+    def peek(self, queues: Sequence[str], *, limit: int = 100) -> list[bytes]:
+        got = self.inner.receive(
+            queues, max_messages=limit, wait=timedelta(0), lease=timedelta(seconds=30)
+        )
+        for d in got:
+            self.inner.release(d)
+        return [d.body for d in got]
+
+
+class UncountedCounts(Wrapped):
+    name = "mutant-uncounted-counts"
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self.inner.release(delivery, delay=delay)
 
 
 class OnSimulatedBroker(Wrapped):
@@ -218,6 +239,14 @@ def caps_extend(url: str) -> TransportBackend:
 
 def dlq_no_limit(url: str) -> TransportBackend:
     return _wrap(url, DlqNoLimit)
+
+
+def peek_takes(url: str) -> TransportBackend:
+    return _wrap(url, PeekTakes)
+
+
+def uncounted_counts(url: str) -> TransportBackend:
+    return _wrap(url, UncountedCounts)
 
 
 def sim_broker(url: str) -> TransportBackend:
