@@ -63,6 +63,12 @@ class Wrapped(Transport):
     def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
         self.inner.release(delivery, delay=delay)
 
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self.inner.release_uncounted(delivery, delay=delay)
+
+    def peek(self, queues: Sequence[str], *, limit: int = 100) -> list[bytes]:
+        return self.inner.peek(queues, limit=limit)
+
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         self.inner.dead_letter(delivery, reason=reason)
 
@@ -188,6 +194,9 @@ class LosesOnRelease(Wrapped):
 
     def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
         self.inner.ack([delivery])
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self.inner.ack([delivery])  # the worker's shutdown releases go this way
 
 
 class NoPriorities(Wrapped):
