@@ -12,9 +12,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
-from jobkit import JobState, UnsupportedFeature
+from jobkit import App, JobState, UnsupportedFeature
 from jobkit.spi import QueueStats, open_backend
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
@@ -181,7 +182,16 @@ def _records(ctx: Context, *, dead: list[str], done: list[str]) -> None:
 
 def _check_and_close(ctx: Context) -> None:
     backend = ctx.suite.backend
-    problems = backend.check(jobs.app)
+    # an app of one time-limited job on this scenario's queue: `check` looks at the app's
+    # queues, and must not touch any queue outside the run's namespace
+    app = App("jobkit-conformance-check", backend=backend)
+
+    @app.job(name="conformance.check_limited", queue=ctx.queue, time_limit=timedelta(seconds=1))
+    def limited() -> None:
+        """Never run: only checked."""
+
+    with ctx.suite.lock:
+        problems = backend.check(app)
     caps = backend.capabilities
     unfounded = [p for p in problems if "time limit" in p and caps.time_limits]
     observe(
