@@ -16,26 +16,11 @@ from jobkit.spi import Capabilities
 from jobkit.spi import DeliveryGuarantee as Delivery
 from jobkit_conformance import checkers
 from jobkit_conformance.checkers import Finding
+from jobkit_conformance.checkers._base import all_of
+from jobkit_conformance.checks_contract import CONTRACT_CHECKS
 from jobkit_conformance.history import History
 
 Checker = Callable[[History], Finding]
-
-
-def all_of(*parts: Checker) -> Checker:
-    """A checker that passes when every part passes; reports the first failure."""
-
-    def check(history: History) -> Finding:
-        findings = [part(history) for part in parts]
-        failed = [f for f in findings if not f.passed]
-        counts: dict[str, float] = {}
-        for f in findings:
-            counts.update(f.counts)
-        if failed:
-            details = tuple(d for f in failed for d in f.details)
-            return Finding(passed=False, summary=failed[0].summary, counts=counts, details=details)
-        return Finding(passed=True, summary="; ".join(f.summary for f in findings), counts=counts)
-
-    return check
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +104,16 @@ CAPABILITIES: dict[str, Capability] = {
         Capability(
             name="enqueue_errors",
             description="enqueue raises BrokerUnavailable when the broker is down",
+            claimed=_always,
+        ),
+        Capability(
+            name="payloads",
+            description="jobs receive what was enqueued and handles return what jobs returned",
+            claimed=_always,
+        ),
+        Capability(
+            name="async_jobs",
+            description="async def jobs run, with retries and time limits",
             claimed=_always,
         ),
         Capability(
@@ -239,6 +234,7 @@ CHECKS: tuple[Check, ...] = (
     _c("unsupported.raises_at_enqueue", "capabilities", "unsupported",
        "enqueue of an unclaimed feature raises UnsupportedFeature and sends nothing",
        lambda h: checkers.enqueue_refused(h, error="UnsupportedFeature")),
+    *(_c(*row) for row in CONTRACT_CHECKS),
 )  # fmt: skip
 
 

@@ -45,6 +45,10 @@ class F(StrEnum):
     DEAD = "dead"  # probe: the dead-letter queue (value = {"entries": [...]})
     DEPTH = "depth"  # probe: queue depth (value = {"ready": n, ...})
     WORKER = "worker"  # nemesis: a worker started (invoke) / exited (ok, value = {"code": n})
+    RECEIVED = "received"  # worker: fingerprints of what a job received and returned
+    RESULT = "result"  # client: what the job's handle reports (state, result fingerprint)
+    LIST = "list"  # client: the dead letters listed through the backend under test
+    PURGE = "purge"  # client: dead letters purged through the backend (value = {"count": n})
     BROKER_STOP = "broker_stop"  # nemesis: the broker stopped through the user's broker control
     BROKER_START = "broker_start"  # nemesis: the broker started again
     PRODUCER = "producer"  # nemesis: a producer process started (invoke) / was killed (ok)

@@ -111,3 +111,7 @@ def reject(token: str) -> None:
 def limited(token: str, seconds: float) -> None:
     """Run far past the 1 s time limit; the worker must stop it."""
     _run(token, "conformance.limited", "effect", seconds=seconds)
+
+
+# More jobs (payload echo, reject-once, single-attempt, async) live in their own module.
+from jobkit_conformance import contract_jobs as _contract_jobs  # noqa: E402, F401

@@ -57,7 +57,8 @@ MUTANTS: dict[str, tuple[str, str, list[str], bool]] = {
     "mutant-peek-takes": (
         "contract.peek", "counted deliveries=2", ["contract.peek"], False,
     ),
-    "mutant-uncounted-counts": (
+    # jobkit_mutants._payloads' mutant, also caught by the transport contract
+    "mutant-release-counts": (
         "contract.release_uncounted", "released uncounted", ["contract.release_uncounted"], False,
     ),
     "mutant-volatile": (

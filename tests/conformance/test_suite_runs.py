@@ -32,7 +32,10 @@ MUTANTS = {
     "mutant-no-dlq": (["dlq.after_exhaustion"], ["dlq", "retry.permanent_not_retried"]),
     "mutant-retries-permanent": (["retry.permanent_not_retried"], ["retry", "delivery.no_loss"]),
     "mutant-ignores-time-limit": (["timeout.stopped_and_counted"], ["timeout", "delivery.no_loss"]),
-    "mutant-loses-on-release": (["shutdown.no_loss"], ["shutdown", "retry.transient_then_success"]),
+    "mutant-loses-on-release": (
+        ["shutdown.no_loss", "retry.transient_then_success"],
+        ["shutdown", "retry.transient_then_success"],
+    ),
     "mutant-no-priorities": (["priority.order"], ["priority", "delivery.no_loss"]),
     # broken backends beyond the ones the issue lists
     "mutant-no-extend": (["lease.long_job_not_duplicated"], ["lease.long", "delivery.no_loss"]),
@@ -53,6 +56,16 @@ MUTANTS = {
     "mutant-no-lease": (["delivery.once_without_faults"], ["delivery"]),
     "mutant-delay-never-due": (["delay.not_before"], ["delay"]),
     "mutant-store-forgets": (["duplicate.effect_once_with_key"], ["duplicate", "delivery.no_loss"]),
+    # issue 10: broken backends the suite passed before (jobkit_mutants/_payloads.py)
+    "mutant-js-numbers": (["payload.intact"], ["payload"]),
+    "mutant-utf8mb3": (["payload.intact"], ["payload"]),
+    "mutant-rounds-results": (["payload.intact"], ["payload"]),
+    "mutant-dlq-one-page": (["dlq.list_complete"], ["dlq.list_complete"]),
+    "mutant-purge-all": (["dlq.purge_dead_only"], ["dlq.purge_dead_only"]),
+    "mutant-replay-races": (["dlq.once_per_replay"], ["dlq.once_per_replay"]),
+    "mutant-drops-poison": (["poison.variants_as_policy"], ["poison.variants_as_policy"]),
+    "mutant-release-counts": (["shutdown.buffered_run_once"], ["shutdown.buffered_run_once"]),
+    "mutant-awaits-nothing": (["async.run_like_sync"], ["async"]),
 }
 
 

@@ -146,8 +146,15 @@ class CeleryBackend(spi.Backend):
             return ops.replay(queue, ids, self._replay_one)
         count = 0
         for raw, dead in ops.take_dead(queue, ids):
-            self._replay_one(dead)  # sent before it is removed: never lost
-            ops.remove_dead(queue, raw)
+            # claimed (removed) before it is sent, so two replays at once send it once; put
+            # back if the send fails
+            if not ops.remove_dead(queue, raw):
+                continue
+            try:
+                self._replay_one(dead)
+            except BaseException:
+                ops.restore_dead(queue, raw)
+                raise
             count += 1
         return count
 

@@ -216,7 +216,16 @@ class Context:
 
     # -- workers and faults -----------------------------------------------------------------
 
-    def start_worker(self, *, concurrency: int | None = None) -> WorkerHandle:
+    def start_worker(
+        self,
+        *,
+        concurrency: int | None = None,
+        prefetch: int = 1,
+        unknown_job_timeout: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> WorkerHandle:
+        """Start a worker on this scenario's queue. `env` is added to a worker process's
+        environment (in-process workers share the harness's)."""
         s = self.suite
         n = len(self.workers)
         name = f"{self.scenario}-{n}"
@@ -230,6 +239,8 @@ class Context:
                 concurrency=concurrency or s.settings.concurrency,
                 lease=s.settings.lease,
                 grace=s.settings.grace,
+                prefetch=prefetch,
+                unknown_job_timeout=unknown_job_timeout,
             )
         else:
             worker = ProcessWorker(
@@ -241,6 +252,9 @@ class Context:
                 grace=s.settings.grace,
                 ledger=s.ledger.path,
                 log_path=s.workdir / f"worker-{name}.log",
+                prefetch=prefetch,
+                unknown_job_timeout=unknown_job_timeout,
+                extra_env=env,
             )
         self.workers.append(worker)
         self.record("nemesis", OpType.INVOKE, F.WORKER, value={"name": name, "pid": worker.pid})

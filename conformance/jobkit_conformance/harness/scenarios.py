@@ -16,7 +16,12 @@ from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
 from . import scenarios_broker, scenarios_contract, scenarios_stats
+from .async_jobs import async_jobs
+from .buffered_shutdown import shutdown_buffered
 from .context import Context, NotApplicable, ScenarioFailed
+from .dead_letter_ops import dlq_ops
+from .fidelity import payload
+from .poison_variants import poison_variants
 
 Scenario = Callable[[Context], None]
 
@@ -256,6 +261,11 @@ def unsupported(ctx: Context) -> None:
 
 
 SCENARIOS: dict[str, Scenario] = {
+    "poison_variants": poison_variants,
+    "shutdown_buffered": shutdown_buffered,
+    "async_jobs": async_jobs,
+    "dlq_ops": dlq_ops,
+    "payload": payload,
     "basic": basic,
     "crash": crash,
     "stop": stop,

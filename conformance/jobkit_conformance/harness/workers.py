@@ -80,6 +80,8 @@ class ProcessWorker(WorkerHandle):
         ledger: Path,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        prefetch: int = 1,
+        unknown_job_timeout: float | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -100,7 +102,11 @@ class ProcessWorker(WorkerHandle):
             f"{grace.total_seconds():g}",
             "--poll",
             "0.2",
+            "--prefetch",
+            str(prefetch),
         ]
+        if unknown_job_timeout is not None:
+            cmd += ["--unknown-job-timeout", f"{unknown_job_timeout:g}"]
         for q in queues:
             cmd += ["-q", q]
         env = dict(os.environ)
@@ -174,6 +180,8 @@ class InProcessWorker(WorkerHandle):
         concurrency: int,
         lease: timedelta,
         grace: timedelta,
+        prefetch: int = 1,
+        unknown_job_timeout: float | None = None,
     ) -> None:
         from jobkit.spi import Worker
 
@@ -187,6 +195,8 @@ class InProcessWorker(WorkerHandle):
             lease=lease,
             grace=grace,
             poll=timedelta(seconds=0.2),
+            prefetch=prefetch,
+            **_unknown_job_option(unknown_job_timeout),
         )
         self.worker: Any = Worker(app, backend, options)
         self.error: BaseException | None = None
@@ -243,6 +253,12 @@ class InProcessWorker(WorkerHandle):
         if self.alive():
             self.worker.stop(immediate=True)
         self.wait(15)
+
+
+def _unknown_job_option(seconds: float | None) -> dict[str, Any]:
+    """WorkerOptions' keyword for how long an unknown job or envelope version waits for a
+    worker that knows it before it is dead-lettered."""
+    return {} if seconds is None else {"unknown_job_timeout": timedelta(seconds=seconds)}
 
 
 def wait_for(condition: Any, *, timeout: float, interval: float = 0.05) -> bool:

@@ -196,7 +196,7 @@ class LosesOnRelease(Wrapped):
         self.inner.ack([delivery])
 
     def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
-        self.inner.ack([delivery])  # the worker's shutdown releases go this way
+        self.inner.ack([delivery])
 
 
 class NoPriorities(Wrapped):

@@ -12,7 +12,6 @@ message about something else), and each breaks one promise of `jobkit.Transport`
 * ``mutant-caps-extend``: `extend` caps the lease at 2 s (the suite's workers ask for 2 s);
 * ``mutant-dlq-no-limit``: `dead_letters` ignores `limit`;
 * ``mutant-peek-takes``: `peek` looks by receiving and releasing, which counts a delivery;
-* ``mutant-uncounted-counts``: `release_uncounted` is a plain `release` (counted);
 * ``mutant-volatile``: claims `survives_broker_restart` but its "broker" forgets every queued
   message when it restarts (see `jobkit_mutants._control`, the self-test's broker control);
 * ``mutant-drops-when-down``: while its "broker" is stopped, `send` returns without storing
@@ -128,13 +127,6 @@ class PeekTakes(Wrapped):
         return [d.body for d in got]
 
 
-class UncountedCounts(Wrapped):
-    name = "mutant-uncounted-counts"
-
-    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
-        self.inner.release(delivery, delay=delay)
-
-
 class OnSimulatedBroker(Wrapped):
     """Every call first asks the simulated broker whether it is up (and lets it forget what a
     volatile broker forgets on restart)."""
@@ -243,10 +235,6 @@ def dlq_no_limit(url: str) -> TransportBackend:
 
 def peek_takes(url: str) -> TransportBackend:
     return _wrap(url, PeekTakes)
-
-
-def uncounted_counts(url: str) -> TransportBackend:
-    return _wrap(url, UncountedCounts)
 
 
 def sim_broker(url: str) -> TransportBackend:
