@@ -21,6 +21,31 @@ class Delivery(StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
+class MigrationSupport:
+    """What a backend can do for `jobkit migrate` (see `Backend.export_jobs`).
+
+    `exports`: jobs can be exported from it (False: a migration target only, as Celery+RabbitMQ
+    is without a store).
+    `delayed_before_due`: delayed jobs are exported with their remaining delay before they are
+    due (False: the broker hides them until due, as SQS does; they are left and reported).
+    `dead_letters`: dead letters are exported and imported as dead letters, with their reason.
+    `dedup` says how `import_jobs` recognises a job it already has, so that a re-run after a
+    kill sends nothing twice: "native" (looked up by id in the broker, in the same transaction
+    as the insert; a job imported, run and acked before a re-run is sent again, and the worker
+    acks that copy without running it, its key being done), "marker" (a marker per job id in
+    the backend's shared job store, written after the send: a kill between the send and the
+    marker sends that batch again, and the worker then acks the second copy without running it
+    if the first has finished) or "none" (no durable way to tell: a re-run after a kill may send
+    the last batch twice).
+    """
+
+    exports: bool = True
+    delayed_before_due: bool = True
+    dead_letters: bool = True
+    dedup: str = "native"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Capabilities:
     """The claims of one configured backend instance.
 
@@ -37,6 +62,12 @@ class Capabilities:
     `priorities` is the number of distinct priority levels (1: no priorities), higher runs first.
     `dedup_window` is the window of native duplicate suppression, None when the broker has none
     (jobkit's idempotency keys still work through the job store).
+    `migration` says what `jobkit migrate` can move out of and into this backend (None: it
+    cannot export or import jobs).
+    `survives_broker_restart` says whether a job whose enqueue returned is still there after the
+    broker process is stopped and started again (a file, durable queues and persistent
+    messages, a broker with persistence configured): False for brokers that keep messages only
+    in memory. Claim it only where it holds with this configuration.
     """
 
     name: str
@@ -54,6 +85,8 @@ class Capabilities:
     results: bool = True
     max_message_bytes: int | None = None
     shared_across_processes: bool = True
+    migration: MigrationSupport | None = None
+    survives_broker_restart: bool = False
 
     def redelivery_bound(self, lease: timedelta) -> timedelta:
         """At most how long after its consumer died or stalled an unacknowledged message is

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from jobkit.cli import dlq, status, worker
+from jobkit.cli import dlq, migrate, status, worker
 from jobkit.cli._logging import configure_logging
 from jobkit.cli.check import add_parser as add_check
 from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_parser(commands)
     dlq.add_parser(commands)
     add_check(commands)
+    migrate.add_parser(commands)
     return parser
 
 
