@@ -43,6 +43,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from jobkit._version import __version__
 from jobkit.envelope import Envelope
 from jobkit.middleware import Middleware, RunResult, RunStatus
 from jobkit.worker.context import JobContext
@@ -60,8 +61,6 @@ class Tracing(Middleware):
         tracer_provider: trace.TracerProvider | None = None,
         propagator: TextMapPropagator | None = None,
     ) -> None:
-        from jobkit import __version__
-
         self._tracer = trace.get_tracer("jobkit", __version__, tracer_provider=tracer_provider)
         self._propagator = propagator
         self._lock = threading.Lock()

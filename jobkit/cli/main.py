@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from jobkit import __version__
+from jobkit._version import __version__
 from jobkit.cli import dlq, migrate, status, worker
 from jobkit.cli._logging import configure_logging
 from jobkit.cli.check import add_parser as add_check
