@@ -47,7 +47,7 @@ from jobkit_celery._settings import Settings
 from jobkit_celery._store import RedisJobStore
 from jobkit_celery._wire import DUE_HEADER, HEADER, envelope_of, meta_of
 
-logger = logging.getLogger("jobkit.celery")
+logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
 UNKNOWN_JOB_RETRY = timedelta(seconds=30)
 _SHORTEST_RETRY = timedelta(seconds=1)

@@ -27,7 +27,7 @@ from jobkit_celery._redis_ops import RedisOps
 from jobkit_celery._runtime import Runtime
 from jobkit_celery._settings import Settings, parse_url
 
-logger = logging.getLogger("jobkit.celery")
+logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
 
 class CeleryBackend(spi.Backend):
