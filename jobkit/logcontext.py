@@ -25,6 +25,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Literal
 
+from jobkit.envelope import Envelope
 from jobkit.worker.context import current_job
 
 LogFormat = Literal["text", "json"]
@@ -52,6 +53,19 @@ class JobFields(logging.Filter):
             f" job={job.job} id={job.id} queue={job.queue} attempt={job.attempt}" if job else ""
         )
         return True
+
+
+def job_fields(envelope: Envelope, attempt: int) -> dict[str, object]:
+    """The job fields of a record about `envelope`'s attempt logged outside the job (by the
+    worker's main process), as ``extra=`` for a logging call."""
+    return {
+        "job_id": envelope.id,
+        "job_name": envelope.job,
+        "queue": envelope.queue,
+        "attempt": attempt,
+        "job_fields": f" job={envelope.job} id={envelope.id} queue={envelope.queue} "
+        f"attempt={attempt}",
+    }
 
 
 class JsonFormatter(logging.Formatter):

@@ -4,16 +4,18 @@ environment, the hook and span files of `tests.apps.observed`, a free port, a sc
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tests.apps.observed import read_lines
-from tests.workers import ROOT
+from tests.workers import ROOT, kill_group
 
 APP = "tests.apps.observed:app"
 COMMAND = (sys.executable, "-m", "jobkit.cli.main")
@@ -32,6 +34,19 @@ def start_observed_worker(
             stderr=stderr,
             start_new_session=True,
         )
+
+
+@contextmanager
+def serving(backend: str, log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """An observed worker serving queue obs until the block ends; then SIGTERM, and it must
+    exit 0 (a graceful stop)."""
+    proc = start_observed_worker(backend, *args, log=log)
+    try:
+        yield proc
+    finally:
+        kill_group(proc, signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, log.read_text()
 
 
 def hooks(path: Path, **match: Any) -> list[dict[str, Any]]:

@@ -60,6 +60,16 @@ def test_text_log_lines_carry_the_job_fields(tmp_path, url):
     assert f"job=tests.apps.observed.ok id={handle.id} queue=obs attempt=1" in line
 
 
+def test_the_supervisors_lines_about_a_job_carry_it(tmp_path, url):
+    handle = O.sleepy.enqueue(60.0)
+    log = tmp_path / "worker.log"
+    run_burst(url, log, "--log-format", "json")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    (stopped,) = [e for e in lines if "ran past its time limit" in e["message"]]
+    assert stopped["logger"] == "jobkit.worker.supervisor"
+    assert (stopped["job_id"], stopped["queue"], stopped["attempt"]) == (handle.id, "obs", 1)
+
+
 def test_worker_loggers_are_named_per_module(tmp_path, url):
     O.hopeless.enqueue(9)
     log = tmp_path / "worker.log"

@@ -22,12 +22,14 @@ METRICS_DIR = "JOBKIT_METRICS_DIR"
 def worker_hooks(app: object) -> Hooks:
     """The hooks a worker process runs: the built-in ones switched on through the environment
     (outermost), then the app's middleware in its order."""
+    own = hooks_of(app).middleware
     builtin: list[Middleware] = []
     if os.environ.get(METRICS_DIR):
         from jobkit.metrics import PrometheusMetrics  # prometheus-client: an optional extra
 
-        builtin.append(PrometheusMetrics())
-    return Hooks([*builtin, *hooks_of(app).middleware])
+        if not any(isinstance(m, PrometheusMetrics) for m in own):  # the app has its own
+            builtin.append(PrometheusMetrics())
+    return Hooks([*builtin, *own])
 
 
 def configure_child_logging() -> None:

@@ -34,6 +34,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
+from jobkit.logcontext import job_fields
 from jobkit.middleware import RunResult, RunStatus, WorkerInfo, context_of
 from jobkit.policy import DEFAULT_POLICY, RetryPolicy
 from jobkit.records import Delivery
@@ -348,7 +349,8 @@ class Worker:
                     f"(exit code {code}); run `python -c 'import ...'` on the app to see why"
                 )
         else:
-            log.error("job process %d died (exit code %s)", proc.pid, code)
+            extra = job_fields(held[0].envelope, held[0].attempt) if held else None
+            log.error("job process %d died (exit code %s)", proc.pid, code, extra=extra)
         if held:
             self._settle(
                 transport,
@@ -431,7 +433,10 @@ class Worker:
                 continue
             limit = head.envelope.time_limit
             log.warning(
-                "job %s ran past its time limit of %s s: stopping it", head.envelope.id, limit
+                "job %s ran past its time limit of %s s: stopping it",
+                head.envelope.id,
+                limit,
+                extra=job_fields(head.envelope, head.attempt),
             )
             held = proc.kill()
             self._settle(
@@ -478,7 +483,11 @@ class Worker:
     def _kill_running(self, transport: Transport) -> None:
         for proc in self._procs:
             for job in proc.kill() if proc.jobs else []:
-                log.warning("released running job %s at shutdown", job.envelope.id)
+                log.warning(
+                    "released running job %s at shutdown",
+                    job.envelope.id,
+                    extra=job_fields(job.envelope, job.attempt),
+                )
                 if self.hooks:
                     result = RunResult(status=RunStatus.INTERRUPTED, duration=self._ran_for(job))
                     env = job.envelope

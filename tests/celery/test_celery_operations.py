@@ -14,7 +14,7 @@ from opentelemetry.trace import format_span_id, format_trace_id
 from jobkit.metrics import samples
 from tests.apps import observed as O
 from tests.apps.observed import read_lines
-from tests.operations import free_port, hooks, scrape, start_observed_worker
+from tests.operations import free_port, hooks, scrape, serving, start_observed_worker
 from tests.waiting import wait_until
 from tests.workers import kill_group
 
@@ -56,9 +56,11 @@ def test_celery_runs_report_retry_then_success_and_dead_with_reason(tmp_path, ur
     flaky = O.flaky.enqueue(12)
     hopeless = O.hopeless.enqueue(13)
     log = tmp_path / "worker.log"
-    run_burst(url, log)
-    assert flaky.result(timeout=10) == 12
     hook_file = tmp_path / "hooks.jsonl"
+    # not --burst: while the retry waits out its delay the queue has nothing ready
+    with serving(url, log, "-c", "1"):
+        assert flaky.result(timeout=60) == 12
+        wait_until(lambda: hooks(hook_file, id=hopeless.id, hook="after_run"), timeout=60)
     runs = [
         (e["attempt"], e["status"]) for e in hooks(hook_file, id=flaky.id, hook="after_run", m="a")
     ]
