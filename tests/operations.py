@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import format_span_id, format_trace_id
+
+from tests.apps import observed as O
 from tests.apps.observed import read_lines
 from tests.workers import ROOT, kill_group
 
@@ -36,6 +39,15 @@ def start_observed_worker(
         )
 
 
+def run_burst(backend: str, log: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+    """An observed worker with one job process until queue obs is empty; it must exit 0."""
+    proc = start_observed_worker(backend, "-c", "1", "--burst", *args, log=log, env=env)
+    try:
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    finally:
+        kill_group(proc)
+
+
 @contextmanager
 def serving(backend: str, log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     """An observed worker serving queue obs until the block ends; then SIGTERM, and it must
@@ -47,6 +59,22 @@ def serving(backend: str, log: Path, *args: str) -> Iterator[subprocess.Popen[by
         kill_group(proc, signal.SIGTERM)
         proc.wait(timeout=60)
     assert proc.returncode == 0, log.read_text()
+
+
+def traced_run(backend: str, tmp_path: Path, x: int) -> tuple[Any, Any, dict[str, Any], str]:
+    """Enqueue ``ok(x)`` inside an HTTP-style span and run it with a burst worker that writes
+    its spans to a file. Returns the HTTP span, the enqueue span (in-memory exporter), the run
+    span (as the SDK's JSON) and the job id."""
+    spans_file = tmp_path / "spans.jsonl"
+    with O.tracer.start_as_current_span("POST /orders") as http:
+        handle = O.ok.enqueue(x)
+    run_burst(backend, tmp_path / "worker.log", env={"JOBKIT_TEST_SPANS": str(spans_file)})
+    assert handle.result(timeout=10) == x
+    (enqueue,) = [s for s in O.memory.get_finished_spans() if s.name.startswith("enqueue ")]
+    (run,) = [s for s in read_lines(str(spans_file)) if s["name"] == "run tests.apps.observed.ok"]
+    assert run["context"]["trace_id"] == "0x" + format_trace_id(http.get_span_context().trace_id)
+    assert run["parent_id"] == "0x" + format_span_id(enqueue.context.span_id)
+    return http, enqueue, run, handle.id
 
 
 def hooks(path: Path, **match: Any) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ OpenTelemetry tracing)."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import pytest
 
 from jobkit import JobState
 from tests.apps import observed as O
-from tests.operations import hooks, serving, start_observed_worker
-from tests.workers import kill_group
+from tests.operations import hooks, run_burst, serving
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +30,7 @@ def hook_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 def burst(tmp_path: Path) -> str:
     """Run a worker until the queue is empty; return its log."""
     log = tmp_path / "worker.log"
-    proc = start_observed_worker(f"sqlite:///{tmp_path / 'jobs.db'}", "-c", "1", "--burst", log=log)
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        kill_group(proc)
-        proc.wait(timeout=30)
-        raise
-    assert proc.returncode == 0, log.read_text()
+    run_burst(f"sqlite:///{tmp_path / 'jobs.db'}", log)
     return log.read_text()
 
 

@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
+from opentelemetry.trace import SpanKind
 
 from jobkit.metrics import samples
 from tests.apps import observed as O
-from tests.apps.observed import read_lines
-from tests.operations import free_port, scrape, start_observed_worker
+from tests.operations import free_port, run_burst, scrape, start_observed_worker, traced_run
 from tests.waiting import wait_until
 from tests.workers import jobkit_cli, kill_group
 
@@ -27,14 +26,6 @@ def url(tmp_path: Path) -> Iterator[str]:
     O.memory.clear()
     yield backend
     O.app.close()
-
-
-def run_burst(url: str, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
-    proc = start_observed_worker(url, "-c", "1", "--burst", *args, log=log, env=env)
-    try:
-        assert proc.wait(timeout=120) == 0, log.read_text()
-    finally:
-        kill_group(proc)
 
 
 def test_json_log_lines_parse_and_carry_the_job_in_the_users_own_lines(tmp_path, url):
@@ -80,22 +71,13 @@ def test_worker_loggers_are_named_per_module(tmp_path, url):
 
 
 def test_one_trace_runs_from_the_producer_span_into_the_job_span(tmp_path, url):
-    spans_file = tmp_path / "spans.jsonl"
-    with O.tracer.start_as_current_span("POST /orders") as http:
-        handle = O.ok.enqueue(10)
-    run_burst(url, tmp_path / "worker.log", env={"JOBKIT_TEST_SPANS": str(spans_file)})
-    assert handle.result(timeout=10) == 10
-    (enqueue,) = [s for s in O.memory.get_finished_spans() if s.name.startswith("enqueue ")]
+    http, enqueue, run, job_id = traced_run(url, tmp_path, 10)  # asserts trace id and parent
     assert enqueue.parent is not None and enqueue.parent.span_id == http.get_span_context().span_id
     assert enqueue.kind is SpanKind.PRODUCER
-    (run,) = [s for s in read_lines(str(spans_file)) if s["name"] == "run tests.apps.observed.ok"]
-    trace_id = "0x" + format_trace_id(http.get_span_context().trace_id)
-    assert run["context"]["trace_id"] == trace_id
-    assert run["parent_id"] == "0x" + format_span_id(enqueue.context.span_id)
     assert run["attributes"] == {
         "messaging.system": "jobkit",
         "messaging.destination": "obs",
-        "jobkit.job.id": handle.id,
+        "jobkit.job.id": job_id,
         "jobkit.job.name": "tests.apps.observed.ok",
         "jobkit.attempt": 1,
         "jobkit.outcome": "succeeded",

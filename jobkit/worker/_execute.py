@@ -74,19 +74,13 @@ def run_result(outcome: Outcome, decision: Decision, duration: timedelta) -> Run
     time_limit = bool(error and error.startswith("TimeLimitExceeded"))
     if decision.action is Action.ACK:
         return RunResult(status=RunStatus.SUCCEEDED, duration=duration)
-    if decision.action is Action.RELEASE:
-        return RunResult(
-            status=RunStatus.RETRYING,
-            duration=duration,
-            error=error,
-            delay=decision.delay,
-            time_limit=time_limit,
-        )
+    retrying = decision.action is Action.RELEASE
     return RunResult(
-        status=RunStatus.DEAD,
+        status=RunStatus.RETRYING if retrying else RunStatus.DEAD,
         duration=duration,
         error=error,
-        reason=decision.reason,
+        delay=decision.delay if retrying else None,
+        reason=None if retrying else decision.reason,
         time_limit=time_limit,
     )
 

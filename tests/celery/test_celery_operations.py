@@ -9,12 +9,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.trace import format_span_id, format_trace_id
 
 from jobkit.metrics import samples
 from tests.apps import observed as O
-from tests.apps.observed import read_lines
-from tests.operations import free_port, hooks, scrape, serving, start_observed_worker
+from tests.operations import (
+    free_port,
+    hooks,
+    run_burst,
+    scrape,
+    serving,
+    start_observed_worker,
+    traced_run,
+)
 from tests.waiting import wait_until
 from tests.workers import kill_group
 
@@ -30,26 +36,10 @@ def url(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     O.app.close()
 
 
-def run_burst(url: str, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
-    proc = start_observed_worker(url, "-c", "1", "--burst", *args, log=log, env=env)
-    try:
-        assert proc.wait(timeout=120) == 0, log.read_text()
-    finally:
-        kill_group(proc)
-
-
 def test_one_trace_runs_from_the_producer_span_into_the_celery_job_span(tmp_path, url):
-    spans_file = tmp_path / "spans.jsonl"
-    with O.tracer.start_as_current_span("POST /orders") as http:
-        handle = O.ok.enqueue(11)
-    run_burst(url, tmp_path / "worker.log", env={"JOBKIT_TEST_SPANS": str(spans_file)})
-    assert handle.result(timeout=10) == 11
-    (enqueue,) = [s for s in O.memory.get_finished_spans() if s.name.startswith("enqueue ")]
-    (run,) = [s for s in read_lines(str(spans_file)) if s["name"] == "run tests.apps.observed.ok"]
-    assert run["context"]["trace_id"] == "0x" + format_trace_id(http.get_span_context().trace_id)
-    assert run["parent_id"] == "0x" + format_span_id(enqueue.context.span_id)
+    _, _, run, job_id = traced_run(url, tmp_path, 11)  # asserts trace id and parent
     assert run["attributes"]["jobkit.outcome"] == "succeeded"
-    assert run["attributes"]["jobkit.job.id"] == handle.id
+    assert run["attributes"]["jobkit.job.id"] == job_id
 
 
 def test_celery_runs_report_retry_then_success_and_dead_with_reason(tmp_path, url):
