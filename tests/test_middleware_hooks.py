@@ -1,5 +1,5 @@
-"""The middleware contract in one process (memory backend): registration, headers, failures
-at enqueue. The run side is tested with real workers in test_middleware_sqlite.py."""
+"""The middleware contract in one process (memory backend): registration and headers at
+enqueue. The run side is tested with real workers in test_middleware_sqlite.py."""
 
 from __future__ import annotations
 
