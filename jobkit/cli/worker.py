@@ -106,6 +106,8 @@ def _serve(args: argparse.Namespace, metrics: MetricsServer | None) -> int:
         app.backend.run_worker(app, options)
     finally:
         app.close()
+        if metrics is not None:
+            metrics.close()  # stop serving before the backend it reads is closed
         if status_backend is not None:
             status_backend.close()
     log.info("worker stopped")

@@ -410,6 +410,10 @@ class Runtime:
                 ),
             )  # fmt: skip
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
+            # the lost attempt's process could not say; its run time is unknown here
+            self._ran(
+                env, attempt - 1, time.monotonic(), RunStatus.DEAD, error=reason, reason=reason
+            )
             raise jobkit.WorkerLost(reason)
         started = time.monotonic()
         try:
