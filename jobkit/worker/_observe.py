@@ -28,7 +28,9 @@ def worker_hooks(app: object) -> Hooks:
         from jobkit.metrics import PrometheusMetrics  # prometheus-client: an optional extra
 
         if not any(isinstance(m, PrometheusMetrics) for m in own):  # the app has its own
-            builtin.append(PrometheusMetrics())
+            # registered nowhere: in multiprocess mode the samples go to the files, and a second
+            # worker in this process must not clash with the first in a registry
+            builtin.append(PrometheusMetrics(registry=None))
     return Hooks([*builtin, *own])
 
 
