@@ -4,6 +4,11 @@ and purge results (real `jobkit` processes on SQLite)."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +17,8 @@ import pytest
 import jobkit
 from jobkit._version import __version__
 from tests.apps import observed as O
-from tests.workers import jobkit_cli, jobkit_command
+from tests.operations import COMMAND
+from tests.workers import ROOT, jobkit_cli, jobkit_command
 
 APP = ["--app", "tests.apps.observed:app"]
 
@@ -76,3 +82,39 @@ def test_replay_and_purge_report_counts_as_json(url):
     dead_letters(url, 0)  # the replayed jobs fail again, for good
     purged = jobkit_cli(url, "dlq", "purge", "obs", "--json")
     assert json.loads(purged.stdout) == {"queue": "obs", "purged": 3}
+
+
+@pytest.mark.slow
+def test_replay_on_a_terminal_shows_a_progress_display_naming_the_count(url):
+    dead_letters(url, 2)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*COMMAND, "--backend", url, "dlq", "replay", "obs"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "120"},
+    )
+    os.close(follower)  # the child holds the terminal now; EIO on read once it has exited
+    shown = b""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # read as drawn: a full terminal never blocks it
+            if not select.select([leader], [], [], 1.0)[0]:
+                continue
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 0
+    assert stdout.decode().strip() == "replayed 2 dead letter(s) to obs"
+    assert b"replaying 2 dead letter(s) of obs" in shown
