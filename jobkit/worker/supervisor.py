@@ -20,7 +20,6 @@ retried with capped backoff, never blocking the loop); the receiver's through a 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import random
@@ -28,8 +27,7 @@ import select
 import signal
 import threading
 import time
-from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -37,8 +35,7 @@ from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
 from jobkit.logcontext import job_fields
 from jobkit.middleware import RunResult, RunStatus, WorkerInfo, context_of
 from jobkit.policy import DEFAULT_POLICY, RetryPolicy
-from jobkit.records import Delivery
-from jobkit.store import EventKind, JobEvent
+from jobkit.store import EventKind
 from jobkit.transport import Transport
 from jobkit.worker._buffer import Buffer
 from jobkit.worker._execute import run_result
@@ -46,8 +43,9 @@ from jobkit.worker._observe import worker_hooks
 from jobkit.worker._outcome import Action, Outcome, decide
 from jobkit.worker._pool import JobProcess, Running
 from jobkit.worker._receiver import Receiver
-from jobkit.worker._retrying import CallQueue, Streak
+from jobkit.worker._retrying import Streak
 from jobkit.worker._screen import Screen
+from jobkit.worker._settling import Settling
 
 if TYPE_CHECKING:
     from jobkit.backend import WorkerOptions
@@ -57,10 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_START_FAILURES = 3
-# Outcomes and acks are written in batches: at most this long after a job ends, or this many.
-# A crash loses at most that batch's acks, whose jobs then run again (at-least-once).
-_FLUSH_EVERY = 0.02
-_FLUSH_AT = 200
 # At exit, how long to keep trying to release leased jobs while the broker is away.
 _EXIT_RETRY_S = 10.0
 
@@ -99,12 +93,9 @@ class Worker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._procs: list[JobProcess] = []
-        self._events: list[JobEvent] = []
-        self._acks: list[Delivery] = []
         self._start_failures = 0
-        self._last_flush = 0.0
-        # Every broker and store call of this thread: retried through outages, never blocking.
-        self._calls = CallQueue()
+        # Every broker and store call of this thread: batched, retried through outages.
+        self._settling = Settling(backend.store, backend.clock)
         self._extend_streak = Streak()
         self.hooks = worker_hooks(app)
         self._info = WorkerInfo(
@@ -187,17 +178,17 @@ class Worker:
                 now = time.monotonic()
                 self._enforce_time_limits(transport, now)
                 self._extend_leases(transport, now)
-                if now - self._last_flush >= _FLUSH_EVERY or len(self._acks) >= _FLUSH_AT:
-                    self._flush(transport)
+                if self._settling.due():
+                    self._settling.flush(transport)
         finally:
             self._stop.set()
             self._buffer.wake_all()
             if receiver.is_alive():
                 receiver.join(timeout=self.options.poll.total_seconds() + 30)
-            self._flush(transport)
+            self._settling.flush(transport)
             self._kill_running(transport)
             self._release_buffered(transport)
-            self._calls.drain(min(_EXIT_RETRY_S, self.lease.total_seconds()))
+            self._settling.drain(min(_EXIT_RETRY_S, self.lease.total_seconds()))
             for proc in self._procs:
                 proc.close(timeout=1.0)
             transport.close()
@@ -242,12 +233,12 @@ class Worker:
                     continue
                 job, duplicates = self._buffer.take(allow_time_limit=depth == 0)
                 for dup in duplicates:
-                    self._acks.append(dup.delivery)
-                    self._events.append(self._event(dup, EventKind.SKIPPED, None, at))
+                    self._settling.acks.append(dup.delivery)
+                    self._settling.record(dup, EventKind.SKIPPED, at=at)
                 if job is None:
                     return
                 proc.submit(job, now)
-                self._events.append(self._event(job, EventKind.STARTED, None, at))
+                self._settling.record(job, EventKind.STARTED, at=at)
 
     def _recheck_done(self) -> None:
         """Ask the job store once which of the jobs about to be dispatched have succeeded
@@ -268,20 +259,6 @@ class Worker:
             log.error("could not check idempotency keys before dispatch: %s", exc)
             return
         self._buffer.succeeded_elsewhere(done)
-
-    def _event(
-        self, job: Running, kind: EventKind, error: str | None, at: datetime | None = None
-    ) -> JobEvent:
-        env = job.envelope
-        return JobEvent(
-            job_id=env.id,
-            job=env.job,
-            kind=kind,
-            attempt=job.attempt,
-            at=at or self.backend.clock.now(),
-            error=error,
-            key=env.idempotency_key,
-        )
 
     def _wait_and_read(self, transport: Transport, timeout: float) -> None:
         """Wait up to `timeout` s for a wake-up, a frame from a job process, room in a job
@@ -372,8 +349,8 @@ class Worker:
         """Record, then ack, release or dead-letter one ended attempt. `killed`: its job
         process was killed, so the middleware's ``after_run`` is called here, not there."""
         if outcome.not_started:  # held at shutdown: never ran, so no attempt is used
-            self._flush_events()
-            self._release_uncounted(transport, running)
+            self._settling.flush_events()
+            self._settling.release_uncounted(transport, running)
             self._buffer.ended(running, succeeded=False)
             return
         env = running.envelope
@@ -382,20 +359,16 @@ class Worker:
             result = run_result(outcome, decision, self._ran_for(running))
             self.hooks.after_run(context_of(env, running.attempt), env, result)
         if decision.action is Action.ACK:
-            event = self._event(running, EventKind.SUCCEEDED, None)
-            self._events.append(replace(event, result=outcome.result))
-            self._acks.append(running.delivery)
+            self._settling.record(running, EventKind.SUCCEEDED, result=outcome.result)
+            self._settling.acks.append(running.delivery)
         elif decision.action is Action.RELEASE:
-            self._events.append(self._event(running, EventKind.FAILED, outcome.error))
-            self._flush_events()
-            self._release(transport, running, decision.delay)
+            self._settling.record(running, EventKind.FAILED, outcome.error)
+            self._settling.flush_events()
+            self._settling.release(transport, running, decision.delay)
         else:
-            self._events.append(self._event(running, EventKind.DEAD, decision.reason))
-            self._flush_events()
-            self._calls.add(
-                f"dead-letter job {env.id}",
-                functools.partial(transport.dead_letter, running.delivery, reason=decision.reason),
-            )
+            self._settling.record(running, EventKind.DEAD, decision.reason)
+            self._settling.flush_events()
+            self._settling.dead_letter(transport, running, decision.reason)
         self._buffer.ended(running, succeeded=decision.action is Action.ACK)
         self.finished += 1
         if self.options.max_jobs is not None and self.finished >= self.options.max_jobs:
@@ -405,22 +378,6 @@ class Worker:
     def _ran_for(running: Running) -> timedelta:
         started = running.started
         return timedelta(seconds=time.monotonic() - started if started is not None else 0.0)
-
-    def _flush_events(self) -> None:
-        if self._events:
-            events, self._events = self._events, []
-            self._calls.add(
-                "record job events", functools.partial(self.backend.store.record, events)
-            )
-
-    def _flush(self, transport: Transport) -> None:
-        """Record outcomes, then ack: a crash in between re-runs nothing (the key is done)."""
-        self._last_flush = time.monotonic()
-        self._flush_events()
-        if self._acks:
-            acks, self._acks = self._acks, []
-            self._calls.add(f"ack {len(acks)} jobs", functools.partial(transport.ack, acks))
-        self._calls.run()
 
     # -- time limits, leases, shutdown ------------------------------------------------------
 
@@ -478,7 +435,7 @@ class Worker:
     def _release_buffered(self, transport: Transport) -> None:
         """Release leased jobs that never started without using an attempt."""
         for job in self._buffer.drain():
-            self._release_uncounted(transport, job)
+            self._settling.release_uncounted(transport, job)
 
     def _kill_running(self, transport: Transport) -> None:
         for proc in self._procs:
@@ -492,20 +449,8 @@ class Worker:
                     result = RunResult(status=RunStatus.INTERRUPTED, duration=self._ran_for(job))
                     env = job.envelope
                     self.hooks.after_run(context_of(env, job.attempt), env, result)
-                self._release(transport, job, timedelta(0))
+                self._settling.release(transport, job, timedelta(0))
                 self._buffer.ended(job, succeeded=False)
-
-    def _release(self, transport: Transport, job: Running, delay: timedelta) -> None:
-        self._calls.add(
-            f"release job {job.envelope.id}",
-            functools.partial(transport.release, job.delivery, delay=delay),
-        )
-
-    def _release_uncounted(self, transport: Transport, job: Running) -> None:
-        self._calls.add(
-            f"release job {job.envelope.id} (never started)",
-            functools.partial(transport.release_uncounted, job.delivery),
-        )
 
     def _install_signals(self) -> dict[int, object]:
         if threading.current_thread() is not threading.main_thread():

@@ -1,0 +1,109 @@
+"""What the supervisor tells the store and the broker about ended attempts, in order.
+
+Outcomes (job events) and acks are batched: events are written at most `FLUSH_EVERY` seconds
+after a job ends (or once `FLUSH_AT` acks wait), and always before the acks of their jobs, so a
+crash in between re-runs nothing whose key is done. Releases and dead letters are sent right
+after the events before them are written. Every call goes through a `CallQueue`: in order,
+retried through outages with capped backoff, never blocking the supervisor's loop.
+
+Not thread-safe: used by the supervisor's main thread only.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobkit.clock import Clock
+from jobkit.records import Delivery
+from jobkit.store import EventKind, JobEvent, JobStore
+from jobkit.transport import Transport
+from jobkit.worker._pool import Running
+from jobkit.worker._retrying import CallQueue
+
+# Outcomes and acks are written in batches: at most this long after a job ends, or this many.
+# A crash loses at most that batch's acks, whose jobs then run again (at-least-once).
+FLUSH_EVERY = 0.02
+FLUSH_AT = 200
+
+
+class Settling:
+    """The supervisor's pending events, acks, releases and dead letters."""
+
+    def __init__(self, store: JobStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self.calls = CallQueue()
+        self.events: list[JobEvent] = []
+        self.acks: list[Delivery] = []
+        self._last_flush = 0.0
+
+    def record(
+        self,
+        job: Running,
+        kind: EventKind,
+        error: str | None = None,
+        *,
+        at: datetime | None = None,
+        result: Any = None,
+    ) -> None:
+        """Add the event that `kind` happened to `job` to the next batch."""
+        env = job.envelope
+        self.events.append(
+            JobEvent(
+                job_id=env.id,
+                job=env.job,
+                kind=kind,
+                attempt=job.attempt,
+                at=at or self.clock.now(),
+                error=error,
+                key=env.idempotency_key,
+                result=result,
+            )
+        )
+
+    def flush_events(self) -> None:
+        """Queue the write of the events so far (before any call queued after this)."""
+        if self.events:
+            events, self.events = self.events, []
+            self.calls.add("record job events", functools.partial(self.store.record, events))
+
+    def due(self) -> bool:
+        """Whether the batch should be written now."""
+        return time.monotonic() - self._last_flush >= FLUSH_EVERY or len(self.acks) >= FLUSH_AT
+
+    def flush(self, transport: Transport) -> None:
+        """Record outcomes, then ack, then run every queued call that can run now."""
+        self._last_flush = time.monotonic()
+        self.flush_events()
+        if self.acks:
+            acks, self.acks = self.acks, []
+            self.calls.add(f"ack {len(acks)} jobs", functools.partial(transport.ack, acks))
+        self.calls.run()
+
+    def release(self, transport: Transport, job: Running, delay: timedelta) -> None:
+        """Queue the counted release of `job` (after the events queued before it)."""
+        self.calls.add(
+            f"release job {job.envelope.id}",
+            functools.partial(transport.release, job.delivery, delay=delay),
+        )
+
+    def release_uncounted(self, transport: Transport, job: Running) -> None:
+        """Queue the release of `job`, which never started, without using an attempt."""
+        self.calls.add(
+            f"release job {job.envelope.id} (never started)",
+            functools.partial(transport.release_uncounted, job.delivery),
+        )
+
+    def dead_letter(self, transport: Transport, job: Running, reason: str) -> None:
+        """Queue the move of `job` to the dead-letter queue with `reason`."""
+        self.calls.add(
+            f"dead-letter job {job.envelope.id}",
+            functools.partial(transport.dead_letter, job.delivery, reason=reason),
+        )
+
+    def drain(self, seconds: float) -> None:
+        """At exit: keep trying the queued calls for up to `seconds` (see `CallQueue.drain`)."""
+        self.calls.drain(seconds)
