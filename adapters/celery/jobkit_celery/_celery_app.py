@@ -65,6 +65,8 @@ def build_celery(settings: Settings, name: str = "jobkit") -> Celery:
             "unacked_restore_interval": settings.restore_every,
             "unacked_restore_throttle": 1,
             "priority_steps": PRIORITY_STEPS,
+            # the longest wait of one receive (`_redis_transport.Channel.jobkit_poll`)
+            "jobkit_poll": settings.poll.total_seconds(),
         }
     else:
         transport_options = {"confirm_publish": True}

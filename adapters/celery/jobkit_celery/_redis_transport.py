@@ -117,6 +117,8 @@ class Channel(kombu_redis.Channel):
 
     QoS = QoS
     Message = Message
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "jobkit_poll")  # type: ignore[assignment]
+    jobkit_poll: float = 1.0  # s: the longest wait of one receive (the worker's --poll)
     _jobkit_keys: dict[tuple[str, ...], tuple[list[str], list[str]]] | None = None
     _jobkit_bells: dict[str, str] | None = None
     _jobkit_sent: str = "EVALSHA"
@@ -126,6 +128,8 @@ class Channel(kombu_redis.Channel):
         self._jobkit_claimed: set[str] = set()
         self._jobkit_sent_bells: list[str] = []  # the doorbells of the last pop script sent
         super().__init__(*args, **kwargs)
+        # kombu >= 5.7 judges the health of a waiting connection by brpop_timeout
+        self.brpop_timeout = self.jobkit_poll
         if self.global_keyprefix:
             raise ValueError(
                 "jobkit's Redis transport does not support kombu's global_keyprefix: "
@@ -146,7 +150,7 @@ class Channel(kombu_redis.Channel):
     def _brpop_start(self, timeout: float | None = None) -> None:
         """Send the pop script, or (when the last one found every list empty) the doorbell wait."""
         if timeout is None:
-            timeout = self.brpop_timeout
+            timeout = self.jobkit_poll
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return

@@ -110,6 +110,7 @@ class Runtime:
         self.celery.conf.update(
             broker_transport_options=fresh.conf.broker_transport_options,
             broker_heartbeat=fresh.conf.broker_heartbeat,
+            worker_prefetch_multiplier=fresh.conf.worker_prefetch_multiplier,
         )
 
     # -- sending ------------------------------------------------------------------------------
