@@ -31,6 +31,11 @@
    visibility timeout and are restored.
 
 The sweep is kombu's own periodic ``restore_visible`` (every ``unacked_restore_interval`` s).
+
+This subclasses private kombu methods (``_brpop_start``, ``_brpop_read``, ``_put``, the QoS
+indices); it is tested on the lowest and highest kombu of `_versions.KOMBU`, and the Celery app
+is not built on any other (`_versions.check_versions`). Attributes only kombu 5.7 has are read
+with ``getattr``.
 """
 
 from __future__ import annotations
@@ -158,7 +163,7 @@ class Channel(kombu_redis.Channel):
         self._jobkit_sent_bells = bells
         connection = self.client.connection
         self._in_poll = connection
-        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]  # kombu >= 5.7: health
         seen = self._jobkit_bells
         if seen is not None:
             self._jobkit_sent = "XREAD"
@@ -182,7 +187,8 @@ class Channel(kombu_redis.Channel):
         due = (message.get("headers") or {}).get(DUE_HEADER)
         if due is None or float(due) <= time():
             batch = kwargs.get("_publish_batch")
-            if batch is not None or (self._expires and queue in self._expires):
+            expires = getattr(self, "_expires", None)  # kombu >= 5.7: queues with x-expires
+            if batch is not None or (expires and queue in expires):
                 super()._put(queue, message, **kwargs)
                 if batch is not None:
                     batch.add("xadd", bell_name(queue), {"r": "1"}, "*", BELL_MAXLEN, True)
@@ -239,7 +245,9 @@ class Channel(kombu_redis.Channel):
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]
-            self._flush_brpop_reauth()
+            flush_reauth = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7
+            if flush_reauth is not None:
+                flush_reauth()
 
     def _dead_letter_head(self, key: Any, item: Any) -> None:
         """Move `item`, the next entry of list `key` (not a kombu message), to the DLQ in one
