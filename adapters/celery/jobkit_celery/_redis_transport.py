@@ -197,7 +197,9 @@ class Channel(kombu_redis.Channel):
                         _ring(client, queue)
                 return
             pri = self._get_message_priority(message, reverse=False)
-            with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            # no MULTI: one connection runs them in order, so the ring never comes before
+            # the push it announces (and a lost ring only delays a pop by `jobkit_poll`)
+            with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
                 pipe.lpush(self._q_for_pri(queue, pri), dumps(message))
                 _ring(pipe, queue)
                 pipe.execute()

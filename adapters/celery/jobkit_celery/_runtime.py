@@ -66,6 +66,7 @@ class JobTask(Task):  # type: ignore[misc]
     jobkit_runtime: Runtime
     jobkit_job: jobkit.JobDef[Any, Any]
     typing = False  # jobkit checks arguments itself, and dead-letters a mismatch
+    Request = "jobkit_celery._request:JobkitRequest"  # a hard time limit requeues
 
 
 def _parse_time(text: Any) -> datetime | None:

@@ -53,3 +53,13 @@ def check_versions(celery: str | None = None, kombu: str | None = None) -> None:
                 "installed (jobkit's Redis transport and consumer subclass its internals); "
                 f"install a supported one: pip install '{name}{_shown(bounds)}'"
             )
+
+
+def splits_acks_on_timeout() -> bool:
+    """Whether this Celery has ``task_acks_on_timeout`` apart from ``task_acks_on_failure``
+    (Celery >= 5.7). Older ones have only ``task_acks_on_failure_or_timeout``, so a hard time
+    limit that must requeue the message also means a failed task is not acked (`_runtime` then
+    ends a failed job with `Ignore`, which acks it)."""
+    from celery.app.defaults import NAMESPACES
+
+    return "acks_on_timeout" in NAMESPACES["task"]
