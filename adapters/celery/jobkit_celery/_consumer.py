@@ -22,7 +22,7 @@ from jobkit_celery import _task_message
 from jobkit_celery._celery_app import runtime_of
 from jobkit_celery._wire import envelope_from_message
 
-logger = logging.getLogger("jobkit.celery")
+logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
 
 def _raw_body(message: Any) -> bytes:
