@@ -46,11 +46,14 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from bench._rows import Measurement
 
 QUEUE = "bench"  # jobkit's; plain Celery uses its own (RabbitMQ: other queue arguments)
 PLAIN_QUEUE = "bench-plain"
@@ -159,7 +162,7 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
 # -- one measured run --------------------------------------------------------------------------
 
 
-def measure(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
+def _block(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
     """(enqueue seconds, drain seconds) of `n` jobs on one system."""
     import redis
 
@@ -197,6 +200,96 @@ def measure(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
     return enqueue_s, (stamps[-1] - stamps[0]) * n / (n - 4)
 
 
+def _enqueue_many_s(url: str, n: int) -> float:
+    """Seconds jobkit's `enqueue_many` takes for `n` jobs in batches of 100 (jobs left queued)."""
+    app, job = jobkit_app(url)
+    try:
+        job.enqueue(-1, 0)
+        start = time.perf_counter()
+        for first in range(0, n, 100):
+            job.enqueue_many([(i, n) for i in range(first, min(first + 100, n))])
+        return time.perf_counter() - start
+    finally:
+        app.close()
+
+
+def compare(broker: str, jobs: int, rounds: int, options: str = "") -> dict[str, dict[str, float]]:
+    """Run both systems on `broker` ("redis" or "amqp"), `jobs` each in `rounds` alternating
+    blocks, on servers of its own; returns per system the rates in jobs/s ("enqueue", "drain",
+    and for jobkit "enqueue_many"). Prints one line per block."""
+    import redis
+
+    from tests.servers.redis import start_redis
+
+    redis_server = start_redis(persistent=False)  # as measured so far: no append-only file
+    rabbit = None
+    try:
+        marks_url = f"{redis_server.url}/1"
+        if broker == "redis":
+            plain_url = f"{redis_server.url}/0"
+            jobkit_url = f"celery+{redis_server.url}/2?visibility_timeout=60"
+            if options:
+                jobkit_url += f"&{options}"
+        else:
+            from tests.servers.rabbitmq import start_rabbitmq
+
+            rabbit = start_rabbitmq()
+            plain_url = rabbit.url
+            jobkit_url = f"celery+{rabbit.url}?store={redis_server.url}/2"
+            if options:
+                jobkit_url = f"celery+{rabbit.url}?{options}"
+        urls = {"plain": plain_url, "jobkit": jobkit_url}
+        totals = {"plain": [0.0, 0.0], "jobkit": [0.0, 0.0]}
+        block = max(jobs // rounds, 20)
+        for r in range(rounds):
+            order = ("plain", "jobkit") if r % 2 == 0 else ("jobkit", "plain")
+            for kind in order:
+                enq, drain = _block(kind, urls[kind], marks_url, block)
+                totals[kind][0] += enq
+                totals[kind][1] += drain
+                redis.Redis.from_url(f"{redis_server.url}/0").flushall()
+                print(
+                    f"celery+{broker} round {r + 1} {kind:>7}: enqueue {block / enq:6.0f} jobs/s"
+                    f"   drain {block / drain:6.0f} jobs/s",
+                    flush=True,
+                )
+        done = block * rounds
+        results = {k: {"enqueue": done / v[0], "drain": done / v[1]} for k, v in totals.items()}
+        results["jobkit"]["enqueue_many"] = done / _enqueue_many_s(jobkit_url, done)
+        return results
+    finally:
+        if rabbit is not None:
+            rabbit.stop()
+        redis_server.stop()
+
+
+def measure(*, quick: bool) -> list[Measurement]:
+    """`bench._rows` convention: jobkit and plain Celery on celery+redis and celery+amqp.
+    Latency is not measured here (None)."""
+    from bench._rows import Measurement
+
+    jobs, rounds = (40, 2) if quick else (5000, 5)
+    out: list[Measurement] = []
+    for broker in ("redis", "amqp"):
+        results = compare(broker, jobs, rounds)
+        done = max(jobs // rounds, 20) * rounds
+        notes = f"concurrency {CONCURRENCY}, prefetch 1, acks late" + (
+            ", records in Redis" if broker == "amqp" else ", records in the broker's Redis"
+        )
+        for system, key in (("jobkit", "jobkit"), ("celery", "plain")):
+            figures = results[key]
+            out.append(
+                Measurement(
+                    backend=f"celery+{broker}", system=system, jobs=done,
+                    enqueue_per_s=figures["enqueue"],
+                    enqueue_many_per_s=figures.get("enqueue_many"),
+                    drain_per_s=figures["drain"], latency_p50_ms=None, latency_p99_ms=None,
+                    notes=notes,
+                )
+            )  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per system in all")
@@ -215,56 +308,15 @@ def main() -> None:
     if args.worker:
         run_worker(*args.worker)
         return
-
-    import redis
-
-    from tests.servers.redis import start_redis
-
-    redis_server = start_redis(persistent=False)  # as measured so far: no append-only file
-    rabbit = None
-    try:
-        marks_url = f"{redis_server.url}/1"
-        if args.broker == "redis":
-            plain_url = f"{redis_server.url}/0"
-            jobkit_url = f"celery+{redis_server.url}/2?visibility_timeout=60"
-            if args.options:
-                jobkit_url += f"&{args.options}"
-        else:
-            from tests.servers.rabbitmq import start_rabbitmq
-
-            rabbit = start_rabbitmq()
-            plain_url = rabbit.url
-            jobkit_url = f"celery+{rabbit.url}?store={redis_server.url}/2"
-            if args.options:
-                jobkit_url = f"celery+{rabbit.url}?{args.options}"
-        urls = {"plain": plain_url, "jobkit": jobkit_url}
-        totals = {"plain": [0.0, 0.0], "jobkit": [0.0, 0.0]}
-        block = args.jobs // args.rounds
-        for r in range(args.rounds):
-            order = ("plain", "jobkit") if r % 2 == 0 else ("jobkit", "plain")
-            for kind in order:
-                enq, drain = measure(kind, urls[kind], marks_url, block)
-                totals[kind][0] += enq
-                totals[kind][1] += drain
-                redis.Redis.from_url(f"{redis_server.url}/0").flushall()
-                print(
-                    f"round {r + 1} {kind:>7}: enqueue {block / enq:6.0f} jobs/s   "
-                    f"drain {block / drain:6.0f} jobs/s",
-                    flush=True,
-                )
-        done = block * args.rounds
-        results = {k: (done / v[0], done / v[1]) for k, v in totals.items()}
-        for kind, (enq_rate, drain_rate) in results.items():
-            print(f"{kind:>7}: enqueue {enq_rate:8.0f} jobs/s   drain {drain_rate:8.0f} jobs/s")
-        (pe, pd), (je, jd) = results["plain"], results["jobkit"]
-        print(
-            f"Celery+{args.broker}, {args.jobs} jobs, concurrency {CONCURRENCY}: "
-            f"jobkit / plain Celery = enqueue {je / pe:.2f}, drain {jd / pd:.2f}"
-        )
-    finally:
-        if rabbit is not None:
-            rabbit.stop()
-        redis_server.stop()
+    results = compare(args.broker, args.jobs, args.rounds, args.options)
+    for kind, rates in results.items():
+        print(f"{kind:>7}: " + "   ".join(f"{k} {v:8.0f} jobs/s" for k, v in rates.items()))
+    plain, jobkit = results["plain"], results["jobkit"]
+    print(
+        f"Celery+{args.broker}, {args.jobs} jobs, concurrency {CONCURRENCY}: "
+        f"jobkit / plain Celery = enqueue {jobkit['enqueue'] / plain['enqueue']:.2f}, "
+        f"drain {jobkit['drain'] / plain['drain']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -91,3 +91,13 @@ def test_entry_points_name_both_schemes() -> None:
     backends = {ep.name for ep in entry_points(group="jobkit.backends")}
     probes = {ep.name for ep in entry_points(group="jobkit.probes")}
     assert {"celery+redis", "celery+amqp"} <= backends & probes
+
+
+def test_a_kombu_outside_the_supported_range_is_refused_with_what_to_install() -> None:
+    from jobkit_celery._versions import check_versions
+
+    with pytest.raises(jobkit.ConfigurationError, match=r"pip install 'kombu>=5.3,<6.0'"):
+        check_versions(celery="5.7.0", kombu="6.0.0")
+    with pytest.raises(jobkit.ConfigurationError, match=r"celery>=5.3,<6.0, but celery 5.2.7"):
+        check_versions(celery="5.2.7", kombu="5.3.0")
+    check_versions(celery="5.3.0", kombu="5.7.0rc1")  # inside: no error

@@ -28,6 +28,7 @@ from jobkit_celery._amqp_ops import delay_queue_arguments, work_queue_arguments
 from jobkit_celery._names import delay_queue_name
 from jobkit_celery._redis_ops import PRIORITY_STEPS
 from jobkit_celery._settings import Settings
+from jobkit_celery._versions import check_versions
 
 if TYPE_CHECKING:
     from jobkit_celery._runtime import Runtime
@@ -57,6 +58,9 @@ def delay_queue(name: str, ttl_ms: int) -> Queue:
 
 
 def build_celery(settings: Settings, name: str = "jobkit") -> Celery:
+    """The Celery app for `settings`. Raises `ConfigurationError` on a Celery or kombu version
+    outside the supported range (`_versions`)."""
+    check_versions()
     celery = Celery(name, set_as_current=False)
     transport_options: dict[str, Any]
     if settings.broker == "redis":
@@ -65,6 +69,8 @@ def build_celery(settings: Settings, name: str = "jobkit") -> Celery:
             "unacked_restore_interval": settings.restore_every,
             "unacked_restore_throttle": 1,
             "priority_steps": PRIORITY_STEPS,
+            # the longest wait of one receive (`_redis_transport.Channel.jobkit_poll`)
+            "jobkit_poll": settings.poll.total_seconds(),
         }
     else:
         transport_options = {"confirm_publish": True}

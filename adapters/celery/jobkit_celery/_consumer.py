@@ -1,9 +1,11 @@
 """Celery's consumer, with messages it cannot run sent to the dead-letter queue.
 
-Celery acks an undecodable message (dropped, even when the queue has a DLX) and rejects a
-message for an unknown task or in an unknown format (dropped on Redis). Here each goes to
-``jobkit.dlq.<queue>`` byte-for-byte with the reason, recorded DEAD under the job id recovered
-from it (so its handle reports it), then is acked; the worker keeps serving. A job name this
+Celery acks an undecodable message (dropped, even when the queue has a DLX), rejects a
+message for an unknown task or in an unknown format (dropped on Redis), and exits on some
+malformed task messages (see `_task_message`), which are checked here before Celery reads
+them. Here each goes to ``jobkit.dlq.<queue>`` byte-for-byte with the reason, recorded DEAD
+under the job id recovered from it (so its handle reports it), then is acked; the worker keeps
+serving. A job name this
 worker does not define is first sent again later for a worker that knows it (rolling deploys).
 """
 
@@ -16,6 +18,7 @@ from celery.worker.consumer import Consumer
 
 import jobkit
 from jobkit.spi import salvage
+from jobkit_celery import _task_message
 from jobkit_celery._celery_app import runtime_of
 from jobkit_celery._wire import envelope_from_message
 
@@ -45,6 +48,20 @@ def _recovered_id(message: Any, body: bytes) -> tuple[str | None, str | None]:
 
 
 class JobkitConsumer(Consumer):  # type: ignore[misc]
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's handler of each task message, behind a check of what Celery needs from it:
+        a message it cannot build a request from is dead-lettered instead."""
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> Any:
+            problem = _task_message.problem(message)
+            if problem is not None:
+                self._dead_letter(message, problem)
+                return None
+            return handle(message)
+
+        return on_task_received
+
     def _dead_letter(self, message: Any, reason: str) -> None:
         runtime = runtime_of(self.app)
         info = message.delivery_info or {}

@@ -120,7 +120,8 @@ class RedisOps:
         return out
 
     def known_queues(self) -> list[str]:
-        """Queues with anything in them: ready lists, delayed sets, dead letters."""
+        """Job queues: those bound to an exchange, or with delayed jobs or dead letters. Not
+        Celery's and kombu's own (remote control "pidbox" and reply queues, events)."""
         names: set[str] = set()
         with self._guard("list queues"):
             for key in self.client.scan_iter(match="jobkit.*", count=500):
@@ -129,6 +130,8 @@ class RedisOps:
                     if text.startswith(prefix):
                         names.add(text[len(prefix) :])
             for key in self.client.scan_iter(match="_kombu.binding.*", count=500):
+                if _is_internal_exchange(_text(key)[len("_kombu.binding.") :]):
+                    continue
                 for member in self.client.smembers(key):
                     text = member.decode(errors="replace") if isinstance(member, bytes) else member
                     parts = text.split(SEP)
@@ -150,6 +153,16 @@ class RedisOps:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _is_internal_exchange(name: str) -> bool:
+    """Exchanges of Celery's remote control (``celery.pidbox``, ``reply.celery.pidbox``) and
+    events (``celeryev``): their queues hold no jobs."""
+    return name.endswith(".pidbox") or name == "celeryev"
 
 
 class _Guard:

@@ -31,6 +31,11 @@
    visibility timeout and are restored.
 
 The sweep is kombu's own periodic ``restore_visible`` (every ``unacked_restore_interval`` s).
+
+This subclasses private kombu methods (``_brpop_start``, ``_brpop_read``, ``_put``, the QoS
+indices); it is tested on the lowest and highest kombu of `_versions.KOMBU`, and the Celery app
+is not built on any other (`_versions.check_versions`). Attributes only kombu 5.7 has are read
+with ``getattr``.
 """
 
 from __future__ import annotations
@@ -117,6 +122,8 @@ class Channel(kombu_redis.Channel):
 
     QoS = QoS
     Message = Message
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "jobkit_poll")  # type: ignore[assignment]
+    jobkit_poll: float = 1.0  # s: the longest wait of one receive (the worker's --poll)
     _jobkit_keys: dict[tuple[str, ...], tuple[list[str], list[str]]] | None = None
     _jobkit_bells: dict[str, str] | None = None
     _jobkit_sent: str = "EVALSHA"
@@ -126,6 +133,8 @@ class Channel(kombu_redis.Channel):
         self._jobkit_claimed: set[str] = set()
         self._jobkit_sent_bells: list[str] = []  # the doorbells of the last pop script sent
         super().__init__(*args, **kwargs)
+        # kombu >= 5.7 judges the health of a waiting connection by brpop_timeout
+        self.brpop_timeout = self.jobkit_poll
         if self.global_keyprefix:
             raise ValueError(
                 "jobkit's Redis transport does not support kombu's global_keyprefix: "
@@ -146,7 +155,7 @@ class Channel(kombu_redis.Channel):
     def _brpop_start(self, timeout: float | None = None) -> None:
         """Send the pop script, or (when the last one found every list empty) the doorbell wait."""
         if timeout is None:
-            timeout = self.brpop_timeout
+            timeout = self.jobkit_poll
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
@@ -154,7 +163,7 @@ class Channel(kombu_redis.Channel):
         self._jobkit_sent_bells = bells
         connection = self.client.connection
         self._in_poll = connection
-        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]  # kombu >= 5.7: health
         seen = self._jobkit_bells
         if seen is not None:
             self._jobkit_sent = "XREAD"
@@ -178,7 +187,8 @@ class Channel(kombu_redis.Channel):
         due = (message.get("headers") or {}).get(DUE_HEADER)
         if due is None or float(due) <= time():
             batch = kwargs.get("_publish_batch")
-            if batch is not None or (self._expires and queue in self._expires):
+            expires = getattr(self, "_expires", None)  # kombu >= 5.7: queues with x-expires
+            if batch is not None or (expires and queue in expires):
                 super()._put(queue, message, **kwargs)
                 if batch is not None:
                     batch.add("xadd", bell_name(queue), {"r": "1"}, "*", BELL_MAXLEN, True)
@@ -187,7 +197,9 @@ class Channel(kombu_redis.Channel):
                         _ring(client, queue)
                 return
             pri = self._get_message_priority(message, reverse=False)
-            with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            # no MULTI: one connection runs them in order, so the ring never comes before
+            # the push it announces (and a lost ring only delays a pop by `jobkit_poll`)
+            with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
                 pipe.lpush(self._q_for_pri(queue, pri), dumps(message))
                 _ring(pipe, queue)
                 pipe.execute()
@@ -235,7 +247,9 @@ class Channel(kombu_redis.Channel):
             return True
         finally:
             self._in_poll = None  # type: ignore[assignment]
-            self._flush_brpop_reauth()
+            flush_reauth = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7
+            if flush_reauth is not None:
+                flush_reauth()
 
     def _dead_letter_head(self, key: Any, item: Any) -> None:
         """Move `item`, the next entry of list `key` (not a kombu message), to the DLQ in one

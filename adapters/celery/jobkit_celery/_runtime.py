@@ -68,6 +68,7 @@ class JobTask(Task):  # type: ignore[misc]
     jobkit_runtime: Runtime
     jobkit_job: jobkit.JobDef[Any, Any]
     typing = False  # jobkit checks arguments itself, and dead-letters a mismatch
+    Request = "jobkit_celery._request:JobkitRequest"  # a hard time limit requeues
 
 
 def _parse_time(text: Any) -> datetime | None:
@@ -113,6 +114,7 @@ class Runtime:
         self.celery.conf.update(
             broker_transport_options=fresh.conf.broker_transport_options,
             broker_heartbeat=fresh.conf.broker_heartbeat,
+            worker_prefetch_multiplier=fresh.conf.worker_prefetch_multiplier,
         )
 
     # -- sending ------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ class Settings:
     how long records and completed idempotency keys are kept there.
     `profile` is "hardened" (jobkit's settings) or "native" (Celery's defaults: early ack; only
     for demonstrating what the conformance suite catches).
+    `prefetch` messages each worker process holds (the URL's ``prefetch=``, else the worker's
+    ``--prefetch``); `poll` the longest wait of a Redis worker's receive (``--poll``).
     `persistent` (Redis only, ``persistent=yes``) declares that the Redis server persists its
     data (AOF or RDB), so queued jobs survive a restart of it; jobkit cannot see that setting.
     """
@@ -49,6 +51,8 @@ class Settings:
     visibility_timeout_given: bool = False
     restore_interval: timedelta | None = None
     prefetch: int = 1
+    prefetch_given: bool = False
+    poll: timedelta = timedelta(seconds=1)
     store_url: str | None = None
     retention: Retention = field(default_factory=Retention)
     profile: str = "hardened"
@@ -114,6 +118,7 @@ def parse_url(url: str) -> Settings:
                 f"option prefetch={options['prefetch']!r} must be a whole number >= 1"
             )
         kwargs["prefetch"] = prefetch
+        kwargs["prefetch_given"] = True
     profile = options.get("profile", "hardened")
     if profile not in _PROFILES:
         raise jobkit.ConfigurationError(

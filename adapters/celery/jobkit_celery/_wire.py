@@ -43,16 +43,23 @@ def envelope_of(
     """Rebuild the envelope of a task message. A plain Celery message (no ``jobkit`` header,
     e.g. sent with ``task.delay()``) becomes a fresh envelope with the defaults.
 
-    Raises `SerializationError` if the fields are malformed.
+    Raises `SerializationError` if the fields are malformed, or if the header is there but is
+    not a JSON object.
     """
+    if meta is not None and not isinstance(meta, dict):
+        raise jobkit.SerializationError(
+            f"malformed jobkit header: a JSON {type(meta).__name__}, not an object"
+        )
     if isinstance(meta, dict) and meta.get("v") == spi.ENVELOPE_VERSION:
         try:  # the fast path: a header jobkit wrote; checked field by field, no JSON round trip
             not_before = meta.get("not_before")
             headers = meta.get("headers") or {}
             limit = meta.get("time_limit")
             key = meta.get("idempotency_key")
+            named = meta.get("queue")
             if not (
-                _is_int(meta["attempt"])
+                (named is None or (isinstance(named, str) and named))
+                and _is_int(meta["attempt"])
                 and _is_int(meta["max_attempts"])
                 and _is_int(meta["priority"])
                 and isinstance(headers, dict)
@@ -69,7 +76,7 @@ def envelope_of(
                 job=name,
                 args=tuple(args or ()),
                 kwargs=dict(kwargs or {}),
-                queue=str(meta.get("queue") or queue),
+                queue=named or queue,
                 attempt=meta["attempt"],
                 max_attempts=meta["max_attempts"],
                 enqueued_at=datetime.fromisoformat(meta["enqueued_at"]),
@@ -122,13 +129,15 @@ def envelope_from_message(headers: dict[str, Any], body: bytes) -> Envelope:
     try:
         name, task_id = headers["task"], headers["id"]
         args, kwargs, _embed = json.loads(body)
+        if not (isinstance(name, str) and name and isinstance(task_id, str) and task_id):
+            raise TypeError("the task name or id is not a non-empty string")
     except (KeyError, TypeError, ValueError) as exc:
         raise jobkit.SerializationError(f"not a Celery task message: {exc}") from exc
     meta = headers.get(HEADER)
     queue = meta.get("queue") if isinstance(meta, dict) else None
     return envelope_of(
-        task_id=str(task_id),
-        name=str(name),
+        task_id=task_id,
+        name=name,
         args=args,
         kwargs=kwargs,
         meta=meta,

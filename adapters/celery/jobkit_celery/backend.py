@@ -104,10 +104,8 @@ class CeleryBackend(spi.Backend):
         stopped and, acked late, are delivered again. `burst` and `max_jobs` stop the worker
         once the queues are empty or that many jobs have ended.
         """
-        if not self.settings.visibility_timeout_given:
-            # No visibility_timeout in the URL: the worker's lease is the visibility timeout.
-            self.settings = replace(self.settings, visibility_timeout=options.lease)
-            self.runtime.reconfigure(self.settings)
+        self.settings = worker_settings(self.settings, options)
+        self.runtime.reconfigure(self.settings)
         runtime = self.runtime
         runtime.unknown_job_timeout = options.unknown_job_timeout
         runtime.register(app)
@@ -128,6 +126,7 @@ class CeleryBackend(spi.Backend):
             loglevel=options.extra.get("loglevel") or logging.getLogger().getEffectiveLevel(),
             optimization="fair",
             prefetch_multiplier=self.settings.prefetch if self.settings.hardened else 4,
+            # (--poll: the Redis receive wait, in the transport options; RabbitMQ pushes)
             without_gossip=True,
             without_mingle=True,
             quiet=True,
@@ -318,6 +317,38 @@ class CeleryBackend(spi.Backend):
             if self._amqp is not None:
                 self._amqp.close()
             self.runtime.close()
+
+
+_DEFAULT_PREFETCH = WorkerOptions(app_path="").prefetch
+
+
+def worker_settings(settings: Settings, options: WorkerOptions) -> Settings:
+    """`settings` with the worker's options applied: `lease` is the visibility timeout unless
+    the URL gives one; `prefetch` applies unless the URL gives ``prefetch=`` (the same value is
+    fine); `poll` is the longest wait of a Redis receive (RabbitMQ pushes messages: no wait).
+
+    Raises `ConfigurationError` for a `prefetch` that cannot take effect: it disagrees with the
+    URL's ``prefetch=``, or ``profile=native`` keeps Celery's own prefetch.
+    """
+    changes: dict[str, Any] = {"poll": options.poll}
+    if not settings.visibility_timeout_given:
+        changes["visibility_timeout"] = options.lease
+    asked = options.prefetch
+    if asked != _DEFAULT_PREFETCH and asked != settings.prefetch:
+        if not settings.hardened:
+            raise jobkit.ConfigurationError(
+                f"--prefetch {asked} cannot take effect with profile=native, which keeps "
+                "Celery's default prefetch (4 messages per process); drop --prefetch, or drop "
+                "profile=native from the backend URL"
+            )
+        if settings.prefetch_given:
+            raise jobkit.ConfigurationError(
+                f"--prefetch {asked} disagrees with prefetch={settings.prefetch} in the backend "
+                f"URL; drop --prefetch, or set prefetch={asked} in the URL"
+            )
+    if not settings.prefetch_given and settings.hardened:
+        changes["prefetch"] = asked
+    return replace(settings, **changes)
 
 
 class _Stopper:
