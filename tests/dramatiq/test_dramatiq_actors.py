@@ -40,26 +40,30 @@ def test_jobs_are_declared_as_actors_named_after_them(redis_url: str) -> None:
 
 
 def test_a_plain_dramatiq_worker_runs_jobs_enqueued_through_jobkit(
-    any_url: str, ledger: Path, app_closed: None
+    any_url: str, ledger: Path, app_closed: None, tmp_path: Path
 ) -> None:
     L.app.use(any_url)
+    log = tmp_path / "dramatiq.log"
     L.record.enqueue("now")
     L.record.options(delay=timedelta(seconds=0.5)).enqueue("later")
     env = dict(
         os.environ,
         JOBKIT_TEST_LEDGER=str(ledger),
-        JOBKIT_DRAMATIQ_URL=any_url,
+        JOBKIT_APP="tests.apps.ledger:app",
+        JOBKIT_BACKEND=any_url,
         PYTHONPATH=str(ROOT),
     )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "tests.dramatiq.dramatiq_app",
+        [sys.executable, "-m", "dramatiq", "jobkit_dramatiq.env",
          "--processes", "1", "--threads", "2", "--queues", "work"],
         cwd=ROOT, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=log.open("ab"),
     )  # fmt: skip
     try:
         assert wait_until(
-            lambda: effect_done(ledger, "now") and effect_done(ledger, "later"), timeout=60
+            lambda: effect_done(ledger, "now") and effect_done(ledger, "later"),
+            timeout=60,
+            what=f"both jobs run by the dramatiq worker; its log: {log}",
         )
     finally:
         kill_group(worker)
