@@ -25,9 +25,14 @@ from tests.workers import run_conformance
 pytestmark = pytest.mark.slow
 
 # What the suite finds wrong with dramatiq+amqp, declared (strict: a pass fails the run).
+_UNSEEN = (
+    "AMQP 0-9-1 cannot see unacked messages without the management plugin: in_flight is "
+    "always 0, and delayed messages (held unacked by a worker until due, as Dramatiq does) "
+    "are not counted while a worker holds them"
+)
 AMQP_XFAILS = {
-    "stats.counts": "dramatiq+amqp counts no message in flight: AMQP 0-9-1 cannot see unacked "
-    "messages without the management plugin (in_flight is always 0)",
+    "stats.counts": f"dramatiq+amqp: {_UNSEEN}",
+    "contract.stats": f"dramatiq+amqp: {_UNSEEN}",
 }
 
 

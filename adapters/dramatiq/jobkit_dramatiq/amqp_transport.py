@@ -47,8 +47,8 @@ from jobkit_dramatiq.config import DramatiqConfig
 
 logger = logging.getLogger("jobkit.dramatiq")
 
-PREFETCH = 50
-_SLICE_S = 0.02  # how long one poll holds the channel
+_POLL_MIN_S = 0.002
+_POLL_MAX_S = 0.05
 _KEEPALIVE_S = 5.0
 _DELIVERIES = "jobkit-deliveries"
 _REASON = "jobkit-reason"
@@ -96,7 +96,6 @@ class _Link:
         self.channel: Any = None
         self.declared: set[str] = set()
         self.consuming: set[str] = set()
-        self.ready: list[tuple[int, int, Any, Any, bytes]] = []  # (-priority, seq, ...)
         self.delayed: list[tuple[int, int, Any, Any, bytes]] = []  # (eta, seq, ...)
         self.seq = itertools.count()
         self.closed = False
@@ -122,7 +121,6 @@ class _Link:
         conn, self.conn, self.channel = self.conn, None, None
         self.declared.clear()
         self.consuming.clear()
-        self.ready.clear()
         self.delayed.clear()
         if conn is not None and conn.is_open:
             try:
@@ -152,10 +150,6 @@ class _Link:
         self.declare(queue)
         ch = self.open()
 
-        def on_ready(_ch: Any, method: Any, props: Any, body: bytes) -> None:
-            prio = -(props.priority or 0)
-            heapq.heappush(self.ready, (prio, next(self.seq), method, props, body))
-
         def on_delayed(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             message = _wire.decode(body)
             eta = (message or {}).get("options", {}).get("eta", 0)
@@ -164,18 +158,27 @@ class _Link:
 
         ch.basic_qos(prefetch_count=0)  # delayed: held until due, however many
         ch.basic_consume(queue=f"{queue}.DQ", on_message_callback=on_delayed)
-        ch.basic_qos(prefetch_count=PREFETCH)
-        ch.basic_consume(queue=queue, on_message_callback=on_ready)
         self.consuming.add(queue)
 
-    def publish(self, queue: str, body: bytes, *, priority: int, headers: dict[str, Any]) -> None:
+    def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        priority: int,
+        headers: dict[str, Any],
+        message_id: str | None = None,
+    ) -> None:
         ch = self.open()
         ch.basic_publish(
             exchange="",
             routing_key=queue,
             body=body,
             properties=pika.BasicProperties(
-                delivery_mode=2, priority=priority or None, headers=headers or None
+                delivery_mode=2,
+                priority=priority or None,
+                headers=headers or None,
+                message_id=message_id,
             ),
             mandatory=True,
         )
@@ -239,56 +242,45 @@ class AmqpTransport(Transport):
     def receive(
         self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
     ) -> list[Delivery]:
-        """Takes the channel in slices of 20 ms until a message comes or `wait` is over."""
+        """``basic.get`` from each queue in turn until `max_messages` or the queues are empty;
+        polls (2 ms doubling to 50 ms) until a message comes or `wait` is over. Nothing is
+        prefetched: a message RabbitMQ marks redelivered was really handed out before."""
         link = self._link
         deadline = time.monotonic() + wait.total_seconds()
+        pause = _POLL_MIN_S
         while True:
+            got: list[Delivery] = []
             with _translated("receive messages"), link.lock:
                 try:
                     for queue in queues:
                         link.consume(queue)
-                    self._promote()
                     link.conn.process_data_events(0)
-                    got = self._pop(set(queues), max_messages)
-                    if not got and time.monotonic() < deadline:
-                        link.conn.process_data_events(
-                            min(_SLICE_S, max(deadline - time.monotonic(), 0))
-                        )
-                        got = self._pop(set(queues), max_messages)
+                    self._promote()
+                    for queue in queues:
+                        while len(got) < max_messages:
+                            method, props, body = link.channel.basic_get(queue, auto_ack=False)
+                            if method is None:
+                                break
+                            got.append(self._delivery(queue, method, props, body))
                 except (pika.exceptions.AMQPError, OSError):
                     link.drop()
                     raise
             if got or time.monotonic() >= deadline:
                 return got
-            time.sleep(0.001)  # let other threads take the lock
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+            pause = min(pause * 2, _POLL_MAX_S)
 
-    def _pop(self, queues: set[str], max_messages: int) -> list[Delivery]:
-        link = self._link
-        out: list[Delivery] = []
-        keep = []
-        while link.ready and len(out) < max_messages:
-            item = heapq.heappop(link.ready)
-            _prio, _seq, method, props, body = item
-            if method.routing_key not in queues:
-                keep.append(item)
-                continue
-            out.append(self._delivery(method, props, body))
-        for item in keep:
-            heapq.heappush(link.ready, item)
-        return out
-
-    def _delivery(self, method: Any, props: Any, body: bytes) -> Delivery:
+    def _delivery(self, queue: str, method: Any, props: Any, body: bytes) -> Delivery:
         headers = props.headers or {}
         before = headers.get(_DELIVERIES, 0)
         before = before if isinstance(before, int) else 0
-        queue = method.routing_key.removesuffix(".DQ")
         return Delivery(
             queue=queue,
-            id=_wire.message_id(body, str(method.delivery_tag)),
+            id=_wire.message_id(body, props.message_id or str(method.delivery_tag)),
             body=_wire.envelope_of(body),
             deliveries=before + 1 + (1 if method.redelivered else 0),
             receipt=f"{self._link.generation}|{method.delivery_tag}",
-            native=(body, props.priority or 0, before),
+            native=(body, props.priority or 0, props.message_id),
         )
 
     def _promote(self) -> None:
@@ -299,7 +291,13 @@ class AmqpTransport(Transport):
             _eta, _seq, method, props, body = heapq.heappop(link.delayed)
             queue = method.routing_key.removesuffix(".DQ")
             data = _wire.with_options(body, eta=None)
-            link.publish(queue, data, priority=props.priority or 0, headers=props.headers or {})
+            link.publish(
+                queue,
+                data,
+                priority=props.priority or 0,
+                headers=props.headers or {},
+                message_id=props.message_id,
+            )
             link.channel.basic_ack(method.delivery_tag)
 
     def _settle(self, delivery: Delivery) -> int | None:
@@ -328,7 +326,7 @@ class AmqpTransport(Transport):
         """A copy (with its delivery count) published, then the original acked: a crash in
         between leaves both (delivered twice, never lost)."""
         link = self._link
-        raw, priority, _before = delivery.native
+        raw, priority, message_id = delivery.native
         deliveries = delivery.deliveries if counted else delivery.deliveries - 1
         with _translated(f"release {delivery.id}"), link.lock:
             tag = self._settle(delivery)
@@ -341,13 +339,19 @@ class AmqpTransport(Transport):
                 target = f"{delivery.queue}.DQ"
             else:
                 target = delivery.queue
-            link.publish(target, data, priority=priority, headers={_DELIVERIES: deliveries})
+            link.publish(
+                target,
+                data,
+                priority=priority,
+                headers={_DELIVERIES: deliveries},
+                message_id=message_id,
+            )
             link.channel.basic_ack(tag)
 
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         """A copy with the reason published on ``Q.XQ``, then the original acked."""
         link = self._link
-        raw, priority, _before = delivery.native
+        raw, priority, message_id = delivery.native
         with _translated(f"dead-letter {delivery.id}"), link.lock:
             tag = self._settle(delivery)
             if tag is None:
@@ -358,7 +362,13 @@ class AmqpTransport(Transport):
                 _DELIVERIES: delivery.deliveries,
             }
             link.declare(delivery.queue)
-            link.publish(f"{delivery.queue}.XQ", raw, priority=priority, headers=headers)
+            link.publish(
+                f"{delivery.queue}.XQ",
+                raw,
+                priority=priority,
+                headers=headers,
+                message_id=message_id,
+            )
             link.channel.basic_ack(tag)
 
     def extend(self, delivery: Delivery, *, lease: timedelta) -> None:
@@ -396,7 +406,7 @@ class AmqpTransport(Transport):
                 out.append(
                     DeadLetter(
                         queue=queue,
-                        id=_wire.message_id(body, str(method.delivery_tag)),
+                        id=_wire.message_id(body, props.message_id or str(method.delivery_tag)),
                         body=_wire.envelope_of(body),
                         reason=str(headers.get(_REASON, "dead-lettered by Dramatiq")),
                         dead_at=datetime.fromtimestamp(dead_at / 1000, UTC)
@@ -418,7 +428,10 @@ class AmqpTransport(Transport):
                 method, props, body = ch.basic_get(f"{queue}.XQ", auto_ack=False)
                 if method is None:
                     break
-                if wanted is not None and _wire.message_id(body, "") not in wanted:
+                if (
+                    wanted is not None
+                    and _wire.message_id(body, props.message_id or "") not in wanted
+                ):
                     continue
                 fresh = _wire.with_envelope(body, replay_body(_wire.envelope_of(body)))
                 ch.basic_publish(
@@ -426,7 +439,9 @@ class AmqpTransport(Transport):
                     routing_key=queue,
                     body=fresh,
                     properties=pika.BasicProperties(
-                        delivery_mode=2, priority=props.priority or None
+                        delivery_mode=2,
+                        priority=props.priority or None,
+                        message_id=props.message_id,
                     ),
                     mandatory=True,
                 )
