@@ -21,13 +21,15 @@ import dramatiq
 
 from jobkit import JobContext
 from jobkit.spi import JobSet, decode, invoke_job, job_context
-from jobkit_dramatiq.config import DramatiqConfig, parse_url
+from jobkit_dramatiq.amqp_transport import dead_queue_arguments
+from jobkit_dramatiq.config import NEVER, DramatiqConfig, parse_url
 
 
 def native_broker(config: DramatiqConfig) -> Any:
     """A Dramatiq broker on the same queues as the jobkit transport for `config`: the same
-    Redis namespace and heartbeat, or the same RabbitMQ queue arguments (priorities, dead-letter
-    TTL), so both can declare and use them."""
+    Redis namespace and heartbeat (dead letters never expire), or the same RabbitMQ queue
+    arguments (priorities; ``Q.XQ`` without a TTL unless ``dead_ttl`` is set), so both can
+    declare and use them."""
     if config.broker == "redis":
         from dramatiq.brokers.redis import RedisBroker
 
@@ -36,12 +38,19 @@ def native_broker(config: DramatiqConfig) -> Any:
             namespace=config.namespace,
             heartbeat_timeout=int(config.heartbeat.total_seconds() * 1000),
             maintenance_chance=int(config.maintenance_chance * 1_000_000),
-            dead_message_ttl=int(config.dead_ttl.total_seconds() * 1000),
+            dead_message_ttl=int(NEVER.total_seconds() * 1000),
         )
-    from dramatiq.brokers import rabbitmq
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-    rabbitmq.DEAD_MESSAGE_TTL = int(config.dead_ttl.total_seconds() * 1000)
-    return rabbitmq.RabbitmqBroker(
+    class _Broker(RabbitmqBroker):
+        """Dramatiq's broker, declaring ``Q.XQ`` as jobkit does (no TTL by default)."""
+
+        def _declare_xq_queue(self, queue_name: str) -> Any:
+            return self.channel.queue_declare(
+                queue=f"{queue_name}.XQ", durable=True, arguments=dead_queue_arguments(config)
+            )
+
+    return _Broker(
         url=config.broker_url,
         confirm_delivery=True,
         max_priority=config.priorities if config.priorities > 1 else None,

@@ -2,7 +2,7 @@
 
 Queues are declared exactly as Dramatiq's ``RabbitmqBroker`` declares them (``Q`` and ``Q.DQ``
 dead-lettering to ``Q.XQ``, priorities through ``x-max-priority``; ``Q.XQ`` with a message TTL,
-the ``dead_ttl`` option, which `jobkit status` shows), so a plain ``dramatiq`` worker with the
+none unless the URL sets ``dead_ttl``), so a plain ``dramatiq`` worker with the
 broker `jobkit_dramatiq.native_broker` builds can share them. Messages are Dramatiq messages
 (see `_wire`), persistent, published with confirms (``send`` returns once RabbitMQ has them).
 
@@ -53,6 +53,14 @@ _KEEPALIVE_S = 5.0
 _DELIVERIES = "jobkit-deliveries"
 _REASON = "jobkit-reason"
 _DEAD_AT = "jobkit-dead-at"
+
+
+def dead_queue_arguments(config: DramatiqConfig) -> dict[str, Any]:
+    """``Q.XQ``'s arguments: no TTL (dead letters kept until replayed or purged) unless the URL
+    sets ``dead_ttl``."""
+    if config.dead_ttl is None:
+        return {}
+    return {"x-message-ttl": int(config.dead_ttl.total_seconds() * 1000)}
 
 
 def amqp_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities:
@@ -138,10 +146,11 @@ class _Link:
         }
         if self.config.priorities > 1:
             args["x-max-priority"] = self.config.priorities
-        ttl = int(self.config.dead_ttl.total_seconds() * 1000)
         ch.queue_declare(queue=queue, durable=True, arguments=args)
         ch.queue_declare(queue=f"{queue}.DQ", durable=True, arguments=args)
-        ch.queue_declare(queue=f"{queue}.XQ", durable=True, arguments={"x-message-ttl": ttl})
+        ch.queue_declare(
+            queue=f"{queue}.XQ", durable=True, arguments=dead_queue_arguments(self.config)
+        )
         self.declared.add(queue)
 
     def consume(self, queue: str) -> None:

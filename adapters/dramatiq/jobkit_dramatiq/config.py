@@ -12,8 +12,11 @@ Options (all optional):
   requeue runs on every fetch (Dramatiq's ``maintenance_chance`` at 100 %). Native: 60 s, 0.1 %.
 - ``namespace`` (Redis): the key prefix, Dramatiq's ``namespace`` (default ``dramatiq``).
 - ``priorities`` (RabbitMQ): levels 1..255 (queues declared with ``x-max-priority``); 1 = none.
-- ``dead_ttl`` (RabbitMQ): how long the dead-letter queue keeps a message; RabbitMQ caps a
-  queue TTL at 2**32-1 ms (49 days). Redis dead letters never expire.
+- ``dead_ttl`` (RabbitMQ): unset by default: dead letters never expire (``Q.XQ`` is declared
+  without a TTL, where Dramatiq declares 7 days). Set it only to match queues a plain Dramatiq
+  deployment declared already (RabbitMQ refuses to redeclare a queue with other arguments);
+  it is then in the URL, which `jobkit status` prints. At most 2**32-1 ms (49 days).
+  Redis dead letters never expire.
 - ``persistent`` (Redis): ``yes`` when the Redis server persists its data (AOF): only then
   does the backend claim that jobs survive a Redis restart.
 - ``store``: the job store, ``memory`` (per process) or ``sqlite:///path`` (shared by the
@@ -46,7 +49,7 @@ class DramatiqConfig:
     heartbeat: timedelta = timedelta(seconds=5)
     maintenance_chance: float = 1.0  # share of fetches that run dead-worker maintenance
     priorities: int = 10
-    dead_ttl: timedelta = NEVER
+    dead_ttl: timedelta | None = None  # None: dead letters never expire
     persistent: bool = False
     store: str = "memory"
     retention: Retention = field(default_factory=Retention)
@@ -79,11 +82,13 @@ def parse_url(url: str) -> DramatiqConfig:
         path = "/%2F"  # the default vhost "/", spelled as pika reads it (kombu's "//" too)
     native_url = urlunsplit((broker, parts.netloc, path, "", ""))
     heartbeat = _duration(options, "heartbeat", timedelta(seconds=5 if hardened else 60), shown)
-    dead_ttl = NEVER
+    dead_ttl: timedelta | None = None
     priorities = 1
     if broker == "amqp":
-        dead_ttl = _duration(options, "dead_ttl", RABBIT_MAX_TTL, shown)
-        if dead_ttl > RABBIT_MAX_TTL:
+        if options.get("dead_ttl"):
+            dead_ttl = _duration(options, "dead_ttl", RABBIT_MAX_TTL, shown)
+        options.pop("dead_ttl", None)
+        if dead_ttl is not None and dead_ttl > RABBIT_MAX_TTL:
             raise ConfigurationError(
                 f"{shown!r}: dead_ttl={options.get('dead_ttl')} is over RabbitMQ's queue TTL "
                 "limit of 2**32-1 ms (49 days); use dead_ttl=49d or less"
