@@ -21,7 +21,7 @@ import dramatiq
 
 from jobkit import JobContext
 from jobkit.spi import JobSet, decode, invoke_job, job_context
-from jobkit_dramatiq.amqp_transport import dead_queue_arguments
+from jobkit_dramatiq._amqp_link import dead_queue_arguments
 from jobkit_dramatiq.config import NEVER, DramatiqConfig, parse_url
 
 
