@@ -17,7 +17,8 @@ from jobkit_dramatiq.config import DramatiqConfig
 
 logger = logging.getLogger("jobkit.dramatiq")
 
-_KEEPALIVE_S = 5.0
+HEARTBEAT_S = 2
+_KEEPALIVE_S = 0.5
 
 
 def dead_queue_arguments(config: DramatiqConfig) -> dict[str, Any]:
@@ -60,7 +61,10 @@ class Link:
     def __init__(self, config: DramatiqConfig) -> None:
         self.config = config
         self.params = pika.URLParameters(config.broker_url)
-        self.params.heartbeat = 30
+        # RabbitMQ closes a connection after about two missed heartbeats: a stopped or hung
+        # worker's messages go back within ~4-6 s (`redelivery_after` 8 s); `_keep` answers
+        # them while no thread calls in
+        self.params.heartbeat = HEARTBEAT_S
         self.params.blocked_connection_timeout = 30
         self.params.connection_attempts = 1
         self.lock = threading.RLock()

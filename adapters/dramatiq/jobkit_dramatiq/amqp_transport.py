@@ -57,8 +57,8 @@ def amqp_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities:
     native = "" if config.hardened else " (native defaults)"
     return Capabilities(
         name=f"dramatiq+amqp{native}",
-        redelivery="connection loss when a worker dies",
-        redelivery_after=timedelta(seconds=5),
+        redelivery="connection loss when a worker dies, or misses two 2 s heartbeats",
+        redelivery_after=timedelta(seconds=8),
         scheduling_precision=timedelta(seconds=1),
         max_delay=None,
         priorities=config.priorities,
