@@ -7,7 +7,8 @@ with no worker running, then start the worker and time the drain from marks the 
 (jobs ``i < 4`` and ``i >= n - 8`` RPUSH ``time.time()`` to a Redis list in db 1; the others do
 nothing). Workers: plain ``dramatiq -p 2 -t 1`` (its default middleware, a broker configured
 like jobkit's: same namespace, confirms on RabbitMQ) against ``jobkit worker -c 2`` (two job
-processes; jobkit's own worker, job records in memory).
+processes; jobkit's own worker, job records in memory). Each figure is the median of the
+rounds' rates.
 
     .venv/bin/python bench/dramatiq_bench.py [--jobs 5000] [--rounds 4] [--broker redis|amqp]
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -142,16 +144,17 @@ def _one(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
 
 
 def _broker(broker: str, jobs: int, rounds: int, redis_url: str, amqp_url: str) -> dict[str, Any]:
+    """Per system: (enqueue, drain) jobs/s, each the median over the rounds (the machine is
+    shared: a median keeps one disturbed round from deciding the figure)."""
     import redis
 
     url = f"dramatiq+{redis_url}/0" if broker == "redis" else f"dramatiq+{amqp_url}"
-    totals = {"plain": [0.0, 0.0], "jobkit": [0.0, 0.0]}
+    rates: dict[str, list[tuple[float, float]]] = {"plain": [], "jobkit": []}
     block = max(jobs // rounds, 20)
     for r in range(rounds):
         for kind in ("plain", "jobkit") if r % 2 == 0 else ("jobkit", "plain"):
             enq, drain = _one(kind, url, f"{redis_url}/1", block)
-            totals[kind][0] += enq
-            totals[kind][1] += drain
+            rates[kind].append((block / enq, block / drain))
             if broker == "redis":
                 redis.Redis.from_url(f"{redis_url}/0").flushdb()
             print(
@@ -159,8 +162,16 @@ def _broker(broker: str, jobs: int, rounds: int, redis_url: str, amqp_url: str) 
                 f"drain {block / drain:6.0f} jobs/s",
                 flush=True,
             )
-    done = block * rounds
-    return {"jobs": done, **{k: (done / v[0], done / v[1]) for k, v in totals.items()}}
+    return {
+        "jobs": block * rounds,
+        **{
+            kind: (
+                statistics.median(e for e, _ in found),
+                statistics.median(d for _, d in found),
+            )
+            for kind, found in rates.items()
+        },
+    }
 
 
 def measure(*, quick: bool, brokers: tuple[str, ...] = ("redis", "amqp")) -> list[Measurement]:
