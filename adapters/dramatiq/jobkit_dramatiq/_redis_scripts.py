@@ -76,6 +76,25 @@ end
 return out
 """
 
+# ARGV: namespace, then (queue, id, data, eta ms or 0) quadruples. One command for a batch
+# (Dramatiq's own enqueue is one script call per message too), all or nothing.
+ENQUEUE = """
+local ns = ARGV[1]
+for i = 2, #ARGV, 4 do
+  local qkey = ns .. ":" .. ARGV[i]
+  local id, data, eta = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  if eta == 0 then
+    redis.call("hset", qkey .. ".msgs", id, data)
+    redis.call("rpush", qkey, id)
+  else
+    redis.call("hset", qkey .. ".DQ.msgs", id, data)
+    redis.call("rpush", qkey .. ".DQ", id)
+    redis.call("zadd", qkey .. ".DQ.due", eta, id)
+  end
+end
+return 1
+"""
+
 # ARGV: namespace, then (worker, queue, id) triples. Stale receipts (not in that worker's ack
 # set any more: requeued after it was taken for dead) change nothing.
 ACK = """

@@ -95,6 +95,7 @@ class RedisTransport(Transport):
         self._heartbeat = heartbeat or Heartbeat(
             self.client, f"{ns}:__heartbeats__", str(uuid.uuid4()), config.heartbeat / 5
         )
+        self._enqueue = self.client.register_script(_redis_scripts.ENQUEUE)
         self._fetch = self.client.register_script(_redis_scripts.FETCH)
         self._ack = self.client.register_script(_redis_scripts.ACK)
         self._release = self.client.register_script(_redis_scripts.RELEASE)
@@ -113,33 +114,23 @@ class RedisTransport(Transport):
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, messages: Sequence[Message]) -> None:
-        """One MULTI/EXEC for the batch: all or nothing. Raises `BrokerUnavailable`."""
+        """One script call for the batch: all or nothing. Raises `BrokerUnavailable`."""
         if not messages:
             return
         now_ms = int(time.time() * 1000)
-        pipe = self.client.pipeline(transaction=True)
+        args: list[Any] = [self._ns]
         for m in messages:
             rid = str(uuid.uuid4())
-            key = self._key(m.queue)
             if m.delay > timedelta(0):
                 eta = now_ms + int(m.delay.total_seconds() * 1000)
-                data = _wire.encode(
-                    queue=f"{m.queue}.DQ",
-                    job_id=m.id,
-                    body=m.body,
-                    options={"redis_message_id": rid, "eta": eta},
-                )
-                pipe.hset(f"{key}.DQ.msgs", rid, data)
-                pipe.rpush(f"{key}.DQ", rid)
-                pipe.zadd(f"{key}.DQ.due", {rid: eta})
+                options: dict[str, Any] = {"redis_message_id": rid, "eta": eta}
+                queue = f"{m.queue}.DQ"
             else:
-                data = _wire.encode(
-                    queue=m.queue, job_id=m.id, body=m.body, options={"redis_message_id": rid}
-                )
-                pipe.hset(f"{key}.msgs", rid, data)
-                pipe.rpush(key, rid)
+                eta, options, queue = 0, {"redis_message_id": rid}, m.queue
+            data = _wire.encode(queue=queue, job_id=m.id, body=m.body, options=options)
+            args += [m.queue, rid, data, eta]
         with _translated(f"send {len(messages)} message(s)"):
-            pipe.execute()
+            self._enqueue(args=args)
 
     # -- receiving ----------------------------------------------------------------------------
 
