@@ -69,7 +69,8 @@ def test_the_suite_catches_dramatiq_native_defaults_on_redis(
 ) -> None:
     flush(redis_server)
     code, data, out = run_conformance(
-        f"dramatiq+{redis_server.url}/0?profile=native", tmp_path,
+        f"dramatiq+{redis_server.url}/0?profile=native&store=sqlite:///{tmp_path / 'jobs.db'}",
+        tmp_path,
         "-k", "crash.redelivered_within_bound", "-k", "poison.dead_lettered_worker_survives",
         "--timeout", "20",
     )  # fmt: skip
