@@ -1,46 +1,22 @@
-"""Fixtures for the Dramatiq adapter tests: one real redis-server and one real rabbitmq-server
-per session, on 127.0.0.1 ports of their own, stopped by PID at the end.
+"""Fixtures for the Dramatiq adapter tests: the real redis-server and rabbitmq-server (one each
+per session, on 127.0.0.1 ports of their own, stopped by PID at the end), the ledger and
+`effect_done` are the Celery tests' (`tests.celery.conftest`); the URLs are Dramatiq's.
 
 A server that cannot start makes the tests that need it fail (error), never skip.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import redis
 
-from tests.servers.rabbitmq import RabbitServer, start_rabbitmq
-from tests.servers.redis import RedisServer, start_redis
+from tests.celery.conftest import effect_done, ledger, rabbit_server, redis_server
+from tests.servers.rabbitmq import RabbitServer
+from tests.servers.redis import RedisServer
+
+__all__ = ["effect_done", "flush", "ledger", "rabbit_server", "redis_server"]
 
 QUEUE = "work"  # the queue of tests.apps.ledger's jobs
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = start_redis()
-    except RuntimeError as exc:
-        pytest.fail(f"cannot start redis-server: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def rabbit_server() -> Iterator[RabbitServer]:
-    try:
-        server = start_rabbitmq()
-    except RuntimeError as exc:
-        pytest.fail(f"cannot start rabbitmq-server: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def flush(server: RedisServer) -> None:
@@ -73,22 +49,3 @@ def any_url(request: pytest.FixtureRequest) -> str:
     """Each test that takes this runs on both brokers."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "ledger.sqlite3"
-    monkeypatch.setenv("JOBKIT_TEST_LEDGER", str(path))
-    from tests.apps.ledger import connect
-
-    connect(str(path)).close()
-    return path
-
-
-def effect_done(ledger: Path, key: str) -> bool:
-    db = sqlite3.connect(ledger, timeout=30)
-    try:
-        row = db.execute("SELECT 1 FROM effects WHERE key = ?", (key,)).fetchone()
-    finally:
-        db.close()
-    return row is not None
