@@ -1,0 +1,168 @@
+"""The AMQP connection and channel one root `AmqpTransport` and its clones share, with the
+queue declarations (Dramatiq's, see `amqp_transport`) and the delayed messages it holds."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from jobkit_dramatiq import _wire
+from jobkit_dramatiq.config import DramatiqConfig
+
+logger = logging.getLogger("jobkit.dramatiq")
+
+HEARTBEAT_S = 2
+_KEEPALIVE_S = 0.5
+
+
+def dead_queue_arguments(config: DramatiqConfig) -> dict[str, Any]:
+    """``Q.XQ``'s arguments: no TTL (dead letters kept until replayed or purged) unless the URL
+    sets ``dead_ttl``."""
+    if config.dead_ttl is None:
+        return {}
+    return {"x-message-ttl": int(config.dead_ttl.total_seconds() * 1000)}
+
+
+def publish(
+    channel: Any,
+    queue: str,
+    body: bytes,
+    *,
+    priority: int,
+    headers: dict[str, Any] | None = None,
+    message_id: str | None = None,
+) -> None:
+    """Publish `body` persistent onto `queue` through the default exchange, mandatory (an
+    unroutable message raises on a confirming channel)."""
+    channel.basic_publish(
+        exchange="",
+        routing_key=queue,
+        body=body,
+        properties=pika.BasicProperties(
+            delivery_mode=2,
+            priority=priority or None,
+            headers=headers or None,
+            message_id=message_id,
+        ),
+        mandatory=True,
+    )
+
+
+class Link:
+    """The connection and channel shared by a root transport and its clones. All use under
+    `lock`. `generation` changes at each reconnect: receipts of an older one are stale."""
+
+    def __init__(self, config: DramatiqConfig) -> None:
+        self.config = config
+        self.params = pika.URLParameters(config.broker_url)
+        # RabbitMQ closes a connection after about two missed heartbeats: a stopped or hung
+        # worker's messages go back within ~4-6 s (`redelivery_after` 8 s); `_keep` answers
+        # them while no thread calls in
+        self.params.heartbeat = HEARTBEAT_S
+        self.params.blocked_connection_timeout = 30
+        self.params.connection_attempts = 1
+        self.lock = threading.RLock()
+        self.generation = 0
+        self.conn: Any = None
+        self.channel: Any = None
+        self.declared: set[str] = set()
+        self.consuming: set[str] = set()
+        self.delayed: list[tuple[int, int, Any, Any, bytes]] = []  # (eta, seq, ...)
+        self.seq = itertools.count()
+        self.closed = False
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    def open(self) -> Any:
+        """The channel, (re)connecting if needed. Call under `lock`."""
+        if self.channel is not None and self.channel.is_open and self.conn.is_open:
+            return self.channel
+        self.drop()
+        self.conn = pika.BlockingConnection(self.params)
+        self.channel = self.conn.channel()
+        self.channel.confirm_delivery()
+        self.generation += 1
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep, name="jobkit-amqp-keep", daemon=True)
+            self._keeper.start()
+        return self.channel
+
+    def drop(self) -> None:
+        """Forget the connection (its unacked messages go back to their queues)."""
+        conn, self.conn, self.channel = self.conn, None, None
+        self.declared.clear()
+        self.consuming.clear()
+        self.delayed.clear()
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except Exception:  # it is going away either way
+                logger.debug("closing the AMQP connection failed", exc_info=True)
+
+    def declare(self, queue: str) -> None:
+        if queue in self.declared:
+            return
+        ch = self.open()
+        args: dict[str, Any] = {
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": f"{queue}.XQ",
+        }
+        if self.config.priorities > 1:
+            args["x-max-priority"] = self.config.priorities
+        ch.queue_declare(queue=queue, durable=True, arguments=args)
+        ch.queue_declare(queue=f"{queue}.DQ", durable=True, arguments=args)
+        ch.queue_declare(
+            queue=f"{queue}.XQ", durable=True, arguments=dead_queue_arguments(self.config)
+        )
+        self.declared.add(queue)
+
+    def consume(self, queue: str) -> None:
+        if queue in self.consuming:
+            return
+        self.declare(queue)
+        ch = self.open()
+
+        def on_delayed(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+            message = _wire.decode(body)
+            eta = (message or {}).get("options", {}).get("eta", 0)
+            eta = eta if isinstance(eta, int | float) else 0
+            heapq.heappush(self.delayed, (int(eta), next(self.seq), method, props, body))
+
+        ch.basic_qos(prefetch_count=0)  # delayed: held until due, however many
+        ch.basic_consume(queue=f"{queue}.DQ", on_message_callback=on_delayed)
+        self.consuming.add(queue)
+
+    def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        priority: int,
+        headers: dict[str, Any],
+        message_id: str | None = None,
+    ) -> None:
+        publish(self.open(), queue, body, priority=priority, headers=headers, message_id=message_id)
+
+    def _keep(self) -> None:
+        while not self._stop.wait(_KEEPALIVE_S):
+            with self.lock:
+                if self.closed:
+                    return
+                if self.conn is not None and self.conn.is_open:
+                    try:
+                        self.conn.process_data_events(0)
+                    except Exception:  # the next call reconnects
+                        logger.warning("AMQP connection lost", exc_info=True)
+                        self.drop()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self._stop.set()
+            self.drop()

@@ -1,0 +1,351 @@
+"""`AmqpTransport`: jobkit's message-level transport on Dramatiq's RabbitMQ queue layout.
+
+Queues are declared exactly as Dramatiq's ``RabbitmqBroker`` declares them (``Q`` and ``Q.DQ``
+dead-lettering to ``Q.XQ``, priorities through ``x-max-priority``; ``Q.XQ`` with a message TTL,
+none unless the URL sets ``dead_ttl``), so a plain ``dramatiq`` worker with the
+broker `jobkit_dramatiq.native_broker` builds can share them. Messages are Dramatiq messages
+(see `_wire`), persistent, published with confirms (``send`` returns once RabbitMQ has them).
+
+Leases are the connection: an unacked message goes back to its queue when the connection
+closes, so a killed worker's jobs are back at once. One connection and channel per root
+transport, shared by its clones under a lock (pika is not thread-safe; delivery tags belong to
+the channel); a daemon thread keeps pika's heartbeats flowing while no thread calls in.
+Delayed messages wait on ``Q.DQ`` with Dramatiq's ``eta`` option: the transport holds them
+unacked until due, then publishes them onto ``Q`` and acks them (Dramatiq's own worker does
+the same). Delivery counts: ``jobkit-deliveries`` on copies made by release, plus one for a
+redelivered message (RabbitMQ's classic queues count no further).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from jobkit import BrokerUnavailable
+from jobkit.spi import (
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Message,
+    MigrationSupport,
+    QueueStats,
+    Transport,
+    replay_body,
+)
+from jobkit_dramatiq import _wire
+from jobkit_dramatiq._amqp_link import Link, publish
+from jobkit_dramatiq.config import DramatiqConfig
+
+logger = logging.getLogger("jobkit.dramatiq")
+
+_POLL_MIN_S = 0.002
+_POLL_MAX_S = 0.05
+_DELIVERIES = "jobkit-deliveries"
+_REASON = "jobkit-reason"
+_DEAD_AT = "jobkit-dead-at"
+
+
+def amqp_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities:
+    native = "" if config.hardened else " (native defaults)"
+    return Capabilities(
+        name=f"dramatiq+amqp{native}",
+        redelivery="connection loss when a worker dies, or misses two 2 s heartbeats",
+        redelivery_after=timedelta(seconds=8),
+        scheduling_precision=timedelta(seconds=1),
+        max_delay=None,
+        priorities=config.priorities,
+        results=results,
+        migration=MigrationSupport(
+            delayed_before_due=False, dead_letters=False, dedup="marker" if results else "none"
+        ),
+        survives_broker_restart=True,  # durable queues, persistent messages
+    )
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(f"RabbitMQ unreachable while trying to {what}: {exc!r}") from exc
+
+
+class AmqpTransport(Transport):
+    """Thread-safe: every call takes the shared link's lock (a poll holds it 20 ms at most)."""
+
+    def __init__(self, config: DramatiqConfig, *, results: bool, link: Link | None = None):
+        self.config = config
+        self._results = results
+        self._root = link is None
+        self._link = link or Link(config)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return amqp_capabilities(self.config, results=self._results)
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Each message published persistent with a confirm; returns once all are confirmed."""
+        link = self._link
+        with _translated(f"send {len(messages)} message(s)"), link.lock:
+            try:
+                for m in messages:
+                    self._publish(m)
+            except (pika.exceptions.AMQPError, OSError):
+                link.drop()
+                raise
+
+    def _publish(self, m: Message, headers: dict[str, Any] | None = None) -> None:
+        link = self._link
+        link.declare(m.queue)
+        if m.delay > timedelta(0):
+            eta = int(time.time() * 1000 + m.delay.total_seconds() * 1000)
+            data = _wire.encode(
+                queue=f"{m.queue}.DQ", job_id=m.id, body=m.body, options={"eta": eta}
+            )
+            link.publish(f"{m.queue}.DQ", data, priority=m.priority, headers=headers or {})
+        else:
+            data = _wire.encode(queue=m.queue, job_id=m.id, body=m.body, options={})
+            link.publish(m.queue, data, priority=m.priority, headers=headers or {})
+
+    def receive(
+        self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
+    ) -> list[Delivery]:
+        """``basic.get`` from each queue in turn until `max_messages` or the queues are empty;
+        polls (2 ms doubling to 50 ms) until a message comes or `wait` is over. Nothing is
+        prefetched: a message RabbitMQ marks redelivered was really handed out before."""
+        link = self._link
+        deadline = time.monotonic() + wait.total_seconds()
+        pause = _POLL_MIN_S
+        while True:
+            got: list[Delivery] = []
+            with _translated("receive messages"), link.lock:
+                try:
+                    for queue in queues:
+                        link.consume(queue)
+                    link.conn.process_data_events(0)
+                    self._promote()
+                    for queue in queues:
+                        while len(got) < max_messages:
+                            method, props, body = link.channel.basic_get(queue, auto_ack=False)
+                            if method is None:
+                                break
+                            got.append(self._delivery(queue, method, props, body))
+                except (pika.exceptions.AMQPError, OSError):
+                    link.drop()
+                    raise
+            if got or time.monotonic() >= deadline:
+                return got
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+            pause = min(pause * 2, _POLL_MAX_S)
+
+    def _delivery(self, queue: str, method: Any, props: Any, body: bytes) -> Delivery:
+        headers = props.headers or {}
+        before = headers.get(_DELIVERIES, 0)
+        before = before if isinstance(before, int) else 0
+        return Delivery(
+            queue=queue,
+            id=_wire.message_id(body, props.message_id or str(method.delivery_tag)),
+            body=_wire.envelope_of(body),
+            deliveries=before + 1 + (1 if method.redelivered else 0),
+            receipt=f"{self._link.generation}|{method.delivery_tag}",
+            native=(body, props.priority or 0, props.message_id),
+        )
+
+    def _promote(self) -> None:
+        """Delayed messages that are due: onto their queue, then acked on ``Q.DQ``."""
+        link = self._link
+        now = time.time() * 1000
+        while link.delayed and link.delayed[0][0] <= now:
+            _eta, _seq, method, props, body = heapq.heappop(link.delayed)
+            queue = method.routing_key.removesuffix(".DQ")
+            data = _wire.with_options(body, eta=None)
+            link.publish(
+                queue,
+                data,
+                priority=props.priority or 0,
+                headers=props.headers or {},
+                message_id=props.message_id,
+            )
+            link.channel.basic_ack(method.delivery_tag)
+
+    def _settle(self, delivery: Delivery) -> int | None:
+        """The delivery tag, or None when the receipt is of an older connection (stale: the
+        message went back to its queue when that connection closed)."""
+        generation, _, tag = delivery.receipt.partition("|")
+        if int(generation) != self._link.generation or self._link.channel is None:
+            return None
+        return int(tag)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        link = self._link
+        with _translated(f"ack {len(deliveries)} message(s)"), link.lock:
+            for d in deliveries:
+                tag = self._settle(d)
+                if tag is not None:
+                    link.channel.basic_ack(tag)
+
+    def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self._requeue(delivery, delay, counted=True)
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self._requeue(delivery, delay, counted=False)
+
+    def _requeue(self, delivery: Delivery, delay: timedelta, *, counted: bool) -> None:
+        """A copy (with its delivery count) published, then the original acked: a crash in
+        between leaves both (delivered twice, never lost)."""
+        link = self._link
+        raw, priority, message_id = delivery.native
+        deliveries = delivery.deliveries if counted else delivery.deliveries - 1
+        with _translated(f"release {delivery.id}"), link.lock:
+            tag = self._settle(delivery)
+            if tag is None:
+                return
+            data = _wire.with_options(raw, eta=None)
+            if delay > timedelta(0):
+                eta = int(time.time() * 1000 + delay.total_seconds() * 1000)
+                data = _wire.with_options(data, eta=eta)
+                target = f"{delivery.queue}.DQ"
+            else:
+                target = delivery.queue
+            link.publish(
+                target,
+                data,
+                priority=priority,
+                headers={_DELIVERIES: deliveries},
+                message_id=message_id,
+            )
+            link.channel.basic_ack(tag)
+
+    def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
+        """A copy with the reason published on ``Q.XQ``, then the original acked."""
+        link = self._link
+        raw, priority, message_id = delivery.native
+        with _translated(f"dead-letter {delivery.id}"), link.lock:
+            tag = self._settle(delivery)
+            if tag is None:
+                return
+            headers = {
+                _REASON: reason,
+                _DEAD_AT: int(time.time() * 1000),
+                _DELIVERIES: delivery.deliveries,
+            }
+            link.declare(delivery.queue)
+            link.publish(
+                f"{delivery.queue}.XQ",
+                raw,
+                priority=priority,
+                headers=headers,
+                message_id=message_id,
+            )
+            link.channel.basic_ack(tag)
+
+    def extend(self, delivery: Delivery, *, lease: timedelta) -> None:
+        """A no-op: the lease lasts as long as the connection."""
+
+    # -- dead letters and stats (on a channel of their own, closed after) --------------------
+
+    @contextmanager
+    def _side_channel(self, what: str) -> Iterator[Any]:
+        link = self._link
+        with _translated(what), link.lock:
+            try:
+                link.open()
+                channel = link.conn.channel()
+                channel.confirm_delivery()
+            except (pika.exceptions.AMQPError, OSError):
+                link.drop()
+                raise
+            try:
+                yield channel
+            finally:
+                if channel.is_open:
+                    channel.close()  # what it got and did not ack goes back, in order
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        out: list[DeadLetter] = []
+        with self._side_channel(f"list the dead letters of {queue}") as ch:
+            self._link.declare(queue)
+            while len(out) < limit:
+                method, props, body = ch.basic_get(f"{queue}.XQ", auto_ack=False)
+                if method is None:
+                    break
+                headers = props.headers or {}
+                dead_at = headers.get(_DEAD_AT)
+                out.append(
+                    DeadLetter(
+                        queue=queue,
+                        id=_wire.message_id(body, props.message_id or str(method.delivery_tag)),
+                        body=_wire.envelope_of(body),
+                        reason=str(headers.get(_REASON, "dead-lettered by Dramatiq")),
+                        dead_at=datetime.fromtimestamp(dead_at / 1000, UTC)
+                        if isinstance(dead_at, int)
+                        else None,
+                        deliveries=int(headers.get(_DELIVERIES, 0) or 0),
+                    )
+                )
+        return out
+
+    def replay(self, queue: str, *, ids: Sequence[str] | None = None) -> int:
+        """Each chosen dead letter is published onto `queue` (attempts reset, confirmed), then
+        acked on ``Q.XQ``; the others go back when the side channel closes."""
+        wanted = set(ids) if ids is not None else None
+        moved = 0
+        with self._side_channel(f"replay the dead letters of {queue}") as ch:
+            self._link.declare(queue)
+            while True:
+                method, props, body = ch.basic_get(f"{queue}.XQ", auto_ack=False)
+                if method is None:
+                    break
+                if (
+                    wanted is not None
+                    and _wire.message_id(body, props.message_id or "") not in wanted
+                ):
+                    continue
+                fresh = _wire.with_envelope(body, replay_body(_wire.envelope_of(body)))
+                publish(ch, queue, fresh, priority=props.priority or 0, message_id=props.message_id)
+                ch.basic_ack(method.delivery_tag)
+                moved += 1
+        return moved
+
+    def purge(self, queue: str) -> int:
+        with self._side_channel(f"purge the dead letters of {queue}") as ch:
+            self._link.declare(queue)
+            return int(ch.queue_purge(f"{queue}.XQ").method.message_count)
+
+    def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Ready and dead counts from RabbitMQ; messages held unacked by consumers (in flight,
+        and delayed messages a worker holds until due) are not visible to AMQP clients."""
+        out = []
+        with self._side_channel("read queue statistics") as ch:
+            names = list(queues) if queues is not None else sorted(self._link.declared)
+            for queue in names:
+                self._link.declare(queue)
+
+                def count(name: str) -> int:
+                    return int(ch.queue_declare(name, passive=True).method.message_count)
+
+                out.append(
+                    QueueStats(
+                        queue=queue,
+                        ready=count(queue),
+                        in_flight=0,
+                        delayed=count(f"{queue}.DQ"),
+                        dead=count(f"{queue}.XQ"),
+                    )
+                )
+        return out
+
+    def clone(self) -> AmqpTransport:
+        return AmqpTransport(self.config, results=self._results, link=self._link)
+
+    def close(self) -> None:
+        if self._root:
+            self._link.close()

@@ -1,0 +1,230 @@
+"""Benchmark jobkit-on-Dramatiq against plain Dramatiq: same broker, same no-op job, same
+number of worker processes and threads.
+
+Per broker (Redis, then RabbitMQ) and per system, in blocks alternating which system goes
+first: enqueue the block one call at a time (``actor.send(i, n)`` vs ``job.enqueue(i, n)``)
+with no worker running, then start the worker and time the drain from marks the job writes
+(jobs ``i < 4`` and ``i >= n - 8`` RPUSH ``time.time()`` to a Redis list in db 1; the others do
+nothing). Workers: plain ``dramatiq -p 2 -t 1`` (its default middleware, a broker configured
+like jobkit's: same namespace, confirms on RabbitMQ) against ``jobkit worker -c 2`` (two job
+processes; jobkit's own worker, job records in memory). Each figure is the median of the
+rounds' rates.
+
+    .venv/bin/python bench/dramatiq_bench.py [--jobs 5000] [--rounds 4] [--broker redis|amqp]
+
+It starts its own redis-server and rabbitmq-server on free ports and stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for _path in (str(ROOT), str(HERE)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from _rows import Measurement  # noqa: E402
+
+import jobkit  # noqa: E402
+
+QUEUE = "bench"
+PLAIN_QUEUE = "bench-plain"
+PROCESSES = 2
+MARKS_ENV = "DRAMATIQ_BENCH_MARKS"
+PLAIN_ENV = "DRAMATIQ_BENCH_PLAIN_URL"  # set: this module declares the plain Dramatiq actor
+
+
+def _mark(i: int, n: int) -> None:
+    if 0 <= i < 4 or i >= n - 8 >= 0:
+        import redis
+
+        client = redis.Redis.from_url(os.environ[MARKS_ENV])
+        client.rpush("marks", time.time())
+        client.close()
+
+
+app = jobkit.App("dramatiq-bench")
+
+
+@app.job(name="noop", queue=QUEUE)
+def noop(i: int, n: int) -> None:
+    _mark(i, n)
+
+
+def plain_actor(url: str) -> Any:
+    """Plain Dramatiq's broker for the jobkit URL `url` (as `native_broker` builds it) and
+    the same no-op as an actor on its own queue."""
+    import dramatiq
+    from jobkit_dramatiq import native_broker, parse_url
+
+    broker = native_broker(parse_url(url))
+    dramatiq.set_broker(broker)
+
+    def plain_noop(i: int, n: int) -> None:
+        _mark(i, n)
+
+    return dramatiq.actor(actor_name="plain_noop", queue_name=PLAIN_QUEUE, broker=broker)(
+        plain_noop
+    )
+
+
+if os.environ.get(PLAIN_ENV):  # imported by the plain `dramatiq` worker
+    plain_noop = plain_actor(os.environ[PLAIN_ENV])
+
+
+def _start_worker(kind: str, url: str, marks_url: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, **{MARKS_ENV: marks_url}, PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}")
+    if kind == "plain":
+        env[PLAIN_ENV] = url
+        argv = ["-m", "dramatiq", "dramatiq_bench", "-p", str(PROCESSES), "-t", "1",
+                "-Q", PLAIN_QUEUE]  # fmt: skip
+    else:
+        argv = ["-m", "jobkit.cli.main", "--app", "dramatiq_bench:app", "--backend", url,
+                "worker", "-q", QUEUE, "-c", str(PROCESSES)]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=HERE,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _one(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
+    """(enqueue seconds, drain seconds) of `n` jobs on one system."""
+    import redis
+
+    marks = redis.Redis.from_url(marks_url)
+    marks.delete("marks")
+    if kind == "plain":
+        actor = plain_actor(url)
+        actor.send(-1, 0)  # connect and declare outside the timing
+        start = time.perf_counter()
+        for i in range(n):
+            actor.send(i, n)
+        enqueue_s = time.perf_counter() - start
+        actor.broker.close()
+    else:
+        app.use(url)
+        noop.enqueue(-1, 0)
+        start = time.perf_counter()
+        for i in range(n):
+            noop.enqueue(i, n)
+        enqueue_s = time.perf_counter() - start
+        app.close()
+    worker = _start_worker(kind, url, marks_url)
+    try:
+        deadline = time.monotonic() + 600
+        while marks.llen("marks") < 12:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError(f"{kind}: the drain did not finish")
+            time.sleep(0.05)
+        stamps = sorted(float(x) for x in marks.lrange("marks", 0, -1))
+    finally:
+        _stop(worker)
+        marks.close()
+    return enqueue_s, (stamps[-1] - stamps[0]) * n / (n - 4)
+
+
+def _broker(broker: str, jobs: int, rounds: int, redis_url: str, amqp_url: str) -> dict[str, Any]:
+    """Per system: (enqueue, drain) jobs/s, each the median over the rounds (the machine is
+    shared: a median keeps one disturbed round from deciding the figure)."""
+    import redis
+
+    url = f"dramatiq+{redis_url}/0" if broker == "redis" else f"dramatiq+{amqp_url}"
+    rates: dict[str, list[tuple[float, float]]] = {"plain": [], "jobkit": []}
+    block = max(jobs // rounds, 20)
+    for r in range(rounds):
+        for kind in ("plain", "jobkit") if r % 2 == 0 else ("jobkit", "plain"):
+            enq, drain = _one(kind, url, f"{redis_url}/1", block)
+            rates[kind].append((block / enq, block / drain))
+            if broker == "redis":
+                redis.Redis.from_url(f"{redis_url}/0").flushdb()
+            print(
+                f"{broker} round {r + 1} {kind:>6}: enqueue {block / enq:6.0f} jobs/s   "
+                f"drain {block / drain:6.0f} jobs/s",
+                flush=True,
+            )
+    return {
+        "jobs": block * rounds,
+        **{
+            kind: (
+                statistics.median(e for e, _ in found),
+                statistics.median(d for _, d in found),
+            )
+            for kind, found in rates.items()
+        },
+    }
+
+
+def measure(*, quick: bool, brokers: tuple[str, ...] = ("redis", "amqp")) -> list[Measurement]:
+    """jobkit and plain Dramatiq on each broker; starts and stops its own servers."""
+    from tests.servers.rabbitmq import start_rabbitmq
+    from tests.servers.redis import start_redis
+
+    jobs, rounds = (200, 2) if quick else (5000, 4)
+    redis_server = start_redis(persistent=False)
+    rabbit = start_rabbitmq() if "amqp" in brokers else None
+    out: list[Measurement] = []
+    try:
+        for broker in brokers:
+            found = _broker(broker, jobs, rounds, redis_server.url, rabbit.url if rabbit else "")
+            for system in ("jobkit", "plain"):
+                enqueue, drain = found[system]
+                out.append(
+                    Measurement(
+                        backend=f"dramatiq+{broker}",
+                        system="jobkit" if system == "jobkit" else "dramatiq",
+                        jobs=found["jobs"],
+                        enqueue_per_s=enqueue,
+                        enqueue_many_per_s=None,
+                        drain_per_s=drain,
+                        latency_p50_ms=None,
+                        latency_p99_ms=None,
+                        notes=f"{PROCESSES} processes x 1 thread; jobkit: store=memory",
+                    )
+                )
+    finally:
+        if rabbit is not None:
+            rabbit.stop()
+        redis_server.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--broker", choices=["redis", "amqp"], action="append")
+    args = parser.parse_args()
+    rows = measure(quick=args.quick, brokers=tuple(args.broker or ("redis", "amqp")))
+    by = {(r.backend, r.system): r for r in rows}
+    for backend in sorted({r.backend for r in rows}):
+        j, p = by[(backend, "jobkit")], by[(backend, "dramatiq")]
+        assert j.enqueue_per_s and p.enqueue_per_s and j.drain_per_s and p.drain_per_s
+        print(
+            f"{backend}, {j.jobs} jobs, {PROCESSES} processes: jobkit {j.enqueue_per_s:.0f} / "
+            f"{j.drain_per_s:.0f}, plain Dramatiq {p.enqueue_per_s:.0f} / {p.drain_per_s:.0f} "
+            f"jobs/s (enqueue / drain); ratio enqueue {j.enqueue_per_s / p.enqueue_per_s:.2f}, "
+            f"drain {j.drain_per_s / p.drain_per_s:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""What jobkit on Dramatiq refuses at enqueue, with a clear error, before anything is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from jobkit_dramatiq.probe import probe_from_url
+
+import jobkit
+from tests.apps import ledger as L
+from tests.dramatiq.conftest import QUEUE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def app_closed() -> Iterator[None]:
+    yield
+    L.app.close()
+
+
+def test_idempotency_key_without_a_shared_store_is_refused_naming_the_option(
+    redis_url: str, app_closed: None
+) -> None:
+    L.app.use(redis_url)
+    with pytest.raises(jobkit.UnsupportedFeature, match="store=sqlite"):
+        L.record.options(idempotency_key="once").enqueue("keyed")
+    probe = probe_from_url(redis_url)
+    try:
+        assert probe.depth(QUEUE) == 0  # nothing was sent
+    finally:
+        probe.close()
+
+
+def test_priority_on_redis_is_refused_naming_what_is_supported(
+    redis_url: str, app_closed: None
+) -> None:
+    L.app.use(redis_url)
+    with pytest.raises(jobkit.UnsupportedFeature, match="no priorities"):
+        L.record.options(priority=5).enqueue("urgent")
