@@ -11,6 +11,7 @@ retry (ScheduledJobRegistry) or moves the job to its FailedJobRegistry, where RQ
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -26,7 +27,15 @@ from rq.timeouts import JobTimeoutException
 
 import jobkit
 from jobkit import JobContext, spi
-from jobkit.spi import Envelope, EventKind, JobEvent, Retrier, check_round_trip
+from jobkit.spi import (
+    Envelope,
+    EventKind,
+    JobEvent,
+    Retrier,
+    UnsupportedEnvelopeVersion,
+    check_round_trip,
+    salvage,
+)
 from jobkit_rq._settings import Settings
 from jobkit_rq._store import RedisJobStore
 from jobkit_rq._wire import META, REASON, SERIALIZER, envelope_of, meta_of
@@ -145,13 +154,19 @@ class Runtime:
         )  # fmt: skip
 
     def _dead(self, job: Job, env: Envelope | None, attempt: int, reason: str) -> DeadLettered:
-        """Mark `job` to end in RQ's FailedJobRegistry with `reason` (no retry left); the
-        caller raises what this returns."""
+        """Mark `job` to end in RQ's FailedJobRegistry with `reason` (no retry left) and record
+        it DEAD; the caller raises what this returns."""
         job.retries_left = None
         job.meta[REASON] = reason
         if env is not None:
             job.meta[META] = meta_of(env.with_attempt(attempt))
             self._record(self._event(env, EventKind.DEAD, attempt, error=reason))
+        else:
+            event = JobEvent(
+                job_id=job.id, job=str(job.func_name or "(unknown)"), kind=EventKind.DEAD,
+                attempt=0, at=self.clock.now(), error=reason,
+            )  # fmt: skip
+            self._record(event)
         self._retry("save the job's reason", job.save_meta)
         logger.error("job %s[%s]: dead-lettered: %s", job.func_name, job.id, reason)
         return DeadLettered(reason)
@@ -171,12 +186,15 @@ class Runtime:
             env = envelope_of(
                 job_id=job.id, name=name, args=args, kwargs=kwargs, meta=job.meta, queue=queue
             )
+        except UnsupportedEnvelopeVersion as exc:
+            return self._wait_for_a_worker(job, None, str(exc))
         except jobkit.SerializationError as exc:
             raise self._dead(job, None, 0, f"undecodable: {exc}") from exc
         assert self.app is not None
         definition = self.app.jobs.get(env.job)
         if definition is None:
-            return self._unknown(job, env)
+            what = f"job {env.job!r} is not defined by this worker's app"
+            return self._wait_for_a_worker(job, env, what)
         key = spi.dedup_key(env.id, env.idempotency_key)
         starts = self._retry("count a start", functools.partial(self.store.begin, job.id, key))
         if starts is None:
@@ -237,23 +255,23 @@ class Runtime:
         reason = error if not transient else f"{error} (attempt {attempt} of {env.max_attempts})"
         self._dead(job, env, attempt, reason)
 
-    def _unknown(self, job: Job, env: Envelope) -> None:
-        """A job no definition here runs: back to the ScheduledJobRegistry, uncounted, for a
-        worker that knows it; dead-lettered once it has waited `unknown_job_timeout`."""
+    def _wait_for_a_worker(self, job: Job, env: Envelope | None, what: str) -> None:
+        """A job this worker cannot run (a job its app does not define; `env` None: an envelope
+        from a newer jobkit): back to the ScheduledJobRegistry, uncounted, for a worker that
+        can; dead-lettered once it has waited `unknown_job_timeout` since it became due."""
         now = self.clock.now()
         raw = job.meta.get(WAITING_SINCE)
         since = datetime.fromisoformat(raw) if isinstance(raw, str) else None
-        since = since or env.not_before or env.enqueued_at
+        if since is None and env is not None:
+            since = env.not_before or env.enqueued_at
+        if since is None:
+            since = salvage(json.dumps(job.meta.get(META) or {})).since or now
         waited = now - since
-        what = f"job {env.job!r} is not defined by this worker's app"
         if waited >= self.unknown_job_timeout:
-            raise self._dead(
-                job, env, env.attempt,
-                f"no worker could run it within {self.unknown_job_timeout} (unknown-job "
-                f"timeout): {what}",
-            )  # fmt: skip
+            reason = f"no worker could run it within {self.unknown_job_timeout} "
+            raise self._dead(job, env, env.attempt if env else 0, f"{reason}: {what}")
         delay = max(min(UNKNOWN_JOB_RETRY, self.unknown_job_timeout - waited), timedelta(0))
-        logger.warning("job %s[%s]: %s; offered again in %s", env.job, env.id, what, delay)
+        logger.warning("job %s[%s]: %s; offered again in %s", job.func_name, job.id, what, delay)
         job.meta[WAITING_SINCE] = since.isoformat()
         self._retry("save the job's meta", job.save_meta)
         job.retries_left = (job.retries_left or 0) + 1

@@ -10,6 +10,7 @@ the workers for `burst` (queues, delayed jobs and running jobs all empty) and `m
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ from jobkit_rq._wire import SERIALIZER
 
 logger = logging.getLogger("jobkit.rq")
 
+_PR_SET_PDEATHSIG = 1
 _HARD_LIMIT_MARGIN = 1.0  # s after a job's time limit that its work-horse is killed
 
 
@@ -51,7 +53,26 @@ class _Hardened:
         self.last_cleaned_at = None
 
 
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies (a killed worker takes its
+    running job with it, as a killed process group would, so the job is retried rather than
+    finished by an orphan nobody watches)."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
 class JobkitWorker(_Hardened, Worker):
+    def main_work_horse(self, job: Job, queue: Any) -> None:
+        # RQ puts the work-horse in a process group of its own
+        die_with_parent()
+        super().main_work_horse(job, queue)
+
     def maintain_heartbeats(self, job: Job, execution: Any) -> None:
         started = job.started_at
         if job.timeout and job.timeout > 0 and started is not None:
@@ -128,6 +149,7 @@ class Supervisor:
 
     def _serve(self, index: int) -> None:
         """One RQ worker (in a child process)."""
+        die_with_parent()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         counter = self.ended
