@@ -75,6 +75,7 @@ class Runtime:
         self.unknown_job_timeout = timedelta(hours=1)
         self.job_class: type[Job] = Job
         self._queues: dict[str, Queue] = {}
+        self._registered: set[str] = set()  # queues this process added to rq:queues
         self._retrier: Retrier | None = None
         self.ended: Callable[[], None] = lambda: None  # called after each job (max_jobs)
 
@@ -118,6 +119,11 @@ class Runtime:
             # while it has retries left; `execute` counts the attempts.
             job.retries_left = max(env.max_attempts - env.attempt - 1, 0) or None
             job.retry_intervals = [0]
+        if queue.name not in self._registered:
+            # rq:queues lists the queue for RQ's tools: once per process and queue (RQ's
+            # enqueue_job would add it with a MULTI of its own on every job)
+            self.client.sadd(Queue.redis_queues_keys, queue.key)
+            self._registered.add(queue.name)
         try:
             if env.not_before is not None and env.not_before > self.clock.now():
                 # whole seconds, rounded up: never early
@@ -126,7 +132,10 @@ class Runtime:
                 )
                 queue.schedule_job(job, due, unique=True)
             else:
-                queue.enqueue_job(job, unique=True)
+                # unique=True: one Lua call; RQ puts only its rq:queues SADD (done above) on
+                # the pipeline, which is dropped
+                with self.client.pipeline(transaction=False) as dropped:
+                    queue.enqueue_job(job, pipeline=dropped, unique=True)
         except DuplicateJobError:
             logger.info(
                 "job %s[%s]: an RQ job with this id exists; not sent again", env.job, env.id
