@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from jobkit import App  # noqa: E402
 QUEUE = "bench"
 PLAIN_QUEUE = "bench-plain"
 MARKS_ENV = "RQ_BENCH_MARKS"
+JSON = "rq.serializers.JSONSerializer"
 
 app = App("rq-bench")
 
@@ -91,7 +93,7 @@ def _worker(
     if system == "rq":
         cls = "rq.worker.SimpleWorker" if worker == "simple" else "rq.worker.Worker"
         argv = [str(Path(sys.executable).with_name("rq")), "worker", "--url", redis_url, "-q",
-                "-w", cls, "--serializer", "rq.serializers.JSONSerializer", PLAIN_QUEUE]  # fmt: skip
+                "-w", cls, "--serializer", JSON, PLAIN_QUEUE]  # fmt: skip
     else:
         argv = [sys.executable, "-m", "jobkit.cli.main", "--app", "rq_bench:app", "--backend",
                 url, "worker", "-q", QUEUE, "-c", "1"]  # fmt: skip
@@ -139,15 +141,6 @@ def _drain(
     return (n - 1) / (times[-1] - times[0]), commands
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return (
-        ordered[len(ordered) // 2]
-        if len(ordered) % 2
-        else sum(ordered[len(ordered) // 2 - 1 :][:2]) / 2
-    )
-
-
 def run(worker: str, n: int, rounds: int) -> list[Measurement]:
     import redis
 
@@ -182,9 +175,9 @@ def run(worker: str, n: int, rounds: int) -> list[Measurement]:
                 backend="rq+redis",
                 system=system,
                 jobs=n,
-                enqueue_per_s=_median(rates[system]["enqueue"]),
+                enqueue_per_s=statistics.median(rates[system]["enqueue"]),
                 enqueue_many_per_s=None,
-                drain_per_s=_median(rates[system]["drain"]),
+                drain_per_s=statistics.median(rates[system]["drain"]),
                 latency_p50_ms=None,
                 latency_p99_ms=None,
                 notes=f"worker={worker}, 1 process; Redis commands per job during the drain: "
@@ -212,8 +205,9 @@ def main() -> None:
                   f"drain {m.drain_per_s:7.1f}/s  {m.notes}")  # fmt: skip
         assert jobkit.enqueue_per_s and plain.enqueue_per_s and jobkit.drain_per_s
         assert plain.drain_per_s
-        print(f"{worker:6} ratio jobkit/rq: enqueue {jobkit.enqueue_per_s / plain.enqueue_per_s:.2f}"
-              f"  drain {jobkit.drain_per_s / plain.drain_per_s:.2f}")  # fmt: skip
+        enqueue = jobkit.enqueue_per_s / plain.enqueue_per_s
+        drain = jobkit.drain_per_s / plain.drain_per_s
+        print(f"{worker:6} ratio jobkit/rq: enqueue {enqueue:.2f}  drain {drain:.2f}")
 
 
 if __name__ == "__main__":

@@ -67,11 +67,16 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-class JobkitWorker(_Hardened, Worker):
+class NativeWorker(Worker):
+    """RQ's forking `Worker` as it is (``profile=native``), except that its work-horse dies with
+    it, as in a container kill (RQ puts the work-horse in a process group of its own)."""
+
     def main_work_horse(self, job: Job, queue: Any) -> None:
-        # RQ puts the work-horse in a process group of its own
         die_with_parent()
         super().main_work_horse(job, queue)
+
+
+class JobkitWorker(_Hardened, NativeWorker):
 
     def maintain_heartbeats(self, job: Job, execution: Any) -> None:
         started = job.started_at
@@ -112,7 +117,7 @@ class JobkitSimpleWorker(_Hardened, SimpleWorker):
 
 def worker_class(settings: Settings) -> type[BaseWorker]:
     if not settings.hardened:
-        return SimpleWorker if settings.worker == "simple" else Worker
+        return SimpleWorker if settings.worker == "simple" else NativeWorker
     return JobkitSimpleWorker if settings.worker == "simple" else JobkitWorker
 
 
