@@ -8,7 +8,8 @@ kept in ``job.meta``), or, for a job whose data cannot be decoded, its data byte
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import redis
@@ -27,6 +28,15 @@ def _unavailable(runtime: Runtime, what: str, exc: Exception) -> jobkit.BrokerUn
     return jobkit.BrokerUnavailable(
         f"cannot {what} on {spi.redact_url(runtime.settings.url)}: {exc}"
     )
+
+
+@contextmanager
+def translated(runtime: Runtime, what: str) -> Iterator[None]:
+    """Raise `BrokerUnavailable` (saying what was asked) for a Redis error inside."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise _unavailable(runtime, what, exc) from exc
 
 
 def known_queues(runtime: Runtime) -> list[str]:

@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
@@ -95,16 +95,16 @@ class Runtime:
         Raises `BrokerUnavailable`."""
         try:
             for env in envelopes:
-                self._send_one(env)
+                self.send_one(env)
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(
                 f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
             ) from exc
 
-    def _send_one(self, env: Envelope) -> None:
-        queue = self.queue(env.queue)
+    def new_job(self, env: Envelope) -> Job:
+        """The RQ job of `env` (not saved)."""
         ttl = max(1, round(self.settings.retention.records.total_seconds()))
-        job = queue.create_job(
+        job = self.queue(env.queue).create_job(
             env.job,
             args=list(env.args),
             kwargs=dict(env.kwargs),
@@ -119,6 +119,13 @@ class Runtime:
             # while it has retries left; `execute` counts the attempts.
             job.retries_left = max(env.max_attempts - env.attempt - 1, 0) or None
             job.retry_intervals = [0]
+        return job
+
+    def send_one(self, env: Envelope) -> bool:
+        """Enqueue `env` unless RQ has a job with its id; True if it was enqueued. Raises
+        `redis.RedisError`."""
+        queue = self.queue(env.queue)
+        job = self.new_job(env)
         if queue.name not in self._registered:
             # rq:queues lists the queue for RQ's tools: once per process and queue (RQ's
             # enqueue_job would add it with a MULTI of its own on every job)
@@ -127,9 +134,7 @@ class Runtime:
         try:
             if env.not_before is not None and env.not_before > self.clock.now():
                 # whole seconds, rounded up: never early
-                due = datetime.fromtimestamp(
-                    math.ceil(env.not_before.timestamp()), env.not_before.tzinfo
-                )
+                due = datetime.fromtimestamp(math.ceil(env.not_before.timestamp()), UTC)
                 queue.schedule_job(job, due, unique=True)
             else:
                 # unique=True: one Lua call; RQ puts only its rq:queues SADD (done above) on
@@ -137,9 +142,9 @@ class Runtime:
                 with self.client.pipeline(transaction=False) as dropped:
                     queue.enqueue_job(job, pipeline=dropped, unique=True)
         except DuplicateJobError:
-            logger.info(
-                "job %s[%s]: an RQ job with this id exists; not sent again", env.job, env.id
-            )
+            logger.info("job %s[%s]: an RQ job has this id; not sent again", env.job, env.id)
+            return False
+        return True
 
     # -- the worker side ----------------------------------------------------------------------
 

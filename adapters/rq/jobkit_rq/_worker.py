@@ -27,6 +27,7 @@ from rq.worker import BaseWorker, WorkerStatus
 
 from jobkit.spi import WorkerOptions
 from jobkit_rq._maintenance import Maintenance
+from jobkit_rq._migration import Migration
 from jobkit_rq._ops import stats
 from jobkit_rq._runtime import Runtime
 from jobkit_rq._settings import Settings
@@ -77,7 +78,6 @@ class NativeWorker(Worker):
 
 
 class JobkitWorker(_Hardened, NativeWorker):
-
     def maintain_heartbeats(self, job: Job, execution: Any) -> None:
         started = job.started_at
         if job.timeout and job.timeout > 0 and started is not None:
@@ -139,6 +139,14 @@ def build_worker(runtime: Runtime, options: WorkerOptions, name: str | None = No
     if settings.hardened:
         worker.jobkit_settings = settings  # type: ignore[attr-defined]
     return worker
+
+
+def restore_exports(runtime: Runtime) -> None:
+    """Give back jobs whose migration export lease ran out. Logs errors, never raises."""
+    try:
+        Migration(runtime).restore_expired()
+    except Exception as exc:
+        logger.warning("returning expired migration exports: %s (retrying)", exc)
 
 
 class Supervisor:
@@ -216,6 +224,7 @@ class Supervisor:
         while any(child.is_alive() for child in self.children):
             if maintenance is not None:
                 maintenance.run_once()
+                restore_exports(self.runtime)
             if self._signals and not cold_sent:
                 waited = time.monotonic() - self._first_signal_at
                 if self._signals > 1 or waited >= self.options.grace.total_seconds():

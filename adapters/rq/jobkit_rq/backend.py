@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 
 from jobkit import JobRecord, spi
 from jobkit.spi import Capabilities, DeadLetter, QueueStats, WorkerOptions, unknown_job_problems
-from jobkit_rq import _ops
+from jobkit_rq import _migration, _ops
 from jobkit_rq._jobclass import job_class_for
 from jobkit_rq._runtime import Runtime
 from jobkit_rq._settings import Settings, parse_url
@@ -25,6 +26,7 @@ class RqBackend(spi.Backend):
         self.settings = settings
         self.runtime = Runtime(settings)
         self._closed = False
+        self.migration = _migration.Migration(self.runtime)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -40,6 +42,7 @@ class RqBackend(spi.Backend):
             max_delay=None,
             priorities=1,  # RQ has no priorities within a queue (only at_front)
             results=True,
+            migration=_migration.SUPPORT,
             survives_broker_restart=s.persistent,
         )
 
@@ -60,6 +63,37 @@ class RqBackend(spi.Backend):
         runtime.job_class = job_class_for(runtime)
         Supervisor(runtime, options).run()
 
+    # -- migration (see `_migration`) -----------------------------------------------------------
+
+    def export_jobs(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[spi.ExportedJob]:
+        with _ops.translated(self.runtime, "export jobs"):
+            return self.migration.export(
+                queues, limit=limit, lease=lease, include_dead=include_dead
+            )
+
+    def import_jobs(self, jobs: Sequence[spi.ExportedJob]) -> spi.ImportOutcome:
+        with _ops.translated(self.runtime, "import jobs"):
+            return self.migration.import_jobs(jobs)
+
+    def present_jobs(self, ids: Sequence[str]) -> set[str]:
+        with _ops.translated(self.runtime, "look up jobs"):
+            return self.migration.present(ids)
+
+    def commit_export(self, jobs: Sequence[spi.ExportedJob]) -> list[str]:
+        with _ops.translated(self.runtime, "delete exported jobs"):
+            return self.migration.commit(jobs)
+
+    def release_export(self, jobs: Sequence[spi.ExportedJob]) -> None:
+        with _ops.translated(self.runtime, "give exported jobs back"):
+            self.migration.release(jobs)
+
     # -- dead letters and stats ---------------------------------------------------------------
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
@@ -72,7 +106,10 @@ class RqBackend(spi.Backend):
         return _ops.purge(self.runtime, queue)
 
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
-        return _ops.stats(self.runtime, queues)
+        stats = _ops.stats(self.runtime, queues)
+        with _ops.translated(self.runtime, "read exported jobs"):
+            # jobs a migrator holds count as in flight
+            return [replace(s, in_flight=s.in_flight + self.migration.held(s.queue)) for s in stats]
 
     def check(self, app: spi.JobSet) -> list[str]:
         problems: list[str] = []
