@@ -59,6 +59,24 @@ return 1
 """
 
 
+# KEYS: the export set, the source, the job hash, its start counter. ARGV: member, kind, job id.
+# Deletes an exported job in one step; if its lease ran out and it went back to its source, takes
+# it from there; 0 if it is in neither (a worker took it).
+_COMMIT = """
+local gone = redis.call('ZREM', KEYS[1], ARGV[1])
+if gone == 0 then
+  if ARGV[2] == 'ready' then
+    gone = redis.call('LREM', KEYS[2], 1, ARGV[3])
+  else
+    gone = redis.call('ZREM', KEYS[2], ARGV[3])
+  end
+end
+if gone == 0 then return 0 end
+redis.call('DEL', KEYS[3], KEYS[4])
+return 1
+"""
+
+
 def _member(queue: str, job_id: str, kind: str, score: float) -> str:
     return json.dumps([queue, job_id, kind, score], separators=(",", ":"))
 
@@ -81,6 +99,7 @@ class Migration:
         self.client = runtime.client
         self._take = self.client.register_script(_TAKE)
         self._put_back = self.client.register_script(_PUT_BACK)
+        self._commit = self.client.register_script(_COMMIT)
 
     # -- export -------------------------------------------------------------------------------
 
@@ -154,18 +173,12 @@ class Migration:
         taken = []
         for exported in jobs:
             queue, job_id, kind, _ = json.loads(exported.receipt)
-            if not self.client.zrem(EXPORTS, exported.receipt):
-                # its lease ran out and it went back: delete it if it is still there
-                source = _source(self.runtime, queue, kind)
-                removed = (
-                    self.client.lrem(source, 1, job_id)
-                    if kind == "ready"
-                    else self.client.zrem(source, job_id)
-                )
-                if not removed:
-                    taken.append(job_id)
-                    continue
-            self.client.delete(f"{Job.redis_job_namespace_prefix}{job_id}", starts_key(job_id))
+            keys = [
+                EXPORTS, _source(self.runtime, queue, kind),
+                f"{Job.redis_job_namespace_prefix}{job_id}", starts_key(job_id),
+            ]  # fmt: skip
+            if not self._commit(keys=keys, args=[exported.receipt, kind, job_id]):
+                taken.append(job_id)
         return taken
 
     def release(self, jobs: Sequence[spi.ExportedJob]) -> None:
