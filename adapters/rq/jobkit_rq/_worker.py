@@ -46,12 +46,15 @@ class _Hardened:
     (RQ waits 60 s)."""
 
     jobkit_settings: Settings
+    last_cleaned_at: Any
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.jobkit_settings.heartbeat_ttl
 
     def clean_registries(self) -> None:
-        self.last_cleaned_at = None
+        from rq.utils import now
+
+        self.last_cleaned_at = now()
 
 
 def die_with_parent() -> None:
