@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-import redis
 from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.scripts import save_unique_job
@@ -26,7 +25,7 @@ from rq.scripts import save_unique_job
 from jobkit import spi
 from jobkit_rq._runtime import Runtime
 from jobkit_rq._store import starts_key
-from jobkit_rq._wire import META, REASON, SERIALIZER, envelope_of, meta_of
+from jobkit_rq._wire import META, REASON, meta_of
 
 EXPORTS = "jobkit:rq:export"
 
@@ -145,17 +144,10 @@ class Migration:
     def _exported(
         self, queue: str, job_id: str, kind: str, score: float, member: str
     ) -> spi.ExportedJob | None:
-        try:
-            job = self.runtime.job_class.fetch(job_id, connection=self.client,
-                                               serializer=SERIALIZER)  # fmt: skip
-            env = envelope_of(
-                job_id=job.id, name=str(job.func_name), args=job.args, kwargs=job.kwargs,
-                meta=job.meta, queue=queue,
-            )  # fmt: skip
-        except redis.RedisError:
-            raise
-        except Exception:
+        loaded = self.runtime.load(job_id, queue)
+        if loaded is None:
             return None
+        job, env = loaded
         starts = int(self.client.get(starts_key(job_id)) or 0)
         if kind != "dead":
             env = env.with_attempt(env.attempt + starts)

@@ -7,6 +7,7 @@ kept in ``job.meta``), or, for a job whose data cannot be decoded, its data byte
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from jobkit import spi
 from jobkit.spi import DeadLetter, QueueStats
 from jobkit_rq._runtime import Runtime, fresh
 from jobkit_rq._store import starts_key
-from jobkit_rq._wire import META, REASON, SERIALIZER, envelope_of, meta_of
+from jobkit_rq._wire import META, REASON, meta_of
 
 
 def _unavailable(runtime: Runtime, what: str, exc: Exception) -> jobkit.BrokerUnavailable:
@@ -82,26 +83,22 @@ def _dead_letter(runtime: Runtime, queue: str, job_id: str) -> DeadLetter | None
     fields: dict[str, bytes] = {
         _text(k): v if isinstance(v, bytes) else v.encode() for k, v in raw.items()
     }
-    reason = ""
-    try:
-        job = runtime.job_class.fetch(job_id, connection=runtime.client, serializer=SERIALIZER)
-        meta = job.meta
-        env = envelope_of(
-            job_id=job.id, name=str(job.func_name), args=job.args, kwargs=job.kwargs,
-            meta=meta, queue=queue,
-        )  # fmt: skip
+    loaded = runtime.load(job_id, queue)
+    if loaded is not None:
+        job, env = loaded
         body = env.encode()
-        reason = str(meta.get(REASON) or "")
+        reason = str(job.meta.get(REASON) or "")
         if not reason:
             result = job.latest_result()
-            reason = (result.exc_string or "").strip().splitlines()[-1:][0] if result else ""
-    except Exception as exc:  # undecodable: its data bytes as they are
+            lines = (result.exc_string or "").strip().splitlines() if result else []
+            reason = lines[-1] if lines else ""
+    else:  # undecodable: its data bytes as they are
         data = fields.get("data", b"")
         try:
             body = zlib.decompress(data)
         except zlib.error:
             body = data
-        reason = reason or f"undecodable: {type(exc).__name__}: {exc}"
+        reason = _meta_reason(fields.get("meta")) or "undecodable: RQ cannot read its data"
     starts = runtime.client.get(starts_key(job_id))
     ended = fields.get("ended_at")
     return DeadLetter(
@@ -159,16 +156,10 @@ def replay(runtime: Runtime, queue: str, ids: Sequence[str] | None) -> int:
 
 def _reset(runtime: Runtime, job_id: str, queue: str) -> None:
     """A decodable dead job's envelope back to attempt 0, its retries restored (in place)."""
-    try:
-        job = runtime.job_class.fetch(job_id, connection=runtime.client, serializer=SERIALIZER)
-        env = envelope_of(
-            job_id=job.id, name=str(job.func_name), args=job.args, kwargs=job.kwargs,
-            meta=job.meta, queue=queue,
-        )  # fmt: skip
-    except redis.RedisError:
-        raise
-    except Exception:
+    loaded = runtime.load(job_id, queue)
+    if loaded is None:
         return  # undecodable: requeued as it is (it will land here again)
+    job, env = loaded
     job.meta.pop(REASON, None)
     job.meta[META] = meta_of(fresh(env))
     if runtime.settings.hardened:
@@ -191,6 +182,15 @@ def purge(runtime: Runtime, queue: str) -> int:
     except redis.RedisError as exc:
         raise _unavailable(runtime, "purge dead letters", exc) from exc
     return count
+
+
+def _meta_reason(raw: bytes | None) -> str:
+    """jobkit's reason from a job's raw ``meta`` field (JSON), or ""."""
+    try:
+        meta = json.loads(raw or b"{}")
+    except ValueError:
+        return ""
+    return str(meta.get(REASON) or "") if isinstance(meta, dict) else ""
 
 
 def _text(value: object) -> str:

@@ -146,6 +146,21 @@ class Runtime:
             return False
         return True
 
+    def load(self, job_id: str, queue: str) -> tuple[Job, Envelope] | None:
+        """RQ job `job_id` and its envelope; None if it is gone or cannot be decoded. Raises
+        `redis.RedisError`."""
+        try:
+            job = self.job_class.fetch(job_id, connection=self.client, serializer=SERIALIZER)
+            env = envelope_of(
+                job_id=job.id, name=str(job.func_name), args=job.args, kwargs=job.kwargs,
+                meta=job.meta, queue=queue,
+            )  # fmt: skip
+        except redis.RedisError:
+            raise
+        except Exception:  # NoSuchJobError, DeserializationError, SerializationError
+            return None
+        return job, env
+
     # -- the worker side ----------------------------------------------------------------------
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
