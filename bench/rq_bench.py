@@ -126,10 +126,15 @@ def _drain(
     client = redis.Redis.from_url(redis_url)
     client.config_resetstat()
     proc = _worker(system, redis_url, url, worker, marks_url)
+    queue_key = f"rq:queue:{PLAIN_QUEUE if system == 'rq' else QUEUE}"
     try:
-        deadline = time.monotonic() + 60 + n / 5
-        while marks.llen("marks") < min(n, 12) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # wait for the last marks; give up only when the queue stops shrinking for 60 s
+        left, moved_at = client.llen(queue_key), time.monotonic()
+        while marks.llen("marks") < min(n, 12) and time.monotonic() - moved_at < 60:
+            time.sleep(0.2)
+            now_left = client.llen(queue_key)
+            if now_left != left:
+                left, moved_at = now_left, time.monotonic()
         commands = _commands(client)
     finally:
         _stop(proc)
