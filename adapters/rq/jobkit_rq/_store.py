@@ -56,6 +56,16 @@ return n
 """
 
 
+# KEYS: the job's event list, its dedup key. ARGV: event, records ttl (ms), "1" to mark the
+# key done, keys ttl (ms). One event in one call (a MULTI would be five commands).
+_FINISH = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], 1, 'PX', ARGV[4]) end
+return 1
+"""
+
+
 class RedisJobStore(spi.JobStore):
     """Thread-safe (redis-py's client is), and usable after a fork (redis-py reconnects).
     Every call is one round trip; each raises `BrokerUnavailable` when Redis cannot be reached.
@@ -67,8 +77,12 @@ class RedisJobStore(spi.JobStore):
         self._records_ms = _ms(retention.records)
         self._keys_ms = _ms(retention.keys)
         self._begin = client.register_script(_BEGIN)
+        self._finish = client.register_script(_FINISH)
 
     def record(self, events: Sequence[JobEvent]) -> None:
+        if len(events) == 1:
+            self._record_one(events[0])
+            return
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 for event in events:
@@ -79,6 +93,17 @@ class RedisJobStore(spi.JobStore):
                         done = _done_key(spi.dedup_key(event.job_id, event.key))
                         pipe.set(done, 1, px=self._keys_ms)
                 pipe.execute()
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
+
+    def _record_one(self, event: JobEvent) -> None:
+        done = _done_key(spi.dedup_key(event.job_id, event.key))
+        flag = "1" if event.kind is EventKind.SUCCEEDED else "0"
+        try:
+            self._finish(
+                keys=[_record_key(event.job_id), done],
+                args=[_encode(event), self._records_ms, flag, self._keys_ms],
+            )
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
 
