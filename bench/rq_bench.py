@@ -4,8 +4,8 @@ Both sides run one RQ worker process of the same class (forking ``Worker`` or ``
 with JSON serialization and log level WARNING: plain RQ through ``rq worker`` (RQ's defaults, no
 scheduler), jobkit through ``jobkit worker -c 1`` (its supervisor runs the maintenance: due-job
 mover, StartedJobRegistry cleaning). Per block: enqueue N jobs one call at a time with no worker
-running (``queue.enqueue("rq_bench.plain_noop", i, n)`` vs ``noop.enqueue(i, n)``), then start the
-worker and time the drain from marks the job writes (jobs ``i < 4`` and ``i >= n - 8`` RPUSH
+running (``queue.enqueue("rq_plain_jobs.plain_noop", i, n)`` vs ``noop.enqueue(i, n)``), then
+start the worker and time the drain from marks the job writes (jobs ``i < 4`` and ``i >= n - 8`` RPUSH
 ``time.time()`` to a list in another db). Blocks alternate which system goes first.
 
 The Redis commands of each drain are counted with ``INFO commandstats`` (reset before, read after)
@@ -32,34 +32,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from _rows import Measurement  # noqa: E402
+from rq_plain_jobs import MARKS_ENV, mark  # noqa: E402
 
 from jobkit import App  # noqa: E402
 
 QUEUE = "bench"
 PLAIN_QUEUE = "bench-plain"
-MARKS_ENV = "RQ_BENCH_MARKS"
 JSON = "rq.serializers.JSONSerializer"
 
 app = App("rq-bench")
 
 
-def _mark(i: int, n: int) -> None:
-    if 0 <= i < 4 or i >= n - 8 >= 0:
-        import redis
-
-        client = redis.Redis.from_url(os.environ[MARKS_ENV])
-        client.rpush("marks", time.time())
-        client.close()
-
-
-def plain_noop(i: int, n: int) -> None:
-    """The plain RQ job (imported by ``rq worker`` as ``rq_bench.plain_noop``)."""
-    _mark(i, n)
-
-
 @app.job(name="noop", queue=QUEUE)
 def noop(i: int, n: int) -> None:
-    _mark(i, n)
+    mark(i, n)
 
 
 def _enqueue(system: str, redis_url: str, url: str, n: int) -> float:
@@ -73,7 +59,7 @@ def _enqueue(system: str, redis_url: str, url: str, n: int) -> float:
                       serializer=JSONSerializer)  # fmt: skip
         start = time.perf_counter()
         for i in range(n):
-            queue.enqueue("rq_bench.plain_noop", i, n)
+            queue.enqueue("rq_plain_jobs.plain_noop", i, n)
         took = time.perf_counter() - start
         queue.connection.close()
         return n / took
