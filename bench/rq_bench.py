@@ -5,8 +5,9 @@ with JSON serialization and log level WARNING: plain RQ through ``rq worker`` (R
 scheduler), jobkit through ``jobkit worker -c 1`` (its supervisor runs the maintenance: due-job
 mover, StartedJobRegistry cleaning). Per block: enqueue N jobs one call at a time with no worker
 running (``queue.enqueue("rq_plain_jobs.plain_noop", i, n)`` vs ``noop.enqueue(i, n)``), then
-start the worker and time the drain from marks the job writes (jobs ``i < 4`` and ``i >= n - 8`` RPUSH
-``time.time()`` to a list in another db). Blocks alternate which system goes first.
+start the worker and time the drain from marks the job writes (jobs ``i < 4`` and
+``i >= n - 8`` RPUSH ``time.time()`` to a list in another db). Blocks alternate which system
+goes first.
 
 The Redis commands of each drain are counted with ``INFO commandstats`` (reset before, read after)
 and printed per job, by command: that says where they go.
