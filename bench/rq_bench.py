@@ -32,7 +32,9 @@ plain RQ 57.5 per job (EXPIRE 17, HSET 14, MULTI/EXEC 4+4, ZADD 3, ZREM 2, BLMOV
 RQ's execution records, registries and results), jobkit 65.8: RQ's same commands plus
 jobkit's start count (one EVALSHA: the idempotency check and the attempt counter), its outcome
 record (one EVALSHA: RPUSH, PEXPIRE and, on success, the done key), and its supervisor's
-maintenance (LLEN/ZRANGEBYSCORE per queue per second, amortised over the jobs).
+maintenance (per queue and second: one EVALSHA moving due jobs, the lock's SET NX and DEL, RQ's
+StartedJobRegistry and intermediate-queue reads, the export-lease read), amortised over the
+jobs. LLEN in both columns is this script's own progress polling.
 """
 
 from __future__ import annotations
