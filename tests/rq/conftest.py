@@ -1,5 +1,6 @@
 """Fixtures for the RQ adapter tests: one real redis-server per session, on a 127.0.0.1 port of
-its own, stopped by PID at the end. A server that cannot start fails the tests, never skips."""
+its own, stopped by PID at the end. A server that cannot start fails the tests, never skips.
+The ledger and the app come from tests/conftest.py (`ledger_path`, `app`)."""
 
 from __future__ import annotations
 
@@ -34,20 +35,11 @@ def flush(server: RedisServer) -> None:
 
 
 @pytest.fixture(params=["fork", "simple"])
-def rq_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
-    """An rq+redis URL on a flushed server, once per RQ worker class."""
+def backend(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
+    """An rq+redis URL on a flushed server, once per RQ worker class (for the shared `app`
+    fixture, which runs `tests.apps.ledger` on it)."""
     flush(redis_server)
     return f"rq+{redis_server.url}/0?worker={request.param}"
-
-
-@pytest.fixture
-def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "ledger.sqlite3"
-    monkeypatch.setenv("JOBKIT_TEST_LEDGER", str(path))
-    from tests.apps.ledger import connect
-
-    connect(str(path)).close()
-    return path
 
 
 def runs(ledger: Path, key: str) -> list[tuple[str, int, float]]:

@@ -30,12 +30,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def app_on() -> Iterator[object]:
-    yield L.app
-    L.app.close()
-
-
-@pytest.fixture
 def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
@@ -52,24 +46,22 @@ def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url.removeprefix("rq+").split("?")[0])
 
 
-def test_a_job_is_a_real_rq_job_named_after_the_job_with_json_data(rq_url, app_on):
-    L.app.use(rq_url)
+def test_a_job_is_a_real_rq_job_named_after_the_job_with_json_data(backend, app):
     handle = L.record.enqueue("named")
-    raw = _client(rq_url).hgetall(f"rq:job:{handle.id}")
+    raw = _client(backend).hgetall(f"rq:job:{handle.id}")
     func_name, instance, args, kwargs = json.loads(zlib.decompress(raw[b"data"]))
     assert (func_name, instance, args, kwargs) == (L.record.name, None, ["named"], {})
     assert json.loads(raw[b"meta"])["jobkit"]["max_attempts"] == L.FAST.max_attempts
-    assert _client(rq_url).lrange(f"rq:queue:{QUEUE}", 0, -1) == [handle.id.encode()]
+    assert _client(backend).lrange(f"rq:queue:{QUEUE}", 0, -1) == [handle.id.encode()]
 
 
-def test_rq_info_shows_jobkit_queues_and_failed_jobs(rq_url, ledger, app_on, workers):
-    L.app.use(rq_url)
-    spawn(workers, rq_url, ledger)
+def test_rq_info_shows_jobkit_queues_and_failed_jobs(backend, ledger_path, app, workers):
+    spawn(workers, backend, ledger_path)
     dead = L.permanent.enqueue("never")
     wait_until(lambda: L.app.backend.dead_letters(QUEUE), timeout=30, what="a dead letter")
     L.app.backend.close()
     waiting = L.record.options(delay=timedelta(hours=1)).enqueue("later")
-    redis_url = rq_url.removeprefix("rq+").split("?")[0]
+    redis_url = backend.removeprefix("rq+").split("?")[0]
     rq = Path(sys.executable).with_name("rq")
     info = subprocess.run(
         [str(rq), "info", "--url", redis_url, "-R"], capture_output=True, text=True, timeout=60
@@ -88,23 +80,23 @@ def test_rq_info_shows_jobkit_queues_and_failed_jobs(rq_url, ledger, app_on, wor
     assert dead.id in failed.stdout and waiting.id in failed.stdout, failed.stdout + failed.stderr
 
 
-def test_a_delayed_job_runs_on_a_plain_jobkit_worker_never_early(rq_url, ledger, app_on, workers):
-    L.app.use(rq_url)
-    spawn(workers, rq_url, ledger)
-    spawn(workers, rq_url, ledger)  # a second worker does not block the first's scheduling
+def test_a_delayed_job_runs_on_a_plain_jobkit_worker_never_early(
+    backend, ledger_path, app, workers
+):
+    spawn(workers, backend, ledger_path)
+    spawn(workers, backend, ledger_path)  # a second worker does not block the first's scheduling
     sent = time.time()
     handle = L.record.options(delay=timedelta(seconds=2)).enqueue("delayed")
     assert handle.result(timeout=30) == "delayed"
-    [(_, _, at)] = runs(ledger, "delayed")
+    [(_, _, at)] = runs(ledger_path, "delayed")
     assert at >= sent + 2
 
 
-def test_retries_follow_the_jobs_retry_policy_then_dead_letter(rq_url, ledger, app_on, workers):
-    L.app.use(rq_url)
-    spawn(workers, rq_url, ledger)
+def test_retries_follow_the_jobs_retry_policy_then_dead_letter(backend, ledger_path, app, workers):
+    spawn(workers, backend, ledger_path)
     handle = L.always_fails.enqueue("flaky")
     dead = wait_until(lambda: L.app.backend.dead_letters(QUEUE), timeout=60, what="dead letter")
-    times = [at for _, _, at in runs(ledger, "flaky")]
+    times = [at for _, _, at in runs(ledger_path, "flaky")]
     assert len(times) == L.GROWING.max_attempts
     for n, (earlier, later) in enumerate(itertools.pairwise(times), start=1):
         assert later - earlier >= L.GROWING.min_backoff(n).total_seconds()
@@ -113,72 +105,69 @@ def test_retries_follow_the_jobs_retry_policy_then_dead_letter(rq_url, ledger, a
     assert handle.state is jobkit.JobState.DEAD
 
 
-def test_sigkilled_worker_job_reruns_within_the_declared_bound(rq_url, ledger, app_on, workers):
-    L.app.use(rq_url)
+def test_sigkilled_worker_job_reruns_within_the_declared_bound(backend, ledger_path, app, workers):
     bound = L.app.backend.capabilities.redelivery_after
     assert bound is not None and bound <= timedelta(seconds=10)
-    spawn(workers, rq_url, ledger)
+    spawn(workers, backend, ledger_path)
     handle = L.record.enqueue("killed", sleep=3.0)
-    wait_until(lambda: runs(ledger, "killed"), timeout=30, what="the job started")
+    wait_until(lambda: runs(ledger_path, "killed"), timeout=30, what="the job started")
     kill_group(workers[0])
     killed_at = time.time()
     workers[0].wait(timeout=30)
-    spawn(workers, rq_url, ledger)
+    spawn(workers, backend, ledger_path)
     assert handle.result(timeout=60) == "killed"
-    _, second = runs(ledger, "killed")
+    _, second = runs(ledger_path, "killed")
     assert second[1] == 2
     # the new worker's start-up (imports, RQ registration) is not part of the bound
     assert second[2] - killed_at <= bound.total_seconds() + 5
 
 
 def test_a_duplicate_job_id_never_runs_twice_nor_replaces_the_first(
-    rq_url, ledger, app_on, workers
+    backend, ledger_path, app, workers
 ):
-    L.app.use(rq_url)
-    backend = L.app.backend
+    rq = L.app.backend
     first = spi.Envelope(id="dup-1", job=L.record.name, args=("first",), queue=QUEUE)
     second = spi.Envelope(id="dup-1", job=L.record.name, args=("second",), queue=QUEUE)
-    backend.send([(first, first.encode())])
-    backend.send([(second, second.encode())])
-    assert _client(rq_url).lrange(f"rq:queue:{QUEUE}", 0, -1) == [b"dup-1"]
-    spawn(workers, rq_url, ledger)
+    rq.send([(first, first.encode())])
+    rq.send([(second, second.encode())])
+    assert _client(backend).lrange(f"rq:queue:{QUEUE}", 0, -1) == [b"dup-1"]
+    spawn(workers, backend, ledger_path)
     assert L.app.handle("dup-1").result(timeout=30) == "first"
-    backend.send([(second, second.encode())])  # after it ran, too
-    spawn(workers, rq_url, ledger, "--burst")
+    rq.send([(second, second.encode())])  # after it ran, too
+    spawn(workers, backend, ledger_path, "--burst")
     workers[-1].wait(timeout=60)
-    assert [r[0] for r in runs(ledger, "first")] == ["dup-1"] and runs(ledger, "second") == []
+    assert [r[0] for r in runs(ledger_path, "first")] == ["dup-1"] and runs(
+        ledger_path, "second"
+    ) == []
 
 
 def test_an_undecodable_rq_job_is_dead_lettered_and_the_worker_keeps_serving(
-    rq_url, ledger, app_on, workers
+    backend, ledger_path, app, workers
 ):
-    L.app.use(rq_url)
-    probe = probe_from_url(rq_url)
+    probe = probe_from_url(backend)
     probe.inject_raw(QUEUE, b"\x00 not json", id="poison-1")
-    spawn(workers, rq_url, ledger)
+    spawn(workers, backend, ledger_path)
     after = L.record.enqueue("after-poison")
     assert after.result(timeout=30) == "after-poison"
     dead = wait_until(lambda: probe.dead(QUEUE), timeout=30, what="the poison dead-lettered")
     assert [(d.id, d.body) for d in dead] == [("poison-1", b"\x00 not json")]
-    assert _client(rq_url).zrange(f"rq:failed:{QUEUE}", 0, -1) == [b"poison-1"]
+    assert _client(backend).zrange(f"rq:failed:{QUEUE}", 0, -1) == [b"poison-1"]
     probe.close()
 
 
-def test_replay_runs_a_dead_job_again_with_fresh_attempts(rq_url, ledger, app_on, workers):
-    L.app.use(rq_url)
-    spawn(workers, rq_url, ledger)
+def test_replay_runs_a_dead_job_again_with_fresh_attempts(backend, ledger_path, app, workers):
+    spawn(workers, backend, ledger_path)
     handle = L.permanent.enqueue("replayed")
     wait_until(lambda: L.app.backend.dead_letters(QUEUE), timeout=30, what="dead letter")
     assert L.app.backend.replay(QUEUE) == 1
-    wait_until(lambda: len(runs(ledger, "replayed")) == 2, timeout=30, what="the replayed run")
-    assert [attempt for _, attempt, _ in runs(ledger, "replayed")] == [1, 1]
+    wait_until(lambda: len(runs(ledger_path, "replayed")) == 2, timeout=30, what="the replayed run")
+    assert [attempt for _, attempt, _ in runs(ledger_path, "replayed")] == [1, 1]
     wait_until(lambda: L.app.backend.dead_letters(QUEUE), timeout=30, what="dead again")
     assert L.app.backend.purge(QUEUE) == 1 and L.app.backend.dead_letters(QUEUE) == []
-    assert handle.id not in str(_client(rq_url).zrange(f"rq:failed:{QUEUE}", 0, -1))
+    assert handle.id not in str(_client(backend).zrange(f"rq:failed:{QUEUE}", 0, -1))
 
 
-def test_a_priority_is_refused_at_enqueue(rq_url, app_on):
-    L.app.use(rq_url)
+def test_a_priority_is_refused_at_enqueue(backend, app):
     with pytest.raises(jobkit.UnsupportedFeature, match="no priorities"):
         L.record.options(priority=5).enqueue("urgent")
 
@@ -192,12 +181,11 @@ def test_an_unknown_url_option_is_a_clear_error():
         parse_url("rq+redis://127.0.0.1:6379/0?worker=thread")
 
 
-def test_sigterm_lets_the_running_job_finish(rq_url, ledger, app_on, workers):
-    L.app.use(rq_url)
-    spawn(workers, rq_url, ledger, "--grace", "20")
+def test_sigterm_lets_the_running_job_finish(backend, ledger_path, app, workers):
+    spawn(workers, backend, ledger_path, "--grace", "20")
     handle = L.record.enqueue("graceful", sleep=2.0)
-    wait_until(lambda: runs(ledger, "graceful"), timeout=30, what="the job started")
+    wait_until(lambda: runs(ledger_path, "graceful"), timeout=30, what="the job started")
     os.killpg(workers[0].pid, signal.SIGTERM)
     assert workers[0].wait(timeout=30) == 0
     assert handle.state is jobkit.JobState.SUCCEEDED
-    assert len(runs(ledger, "graceful")) == 1
+    assert len(runs(ledger_path, "graceful")) == 1
