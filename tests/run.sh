@@ -65,6 +65,7 @@ say "mypy --strict (core, conformance, adapters)"
 .venv/bin/mypy adapters/sqs/jobkit_sqs
 .venv/bin/mypy --config-file adapters/celery/pyproject.toml adapters/celery/jobkit_celery
 .venv/bin/mypy --config-file adapters/dramatiq/pyproject.toml adapters/dramatiq/jobkit_dramatiq
+.venv/bin/mypy --config-file adapters/rq/pyproject.toml adapters/rq/jobkit_rq
 
 export PYTHONUNBUFFERED=1
 

@@ -1,0 +1,155 @@
+"""`RedisJobStore`: job records, completed idempotency keys and start counts in RQ's Redis.
+
+Keys (each with a TTL, so Redis deletes them itself): ``jobkit:rq:job:<id>`` (list of JSON
+events, folded when read; `Retention.records`), ``jobkit:rq:done:<dedup key>`` (set when the job
+succeeded; `Retention.keys`: the dedup window), ``jobkit:rq:starts:<id>`` (how often the RQ job
+has started: its attempt count; reset by a replay).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+
+import jobkit
+from jobkit import JobRecord, spi
+from jobkit.spi import EventKind, JobEvent, Retention
+
+
+def starts_key(job_id: str) -> str:
+    return f"jobkit:rq:starts:{job_id}"
+
+
+def _record_key(job_id: str) -> str:
+    return f"jobkit:rq:job:{job_id}"
+
+
+def _done_key(key: str) -> str:
+    return f"jobkit:rq:done:{key}"
+
+
+def _encode(event: JobEvent) -> str:
+    return json.dumps(
+        {
+            "job": event.job,
+            "kind": event.kind.value,
+            "attempt": event.attempt,
+            "at": event.at.isoformat(),
+            "error": event.error,
+            "result": event.result,
+            "key": event.key,
+        },
+        separators=(",", ":"),
+    )
+
+
+# KEYS: dedup key, start counter. ARGV: ttl (s). -1 if the key is done, else the new count.
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return n
+"""
+
+
+# KEYS: the job's event list, its dedup key. ARGV: event, records ttl (ms), "1" to mark the
+# key done, keys ttl (ms). One event in one call (a MULTI would be five commands).
+_FINISH = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], 1, 'PX', ARGV[4]) end
+return 1
+"""
+
+
+class RedisJobStore(spi.JobStore):
+    """Thread-safe (redis-py's client is), and usable after a fork (redis-py reconnects).
+    Every call is one round trip; each raises `BrokerUnavailable` when Redis cannot be reached.
+    """
+
+    def __init__(self, client: redis.Redis, *, retention: Retention) -> None:
+        self.client = client
+        self.retention = retention
+        self._records_ms = _ms(retention.records)
+        self._keys_ms = _ms(retention.keys)
+        self._begin = client.register_script(_BEGIN)
+        self._finish = client.register_script(_FINISH)
+
+    def record(self, events: Sequence[JobEvent]) -> None:
+        if len(events) == 1:
+            self._record_one(events[0])
+            return
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                for event in events:
+                    key = _record_key(event.job_id)
+                    pipe.rpush(key, _encode(event))
+                    pipe.pexpire(key, self._records_ms)
+                    if event.kind is EventKind.SUCCEEDED:
+                        done = _done_key(spi.dedup_key(event.job_id, event.key))
+                        pipe.set(done, 1, px=self._keys_ms)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
+
+    def _record_one(self, event: JobEvent) -> None:
+        done = _done_key(spi.dedup_key(event.job_id, event.key))
+        flag = "1" if event.kind is EventKind.SUCCEEDED else "0"
+        try:
+            self._finish(
+                keys=[_record_key(event.job_id), done],
+                args=[_encode(event), self._records_ms, flag, self._keys_ms],
+            )
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
+
+    def begin(self, job_id: str, key: str) -> int | None:
+        """About to start RQ job `job_id`: None if its dedup `key` succeeded already; else count
+        one more start and return the count (1 for a first start)."""
+        ttl = max(1, round(self.retention.records.total_seconds()))
+        try:
+            starts = int(self._begin(keys=[_done_key(key), starts_key(job_id)], args=[ttl]))
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot read idempotency key: {exc}") from exc
+        return None if starts < 0 else starts
+
+    def get(self, job_id: str) -> JobRecord | None:
+        try:
+            raw = self.client.lrange(_record_key(job_id), 0, -1)
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot read job {job_id}: {exc}") from exc
+        record: JobRecord | None = None
+        for item in raw:
+            data: dict[str, Any] = json.loads(item)
+            event = JobEvent(
+                job_id=job_id,
+                job=data["job"],
+                kind=EventKind(data["kind"]),
+                attempt=int(data["attempt"]),
+                at=datetime.fromisoformat(data["at"]),
+                error=data.get("error"),
+                result=data.get("result"),
+                key=data.get("key"),
+            )
+            record = spi.apply_event(record, event)
+        return record
+
+    def done(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(_done_key(key))
+                found = pipe.execute()
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot read idempotency keys: {exc}") from exc
+        return {key for key, hit in zip(keys, found, strict=True) if hit}
+
+
+def _ms(duration: timedelta) -> int:
+    return max(1, round(duration.total_seconds() * 1000))

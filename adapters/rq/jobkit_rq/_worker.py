@@ -1,0 +1,265 @@
+"""RQ worker classes with jobkit's settings, and the process that supervises them.
+
+`jobkit worker` on ``rq+redis://`` starts `WorkerOptions.concurrency` RQ workers (each its own
+process, each one job at a time, as RQ's workers are) of the configured class, forking `Worker`
+or `SimpleWorker`, and supervises them: it runs the maintenance (`_maintenance`), forwards
+SIGTERM/SIGINT (RQ's warm shutdown: running jobs finish), and after `WorkerOptions.grace`
+signals again (RQ's cold shutdown: running jobs are stopped; they are retried). It also stops
+the workers for `burst` (queues, delayed jobs and running jobs all empty) and `max_jobs`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.sharedctypes import Synchronized
+from types import FrameType
+from typing import Any
+
+from rq import SimpleWorker, Worker
+from rq.job import Job
+from rq.worker import BaseWorker, WorkerStatus
+
+from jobkit.spi import WorkerOptions
+from jobkit_rq._maintenance import Maintenance
+from jobkit_rq._migration import Migration
+from jobkit_rq._ops import stats
+from jobkit_rq._runtime import Runtime
+from jobkit_rq._settings import Settings
+from jobkit_rq._wire import SERIALIZER
+
+logger = logging.getLogger("jobkit.rq")
+
+_PR_SET_PDEATHSIG = 1
+_HARD_LIMIT_MARGIN = 1.0  # s after a job's time limit that its work-horse is killed
+
+
+class _Hardened:
+    """What jobkit changes in RQ's workers (mixed into `Worker` and `SimpleWorker`): a short
+    heartbeat TTL for the running job's StartedJobRegistry entry, registry cleaning left to
+    the supervisor's maintenance, and (forking) a work-horse killed 1 s after its time limit
+    (RQ waits 60 s)."""
+
+    jobkit_settings: Settings
+    last_cleaned_at: Any
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.jobkit_settings.heartbeat_ttl
+
+    def clean_registries(self) -> None:
+        from rq.utils import now
+
+        self.last_cleaned_at = now()
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies (a killed worker takes its
+    running job with it, as a killed process group would, so the job is retried rather than
+    finished by an orphan nobody watches)."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
+class NativeWorker(Worker):
+    """RQ's forking `Worker` as it is (``profile=native``), except that its work-horse dies with
+    it, as in a container kill (RQ puts the work-horse in a process group of its own)."""
+
+    def main_work_horse(self, job: Job, queue: Any) -> None:
+        die_with_parent()
+        super().main_work_horse(job, queue)
+
+
+class JobkitWorker(_Hardened, NativeWorker):
+    def maintain_heartbeats(self, job: Job, execution: Any) -> None:
+        started = job.started_at
+        if job.timeout and job.timeout > 0 and started is not None:
+            from rq.utils import now
+
+            if (now() - started).total_seconds() > job.timeout + _HARD_LIMIT_MARGIN:
+                logger.error(
+                    "job %s[%s] ran past its time limit: killing it", job.func_name, job.id
+                )
+                self.kill_horse()
+        super().maintain_heartbeats(job, execution)
+
+
+class JobkitSimpleWorker(_Hardened, SimpleWorker):
+    def execute_job(self, job: Job, queue: Any) -> None:
+        """As RQ's, with a thread that keeps the job's heartbeat while it runs (RQ's
+        SimpleWorker has none: its entry's TTL is the job's whole timeout)."""
+        execution = self.prepare_execution(job)
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.job_monitoring_interval):
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except Exception:
+                    logger.exception("heartbeat of job %s failed", job.id)
+
+        thread = threading.Thread(target=beat, name="jobkit-rq-heartbeat", daemon=True)
+        thread.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            thread.join()
+        self.set_state(WorkerStatus.IDLE)
+
+
+def worker_class(settings: Settings) -> type[BaseWorker]:
+    if not settings.hardened:
+        return SimpleWorker if settings.worker == "simple" else NativeWorker
+    return JobkitSimpleWorker if settings.worker == "simple" else JobkitWorker
+
+
+def build_worker(runtime: Runtime, options: WorkerOptions, name: str | None = None) -> BaseWorker:
+    settings = runtime.settings
+    cls = worker_class(settings)
+    kwargs: dict[str, Any] = {}
+    if settings.hardened:
+        beat = max(1, round(settings.heartbeat.total_seconds()))
+        kwargs.update(job_monitoring_interval=beat, worker_ttl=20, maintenance_interval=3600)
+    worker = cls(
+        [runtime.queue(q) for q in options.queues],
+        connection=runtime.client,
+        serializer=SERIALIZER,
+        job_class=runtime.job_class,
+        name=name,
+        **kwargs,
+    )
+    if settings.hardened:
+        worker.jobkit_settings = settings  # type: ignore[attr-defined]
+    return worker
+
+
+def restore_exports(runtime: Runtime) -> None:
+    """Give back jobs whose migration export lease ran out. Logs errors, never raises."""
+    try:
+        Migration(runtime).restore_expired()
+    except Exception as exc:
+        logger.warning("returning expired migration exports: %s (retrying)", exc)
+
+
+class Supervisor:
+    """Runs in the `jobkit worker` process; see the module docstring. Not thread-safe."""
+
+    def __init__(self, runtime: Runtime, options: WorkerOptions) -> None:
+        self.runtime = runtime
+        self.options = options
+        self.ended: Synchronized[int] = multiprocessing.get_context("fork").Value("i", 0)
+        self.children: list[Any] = []
+        self._signals = 0
+        self._first_signal_at = 0.0
+
+    def _serve(self, index: int) -> None:
+        """One RQ worker (in a child process)."""
+        die_with_parent()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        counter = self.ended
+
+        def ended() -> None:
+            with counter.get_lock():
+                counter.value += 1
+
+        self.runtime.ended = ended
+        name = self.options.extra.get("hostname") or f"jobkit-{os.getpid()}"
+        worker = build_worker(self.runtime, self.options, name=f"{name}.{index}")
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        worker.work(logging_level=level, with_scheduler=False)
+
+    def run(self) -> None:
+        ctx = multiprocessing.get_context("fork")
+        for index in range(max(1, self.options.concurrency)):
+            child = ctx.Process(target=self._serve, args=(index,), name=f"jobkit-rq-{index}")
+            child.start()
+            self.children.append(child)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._loop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for child in self.children:
+                child.join(timeout=1)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            self._first_signal_at = time.monotonic()
+        self._signal_children(signal.SIGTERM)
+
+    def _signal_children(self, sig: int) -> None:
+        for child in self.children:
+            if child.is_alive() and child.pid is not None:
+                try:
+                    os.kill(child.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def _loop(self) -> None:
+        settings = self.runtime.settings
+        maintenance: Maintenance | None = None
+        if settings.hardened:
+            maintenance = Maintenance(
+                self.runtime.client,
+                [self.runtime.queue(q) for q in self.options.queues],
+                build_worker(self.runtime, self.options, name=f"jobkit-maint-{os.getpid()}"),
+                settings.maintenance,
+            )
+        every = settings.maintenance.total_seconds()
+        poll = max(self.options.poll.total_seconds(), 0.2)
+        next_check = 0.0
+        empty_for = 0
+        cold_sent = False
+        while any(child.is_alive() for child in self.children):
+            if maintenance is not None:
+                maintenance.run_once()
+                restore_exports(self.runtime)
+            if self._signals and not cold_sent:
+                waited = time.monotonic() - self._first_signal_at
+                if self._signals > 1 or waited >= self.options.grace.total_seconds():
+                    cold_sent = True
+                    logger.warning("jobs still running after the grace period: stopping them")
+                    self._signal_children(signal.SIGTERM)
+            now = time.monotonic()
+            if not self._signals and now >= next_check:
+                next_check = now + poll
+                if self._should_stop(empty_for):
+                    self._on_signal(signal.SIGTERM, None)
+                empty_for = self._empty_for(empty_for)
+            self._sleep(min(every, poll))
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and any(c.is_alive() for c in self.children):
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _should_stop(self, empty_for: int) -> bool:
+        if self.options.max_jobs is not None and self.ended.value >= self.options.max_jobs:
+            return True
+        return self.options.burst and empty_for >= 2
+
+    def _empty_for(self, empty_for: int) -> int:
+        if not self.options.burst:
+            return 0
+        try:
+            busy = sum(
+                s.ready + s.in_flight + s.delayed
+                for s in stats(self.runtime, list(self.options.queues))
+            )
+        except Exception:
+            return 0
+        return empty_for + 1 if busy == 0 else 0

@@ -1,0 +1,191 @@
+"""The RQ backend with a real redis-server and real `jobkit worker` processes (RQ workers of
+both classes): jobs are real RQ jobs that RQ's own tools see, and RQ's quiet failures are gone."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from jobkit_rq.probe import probe_from_url
+
+import jobkit
+from jobkit import spi
+from tests.apps import ledger as L
+from tests.rq.conftest import QUEUE, runs
+from tests.waiting import wait_until
+from tests.workers import kill_group, start_worker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        kill_group(proc)
+        proc.wait(timeout=30)
+
+
+def spawn(procs: list[subprocess.Popen[bytes]], url: str, ledger: Path, *args: str) -> None:
+    procs.append(start_worker(url, ledger, "-q", QUEUE, "-c", "1", *args))
+
+
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url.removeprefix("rq+").split("?")[0])
+
+
+def test_a_job_is_a_real_rq_job_named_after_the_job_with_json_data(backend, app):
+    handle = L.record.enqueue("named")
+    raw = _client(backend).hgetall(f"rq:job:{handle.id}")
+    func_name, instance, args, kwargs = json.loads(zlib.decompress(raw[b"data"]))
+    assert (func_name, instance, args, kwargs) == (L.record.name, None, ["named"], {})
+    assert json.loads(raw[b"meta"])["jobkit"]["max_attempts"] == L.FAST.max_attempts
+    assert _client(backend).lrange(f"rq:queue:{QUEUE}", 0, -1) == [handle.id.encode()]
+
+
+def test_rq_info_shows_jobkit_queues_and_failed_jobs(backend, ledger_path, app, workers):
+    spawn(workers, backend, ledger_path)
+    dead = L.permanent.enqueue("never")
+    wait_until(lambda: L.app.backend.dead_letters(QUEUE), timeout=30, what="a dead letter")
+    L.app.backend.close()
+    waiting = L.record.options(delay=timedelta(hours=1)).enqueue("later")
+    redis_url = backend.removeprefix("rq+").split("?")[0]
+    rq = Path(sys.executable).with_name("rq")
+    info = subprocess.run(
+        [str(rq), "info", "--url", redis_url, "-R"], capture_output=True, text=True, timeout=60
+    )
+    assert info.returncode == 0, info.stderr
+    assert f"{QUEUE} " in info.stdout and "1 failed" in info.stdout, info.stdout
+    failed = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, redis; from rq import Queue; from rq.serializers import JSONSerializer;"
+         "q = Queue(sys.argv[2], connection=redis.Redis.from_url(sys.argv[1]),"
+         " serializer=JSONSerializer);"
+         "print(q.failed_job_registry.get_job_ids(), q.scheduled_job_registry.get_job_ids())",
+         redis_url, QUEUE],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert dead.id in failed.stdout and waiting.id in failed.stdout, failed.stdout + failed.stderr
+
+
+def test_a_delayed_job_runs_on_a_plain_jobkit_worker_never_early(
+    backend, ledger_path, app, workers
+):
+    spawn(workers, backend, ledger_path)
+    spawn(workers, backend, ledger_path)  # a second worker does not block the first's scheduling
+    sent = time.time()
+    handle = L.record.options(delay=timedelta(seconds=2)).enqueue("delayed")
+    assert handle.result(timeout=30) == "delayed"
+    [(_, _, at)] = runs(ledger_path, "delayed")
+    assert at >= sent + 2
+
+
+def test_retries_follow_the_jobs_retry_policy_then_dead_letter(backend, ledger_path, app, workers):
+    spawn(workers, backend, ledger_path)
+    handle = L.always_fails.enqueue("flaky")
+    dead = wait_until(lambda: L.app.backend.dead_letters(QUEUE), timeout=60, what="dead letter")
+    times = [at for _, _, at in runs(ledger_path, "flaky")]
+    assert len(times) == L.GROWING.max_attempts
+    for n, (earlier, later) in enumerate(itertools.pairwise(times), start=1):
+        assert later - earlier >= L.GROWING.min_backoff(n).total_seconds()
+    assert dead[0].id == handle.id and "ConnectionError" in dead[0].reason
+    assert spi.decode(dead[0].body).attempt == L.GROWING.max_attempts
+    assert handle.state is jobkit.JobState.DEAD
+
+
+def test_sigkilled_worker_job_reruns_within_the_declared_bound(backend, ledger_path, app, workers):
+    bound = L.app.backend.capabilities.redelivery_after
+    assert bound is not None and bound <= timedelta(seconds=10)
+    spawn(workers, backend, ledger_path)
+    handle = L.record.enqueue("killed", sleep=3.0)
+    wait_until(lambda: runs(ledger_path, "killed"), timeout=30, what="the job started")
+    kill_group(workers[0])
+    killed_at = time.time()
+    workers[0].wait(timeout=30)
+    spawn(workers, backend, ledger_path)
+    assert handle.result(timeout=60) == "killed"
+    _, second = runs(ledger_path, "killed")
+    assert second[1] == 2
+    # the new worker's start-up (imports, RQ registration) is not part of the bound
+    assert second[2] - killed_at <= bound.total_seconds() + 5
+
+
+def test_a_duplicate_job_id_never_runs_twice_nor_replaces_the_first(
+    backend, ledger_path, app, workers
+):
+    rq = L.app.backend
+    first = spi.Envelope(id="dup-1", job=L.record.name, args=("first",), queue=QUEUE)
+    second = spi.Envelope(id="dup-1", job=L.record.name, args=("second",), queue=QUEUE)
+    rq.send([(first, first.encode())])
+    rq.send([(second, second.encode())])
+    assert _client(backend).lrange(f"rq:queue:{QUEUE}", 0, -1) == [b"dup-1"]
+    spawn(workers, backend, ledger_path)
+    assert L.app.handle("dup-1").result(timeout=30) == "first"
+    rq.send([(second, second.encode())])  # after it ran, too
+    spawn(workers, backend, ledger_path, "--burst")
+    workers[-1].wait(timeout=60)
+    assert [r[0] for r in runs(ledger_path, "first")] == ["dup-1"] and runs(
+        ledger_path, "second"
+    ) == []
+
+
+def test_an_undecodable_rq_job_is_dead_lettered_and_the_worker_keeps_serving(
+    backend, ledger_path, app, workers
+):
+    probe = probe_from_url(backend)
+    probe.inject_raw(QUEUE, b"\x00 not json", id="poison-1")
+    spawn(workers, backend, ledger_path)
+    after = L.record.enqueue("after-poison")
+    assert after.result(timeout=30) == "after-poison"
+    dead = wait_until(lambda: probe.dead(QUEUE), timeout=30, what="the poison dead-lettered")
+    assert [(d.id, d.body) for d in dead] == [("poison-1", b"\x00 not json")]
+    assert _client(backend).zrange(f"rq:failed:{QUEUE}", 0, -1) == [b"poison-1"]
+    probe.close()
+
+
+def test_replay_runs_a_dead_job_again_with_fresh_attempts(backend, ledger_path, app, workers):
+    spawn(workers, backend, ledger_path)
+    handle = L.permanent.enqueue("replayed")
+    wait_until(lambda: L.app.backend.dead_letters(QUEUE), timeout=30, what="dead letter")
+    assert L.app.backend.replay(QUEUE) == 1
+    wait_until(lambda: len(runs(ledger_path, "replayed")) == 2, timeout=30, what="the replayed run")
+    assert [attempt for _, attempt, _ in runs(ledger_path, "replayed")] == [1, 1]
+    wait_until(lambda: L.app.backend.dead_letters(QUEUE), timeout=30, what="dead again")
+    assert L.app.backend.purge(QUEUE) == 1 and L.app.backend.dead_letters(QUEUE) == []
+    assert handle.id not in str(_client(backend).zrange(f"rq:failed:{QUEUE}", 0, -1))
+
+
+def test_a_priority_is_refused_at_enqueue(backend, app):
+    with pytest.raises(jobkit.UnsupportedFeature, match="no priorities"):
+        L.record.options(priority=5).enqueue("urgent")
+
+
+def test_an_unknown_url_option_is_a_clear_error():
+    from jobkit_rq import parse_url
+
+    with pytest.raises(jobkit.ConfigurationError, match=r"unknown option.*wrker"):
+        parse_url("rq+redis://127.0.0.1:6379/0?wrker=simple")
+    with pytest.raises(jobkit.ConfigurationError, match=r"worker='thread'.*fork, simple"):
+        parse_url("rq+redis://127.0.0.1:6379/0?worker=thread")
+
+
+def test_sigterm_lets_the_running_job_finish(backend, ledger_path, app, workers):
+    spawn(workers, backend, ledger_path, "--grace", "20")
+    handle = L.record.enqueue("graceful", sleep=2.0)
+    wait_until(lambda: runs(ledger_path, "graceful"), timeout=30, what="the job started")
+    os.killpg(workers[0].pid, signal.SIGTERM)
+    assert workers[0].wait(timeout=30) == 0
+    assert handle.state is jobkit.JobState.SUCCEEDED
+    assert len(runs(ledger_path, "graceful")) == 1
