@@ -65,6 +65,12 @@ say "mypy --strict (core, conformance, adapters)"
 .venv/bin/mypy adapters/sqs/jobkit_sqs
 .venv/bin/mypy --config-file adapters/celery/pyproject.toml adapters/celery/jobkit_celery
 
-say "pytest"
+# In parallel: the tests mostly wait on brokers and worker processes, so one pytest worker per
+# core plus one, at most 4 (JOBKIT_TEST_WORKERS overrides; 0 runs them in this process, as
+# --pdb needs). --dist loadgroup hands tests out one by one, except that a module sharing a
+# module-scoped fixture stays on one worker (tests/conftest.py). Every worker starts its own
+# broker servers on free ports. A later -n in the arguments wins.
+workers=${JOBKIT_TEST_WORKERS:-$(($(nproc) + 1 < 4 ? $(nproc) + 1 : 4))}
+say "pytest ($workers workers)"
 export PYTHONUNBUFFERED=1
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider -n "$workers" --dist loadgroup "$@"
