@@ -8,6 +8,7 @@ it prints jobkit's row, each native system's row, and the ratio jobkit / native 
     .venv/bin/python bench/run.py                  # the full run (tens of minutes)
     .venv/bin/python bench/run.py --quick          # smoke run: small counts, numbers meaningless
     .venv/bin/python bench/run.py --only sqlite celery+redis --json results.json
+    .venv/bin/python bench/run.py --json results.json --markdown table.md   # for bench/README.md
 
 A module that fails (import error, exception, crash, timeout) shows as an error row; the others
 still run, and the exit status is 1. A module without a conforming ``measure`` is listed under
@@ -241,11 +242,39 @@ def print_table(
         print("not measured (no measure(*, quick) yet): " + "; ".join(skipped))
 
 
+def markdown(rows: Sequence[Measurement], runs: Sequence[ModuleRun], title: str) -> str:
+    """The table as Markdown (for bench/README.md): the same rows as `print_table`."""
+    head = ["backend", "system", "jobs", *(label for _, label in FIGURES), "notes"]
+    lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    by_ratio = {(r["backend"], r["native"]): r for r in ratios(rows)}
+    for backend in dict.fromkeys(r.backend for r in rows):
+        mine = sorted((r for r in rows if r.backend == backend), key=lambda r: r.system != "jobkit")
+        for row in mine:
+            cells = [_num(getattr(row, f), ms=f.endswith("_ms")) for f, _ in FIGURES]
+            lines.append(f"| {backend} | {row.system} | {row.jobs:,} | {' | '.join(cells)} | "
+                         f"{row.notes} |")  # fmt: skip
+            factors = by_ratio.get((backend, row.system))
+            if factors:
+                cells = [
+                    ("-" if factors[f] is None else f"**{factors[f]:.2f}**") for f, _ in FIGURES
+                ]
+                lines.append(f"| | *jobkit / {row.system}* | | {' | '.join(cells)} | |")
+    for run in runs:
+        if run.status == "error":
+            lines.append(f"| {run.module} | ERROR | |{' |' * len(FIGURES)} {run.error} |")
+    lines += ["", "jobkit / native: rates above 1 are faster, latencies above 1 slower."]
+    skipped = [f"`{r.module}_bench.py`" for r in runs if r.status == "not measured"]
+    if skipped:
+        lines.append("Not measured (no `measure(*, quick)` yet): " + ", ".join(skipped) + ".")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: ~1 minute, small counts")
     parser.add_argument("--only", nargs="+", default=[], metavar="BACKEND", help="e.g. sqlite")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
+    parser.add_argument("--markdown", type=Path, metavar="FILE", help="and the table, as Markdown")
     parser.add_argument(
         "--timeout", type=float, help="seconds per module (default 300 quick, 3600 full)"
     )
@@ -273,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (" (quick: numbers meaningless)" if args.quick else "")
     )
     print_table(rows, runs, title)
+    if args.markdown:
+        args.markdown.write_text(markdown(rows, runs, title))
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -66,7 +66,8 @@ def _fake_bench_dir(tmp_path: Path) -> Path:
 
 
 def test_a_bench_that_raises_is_an_error_row_and_the_others_still_run(tmp_path: Path) -> None:
-    done, result = _run(_fake_bench_dir(tmp_path), "--quick", timeout=120)
+    table = tmp_path / "table.md"
+    done, result = _run(_fake_bench_dir(tmp_path), "--quick", "--markdown", str(table), timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     status = {m["module"]: m for m in result["modules"]}
     assert status["broken"]["status"] == "error"
@@ -90,6 +91,10 @@ def test_a_bench_that_raises_is_an_error_row_and_the_others_still_run(tmp_path: 
         }
     ]
     assert "ERROR" in done.stdout and "the broker would not start" in done.stdout
+    markdown = table.read_text()
+    assert "| fake | jobkit | 10 | 50 | - | 50 | 1.00 | 2.00 |" in markdown
+    assert "| | *jobkit / native* | | **0.50** | - | **0.50** | **1.00** | **1.00** | |" in markdown
+    assert "| broken | ERROR |" in markdown and "`older_bench.py`" in markdown
 
 
 def test_only_runs_the_named_backends_and_refuses_an_unknown_name(tmp_path: Path) -> None:
