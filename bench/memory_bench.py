@@ -17,7 +17,6 @@ at a time, like jobkit's ``-c 1``). ``queue`` has no batch call, so ``enqueue_ma
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import queue
@@ -200,14 +199,7 @@ def native_round(work: Path, jobs: int, latency_jobs: int) -> Measurement:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run: small counts")
-    args = parser.parse_args()
-    from run import print_table
-
-    print_table(measure(quick=args.quick))
-
-
 if __name__ == "__main__":
-    main()
+    from run import standalone
+
+    standalone(measure, __doc__)

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,6 +267,13 @@ def markdown(rows: Sequence[Measurement], runs: Sequence[ModuleRun], title: str)
     if skipped:
         lines.append("Not measured (no `measure(*, quick)` yet): " + ", ".join(skipped) + ".")
     return "\n".join(lines) + "\n"
+
+
+def standalone(measure: Callable[..., list[Measurement]], doc: str | None) -> None:
+    """The ``__main__`` of a bench module: ``[--quick]``, then its rows in the table."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small counts")
+    print_table(measure(quick=parser.parse_args().quick))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

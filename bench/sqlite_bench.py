@@ -17,7 +17,6 @@ with a consumer thread polling every 5 ms on its own connection.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -255,14 +254,7 @@ def raw_latency(work: Path, count: int) -> tuple[float, float]:
         producer.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run: small counts")
-    args = parser.parse_args()
-    from run import print_table
-
-    print_table(measure(quick=args.quick))
-
-
 if __name__ == "__main__":
-    main()
+    from run import standalone
+
+    standalone(measure, __doc__)
