@@ -41,16 +41,16 @@ def free_port() -> int:
 
 
 def listens(port: int, owner: int) -> bool:
-    """Whether the socket listening on 127.0.0.1:`port` belongs to process `owner` or to a
+    """Whether a socket listening on `port` belongs to process `owner` or to a
     process of the session `owner` leads (Linux /proc). A server started on a `free_port` that
     another process took in between fails to bind, while that other process answers on the
     port: this tells the two apart."""
     inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        address, state = fields[1], fields[3]
-        if state == "0A" and address == f"0100007F:{port:04X}":  # LISTEN on 127.0.0.1
-            inodes.add(f"socket:[{fields[9]}]")
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):  # LISTEN, any address
+                inodes.add(f"socket:[{fields[9]}]")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
