@@ -19,12 +19,14 @@ Speed figures live here, never in tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -140,14 +142,31 @@ def run_child(name: str, *, quick: bool, timeout: float) -> ModuleRun:
         if quick:
             cmd.append("--quick")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]))
+        # its own process group, so that a timeout also ends the servers it started
+        child = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
         try:
-            done = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout, check=False)
-            failed = f"the bench process exited with status {done.returncode}"
+            failed = f"the bench process exited with status {child.wait(timeout=timeout)}"
         except subprocess.TimeoutExpired:
+            _end_group(child)
             failed = f"the bench did not finish within {timeout:.0f} s (killed)"
+        except KeyboardInterrupt:  # its own session: a ^C here does not reach it
+            _end_group(child)
+            raise
         if out.exists():
             return from_json(json.loads(out.read_text()))
     return ModuleRun(module=name, status="error", seconds=time.monotonic() - t0, error=failed)
+
+
+def _end_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's process group, SIGKILL after 10 s; waits for the child."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, sig)
+        try:
+            child.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def to_json(run: ModuleRun) -> dict[str, Any]:
