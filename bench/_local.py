@@ -16,10 +16,35 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from _rows import Measurement
+from noop_app import noop
 
+from jobkit import JobHandle
+
+BATCH = 500
+"""Jobs per ``enqueue_many`` call."""
 LATENCY_RATE = 50.0
 """Jobs per second sent while measuring latency: a lightly loaded queue."""
 STAMPS_ENV = "JOBKIT_BENCH_STAMPS"
+
+
+def enqueue_rates(jobs: int, use: Callable[[], None]) -> tuple[float, float, list[JobHandle[None]]]:
+    """(enqueue/s, enqueue_many/s, the handles of the batch-sent jobs) of `jobs` no-op jobs:
+    ``noop.enqueue`` one call per job on a backend from `use()` (which points ``noop_app.app``
+    at a fresh one), then ``noop.enqueue_many`` in batches of `BATCH` on another from `use()`,
+    which is left open (its queue holds the `jobs` plus one warm-up job) for the drain. Each
+    backend gets one warm-up job before the timing, which opens it."""
+    use()
+    noop.enqueue(-1)
+    t0 = time.perf_counter()
+    for i in range(jobs):
+        noop.enqueue(i)
+    one = jobs / (time.perf_counter() - t0)
+    use()
+    handles = noop.enqueue_many([(-1,)])
+    t0 = time.perf_counter()
+    for start in range(0, jobs, BATCH):
+        handles += noop.enqueue_many([(i,) for i in range(start, min(start + BATCH, jobs))])
+    return one, jobs / (time.perf_counter() - t0), handles
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

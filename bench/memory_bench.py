@@ -31,13 +31,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _local import STAMPS_ENV, alternating, latency_ms, paced, read_stamps  # noqa: E402
+from _local import BATCH, STAMPS_ENV, alternating, enqueue_rates, latency_ms, paced, read_stamps  # noqa: E402
 from _rows import Measurement  # noqa: E402
-from noop_app import app, noop, stamp  # noqa: E402
+from noop_app import app, stamp  # noqa: E402
 
 from jobkit.spi import TransportBackend, Worker, WorkerOptions, open_backend  # noqa: E402
 
-BATCH = 500
 PREFETCH = 16
 BACKEND = "memory"
 
@@ -86,19 +85,9 @@ def worker(backend: TransportBackend, *, burst: bool) -> Worker:
 
 def jobkit_round(work: Path, jobs: int, latency_jobs: int) -> Measurement:
     work.mkdir()
-    fresh_backend()
-    noop.enqueue(-1)
-    t0 = time.perf_counter()
-    for i in range(jobs):
-        noop.enqueue(i)
-    enqueue = jobs / (time.perf_counter() - t0)
-
-    backend = fresh_backend()
-    handles = noop.enqueue_many([(-1,)])
-    t0 = time.perf_counter()
-    for start in range(0, jobs, BATCH):
-        handles += noop.enqueue_many([(i,) for i in range(start, min(start + BATCH, jobs))])
-    enqueue_many = jobs / (time.perf_counter() - t0)
+    backends: list[TransportBackend] = []
+    enqueue, enqueue_many, handles = enqueue_rates(jobs, lambda: backends.append(fresh_backend()))
+    backend = backends[-1]
     worker(backend, burst=True).run()
     ends = []
     for handle in handles:

@@ -33,11 +33,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _local import STAMPS_ENV, alternating, latency_ms, paced, read_stamps  # noqa: E402
+from _local import BATCH, STAMPS_ENV, alternating, enqueue_rates, latency_ms, paced, read_stamps  # noqa: E402
 from _rows import Measurement  # noqa: E402
-from noop_app import app, noop, stamp  # noqa: E402
+from noop_app import app, stamp  # noqa: E402
 
-BATCH = 500  # jobs per enqueue_many call
 PREFETCH = 16
 BACKEND = "sqlite"
 
@@ -59,23 +58,10 @@ def measure(*, quick: bool) -> list[Measurement]:
 
 def jobkit_round(work: Path, jobs: int, latency_jobs: int) -> Measurement:
     work.mkdir()
-    app.use(f"sqlite:///{work / 'one.db'}")
-    noop.enqueue(-1)  # opens the database and creates the schema outside the timing
-    t0 = time.perf_counter()
-    for i in range(jobs):
-        noop.enqueue(i)
-    enqueue = jobs / (time.perf_counter() - t0)
+    dbs = iter([work / "one.db", work / "many.db"])
+    enqueue, enqueue_many, _ = enqueue_rates(jobs, lambda: app.use(f"sqlite:///{next(dbs)}"))
     app.close()
-
-    many = work / "many.db"
-    app.use(f"sqlite:///{many}")
-    noop.enqueue_many([(-1,)])
-    t0 = time.perf_counter()
-    for start in range(0, jobs, BATCH):
-        noop.enqueue_many([(i,) for i in range(start, min(start + BATCH, jobs))])
-    enqueue_many = jobs / (time.perf_counter() - t0)
-    app.close()
-    drain = jobkit_drain(many, jobs + 1)
+    drain = jobkit_drain(work / "many.db", jobs + 1)
 
     p50, p99 = jobkit_latency(work, latency_jobs)
     return Measurement(
