@@ -2,10 +2,10 @@
 
 A test module using `app` defines a `backend` fixture (the URL) for it.
 
-The suite runs in parallel (pytest-xdist, ``--dist loadgroup``, see tests/run.sh): tests are
-handed out one by one to worker processes, each with its own servers (session fixtures start
-them on free ports, in directories of their own) and its own ``tmp_path``. The tests of a module
-that uses a module- or class-scoped fixture all go to one worker, so that fixture runs once.
+The suite runs in parallel (pytest-xdist, ``--dist loadfile``, see tests/run.sh): each test
+module runs whole on one worker process (so a module-scoped fixture runs once), and each worker
+has its own servers (session fixtures start them on free ports, in directories of their own)
+and its own ``tmp_path``.
 """
 
 from __future__ import annotations
@@ -17,18 +17,6 @@ import pytest
 
 from jobkit import App
 from tests.apps import ledger
-
-_SHARED_SCOPES = {"package", "module", "class"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep each module that shares a fixture among its tests on one xdist worker."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None or not isinstance(item, pytest.Function):
-            continue
-        if any(d.scope in _SHARED_SCOPES for defs in info.name2fixturedefs.values() for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture
