@@ -1,168 +1,246 @@
-"""Benchmark the embedded SQLite backend: enqueue rate and end-to-end processed rate.
+"""Benchmark the embedded SQLite backend beside a plain sqlite3 queue loop.
 
-Compares, in the same run, with a plain sqlite3 queue loop (a leased UPDATE ... RETURNING in
-batches plus a batched DELETE: the least a reliable SQLite queue must do) and prints ratios.
+jobkit: ``noop.enqueue`` one call per job, ``noop.enqueue_many`` in batches of 500, and one
+``jobkit worker`` process (``-c 1 --prefetch 16``, burst) draining the queue; latency with a
+running worker (``-c 1``, default polling). The drain rate is steady-state: (N-1) / (first to
+last job end, from the job records), so worker start-up is excluded.
 
-    .venv/bin/python bench/sqlite_bench.py [--jobs 10000]
+Native: the least a reliable SQLite queue must do, in one process on a WAL database: one INSERT
+per job (a transaction each), or batches of 500 in one transaction; the drain leases by
+``UPDATE ... RETURNING`` in batches of 50, decodes each body, then deletes the batch; latency
+with a consumer thread polling every 5 ms on its own connection.
 
-Speed figures live here, never in tests.
+    .venv/bin/python bench/sqlite_bench.py [--quick]
+
+``measure(quick=...)`` is what ``bench/run.py`` calls. Speed figures live here, never in tests.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from noop_app import app, noop  # noqa: E402
+from _local import BATCH, STAMPS_ENV, alternating, enqueue_rates, latency_ms, paced, read_stamps  # noqa: E402
+from _rows import Measurement  # noqa: E402
+from noop_app import app, stamp  # noqa: E402
+
+PREFETCH = 16
+BACKEND = "sqlite"
 
 
-def enqueue(db: Path, jobs: int, batch: int) -> float:
-    app.use(f"sqlite:///{db}")
-    t0 = time.perf_counter()
-    for start in range(0, jobs, batch):
-        noop.enqueue_many([(i,) for i in range(start, min(start + batch, jobs))])
-    elapsed = time.perf_counter() - t0
+def measure(*, quick: bool) -> list[Measurement]:
+    """jobkit and the raw sqlite3 loop, alternating, median of 3 rounds (1 if `quick`)."""
+    jobs, latency_jobs, rounds = (300, 20, 1) if quick else (10_000, 200, 3)
+    with tempfile.TemporaryDirectory(prefix="jobkit-bench-sqlite-") as tmp:
+        work = Path(tmp)
+        return alternating(
+            rounds,
+            lambda r: jobkit_round(work / f"jobkit-{r}", jobs, latency_jobs),
+            lambda r: raw_round(work / f"raw-{r}", jobs, latency_jobs),
+        )
+
+
+# -- jobkit ------------------------------------------------------------------------------------
+
+
+def jobkit_round(work: Path, jobs: int, latency_jobs: int) -> Measurement:
+    work.mkdir()
+    dbs = iter([work / "one.db", work / "many.db"])
+    enqueue, enqueue_many, _ = enqueue_rates(jobs, lambda: app.use(f"sqlite:///{next(dbs)}"))
     app.close()
-    return jobs / elapsed
+    drain = jobkit_drain(work / "many.db", jobs + 1)
+
+    p50, p99 = jobkit_latency(work, latency_jobs)
+    return Measurement(
+        backend=BACKEND,
+        system="jobkit",
+        jobs=jobs,
+        enqueue_per_s=enqueue,
+        enqueue_many_per_s=enqueue_many,
+        drain_per_s=drain,
+        latency_p50_ms=p50,
+        latency_p99_ms=p99,
+        notes=f"1 worker, -c 1, prefetch {PREFETCH}; enqueue_many in batches of {BATCH}",
+    )
 
 
-def drain(
-    db: Path, jobs: int, workers: int, concurrency: int, prefetch: int
-) -> tuple[float, float]:
-    """Run `workers` worker processes in burst mode; returns (wall rate, steady rate)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]))
-    cmd = [
-        sys.executable,
-        "-m",
-        "jobkit.cli.main",
-        "--app",
-        "noop_app:app",
-        "--backend",
-        f"sqlite:///{db}",
-        "worker",
-        "-q",
-        "bench",
-        "--burst",
-        "-c",
-        str(concurrency),
-        "--prefetch",
-        str(prefetch),
-        "--poll",
-        "0.2",
-    ]
-    t0 = time.perf_counter()
-    procs = [
-        subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.DEVNULL) for _ in range(workers)
-    ]
-    for proc in procs:
-        proc.wait()
-    wall = time.perf_counter() - t0
+def worker_command(db: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "jobkit.cli.main", "--app", "noop_app:app",
+        "--backend", f"sqlite:///{db}", "worker", "-q", "bench", "-c", "1", *extra,
+    ]  # fmt: skip
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]), **extra)
+
+
+def jobkit_drain(db: Path, jobs: int) -> float:
+    """Steady drain rate of one burst worker over the `jobs` waiting in `db`."""
+    cmd = worker_command(db, "--burst", "--prefetch", str(PREFETCH), "--poll", "0.2")
+    done = subprocess.run(cmd, env=worker_env(), cwd=ROOT, capture_output=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"the worker failed: {done.stderr.decode(errors='replace')[-2000:]}")
     conn = sqlite3.connect(db)
-    first, last, done = conn.execute(
+    first, last, finished = conn.execute(
         "SELECT MIN(updated_at), MAX(updated_at), COUNT(*) FROM jobkit_jobs "
         "WHERE state = 'succeeded'"
     ).fetchone()
     conn.close()
-    if done != jobs:
-        raise SystemExit(f"only {done} of {jobs} jobs succeeded")
+    if finished != jobs:
+        raise RuntimeError(f"only {finished} of {jobs} jobs succeeded")
     span = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
-    return jobs / wall, (jobs - 1) / span if span > 0 else float("inf")
+    return (jobs - 1) / span if span > 0 else float("inf")
 
 
-def raw_baseline(db: Path, jobs: int, batch: int = 50) -> tuple[float, float]:
-    """A plain sqlite3 reliable queue: batch insert; lease by UPDATE ... RETURNING; DELETE."""
-    conn = sqlite3.connect(db, isolation_level=None)
+def jobkit_latency(work: Path, count: int) -> tuple[float, float]:
+    db, stamps = work / "latency.db", work / "stamps.txt"
+    app.use(f"sqlite:///{db}")
+    stamp.enqueue(time.time())  # creates the schema; also the warm-up job
+    worker = subprocess.Popen(
+        worker_command(db),
+        env=worker_env(**{STAMPS_ENV: str(stamps)}),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        read_stamps(stamps, 1)  # the worker is up and warm
+        paced(count, lambda sent: stamp.enqueue(sent))
+        return latency_ms(stamps, 1, count)
+    finally:
+        app.close()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+
+
+# -- the raw sqlite3 loop ----------------------------------------------------------------------
+
+
+def raw_connect(db: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(
-        "CREATE TABLE q (seq INTEGER PRIMARY KEY, body BLOB, state TEXT, due REAL, token TEXT)"
+        "CREATE TABLE IF NOT EXISTS q "
+        "(seq INTEGER PRIMARY KEY, body BLOB, state TEXT, due REAL, token TEXT)"
     )
-    conn.execute("CREATE INDEX q_ready ON q (state, seq)")
-    body = b'{"v":1,"job":"noop","args":[1]}'
-    t0 = time.perf_counter()
-    for start in range(0, jobs, 500):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO q (body, state, due) VALUES (?, 'ready', 0)",
-            [(body,)] * min(500, jobs - start),
-        )
-        conn.execute("COMMIT")
-    enq = jobs / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    done = 0
-    while done < jobs:
-        conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute(
-            "UPDATE q SET state='leased', token='t', due=? WHERE seq IN "
-            "(SELECT seq FROM q WHERE state='ready' ORDER BY seq LIMIT ?) RETURNING seq, body",
-            (time.time() + 30, batch),
-        ).fetchall()
-        conn.execute("COMMIT")
-        for _seq, payload in rows:
-            payload.decode()  # the "job"
+    conn.execute("CREATE INDEX IF NOT EXISTS q_ready ON q (state, seq)")
+    return conn
+
+
+def body(arg: float) -> bytes:
+    return json.dumps({"v": 1, "job": "noop", "args": [arg]}).encode()
+
+
+def raw_take(conn: sqlite3.Connection, batch: int) -> list[tuple[int, bytes]]:
+    """Lease up to `batch` ready rows, run them (decode the body), delete them."""
+    conn.execute("BEGIN IMMEDIATE")
+    rows = conn.execute(
+        "UPDATE q SET state='leased', token='t', due=? WHERE seq IN "
+        "(SELECT seq FROM q WHERE state='ready' ORDER BY seq LIMIT ?) RETURNING seq, body",
+        (time.time() + 30, batch),
+    ).fetchall()
+    conn.execute("COMMIT")
+    if rows:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("DELETE FROM q WHERE seq=? AND token='t'", [(s,) for s, _ in rows])
         conn.execute("COMMIT")
-        done += len(rows)
-    return enq, jobs / (time.perf_counter() - t0)
+    return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--prefetch", type=int, default=16)
-    args = parser.parse_args()
-    table = Table(title=f"SQLite backend, {args.jobs:,} no-op jobs, {os.cpu_count()} CPUs")
-    for col in (
-        "setup",
-        "enqueue jobs/s",
-        "drain jobs/s (wall)",
-        "drain jobs/s (steady)",
-        "x raw sqlite3",
-    ):
-        table.add_column(col, justify="left" if col == "setup" else "right")
-    with tempfile.TemporaryDirectory() as tmp:
-        raw_enq, raw_drain = raw_baseline(Path(tmp) / "raw.db", args.jobs)
-        table.add_row(
-            "raw sqlite3 loop (1 process, batches of 50)",
-            f"{raw_enq:,.0f}",
-            f"{raw_drain:,.0f}",
-            "-",
-            "1.00",
+def raw_round(work: Path, jobs: int, latency_jobs: int) -> Measurement:
+    work.mkdir()
+    conn = raw_connect(work / "one.db")
+    t0 = time.perf_counter()
+    for i in range(jobs):
+        conn.execute("INSERT INTO q (body, state, due) VALUES (?, 'ready', 0)", (body(i),))
+    enqueue = jobs / (time.perf_counter() - t0)
+    conn.close()
+
+    conn = raw_connect(work / "many.db")
+    t0 = time.perf_counter()
+    for start in range(0, jobs, BATCH):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO q (body, state, due) VALUES (?, 'ready', 0)",
+            [(body(i),) for i in range(start, min(start + BATCH, jobs))],
         )
-        setups = [(1, 1), (1, 2), (2, 1)]  # (worker processes, job processes each)
-        for workers, concurrency in setups:
-            db = Path(tmp) / f"jobs-{workers}-{concurrency}.db"
-            enq = enqueue(db, args.jobs, batch=500)
-            wall, steady = drain(db, args.jobs, workers, concurrency, args.prefetch)
-            table.add_row(
-                f"jobkit: {workers} worker x {concurrency} job process(es), "
-                f"prefetch {args.prefetch}",
-                f"{enq:,.0f}",
-                f"{wall:,.0f}",
-                f"{steady:,.0f}",
-                f"{steady / raw_drain:.2f}",
-            )
-    Console(width=150).print(table)
-    print(
-        "enqueue: enqueue_many in batches of 500; wall: worker start to last job;"
-        " steady: first to last job end. Ratio: steady drain vs the raw loop's drain."
+        conn.execute("COMMIT")
+    enqueue_many = jobs / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    done = 0
+    while done < jobs:
+        rows = raw_take(conn, 50)
+        for _seq, payload in rows:
+            json.loads(payload)  # the "job"
+        done += len(rows)
+    drain = jobs / (time.perf_counter() - t0)
+    conn.close()
+
+    p50, p99 = raw_latency(work, latency_jobs)
+    return Measurement(
+        backend=BACKEND,
+        system="sqlite3",
+        jobs=jobs,
+        enqueue_per_s=enqueue,
+        enqueue_many_per_s=enqueue_many,
+        drain_per_s=drain,
+        latency_p50_ms=p50,
+        latency_p99_ms=p99,
+        notes="raw loop, 1 process, leases 50 at a time, polls every 5 ms",
     )
 
 
+def raw_latency(work: Path, count: int) -> tuple[float, float]:
+    db, stamps = work / "latency.db", work / "stamps.txt"
+    producer = raw_connect(db)
+    stop = threading.Event()
+
+    def consume() -> None:
+        conn = raw_connect(db)
+        with stamps.open("a") as out:
+            while not stop.is_set():
+                rows = raw_take(conn, 50)
+                for _seq, payload in rows:
+                    sent = json.loads(payload)["args"][0]
+                    out.write(f"{time.time() - sent}\n")
+                    out.flush()
+                if not rows:
+                    time.sleep(0.005)
+        conn.close()
+
+    consumer = threading.Thread(target=consume, name="raw-sqlite-consumer")
+    consumer.start()
+
+    def send(sent: float) -> None:
+        producer.execute("INSERT INTO q (body, state, due) VALUES (?, 'ready', 0)", (body(sent),))
+
+    try:
+        send(time.time())
+        read_stamps(stamps, 1)
+        paced(count, send)
+        return latency_ms(stamps, 1, count)
+    finally:
+        stop.set()
+        consumer.join(timeout=30)
+        producer.close()
+
+
 if __name__ == "__main__":
-    main()
+    from run import standalone
+
+    standalone(measure, __doc__)

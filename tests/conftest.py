@@ -1,6 +1,11 @@
 """Fixtures shared by the tests that run `tests.apps.ledger` on a backend.
 
 A test module using `app` defines a `backend` fixture (the URL) for it.
+
+The suite runs in parallel (pytest-xdist, ``--dist loadfile``, see tests/run.sh): each test
+module runs whole on one worker process (so a module-scoped fixture runs once), and each worker
+has its own servers (session fixtures start them on free ports, in directories of their own)
+and its own ``tmp_path``.
 """
 
 from __future__ import annotations

@@ -87,5 +87,12 @@ if [ $# -eq 0 ] || [ "${JOBKIT_CELERY_LOW:-0}" = 1 ]; then
     tests/celery/test_celery_worker_options.py -k "not 30s_delay"
 fi
 
-say "pytest"
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+# In parallel: the tests mostly wait on brokers and worker processes, so one pytest worker per
+# core plus one, at most 4 (JOBKIT_TEST_WORKERS overrides; 0 runs them in this process, as
+# --pdb needs). --dist loadfile runs each test module whole on one worker, so module-scoped
+# fixtures run once (loadgroup's xdist_group marks have no effect with pytest 9.2 and
+# xdist 3.8: xdist sets Item._nodeid, which pytest no longer reads). Every worker starts its
+# own broker servers on free ports. A later -n in the arguments wins.
+workers=${JOBKIT_TEST_WORKERS:-$(($(nproc) + 1 < 4 ? $(nproc) + 1 : 4))}
+say "pytest ($workers workers)"
+exec .venv/bin/python -m pytest -p no:cacheprovider -n "$workers" --dist loadfile "$@"

@@ -40,6 +40,31 @@ def free_port() -> int:
         return port
 
 
+def listens(port: int, owner: int) -> bool:
+    """Whether a socket listening on `port` belongs to process `owner` or to a
+    process of the session `owner` leads (Linux /proc). A server started on a `free_port` that
+    another process took in between fails to bind, while that other process answers on the
+    port: this tells the two apart."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):  # LISTEN, any address
+                inodes.add(f"socket:[{fields[9]}]")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            if pid != owner and os.getsid(pid) != owner:
+                continue
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
@@ -106,6 +131,13 @@ def _await(
             _end(process)
             raise RuntimeError(f"{directory.name} did not start on port {port}: {output}")
         time.sleep(0.05)
+    if not listens(port, process.pid):
+        _end(process)
+        raise PortTaken(f"{directory.name}: port {port} was taken by another process")
+
+
+class PortTaken(RuntimeError):
+    """The free port chosen for a server was taken by another process before it could bind."""
 
 
 def launch(
@@ -116,8 +148,26 @@ def launch(
     timeout: float,
 ) -> ServerProcess:
     """Start `argv(port, directory)` on a free port with its log (server.log) in a fresh
-    directory, and wait until `answers(port)`. Raises RuntimeError with the log's tail if it
-    exits or times out (and removes the directory)."""
+    directory, and wait until `answers(port)` from that process (another free port, up to 3
+    times, if another process took the port first). Raises RuntimeError with the log's tail if
+    it exits or times out (and removes the directory)."""
+    tries = 3
+    while True:
+        tries -= 1
+        try:
+            return _launch_once(name, argv, answers, timeout=timeout)
+        except PortTaken:
+            if tries == 0:
+                raise
+
+
+def _launch_once(
+    name: str,
+    argv: Callable[[int, Path], list[str]],
+    answers: Callable[[int], bool],
+    *,
+    timeout: float,
+) -> ServerProcess:
     directory = Path(tempfile.mkdtemp(prefix=f"jobkit-{name}-"))
     port = free_port()
     command = argv(port, directory)

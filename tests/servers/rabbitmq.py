@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers import free_port
+from tests.servers import PortTaken, free_port, listens
 
 _SBIN = Path("/usr/lib/rabbitmq/bin")
 
@@ -118,7 +118,19 @@ def _answers(port: int) -> bool:
 
 
 def start_rabbitmq(timeout: float = 90.0) -> RabbitServer:
-    """Start rabbitmq-server and wait until its AMQP port answers and the app is running."""
+    """Start rabbitmq-server and wait until its AMQP port answers and the app is running (on
+    other free ports, up to 3 times, if another process took the AMQP port first)."""
+    tries = 3
+    while True:
+        tries -= 1
+        try:
+            return _start_rabbitmq_once(timeout)
+        except PortTaken:
+            if tries == 0:
+                raise
+
+
+def _start_rabbitmq_once(timeout: float) -> RabbitServer:
     if not (_SBIN / "rabbitmq-server").exists():
         raise RuntimeError(
             "rabbitmq-server is not installed; install it with: apt-get install -y rabbitmq-server"
@@ -170,4 +182,7 @@ def start_rabbitmq(timeout: float = 90.0) -> RabbitServer:
             server.stop()
             raise RuntimeError(f"rabbitmq-server did not start on port {port}: {output}")
         time.sleep(0.2)
+    if not listens(port, process.pid):  # its own session: the node runs in it
+        server.stop()
+        raise PortTaken(f"rabbitmq: port {port} was taken by another process")
     return server

@@ -1,0 +1,113 @@
+"""Helpers shared by the benchmarks of the backends that need no broker server (sqlite, memory).
+
+Latency is measured the same way for every system: a worker is running and warm, a producer
+sends `stamp(time.time())` jobs at `LATENCY_RATE` per second, and each job, when it starts,
+appends ``now - sent`` (seconds) to the file named by ``JOBKIT_BENCH_STAMPS`` (see
+``noop_app.stamp``). Percentiles are nearest-rank.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+
+from _rows import Measurement
+from noop_app import noop
+
+from jobkit import JobHandle
+
+BATCH = 500
+"""Jobs per ``enqueue_many`` call."""
+LATENCY_RATE = 50.0
+"""Jobs per second sent while measuring latency: a lightly loaded queue."""
+STAMPS_ENV = "JOBKIT_BENCH_STAMPS"
+
+
+def enqueue_rates(jobs: int, use: Callable[[], None]) -> tuple[float, float, list[JobHandle[None]]]:
+    """(enqueue/s, enqueue_many/s, the handles of the batch-sent jobs) of `jobs` no-op jobs:
+    ``noop.enqueue`` one call per job on a backend from `use()` (which points ``noop_app.app``
+    at a fresh one), then ``noop.enqueue_many`` in batches of `BATCH` on another from `use()`,
+    which is left open (its queue holds the `jobs` plus one warm-up job) for the drain. Each
+    backend gets one warm-up job before the timing, which opens it."""
+    use()
+    noop.enqueue(-1)
+    t0 = time.perf_counter()
+    for i in range(jobs):
+        noop.enqueue(i)
+    one = jobs / (time.perf_counter() - t0)
+    use()
+    handles = noop.enqueue_many([(-1,)])
+    t0 = time.perf_counter()
+    for start in range(0, jobs, BATCH):
+        handles += noop.enqueue_many([(i,) for i in range(start, min(start + BATCH, jobs))])
+    return one, jobs / (time.perf_counter() - t0), handles
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of `values` (not empty)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def paced(count: int, send: Callable[[float], None], rate: float = LATENCY_RATE) -> None:
+    """Call `send(time.time())` `count` times at `rate` per second. Blocks about count/rate s."""
+    start = time.monotonic()
+    for i in range(count):
+        pause = start + i / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)  # pacing the producer is the point here
+        send(time.time())
+
+
+def read_stamps(path: Path, count: int, *, timeout: float = 60.0) -> list[float]:
+    """The first `count` latencies (seconds) written to `path`, waiting up to `timeout` s for
+    them. Raises RuntimeError if they do not all arrive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().split() if path.exists() else []
+        if len(lines) >= count:
+            return [float(x) for x in lines[:count]]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(lines)} of {count} latency jobs ran in {timeout} s")
+        time.sleep(0.02)
+
+
+def latency_ms(path: Path, warm: int, count: int) -> tuple[float, float]:
+    """(p50, p99) in milliseconds of the `count` stamps after the first `warm` (the warm-up)."""
+    got = read_stamps(path, warm + count)[warm:]
+    return percentile(got, 50) * 1000, percentile(got, 99) * 1000
+
+
+def median_of(runs: Sequence[Measurement]) -> Measurement:
+    """One measurement whose figures are the medians of `runs` (same backend and system)."""
+    figures: dict[str, float | None] = {}
+    for f in fields(Measurement):
+        values = [getattr(r, f.name) for r in runs]
+        if isinstance(values[0], float) or values[0] is None:
+            known = [v for v in values if v is not None]
+            figures[f.name] = statistics.median(known) if known else None
+    note = f"median of {len(runs)} rounds" if len(runs) > 1 else ""
+    notes = "; ".join(x for x in (runs[0].notes, note) if x)
+    return replace(runs[0], **figures, notes=notes)  # type: ignore[arg-type]
+
+
+def alternating(
+    rounds: int, first: Callable[[int], Measurement], second: Callable[[int], Measurement]
+) -> list[Measurement]:
+    """Run both systems `rounds` times, alternating which goes first (so that a drift of the
+    machine's load falls on both alike); the median of each system's rounds."""
+    a: list[Measurement] = []
+    b: list[Measurement] = []
+    for r in range(rounds):
+        if r % 2 == 0:
+            a.append(first(r))
+            b.append(second(r))
+        else:
+            b.append(second(r))
+            a.append(first(r))
+    return [median_of(a), median_of(b)]
