@@ -78,6 +78,28 @@ def test_the_suite_passes_on_celery_rabbitmq(
     assert _all_pass(data, AMQP_XFAILS), out
 
 
+def test_the_suite_passes_on_celery_rabbitmq_without_a_store_with_keys_refused(
+    rabbit_server: RabbitServer, tmp_path: Path
+) -> None:
+    # the README's URL as written: no store=, so no idempotency keys and no job records
+    code, data, out = _run(
+        f"celery+{rabbit_server.url}", tmp_path,
+        *[arg for check, why in AMQP_XFAILS.items() for arg in ("--xfail", f"{check}={why}")],
+    )  # fmt: skip
+    assert code == 0, out
+    outcomes = _outcomes(data)
+    assert outcomes.pop("duplicate.effect_once_with_key") == "refused", out
+    outcomes.pop("migration.round_trip_exact")  # a migration target only without a store
+    transport = {outcomes.pop(k) for k in list(outcomes) if k.startswith("contract.")}
+    declared = {outcomes.pop(k) for k in AMQP_XFAILS}
+    broker = {
+        outcomes.pop(k) for k in list(outcomes) if k.startswith(("durability.broker", "outage."))
+    }
+    assert transport == {"n/a"} and declared <= {"xfail"}, out
+    assert broker <= {"not run"}, out  # no --broker-control in this run
+    assert set(outcomes.values()) == {"pass"}, out
+
+
 def test_the_suite_catches_celery_native_defaults_losing_jobs(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
