@@ -176,14 +176,7 @@ class DynamoJobStore(JobStore):
         self._run(keys)
 
     def get(self, job_id: str) -> JobRecord | None:
-        with self._call("read a job record"):
-            item = (
-                self._db()
-                .get_item(
-                    TableName=self.config.table, Key=_pk(f"job#{job_id}"), ConsistentRead=True
-                )
-                .get("Item")
-            )
+        item = self._item(job_id)
         if item is None or _expired(item, self._now(), self.retention.records):
             return None
         return _record_of(item)
@@ -230,14 +223,7 @@ class DynamoJobStore(JobStore):
             assert record is not None
             if self._put(self._record_item(record, item, now), "record job events"):
                 return
-            with self._call("read a job record"):
-                item = (
-                    self._db()
-                    .get_item(
-                        TableName=self.config.table, Key=_pk(f"job#{job_id}"), ConsistentRead=True
-                    )
-                    .get("Item")
-                )
+            item = self._item(job_id)
         raise BrokerUnavailable(
             f"could not record the events of job {job_id} in DynamoDB table "
             f"{self.config.table!r}: its record kept changing under {_MAX_CONFLICTS} attempts"
@@ -300,6 +286,18 @@ class DynamoJobStore(JobStore):
         }
 
     # -- reading -------------------------------------------------------------------------------
+
+    def _item(self, job_id: str) -> dict[str, Any] | None:
+        """The job's item (expired or not), strongly consistent."""
+        with self._call("read a job record"):
+            item: dict[str, Any] | None = (
+                self._db()
+                .get_item(
+                    TableName=self.config.table, Key=_pk(f"job#{job_id}"), ConsistentRead=True
+                )
+                .get("Item")
+            )
+        return item
 
     def _batch_get(self, pks: list[str]) -> dict[str, dict[str, Any]]:
         """The items under `pks` that exist (expired ones included), strongly consistent."""
