@@ -196,6 +196,63 @@ def _stop(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
             proc.wait(timeout=10)
 
 
+def _fake_credentials() -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(name, value)  # fake credentials, only sent to our own moto
+
+
+def _rounds(jobs: int, wave: int, reps: int, say: Callable[[str], None]) -> tuple[float, float]:
+    """Median drain rates (plain boto3, jobkit) over `reps` rounds on one moto server, which
+    side goes first alternating from round to round."""
+    from tests.servers.moto import start_moto
+
+    server = start_moto(proxied=False)  # no outage proxy in the measured path
+    try:
+        plain_rates, jobkit_rates = [], []
+        for rep in range(reps):
+            order = [run_plain, run_jobkit] if rep % 2 == 0 else [run_jobkit, run_plain]
+            rates = {run: jobs / run(server.endpoint, jobs, wave) for run in order}
+            plain_rates.append(rates[run_plain])
+            jobkit_rates.append(rates[run_jobkit])
+            say(
+                f"rep {rep + 1}: plain boto3 {rates[run_plain]:.1f} jobs/s, jobkit "
+                f"{rates[run_jobkit]:.1f} jobs/s, ratio {rates[run_jobkit] / rates[run_plain]:.2f}"
+            )
+        return statistics.median(plain_rates), statistics.median(jobkit_rates)
+    finally:
+        server.stop()
+
+
+def measure(*, quick: bool) -> list[Any]:
+    """Drain rates of jobkit and plain boto3 on one moto server (see the module doc): 100 jobs
+    once when `quick`, else 1,000 jobs, median of 3 rounds. Enqueue and latency: not measured
+    here (None)."""
+    from bench._rows import Measurement
+
+    _fake_credentials()
+    jobs, reps = (100, 1) if quick else (1000, 3)
+    plain, ours = _rounds(jobs, 50, reps, lambda line: None)
+    notes = f"moto server, waves of 50, worker {' '.join(WORKER_ARGS)}, median of {reps}"
+    return [
+        Measurement(
+            backend="sqs",
+            system=system,
+            jobs=jobs,
+            enqueue_per_s=None,
+            enqueue_many_per_s=None,
+            drain_per_s=rate,
+            latency_p50_ms=None,
+            latency_p99_ms=None,
+            notes=notes,
+        )
+        for system, rate in (("jobkit", ours), ("boto3", plain))
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -203,40 +260,16 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--plain-consumer", nargs=2, metavar=("ENDPOINT", "QUEUE_URL"))
     args = parser.parse_args()
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        os.environ.setdefault(name, value)  # fake credentials, only sent to our own moto
+    _fake_credentials()
     if args.plain_consumer:
         plain_consumer(*args.plain_consumer)
         return 0
-
-    from tests.servers.moto import start_moto
-
-    server = start_moto(proxied=False)  # no outage proxy in the measured path
-    try:
-        plain_rates, jobkit_rates, ratios = [], [], []
-        for rep in range(args.reps):
-            plain = args.jobs / run_plain(server.endpoint, args.jobs, args.wave)
-            ours = args.jobs / run_jobkit(server.endpoint, args.jobs, args.wave)
-            plain_rates.append(plain)
-            jobkit_rates.append(ours)
-            ratios.append(ours / plain)
-            print(
-                f"rep {rep + 1}: plain boto3 {plain:.1f} jobs/s, jobkit {ours:.1f} jobs/s, "
-                f"ratio {ours / plain:.2f}",
-                flush=True,
-            )
-        print(
-            f"SQS on moto, {args.jobs} jobs in waves of {args.wave} (queue < {2 * args.wave}): "
-            f"plain boto3 {statistics.median(plain_rates):.1f} jobs/s, "
-            f"jobkit {statistics.median(jobkit_rates):.1f} jobs/s, "
-            f"ratio jobkit/plain {statistics.median(ratios):.2f} (median of {args.reps})"
-        )
-    finally:
-        server.stop()
+    plain, ours = _rounds(args.jobs, args.wave, args.reps, lambda line: print(line, flush=True))
+    print(
+        f"SQS on moto, {args.jobs} jobs in waves of {args.wave} (queue < {2 * args.wave}): "
+        f"plain boto3 {plain:.1f} jobs/s, jobkit {ours:.1f} jobs/s, "
+        f"ratio jobkit/plain {ours / plain:.2f} (median rates of {args.reps})"
+    )
     return 0
 
 

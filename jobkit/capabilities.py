@@ -68,6 +68,12 @@ class Capabilities:
     broker process is stopped and started again (a file, durable queues and persistent
     messages, a broker with persistence configured): False for brokers that keep messages only
     in memory. Claim it only where it holds with this configuration.
+    `idempotency_keys` says whether a job carrying the key of a completed job is acked without
+    running on every worker of this backend, which needs a job store they all share; `results`
+    whether job states and results are kept where `job_record` (and `JobHandle.result`) can
+    read them from any process. A configuration without a shared store claims neither: a key is
+    then refused at enqueue and `job_record` raises, both with `UnsupportedFeature` naming
+    `store_option`, the URL option that gives the backend a shared store (None: there is none).
     """
 
     name: str
@@ -87,6 +93,8 @@ class Capabilities:
     shared_across_processes: bool = True
     migration: MigrationSupport | None = None
     survives_broker_restart: bool = False
+    idempotency_keys: bool = True
+    store_option: str | None = None
 
     def redelivery_bound(self, lease: timedelta) -> timedelta:
         """At most how long after its consumer died or stalled an unacknowledged message is
@@ -101,8 +109,26 @@ class Capabilities:
         retry backoff) is available to a polling worker; the poll interval is not included."""
         return self.scheduling_precision + delay * self.delay_rounding
 
+    def without_store(self, feature: str, change: str) -> str:
+        """What to change to get `feature` (idempotency keys, results) on a configuration that
+        has no shared store: the URL option that gives one, else `change`."""
+        if self.store_option is None:
+            return change
+        return (
+            f"Add {self.store_option} to the backend URL for {feature}, "
+            f"or {change[0].lower()}{change[1:]}"
+        )
+
     def check(self, envelope: Envelope, body_size: int, *, now_delay: timedelta) -> None:
         """Raise `UnsupportedFeature` if `envelope` asks for more than these capabilities."""
+        if envelope.idempotency_key is not None and not self.idempotency_keys:
+            raise UnsupportedFeature(
+                asked=f"job {envelope.job!r} asked for idempotency key "
+                f"{envelope.idempotency_key!r}",
+                supported=f"{self.name} has no job store shared by its workers, so a worker "
+                "cannot tell that another completed that key",
+                change=self.without_store("idempotency keys", "Drop the key"),
+            )
         if now_delay > timedelta(0) and self.max_delay is not None and now_delay > self.max_delay:
             if self.max_delay == timedelta(0):
                 supported = f"{self.name} does not support delayed jobs"

@@ -15,7 +15,7 @@ from jobkit.backend import Backend, WorkerOptions, unknown_job_problems
 from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope, decode, salvage
-from jobkit.errors import SerializationError
+from jobkit.errors import SerializationError, UnsupportedFeature
 from jobkit.job import JobSet
 from jobkit.records import DeadLetter, ExportedJob, ImportOutcome, JobRecord, Message, QueueStats
 from jobkit.store import JobStore, marked, marker_event
@@ -66,6 +66,15 @@ class TransportBackend(Backend):
         )
 
     def job_record(self, job_id: str) -> JobRecord | None:
+        """The store's record. Raises `UnsupportedFeature` when the store is not shared
+        (`capabilities.results` is False): another process's worker records there."""
+        caps = self.capabilities
+        if not caps.results:
+            raise UnsupportedFeature(
+                asked=f"the record of job {job_id}",
+                supported=f"{caps.name} keeps job records only in each worker's own process",
+                change=caps.without_store("job states and results", "Do not ask for them"),
+            )
         return self.store.get(job_id)
 
     def run_worker(self, app: JobSet, options: WorkerOptions) -> None:

@@ -61,7 +61,8 @@ CAPABILITIES: dict[str, Capability] = {
         Capability(
             name="idempotency",
             description="a duplicate of a completed job (same key) does not take effect again",
-            claimed=_always,
+            claimed=lambda c, lease: c.idempotency_keys,
+            refusal="idempotency_key",
         ),
         Capability(
             name="retries",

@@ -132,6 +132,7 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "Capabilities.time_limits": ("timeout.stopped_and_counted", "backend.check_close"),
     "Capabilities.lease_extension": ("lease.long_job_not_duplicated", "contract.lease"),
     "Capabilities.results": ("backend.job_record",),
+    "Capabilities.idempotency_keys": ("duplicate.effect_once_with_key", "unsupported.raises_at_enqueue"),  # noqa: E501
     "Capabilities.max_message_bytes": ("backend.message_size", "payload.intact"),
     "Capabilities.shared_across_processes": ("durability.producer_killed", "delivery.no_loss"),
     "Capabilities.survives_broker_restart": ("durability.broker_restart", "outage.no_loss"),
@@ -149,6 +150,7 @@ COVERAGE: dict[str, tuple[str, ...]] = {
 
 NOT_PROMISES: dict[str, str] = {
     "Capabilities.name": "a label for reports and error messages; there is nothing to break",
+    "Capabilities.store_option": "the URL option named in refusals; a hint, nothing to break",
 }
 """Interface members that promise no behaviour, with why."""
 

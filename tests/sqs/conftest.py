@@ -6,6 +6,7 @@ that cannot start makes the tests that need it fail (error), never skip.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -33,3 +34,19 @@ def moto() -> Iterator[MotoServer]:
 def prefix() -> str:
     """A queue-name prefix of this test's own: every test works on fresh, shallow queues."""
     return f"jk{uuid.uuid4().hex[:8]}-"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "full: long soaks, run only with JOBKIT_TEST_PROFILE=full (else deselected)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `full` are deselected (not skipped) unless JOBKIT_TEST_PROFILE=full."""
+    if os.environ.get("JOBKIT_TEST_PROFILE") == "full":
+        return
+    kept = [item for item in items if item.get_closest_marker("full") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept

@@ -58,3 +58,45 @@ def test_the_suite_passes_on_sqs_with_priorities_refused(
     assert recovery["crash.redelivered"] is not None
     left = QueueDirectory(parse_url(url)).known(SqsClient(parse_url(url)))
     assert left == []  # the suite deleted the queues it made
+
+
+def _suite(url: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
+         "--workdir", str(tmp_path / "work"), "--json", str(report), "--lease", "4"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=500,
+    )  # fmt: skip
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return proc, {c["id"]: c["outcome"] for c in data.get("checks", [])}
+
+
+def _without_broker_control(outcomes: dict[str, str]) -> set[str]:
+    return {
+        outcomes.pop(k) for k in list(outcomes) if k.startswith(("durability.broker", "outage."))
+    }
+
+
+def test_the_suite_passes_on_sqs_without_a_store_with_keys_refused(
+    moto: MotoServer, prefix: str, tmp_path: Path
+) -> None:
+    proc, outcomes = _suite(moto.url(prefix=prefix), tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert outcomes.pop("priority.order") == "refused"
+    assert outcomes.pop("duplicate.effect_once_with_key") == "refused"
+    assert _without_broker_control(outcomes) <= {"not run"}
+    assert set(outcomes.values()) == {"pass"}, outcomes
+
+
+def test_the_suite_passes_on_sqs_with_a_dynamodb_store_with_keys_and_results(
+    moto: MotoServer, prefix: str, tmp_path: Path
+) -> None:
+    url = moto.url(prefix=prefix, store=f"dynamodb://{prefix}jobs")
+    proc, outcomes = _suite(url, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert outcomes.pop("priority.order") == "refused"
+    assert outcomes.pop("duplicate.effect_once_with_key") == "pass"
+    assert outcomes.pop("backend.job_record") == "pass"
+    assert _without_broker_control(outcomes) <= {"not run"}
+    assert set(outcomes.values()) == {"pass"}, outcomes

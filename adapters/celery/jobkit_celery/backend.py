@@ -29,6 +29,9 @@ from jobkit_celery._settings import Settings, parse_url
 
 logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
+STORE_OPTION = "store=redis://HOST:PORT/DB"
+"""The URL option named when keys or results are refused for want of a store."""
+
 
 class CeleryBackend(spi.Backend):
     """Thread-safe for sending and for the dead-letter and stats calls."""
@@ -61,6 +64,8 @@ class CeleryBackend(spi.Backend):
                 max_delay=None,
                 priorities=10,
                 results=s.store_url is not None,
+                idempotency_keys=s.store_url is not None,
+                store_option=STORE_OPTION,
                 migration=_migration.support(self.runtime),
                 # Redis keeps the queues in memory: only AOF/RDB persistence, which the URL's
                 # `persistent=yes` declares, brings them back after a restart
@@ -77,6 +82,8 @@ class CeleryBackend(spi.Backend):
             max_delay=timedelta(days=49),  # x-message-ttl is at most 2**32-1 ms
             priorities=10,
             results=s.store_url is not None,
+            idempotency_keys=s.store_url is not None,
+            store_option=STORE_OPTION,
             migration=_migration.support(self.runtime),
             survives_broker_restart=True,  # durable queues, persistent messages (delivery_mode 2)
         )

@@ -12,11 +12,19 @@ from datetime import timedelta
 from jobkit import ConfigurationError
 from jobkit.spi import JobStore, MemoryJobStore, Retention, TransportBackend, redact_url
 from jobkit_sqs.config import SqsConfig, parse_url
+from jobkit_sqs.dynamodb import DynamoJobStore, parse_dynamodb_url
 from jobkit_sqs.transport import SqsTransport, capabilities_for
 
 __version__ = "0.1.0"
 
-__all__ = ["SqsConfig", "SqsTransport", "backend_from_url", "capabilities_for", "parse_url"]
+__all__ = [
+    "DynamoJobStore",
+    "SqsConfig",
+    "SqsTransport",
+    "backend_from_url",
+    "capabilities_for",
+    "parse_url",
+]
 
 
 def backend_from_url(url: str) -> TransportBackend:
@@ -37,7 +45,9 @@ def open_store(
     ``memory`` (the default) keeps job records in the process: results and idempotency are then
     per worker process (`Capabilities.results` is False), and bounded by `retention` (expired
     entries are deleted as new ones are written). ``sqlite:///path`` shares them between the
-    processes of one machine.
+    processes of one machine; ``dynamodb://TABLE`` (`jobkit_sqs.dynamodb`) between the
+    processes of every machine, taking the SQS URL's region, endpoint_url and profile unless it
+    names its own.
     """
     retention = retention or Retention()
     if store_url == "memory":
@@ -45,11 +55,27 @@ def open_store(
     if store_url.startswith("sqlite:"):
         path = store_url.split("://", 1)[1].removeprefix("/") if "://" in store_url else ""
         if not path:
-            raise ConfigurationError(f"{redact_url(url)!r}: store={store_url!r} names no file")
+            raise ConfigurationError(
+                f"{redact_url(url)!r}: store={redact_url(store_url)!r} names no file"
+            )
         from jobkit.spi import SqliteJobStore
 
         return SqliteJobStore(path, retention=retention), True
+    if store_url.startswith("dynamodb:"):
+        config = parse_url(url)
+        inherited = {
+            k: v
+            for k, v in {
+                "region": config.region,
+                "endpoint_url": config.endpoint_url,
+                "profile": config.profile,
+            }.items()
+            if v
+        }
+        dynamo = parse_dynamodb_url(store_url, defaults=inherited)
+        return DynamoJobStore(dynamo, retention=retention), True
     raise ConfigurationError(
-        f"{redact_url(url)!r}: store={store_url!r} is not supported; use store=memory or "
-        "store=sqlite:///path/to/jobs.db"
+        f"{redact_url(url)!r}: store={redact_url(store_url)!r} is not supported; use "
+        "store=memory, store=sqlite:///path/to/jobs.db (one machine) or "
+        "store=dynamodb://TABLE (every machine)"
     )

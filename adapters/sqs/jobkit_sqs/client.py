@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import boto3  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
@@ -107,9 +107,19 @@ class SqsClient:
             client.close()
 
 
+class Endpoint(Protocol):
+    """Where an AWS service is reached: an `SqsConfig` or a `DynamoConfig`."""
+
+    @property
+    def endpoint_url(self) -> str | None: ...
+
+    @property
+    def region(self) -> str | None: ...
+
+
 @contextmanager
-def translated(what: str, config: SqsConfig) -> Iterator[None]:
-    """Turn botocore's exceptions raised while doing `what` into jobkit errors."""
+def translated(what: str, config: Endpoint, *, service: str = "SQS") -> Iterator[None]:
+    """Turn botocore's exceptions raised while doing `what` on `service` into jobkit errors."""
     where = redact_url(config.endpoint_url) if config.endpoint_url else "AWS"
     region = config.region or "the default region"
     try:
@@ -121,8 +131,8 @@ def translated(what: str, config: SqsConfig) -> Iterator[None]:
         ConnectionClosedError,
     ) as exc:
         raise BrokerUnavailable(
-            f"could not {what}: SQS at {where} ({region}) is unreachable ({type(exc).__name__}). "
-            "Check endpoint_url / region and the network"
+            f"could not {what}: {service} at {where} ({region}) is unreachable "
+            f"({type(exc).__name__}). Check endpoint_url / region and the network"
         ) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise ConfigurationError(
@@ -131,7 +141,7 @@ def translated(what: str, config: SqsConfig) -> Iterator[None]:
         ) from exc
     except NoRegionError as exc:
         raise ConfigurationError(
-            f"could not {what}: no AWS region. Add region=... to the sqs:// URL or set "
+            f"could not {what}: no AWS region. Add region=... to the backend URL or set "
             "AWS_DEFAULT_REGION"
         ) from exc
     except ClientError as exc:
@@ -140,12 +150,13 @@ def translated(what: str, config: SqsConfig) -> Iterator[None]:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _UNAVAILABLE or status >= 500:
             raise BrokerUnavailable(
-                f"could not {what}: SQS at {where} answered {code or status}: {message}"
+                f"could not {what}: {service} at {where} answered {code or status}: {message}"
             ) from exc
         if code in _NOT_ALLOWED:
             raise ConfigurationError(
-                f"could not {what}: SQS refused the credentials or permissions ({code}): {message}"
+                f"could not {what}: {service} refused the credentials or permissions ({code}): "
+                f"{message}"
             ) from exc
-        raise JobkitError(f"could not {what}: SQS answered {code}: {message}") from exc
+        raise JobkitError(f"could not {what}: {service} answered {code}: {message}") from exc
     except BotoCoreError as exc:
         raise BrokerUnavailable(f"could not {what}: {type(exc).__name__}: {exc}") from exc

@@ -33,8 +33,9 @@ class SqsConfig:
     letters go to ``<prefix><queue>-dlq``. `visibility` is the queues' default visibility timeout
     (the worker's lease overrides it per receive). `max_receives` is the redrive policy's
     ``maxReceiveCount``: SQS moves a message that many receives old to the DLQ by itself, a safety
-    net for crash loops; 0 creates no redrive policy. `store` is the job store: ``memory`` or a
-    ``sqlite:///path`` URL; `retention` how long it keeps job records and completed keys.
+    net for crash loops; 0 creates no redrive policy. `store` is the job store: ``memory``, a
+    ``sqlite:///path`` URL (one machine) or a ``dynamodb://TABLE`` URL (every machine, see
+    `jobkit_sqs.dynamodb`); `retention` how long it keeps job records and completed keys.
     `delay_hop` is the longest native delay used per hop (SQS allows 900 s); a lower value only
     serves to exercise the re-delay path in tests.
     """

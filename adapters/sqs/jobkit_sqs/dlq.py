@@ -1,11 +1,15 @@
 """Listing, replaying and purging a queue's dead-letter queue with plain SQS calls.
 
-SQS can only read a queue by receiving from it. Listing therefore receives the DLQ's messages
-under a short hold (so one listing sees each message once), then makes them visible again.
-Replay does not use StartMessageMoveTask (moto answers it with HTTP 500, and it cannot select
-ids): it sends each chosen message to its queue, then deletes it from the DLQ. A crash between the
-two leaves the message on both queues, never on neither; on FIFO queues the re-send carries a
-deduplication id derived from the DLQ message, so a repeated replay within 5 minutes is dropped.
+SQS can only read a queue by receiving from it. Each call therefore receives the DLQ's messages
+under a `Hold` sized to the scan and extended while it lasts (so one call sees each message
+once, and no receipt it uses is stale), then makes the ones it leaves visible again. Replay does
+not use StartMessageMoveTask (moto answers it with HTTP 500, and it cannot select ids): it sends
+the chosen letters to their queue ten at a time and deletes each letter once its copy is
+confirmed. A letter is sent once per replay: letters of one job id (a copy left by an earlier
+replay that was cut short) are sent once and all deleted. Two replays at once receive disjoint
+letters, so each letter is replayed by one of them. A crash between a send and its delete leaves
+the letter on both queues, never on neither; on FIFO queues the re-send carries a deduplication
+id derived from the DLQ message, so a repeated replay within 5 minutes is dropped.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from jobkit.spi import DeadLetter, replay_body
 from jobkit_sqs import batches, codec
 from jobkit_sqs.client import SqsClient, translated
 from jobkit_sqs.config import SqsConfig
+from jobkit_sqs.hold import Hold
 from jobkit_sqs.queues import QueueDirectory
 
-HOLD_S = 30  # how long a listing keeps the messages it has seen invisible
 MAX_SCAN = 10_000
+"""Most letters one listing reads, and one round of a replay or purge moves."""
 
 Raw = dict[str, Any]
 
@@ -38,22 +43,64 @@ class DeadLetters:
         pair = self._queues.lookup(self._client, queue)
         if pair is None or limit <= 0:
             return []
-        raws = self._collect(pair.dlq_url)
+        hold = self._scan(pair.dlq_url)
         try:
-            letters = sorted((self._letter(queue, raw) for raw in raws), key=_age)
+            letters = sorted((self._letter(queue, raw) for raw in hold.raws.values()), key=_age)
         finally:
-            self._restore(pair.dlq_url, raws)
+            hold.release()
         return [letter for letter, _ in letters][:limit]
 
     def replay(self, queue: str, *, ids: Sequence[str] | None) -> int:
+        """Move the letters (all, or those of `ids`) back to `queue`, in rounds of up to
+        `MAX_SCAN`; returns how many jobs were sent. Raises `JobkitError` naming what SQS
+        refused (those letters stay in the DLQ)."""
         pair = self._queues.ensure(self._client, queue)
-        raws = self._collect(pair.dlq_url)
+        moved = 0
+        while True:
+            hold = self._scan(pair.dlq_url)
+            scanned = len(hold.raws)
+            try:
+                this_round = self._replay_round(queue, pair.url, hold, ids)
+            finally:
+                hold.release()
+            moved += this_round
+            if ids is not None or scanned < MAX_SCAN or this_round == 0:
+                return moved
+
+    def _replay_round(self, queue: str, url: str, hold: Hold, ids: Sequence[str] | None) -> int:
         wanted = None if ids is None else set(ids)
-        chosen = [r for r in raws if wanted is None or codec.job_id_of(r) in wanted]
-        chosen_ids = {id(r) for r in chosen}
-        self._restore(pair.dlq_url, [r for r in raws if id(r) not in chosen_ids])
-        entries = []
-        for index, raw in enumerate(chosen):
+        by_job: dict[str, list[str]] = {}  # job id -> its letters' MessageIds, first is sent
+        for message_id, raw in hold.raws.items():
+            job_id = codec.job_id_of(raw)
+            if wanted is None or job_id in wanted:
+                by_job.setdefault(job_id, []).append(message_id)
+        chosen = {ms for group in by_job.values() for ms in group}
+        hold.release([m for m in list(hold.raws) if m not in chosen])
+        groups = list(by_job.values())
+        moved = 0
+        failures: list[str] = []
+        for start in range(0, len(groups), batches.BATCH):
+            letters = {group[0]: group for group in groups[start : start + batches.BATCH]}
+            hold.keep()  # every letter still held, not only these: the rest wait their turn
+            # a letter whose hold was lost is someone else's now: not sent, not deleted here
+            ours = {first: group for first, group in letters.items() if first in hold.raws}
+            moved += self._send(queue, url, hold, ours, failures)
+        if failures:
+            raise JobkitError(
+                f"replay of {queue!r}: {moved} sent; then {failures[0]} ({len(failures)} "
+                "problem(s); letters not sent stay in the DLQ)"
+            )
+        return moved
+
+    def _send(
+        self, queue: str, url: str, hold: Hold, letters: dict[str, list[str]], failures: list[str]
+    ) -> int:
+        """Send one copy of each letter in `letters` (first MessageId -> every MessageId of
+        its job) and delete all of a job's letters once its copy is confirmed."""
+        entries: list[batches.Entry] = []
+        group_of: dict[str, list[str]] = {}
+        for index, (first, group) in enumerate(letters.items()):
+            raw = hold.raws[first]
             layout = codec.layout(replay_body(codec.body_of(raw)), job_id=codec.job_id_of(raw))
             entry: batches.Entry = {
                 "Id": str(index),
@@ -61,27 +108,39 @@ class DeadLetters:
                 "MessageAttributes": layout.attributes,
             }
             if self.config.fifo:
-                group = queue if self.config.fifo_group == "queue" else codec.job_id_of(raw)
-                entry["MessageGroupId"] = codec.fifo_id(group)
+                fifo_group = queue if self.config.fifo_group == "queue" else codec.job_id_of(raw)
+                entry["MessageGroupId"] = codec.fifo_id(fifo_group)
                 entry["MessageDeduplicationId"] = codec.fifo_id(f"replay:{raw['MessageId']}")
             entries.append(entry)
-        sent, failed = batches.send(
-            self._client, self.config, pair.url, entries, f"replay to SQS queue {queue!r}"
-        )
-        sent_ids = {e["Id"] for e in sent}
-        moved = [chosen[int(i)]["ReceiptHandle"] for i in sorted(sent_ids, key=int)]
-        not_moved = [r["ReceiptHandle"] for i, r in enumerate(chosen) if str(i) not in sent_ids]
-        self._restore_receipts(pair.dlq_url, not_moved)
-        undeleted = batches.delete(
-            self._client, self.config, pair.dlq_url, moved, f"remove replayed from {queue!r} DLQ"
-        )
-        if failed or undeleted:
-            raise JobkitError(
-                f"replay of {queue!r}: {len(sent)} sent, {len(failed)} refused by SQS (left in "
-                f"the DLQ), {len(undeleted)} sent but still in the DLQ (they would be replayed "
-                "twice: remove them by id)"
+            group_of[str(index)] = group
+
+        def delete_letters(sent: list[batches.Entry]) -> None:
+            done = [m for e in sent for m in group_of[e["Id"]]]
+            undeleted = batches.delete(
+                self._client,
+                self.config,
+                hold.url,
+                hold.receipts(done),
+                f"remove replayed letters from the {queue!r} DLQ",
             )
-        return len(moved)
+            for m in done:
+                hold.drop(m)
+            if undeleted:
+                failures.append(
+                    f"{len(undeleted)} sent but still in the DLQ (remove them by id, or they "
+                    f"are replayed again): {undeleted[0][1]}"
+                )
+
+        sent, failed = batches.send(
+            self._client,
+            self.config,
+            url,
+            entries,
+            f"replay to SQS queue {queue!r}",
+            on_sent=delete_letters,
+        )
+        failures.extend(f"SQS refused a copy: {reason}" for _, reason in failed)
+        return len(sent)
 
     def purge(self, queue: str) -> int:
         pair = self._queues.lookup(self._client, queue)
@@ -89,10 +148,11 @@ class DeadLetters:
             return 0
         deleted = 0
         while True:
-            raws = self._collect(pair.dlq_url, until=500)
-            if not raws:
+            hold = self._scan(pair.dlq_url, until=500)
+            if not hold.raws:
                 return deleted
-            receipts = [r["ReceiptHandle"] for r in raws]
+            hold.keep()
+            receipts = hold.receipts(list(hold.raws))
             failures = batches.delete(
                 self._client, self.config, pair.dlq_url, receipts, f"purge {queue!r} DLQ"
             )
@@ -105,33 +165,10 @@ class DeadLetters:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _collect(self, url: str, *, until: int = MAX_SCAN) -> list[Raw]:
-        """Receive (under a hold) the messages of a DLQ, up to `until`, each once.
-
-        Stops at the first empty answer once the approximate count has been seen; before that,
-        retries an empty answer with a 1 s long poll (short polls sample on real SQS)."""
-        expected = self._visible(url)
-        seen: dict[str, Raw] = {}
-        misses = 0
-        while len(seen) < until:
-            with translated("read a dead-letter queue", self.config):
-                response = self._client.get().receive_message(
-                    QueueUrl=url,
-                    MaxNumberOfMessages=min(batches.BATCH, until - len(seen)),
-                    WaitTimeSeconds=1 if misses else 0,
-                    VisibilityTimeout=HOLD_S,
-                    MessageSystemAttributeNames=codec.SYSTEM_ATTRIBUTES,
-                    MessageAttributeNames=["All"],
-                )
-            messages = response.get("Messages", [])
-            if not messages:
-                misses += 1
-                if len(seen) >= expected or misses >= 3:
-                    break
-                continue
-            for raw in messages:
-                seen.setdefault(raw["MessageId"], raw)
-        return list(seen.values())
+    def _scan(self, url: str, *, until: int = MAX_SCAN) -> Hold:
+        hold = Hold(self._client, self.config, url)
+        hold.scan(until=until, expected=self._visible(url))
+        return hold
 
     def _visible(self, url: str) -> int:
         with translated("read SQS queue attributes", self.config):
@@ -139,15 +176,6 @@ class DeadLetters:
                 QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
             )
         return int(attrs.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
-
-    def _restore(self, url: str, raws: Sequence[Raw]) -> None:
-        self._restore_receipts(url, [r["ReceiptHandle"] for r in raws])
-
-    def _restore_receipts(self, url: str, receipts: Sequence[str]) -> None:
-        if receipts:
-            batches.change_visibility(
-                self._client, self.config, url, receipts, 0, "restore dead letters"
-            )
 
     def _letter(self, queue: str, raw: Raw) -> tuple[DeadLetter, tuple[float, str]]:
         reason = codec.attr_str(raw, codec.REASON)

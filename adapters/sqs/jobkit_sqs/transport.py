@@ -40,6 +40,8 @@ from jobkit_sqs.dlq import DeadLetters
 from jobkit_sqs.queues import QueueDirectory
 
 FIFO_DEDUP_WINDOW = timedelta(minutes=5)
+STORE_OPTION = "store=dynamodb://TABLE (or store=sqlite:///PATH on one machine)"
+"""The URL option named when keys or results are refused for want of a shared store."""
 _MAX_VISIBILITY_S = int(MAX_VISIBILITY.total_seconds())
 _DEAD_LETTER_HOLD_S = 60  # lease held on a message while it is moved to the DLQ
 _FINISHED_MEMORY = 4096
@@ -61,6 +63,8 @@ def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
         time_limits=True,
         lease_extension=True,
         results=results,
+        idempotency_keys=results,
+        store_option=STORE_OPTION,
         max_message_bytes=config.max_message_bytes - codec.ATTRIBUTE_RESERVE,
         shared_across_processes=True,
         # the default, receive-based export: SQS hides delayed messages until due, and a
@@ -242,10 +246,14 @@ class SqsTransport(Transport):
         return due
 
     def _redelay(self, queue: str, url: str, raws: list[dict[str, Any]], now: float) -> None:
-        """Re-send messages that surfaced before their due time with the remaining delay, then
-        delete the originals (send first: a crash in between duplicates, never loses). The copy
+        """Re-send messages that surfaced before their due time with the remaining delay, and
+        delete each original once its copy is confirmed, batch by batch (send first: a crash in
+        between duplicates, never loses). An entry SQS refuses, or a batch that fails, leaves
+        its original where it is, leased: it surfaces again and is re-delayed then; an original
+        is never deleted without its copy, nor re-sent once its copy is confirmed. The copy
         keeps `jobkit-prior`, so this receive is not counted as a delivery."""
-        entries = []
+        receipts: dict[str, str] = {}
+        wire: list[batches.Entry] = []
         for index, raw in enumerate(raws):
             attributes = {
                 name: {"DataType": value["DataType"], "StringValue": value["StringValue"]}
@@ -253,23 +261,33 @@ class SqsTransport(Transport):
                 if "StringValue" in value
             }
             remaining = (codec.attr_float(raw, codec.DUE) or now) - now
-            entries.append(
+            receipts[str(index)] = raw["ReceiptHandle"]
+            wire.append(
                 {
                     "Id": str(index),
                     "MessageBody": raw["Body"],
                     "MessageAttributes": attributes,
                     "DelaySeconds": min(self._hop, max(1, math.ceil(remaining))),
-                    "_receipt": raw["ReceiptHandle"],
                 }
             )
-        wire = [{k: v for k, v in e.items() if k != "_receipt"} for e in entries]
-        sent, _ = batches.send(
-            self._client, self.config, url, wire, f"re-delay messages on {queue!r}"
+
+        def delete_originals(sent: list[batches.Entry]) -> None:
+            batches.delete(
+                self._client,
+                self.config,
+                url,
+                [receipts[e["Id"]] for e in sent],
+                f"re-delay on {queue!r}",
+            )
+
+        batches.send(
+            self._client,
+            self.config,
+            url,
+            wire,
+            f"re-delay messages on {queue!r}",
+            on_sent=delete_originals,
         )
-        done = {e["Id"] for e in sent}
-        receipts = [e["_receipt"] for e in entries if e["Id"] in done]
-        if receipts:
-            batches.delete(self._client, self.config, url, receipts, f"re-delay on {queue!r}")
 
     # -- settle ------------------------------------------------------------------------------
 

@@ -30,11 +30,12 @@ Scenario = Callable[[Context], None]
 
 
 def basic(ctx: Context) -> None:
-    """20 jobs (half with idempotency keys) enqueued, counted on the broker, then served by two
-    workers; no faults."""
+    """20 jobs (half with idempotency keys where claimed) enqueued, counted on the broker, then
+    served by two workers; no faults."""
+    keyed = ctx.suite.backend.capabilities.idempotency_keys  # else keys are refused
     ids = [
         ctx.enqueue(jobs.effect, [f"k-{i}"] if i % 2 else [], JobSpec(kind="effect"),
-                    key=f"{ctx.queue}-k-{i}" if i % 2 else None)
+                    key=f"{ctx.queue}-k-{i}" if i % 2 and keyed else None)
         for i in range(20)
     ]  # fmt: skip
     ctx.record(
@@ -298,6 +299,9 @@ def unsupported(ctx: Context) -> None:
     if not caps.time_limits:
         ctx.enqueue(jobs.limited, [1.0],
                     JobSpec(kind="refused", outcome="skip", feature="time_limit"))  # fmt: skip
+    if not caps.idempotency_keys:
+        ctx.enqueue(jobs.effect, [], JobSpec(kind="refused", outcome="skip",
+                    feature="idempotency_key"), key=f"{ctx.queue}-refused-key")  # fmt: skip
     ctx.observe_depth()
 
 
