@@ -8,11 +8,8 @@ actors for a plain ``dramatiq`` worker. See docs/adapters/dramatiq.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from jobkit import ConfigurationError, UnsupportedFeature
+from jobkit import ConfigurationError
 from jobkit.spi import (
-    Envelope,
     JobStore,
     MemoryJobStore,
     SqliteJobStore,
@@ -35,27 +32,13 @@ __all__ = [
 
 
 class DramatiqBackend(TransportBackend):
-    """`TransportBackend` on a Dramatiq transport that refuses idempotency keys it could only
-    honour per worker process (``store=memory``): two workers would each run the job."""
+    """`TransportBackend` on a Dramatiq transport, keeping the parsed URL. With ``store=memory``
+    (per worker process) its capabilities claim neither idempotency keys nor results, so a key
+    is refused at enqueue naming ``store=sqlite:///...``: two workers would each run the job."""
 
     def __init__(self, transport: Transport, store: JobStore, *, config: DramatiqConfig) -> None:
         super().__init__(transport, store)
         self.config = config
-
-    def send(self, envelopes: Sequence[tuple[Envelope, bytes]]) -> None:
-        """Raises `UnsupportedFeature` for a job with an idempotency key when the job store is
-        not shared between processes; otherwise `TransportBackend.send`."""
-        if not self.capabilities.results:
-            keyed = next((env for env, _ in envelopes if env.idempotency_key is not None), None)
-            if keyed is not None:
-                raise UnsupportedFeature(
-                    asked=f"job {keyed.job!r} with idempotency key {keyed.idempotency_key!r}",
-                    supported=f"{self.config.shown} keeps idempotency keys per worker process "
-                    "(store=memory), so two workers could both run the job",
-                    change="Add store=sqlite:///path/to/jobs.db to the backend URL (shared by "
-                    "the processes of one machine), or drop the key",
-                )
-        super().send(envelopes)
 
 
 def backend_from_url(url: str) -> DramatiqBackend:

@@ -42,7 +42,7 @@ from jobkit.spi import (
 )
 from jobkit_dramatiq import _wire
 from jobkit_dramatiq._amqp_link import Link, publish
-from jobkit_dramatiq.config import DramatiqConfig
+from jobkit_dramatiq.config import STORE_OPTION, DramatiqConfig
 
 logger = logging.getLogger("jobkit.dramatiq")
 
@@ -63,6 +63,8 @@ def amqp_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities:
         max_delay=None,
         priorities=config.priorities,
         results=results,
+        idempotency_keys=results,
+        store_option=STORE_OPTION,
         migration=MigrationSupport(
             delayed_before_due=False, dead_letters=False, dedup="marker" if results else "none"
         ),

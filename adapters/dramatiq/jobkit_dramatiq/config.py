@@ -35,6 +35,8 @@ from jobkit.spi import Retention, parse_duration, pop_retention, redact_url
 
 RABBIT_MAX_TTL = timedelta(milliseconds=2**32 - 1)
 NEVER = timedelta(days=365 * 100)  # "never" for Redis dead letters (Dramatiq's TTL argument)
+# The URL option that gives the workers a shared job store (idempotency keys, results).
+STORE_OPTION = "store=sqlite:///path/to/jobs.db"
 
 
 @dataclass(frozen=True, kw_only=True)

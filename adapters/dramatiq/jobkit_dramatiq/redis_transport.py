@@ -41,7 +41,7 @@ from jobkit.spi import (
 )
 from jobkit_dramatiq import _redis_scripts, _wire
 from jobkit_dramatiq._heartbeat import Heartbeat
-from jobkit_dramatiq.config import DramatiqConfig
+from jobkit_dramatiq.config import STORE_OPTION, DramatiqConfig
 
 _POLL_MIN_S = 0.005
 _POLL_MAX_S = 0.1
@@ -57,6 +57,8 @@ def redis_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities
         max_delay=None,
         priorities=1,
         results=results,
+        idempotency_keys=results,
+        store_option=STORE_OPTION,
         migration=MigrationSupport(
             delayed_before_due=False, dead_letters=False, dedup="marker" if results else "none"
         ),
