@@ -1,0 +1,115 @@
+"""jobkit's worker on a real rabbitmq-server, with real worker processes: crashes, delays,
+a broker restart, and what `jobkit check` refuses."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from jobkit_rabbitmq import backend_from_url
+
+from jobkit import App, BrokerUnavailable, JobState
+from tests.apps import ledger
+from tests.apps.ledger import count, rows
+from tests.outages import run_through_outage, stopped_for
+from tests.rabbitmq.conftest import url_of
+from tests.servers.rabbitmq import RabbitServer
+from tests.waiting import wait_until
+from tests.workers import kill_group, running_worker, start_worker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def backend(rabbit: RabbitServer, prefix: str, tmp_path: Path) -> str:
+    return url_of(rabbit, prefix, store=f"sqlite:///{tmp_path / 'jobs.db'}")
+
+
+def starts(path: Path, key: str) -> list[float]:
+    return [float(at) for (at,) in rows(path, "SELECT at FROM runs WHERE key=? ORDER BY at", key)]  # type: ignore[arg-type]
+
+
+def test_sigkilled_worker_loses_nothing_and_the_job_reruns_within_the_declared_bound(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    handle = ledger.record.enqueue("crash", 3.0)
+    bound = app.backend.capabilities.redelivery_after
+    assert bound is not None
+    victim = start_worker(backend, ledger_path, "-q", "work", "-c", "1")
+    try:
+        wait_until(lambda: starts(ledger_path, "crash"), timeout=30, what="the first run")
+        kill_group(victim)  # SIGKILL the worker and its job process mid-job
+        victim.wait(timeout=10)
+        killed_at = time.time()
+    finally:
+        kill_group(victim)
+    assert count(ledger_path, "SELECT COUNT(*) FROM effects") == 0
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
+        wait_until(lambda: handle.state is JobState.SUCCEEDED, timeout=40, what="the re-run")
+    first, second = starts(ledger_path, "crash")
+    # the re-run waited for nothing but the new worker's start-up (the connection closed)
+    assert second - killed_at < bound.total_seconds() + 10
+    attempts = [a for (a,) in rows(ledger_path, "SELECT attempt FROM runs ORDER BY at")]
+    assert attempts == [1, 2]  # the crash counts: quorum x-delivery-count
+    assert count(ledger_path, "SELECT COUNT(*) FROM effects WHERE key='crash'") == 1
+
+
+def test_a_5_s_delay_behind_an_8_s_delay_runs_at_5_s(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "2"):
+        sent = time.time()
+        late = ledger.record.options(delay=timedelta(seconds=8)).enqueue("eight")
+        soon = ledger.record.options(delay=timedelta(seconds=5)).enqueue("five")
+        wait_until(
+            lambda: soon.state is JobState.SUCCEEDED and late.state is JobState.SUCCEEDED,
+            timeout=40,
+            what="both delayed jobs",
+        )
+    (five,) = starts(ledger_path, "five")
+    (eight,) = starts(ledger_path, "eight")
+    assert 5.0 <= five - sent < 6.5  # not held behind the 8 s message
+    assert 8.0 <= eight - sent < 9.5
+
+
+def test_broker_restart_loses_nothing_confirmed_and_the_worker_survives(
+    app: App, backend: str, rabbit: RabbitServer, ledger_path: Path, tmp_path: Path
+) -> None:
+    run_through_outage(backend, ledger_path, tmp_path / "worker.log", stopped_for(rabbit, 5))
+    stats = app.backend.stats(["work"])[0]
+    assert (stats.ready, stats.dead) == (0, 0)
+
+
+def test_enqueue_while_the_broker_is_down_raises_and_stores_nothing(
+    app: App, backend: str, rabbit: RabbitServer
+) -> None:
+    rabbit.stop_broker()
+    try:
+        with pytest.raises(BrokerUnavailable):
+            ledger.record.enqueue("lost?")
+    finally:
+        rabbit.start_broker()
+    assert app.backend.stats(["work"])[0].ready == 0
+
+
+def test_check_refuses_a_time_limit_longer_than_the_consumer_timeout(
+    rabbit: RabbitServer, prefix: str
+) -> None:
+    backend = backend_from_url(url_of(rabbit, prefix, consumer_timeout="60"))
+    app = App("limits")
+    app.use(backend)
+
+    @app.job(queue="work", time_limit=timedelta(seconds=50))
+    def fits() -> None: ...
+
+    @app.job(queue="work", time_limit=timedelta(seconds=59))
+    def too_long() -> None: ...
+
+    try:
+        problems = backend.check(app)
+    finally:
+        backend.close()
+    assert [p for p in problems if "too_long" in p and "consumer_timeout" in p]
+    assert not [p for p in problems if "fits" in p]
