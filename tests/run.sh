@@ -64,6 +64,7 @@ say "mypy --strict (core, conformance, adapters)"
 .venv/bin/mypy jobkit conformance/jobkit_conformance
 .venv/bin/mypy adapters/sqs/jobkit_sqs
 .venv/bin/mypy --config-file adapters/celery/pyproject.toml adapters/celery/jobkit_celery
+.venv/bin/mypy --config-file adapters/rabbitmq/pyproject.toml adapters/rabbitmq/jobkit_rabbitmq
 
 say "pytest"
 export PYTHONUNBUFFERED=1

@@ -48,7 +48,7 @@ class _RabbitContract(TransportContract):
 
     def test_delivery_is_held_past_its_lease_until_settled(self, transport: Transport) -> None:
         self.send(transport, [b"a"])
-        (delivery,) = self.receive_n(transport, 1, lease=self.short)
+        (_delivery,) = self.receive_n(transport, 1, lease=self.short)
         self.lapse(self.short * 1.5)
         assert self.receive(transport) == []
         assert self.stats_of(transport, self.q()).in_flight == 1

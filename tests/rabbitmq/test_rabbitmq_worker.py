@@ -48,7 +48,7 @@ def test_sigkilled_worker_loses_nothing_and_the_job_reruns_within_the_declared_b
     assert count(ledger_path, "SELECT COUNT(*) FROM effects") == 0
     with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
         wait_until(lambda: handle.state is JobState.SUCCEEDED, timeout=40, what="the re-run")
-    first, second = starts(ledger_path, "crash")
+    _first, second = starts(ledger_path, "crash")
     # the re-run waited for nothing but the new worker's start-up (the connection closed)
     assert second - killed_at < bound.total_seconds() + 10
     attempts = [a for (a,) in rows(ledger_path, "SELECT attempt FROM runs ORDER BY at")]

@@ -11,7 +11,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from jobkit import ConfigurationError
-from jobkit.spi import JobSet, JobStore, MemoryJobStore, SqliteJobStore, TransportBackend, redact_url
+from jobkit.spi import (
+    JobSet,
+    JobStore,
+    MemoryJobStore,
+    SqliteJobStore,
+    TransportBackend,
+    redact_url,
+)
 from jobkit_rabbitmq.config import RabbitConfig, parse_url
 from jobkit_rabbitmq.transport import RabbitTransport, capabilities_for
 

@@ -123,7 +123,7 @@ class Link:
         if connection is not None:
             try:
                 connection.add_callback_threadsafe(_nothing)
-            except Exception:  # noqa: BLE001 - closing: the I/O thread polls its queue anyway
+            except Exception:
                 pass
         return request.result()
 
@@ -147,7 +147,7 @@ class Link:
         if connection is not None:
             try:
                 connection.add_callback_threadsafe(_nothing)
-            except Exception:  # noqa: BLE001 - already closed
+            except Exception:
                 pass
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
@@ -172,7 +172,7 @@ class Link:
                     self._check(session)
                     session.connection.process_data_events(time_limit=_IDLE_S)
                     self._check(session)
-                except Exception as exc:  # noqa: BLE001 - any pika failure: start afresh
+                except Exception as exc:
                     self._drop(exc)
         self._run_pending()
         self._drop(None)
@@ -222,7 +222,7 @@ class Link:
             )
             unavailable.__cause__ = exc
             request.fail(unavailable)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, never lost
+        except BaseException as exc:
             request.fail(exc)
 
     def _connect(self) -> Session:
@@ -254,7 +254,7 @@ class Link:
         except BaseException:
             try:
                 connection.close()
-            except Exception:  # noqa: BLE001 - the original error matters
+            except Exception:
                 pass
             raise
         with self._lock:
@@ -275,7 +275,7 @@ class Link:
         try:
             if session.connection.is_open:
                 session.connection.close()
-        except Exception:  # noqa: BLE001 - already gone
+        except Exception:
             pass
         with self.arrived:
             self.generation += 1

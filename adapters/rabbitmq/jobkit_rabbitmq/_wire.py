@@ -129,7 +129,9 @@ def ensure_delays(link: Link, s: Session, queue: str) -> None:
 def _register(link: Link, s: Session, queue: str) -> None:
     directory = link.config.directory_name
     if directory not in link.declared:
-        s.admin_channel().queue_declare(directory, durable=True, arguments={"x-queue-type": "classic"})
+        s.admin_channel().queue_declare(
+            directory, durable=True, arguments={"x-queue-type": "classic"}
+        )
         link.declared.add(directory)
     if queue in directory_names(link, s):
         return

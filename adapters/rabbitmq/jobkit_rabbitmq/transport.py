@@ -27,6 +27,7 @@ early.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -175,7 +176,7 @@ class RabbitTransport(Transport):
             now_ms = _now_ms()
             early = [a for a in taken if _due(a) > now_ms]
             if early:
-                link.call(lambda s: self._hop(s, early), "send delayed messages on")
+                link.call(functools.partial(self._hop, arrivals=early), "send delayed on")
             due = [self._delivery(a) for a in taken if _due(a) <= now_ms]
             if due or time.monotonic() >= deadline:
                 return due
@@ -194,7 +195,7 @@ class RabbitTransport(Transport):
                     return []
                 link.arrived.wait(left)
 
-    def _hop(self, s: Session, arrivals: list[Arrival]) -> None:
+    def _hop(self, s: Session, *, arrivals: list[Arrival]) -> None:
         now_ms = _now_ms()
         items = []
         for a in arrivals:
@@ -337,7 +338,7 @@ class RabbitTransport(Transport):
                 native = wire.ensure(link, s, queue)
                 channel = s.connection.channel()
                 try:
-                    got = []
+                    got: list[tuple[Any, Any, bytes]] = []
                     while len(bodies) + len(got) < limit:
                         method, props, body = channel.basic_get(native, auto_ack=False)
                         if method is None:
@@ -448,9 +449,7 @@ class RabbitTransport(Transport):
                 delayed = 0
                 levels = config.delay_levels()
                 if wire.count(s, config.delay_name(queue, levels[0])) is not None:
-                    delayed = sum(
-                        wire.count(s, config.delay_name(queue, ms)) or 0 for ms in levels
-                    )
+                    delayed = sum(wire.count(s, config.delay_name(queue, ms)) or 0 for ms in levels)
                 held = sum(1 for q in s.unsettled.values() if q == queue)
                 with link.arrived:  # delivered to this process but not handed out: ready
                     waiting = sum(1 for a in link.inbox if a.queue == queue)
