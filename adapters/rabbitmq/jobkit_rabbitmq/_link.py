@@ -75,9 +75,9 @@ class Session:
     generation: int
     windows: dict[str, int] = field(default_factory=dict)  # native queue -> prefetch window
     unsettled: dict[int, str] = field(default_factory=dict)  # delivery tag -> jobkit queue
-    next_tag: int = 0
-    confirmed: int = 0  # every publish tag <= this is confirmed (or nacked)
-    pending: set[int] = field(default_factory=set)
+    next_tag: int = 0  # the last publish's delivery tag
+    confirmed: int = 0  # every publish tag <= this is confirmed (acked or nacked)
+    singles: set[int] = field(default_factory=set)  # confirmed one by one, above `confirmed`
     nacked: set[int] = field(default_factory=set)
     returned: set[str] = field(default_factory=set)  # message ids returned as unroutable
 
@@ -240,7 +240,7 @@ class Link:
             impl = publish._impl  # pika's async Channel: confirms without waiting per message
             ready = threading.Event()
             impl.confirm_delivery(
-                ack_nack_callback=lambda frame: _on_confirm(session, frame),
+                ack_nack_callback=lambda frame: _on_confirm(connection, session, frame),
                 callback=lambda frame: ready.set(),
             )
             impl.add_on_return_callback(
@@ -336,13 +336,24 @@ def _nothing() -> None:
     """Wakes the I/O thread out of `process_data_events`."""
 
 
-def _on_confirm(session: Session, frame: Any) -> None:
+def _on_confirm(connection: Any, session: Session, frame: Any) -> None:
+    """Called by pika's I/O loop on Basic.Ack/Nack. When nothing is pending any more it queues
+    a no-op callback, which ends the `process_data_events` that waits for the confirms (pika
+    itself would let it run out its time limit)."""
     method = frame.method
     tag = method.delivery_tag
-    done = {t for t in session.pending if t <= tag} if method.multiple else {tag} & session.pending
-    session.pending -= done
     if isinstance(method, pika.spec.Basic.Nack):
-        session.nacked |= done
+        session.nacked.update(range(session.confirmed + 1 if method.multiple else tag, tag + 1))
+    if method.multiple:
+        session.confirmed = max(session.confirmed, tag)
+    else:
+        session.singles.add(tag)
+    while session.confirmed + 1 in session.singles:
+        session.confirmed += 1
+        session.singles.discard(session.confirmed)
+    if session.confirmed >= session.next_tag:
+        session.singles.clear()
+        connection.add_callback_threadsafe(_nothing)
 
 
 def _channel_error(what: str, exc: px.ChannelClosedByBroker) -> JobkitError:

@@ -186,23 +186,23 @@ def publish(link: Link, s: Session, items: Sequence[Outgoing]) -> None:
     impl = s.publish._impl
     for start in range(0, len(items), _CONFIRM_CHUNK):
         chunk = items[start : start + _CONFIRM_CHUNK]
-        tags = set()
+        first = s.next_tag + 1
         for out in chunk:
             impl.basic_publish("", out.routing_key, out.body, properties(out), mandatory=True)
             s.next_tag += 1
-            tags.add(s.next_tag)
-            s.pending.add(s.next_tag)
+        last = s.next_tag
         deadline = time.monotonic() + link.config.confirm_timeout
-        while s.pending & tags:
+        while s.confirmed < last:
             if time.monotonic() > deadline:
                 raise BrokerUnavailable(
-                    f"RabbitMQ confirmed {len(tags - s.pending)} of {len(tags)} messages within "
-                    f"{link.config.confirm_timeout:g} s; the others may not be stored"
+                    f"RabbitMQ did not confirm {len(chunk)} messages within "
+                    f"{link.config.confirm_timeout:g} s; they may not be stored"
                 )
             s.connection.process_data_events(time_limit=0.05)
-        nacked, s.nacked = s.nacked & tags, s.nacked - tags
+        nacked = {t for t in s.nacked if first <= t <= last}
+        s.nacked -= nacked
         if nacked:
-            raise BrokerUnavailable(f"RabbitMQ refused {len(nacked)} of {len(tags)} messages")
+            raise BrokerUnavailable(f"RabbitMQ refused {len(nacked)} of {len(chunk)} messages")
         returned = {out.id for out in chunk} & s.returned
         s.returned -= returned
         if returned:

@@ -1,0 +1,244 @@
+"""jobkit on RabbitMQ vs raw pika, same rabbitmq-server, same run: enqueue and drain.
+
+    .venv/bin/python bench/rabbitmq_bench.py [--jobs 10000] [--single 2000] [--prefetch 100]
+
+Starts its own rabbitmq-server (tests/servers/rabbitmq.py) on free loopback ports. Quorum
+queues, persistent messages, publisher confirms on both sides.
+
+- enqueue, one confirm per message: raw pika ``BlockingChannel.confirm_delivery()`` +
+  ``basic_publish`` per message, against ``noop.enqueue()`` per job (`--single` jobs each);
+- enqueue, confirms per batch: raw pika publishing on a confirm-mode channel and waiting for
+  the broker's confirms once per 1,000 messages, against ``noop.enqueue_many`` of 1,000
+  (`--jobs` jobs each);
+- drain: a queue pre-filled with `--jobs` jobs, then one consumer process: raw pika
+  ``basic_consume`` with manual ack and prefetch `--prefetch` (json.loads + call + basic_ack),
+  against ``jobkit worker -c 1 --prefetch <prefetch - 1>`` on a URL with ``prefetch=<prefetch>``.
+  Rate = jobs / (first message gone .. queue empty), read from the queue's ready count every
+  10 ms (so a consumer's start-up is not counted, and the last prefetch window is).
+
+Prints each rate and the ratios jobkit / raw pika.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pika  # type: ignore[import-untyped]  # noqa: E402
+
+from jobkit import App  # noqa: E402
+
+app = App("rabbitmq-bench")
+QUORUM = {"x-queue-type": "quorum"}
+
+
+@app.job(queue="bench", name="bench.noop")
+def noop(i: int) -> None:
+    """The benchmark job: does nothing."""
+
+
+def body(i: int) -> bytes:
+    from jobkit.spi import Envelope
+
+    return Envelope(job=noop.name, args=(i,), queue="bench").encode()
+
+
+def connect(port: int) -> Any:
+    return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port, heartbeat=30))
+
+
+def raw_consumer(port: int, queue: str, prefetch: int) -> None:
+    """The raw pika consumer (run in its own process until SIGTERM)."""
+    connection = connect(port)
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=prefetch)
+
+    def on_message(ch: Any, method: Any, props: Any, data: bytes) -> None:
+        noop(*json.loads(data)["args"])
+        ch.basic_ack(method.delivery_tag)
+
+    channel.basic_consume(queue, on_message, auto_ack=False)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # measuring is over
+    channel.start_consuming()
+    connection.close()
+
+
+def raw_publish_single(port: int, queue: str, n: int) -> float:
+    connection = connect(port)
+    channel = connection.channel()
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    channel.confirm_delivery()
+    props = pika.BasicProperties(delivery_mode=2)
+    started = time.perf_counter()
+    for i in range(n):
+        channel.basic_publish("", queue, body(i), props)
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return n / elapsed
+
+
+def raw_publish_batched(port: int, queue: str, n: int, batch: int = 1000) -> float:
+    connection = connect(port)
+    channel = connection.channel()
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    impl = channel._impl  # pika's async channel: confirms without waiting per message
+    state = {"ok": False, "confirmed": 0}
+
+    def on_confirm(frame: Any) -> None:
+        state["confirmed"] = max(state["confirmed"], frame.method.delivery_tag)
+        connection.add_callback_threadsafe(lambda: None)  # ends process_data_events early
+
+    impl.confirm_delivery(on_confirm, callback=lambda _: state.__setitem__("ok", True))
+    while not state["ok"]:
+        connection.process_data_events(time_limit=0.05)
+    props = pika.BasicProperties(delivery_mode=2)
+    started = time.perf_counter()
+    for first in range(0, n, batch):
+        last = min(first + batch, n)
+        for i in range(first, last):
+            impl.basic_publish("", queue, body(i), props)
+        while state["confirmed"] < last:
+            connection.process_data_events(time_limit=0.05)
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return n / elapsed
+
+
+def ready(port: int, queue: str) -> Callable[[], int]:
+    channel = connect(port).channel()
+    return lambda: int(channel.queue_declare(queue, passive=True).method.message_count)
+
+
+def drain(count: Callable[[], int], n: int, consumer: subprocess.Popen[bytes]) -> float:
+    """Seconds from the first message leaving the queue until it is empty."""
+    deadline = time.monotonic() + 600
+    while count() >= n:
+        if consumer.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the consumer did not start")
+        time.sleep(0.01)
+    started = time.perf_counter()
+    while count() > 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the queue did not drain")
+        time.sleep(0.01)
+    return time.perf_counter() - started
+
+
+def run_raw(port: int, args: argparse.Namespace) -> dict[str, float]:
+    queue = f"raw-{uuid.uuid4().hex[:8]}"
+    single = raw_publish_single(port, queue + "-single", args.single)
+    batched = raw_publish_batched(port, queue, args.jobs)
+    consumer = subprocess.Popen(
+        [sys.executable, __file__, "--raw-consumer", str(port), queue, str(args.prefetch)],
+        env=_env(),
+    )
+    try:
+        seconds = drain(ready(port, queue), args.jobs, consumer)
+    finally:
+        _stop(consumer)
+    return {"single": single, "many": batched, "drain": args.jobs / seconds}
+
+
+def run_jobkit(port: int, args: argparse.Namespace) -> dict[str, float]:
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    base = f"amqp://guest:guest@127.0.0.1:{port}/%2F?prefix={prefix}"
+    app.use(base)
+    started = time.perf_counter()
+    noop.enqueue(-1)  # declares the queues (counted: a first enqueue pays for it)
+    for i in range(args.single - 1):
+        noop.enqueue(i)
+    single = args.single / (time.perf_counter() - started)
+    app.close()
+    app.use(base)
+    noop.enqueue(-1)  # connects and declares before timing
+    count = ready(port, f"{prefix}bench")
+    started = time.perf_counter()
+    for first in range(0, args.jobs, 1000):
+        noop.enqueue_many([(i,) for i in range(first, min(first + 1000, args.jobs))])
+    many = args.jobs / (time.perf_counter() - started)
+    app.close()
+    total = args.jobs + args.single + 1
+    worker = subprocess.Popen(
+        [
+            sys.executable, "-m", "jobkit.cli.main", "--app", "rabbitmq_bench:app",
+            "--backend", f"{base}&prefetch={args.prefetch}", "worker", "-q", "bench",
+            "-c", "1", "--prefetch", str(args.prefetch - 1),
+        ],
+        env=_env(),
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        seconds = drain(count, total, worker)
+    finally:
+        _stop(worker, group=True)
+    return {"single": single, "many": many, "drain": total / seconds}
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join([str(ROOT / "bench"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return dict(os.environ, PYTHONPATH=path)
+
+
+def _stop(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
+    if proc.poll() is None:
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--single", type=int, default=2_000)
+    parser.add_argument("--prefetch", type=int, default=100)
+    parser.add_argument("--raw-consumer", nargs=3, metavar=("PORT", "QUEUE", "PREFETCH"))
+    args = parser.parse_args()
+    if args.raw_consumer:
+        port, queue, prefetch = args.raw_consumer
+        raw_consumer(int(port), queue, int(prefetch))
+        return 0
+
+    from tests.servers.rabbitmq import start_rabbitmq
+
+    server = start_rabbitmq()
+    try:
+        raw = run_raw(server.port, args)
+        ours = run_jobkit(server.port, args)
+    finally:
+        server.stop()
+    rows = [
+        ("enqueue, confirm per message", "single"),
+        ("enqueue_many, confirms per 1,000", "many"),
+        (f"drain, 1 process, prefetch {args.prefetch}", "drain"),
+    ]
+    for label, key in rows:
+        print(
+            f"{label}: raw pika {raw[key]:,.0f} jobs/s, jobkit {ours[key]:,.0f} jobs/s, "
+            f"ratio {ours[key] / raw[key]:.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
