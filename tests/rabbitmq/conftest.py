@@ -1,30 +1,15 @@
-"""Fixtures for the jobkit-rabbitmq tests: one real rabbitmq-server per test session.
-
-The server is started by the tests on loopback ports of its own and stopped by PID. A server
-that cannot start makes the tests that need it fail (error), never skip. Every test works on
-queues under a prefix of its own.
+"""Fixtures for the jobkit-rabbitmq tests. The rabbitmq-server is the session's
+(`rabbit_server`, tests/conftest.py), started by the tests on loopback ports of their own and
+stopped by PID. Every test works on queues under a prefix of its own.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from tests.servers.rabbitmq import RabbitServer, start_rabbitmq
-
-
-@pytest.fixture(scope="session")
-def rabbit() -> Iterator[RabbitServer]:
-    try:
-        server = start_rabbitmq()
-    except RuntimeError as exc:
-        pytest.fail(f"cannot start rabbitmq-server: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.servers.rabbitmq import RabbitServer
 
 
 @pytest.fixture

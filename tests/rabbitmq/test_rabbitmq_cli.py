@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def backend(rabbit: RabbitServer, prefix: str, tmp_path: Path) -> str:
-    return url_of(rabbit, prefix, store=f"sqlite:///{tmp_path / 'jobs.db'}")
+def backend(rabbit_server: RabbitServer, prefix: str, tmp_path: Path) -> str:
+    return url_of(rabbit_server, prefix, store=f"sqlite:///{tmp_path / 'jobs.db'}")
 
 
 def test_cli_status_and_dlq_list_replay_purge(app: App, backend: str, ledger_path: Path) -> None:

@@ -22,9 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_suite_passes_on_rabbitmq_with_priorities_refused(
-    rabbit: RabbitServer, prefix: str, tmp_path: Path
+    rabbit_server: RabbitServer, prefix: str, tmp_path: Path
 ) -> None:
-    url = url_of(rabbit, prefix, store=f"sqlite:///{tmp_path / 'jobs.db'}")
+    url = url_of(rabbit_server, prefix, store=f"sqlite:///{tmp_path / 'jobs.db'}")
     report = tmp_path / "report.json"
     proc = subprocess.run(
         [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",

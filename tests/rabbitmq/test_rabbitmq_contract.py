@@ -24,8 +24,8 @@ class _RabbitContract(TransportContract):
     query: dict[str, str] = {}
 
     @pytest.fixture(autouse=True)
-    def _server(self, rabbit: RabbitServer, prefix: str) -> None:
-        self._url = url_of(rabbit, prefix, **self.query)
+    def _server(self, rabbit_server: RabbitServer, prefix: str) -> None:
+        self._url = url_of(rabbit_server, prefix, **self.query)
 
     def make_transport(self) -> Transport:
         return RabbitTransport(parse_url(self._url))

@@ -23,8 +23,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def backend(rabbit: RabbitServer, prefix: str, tmp_path: Path) -> str:
-    return url_of(rabbit, prefix, store=f"sqlite:///{tmp_path / 'jobs.db'}")
+def backend(rabbit_server: RabbitServer, prefix: str, tmp_path: Path) -> str:
+    return url_of(rabbit_server, prefix, store=f"sqlite:///{tmp_path / 'jobs.db'}")
 
 
 def starts(path: Path, key: str) -> list[float]:
@@ -75,29 +75,29 @@ def test_a_5_s_delay_behind_an_8_s_delay_runs_at_5_s(
 
 
 def test_broker_restart_loses_nothing_confirmed_and_the_worker_survives(
-    app: App, backend: str, rabbit: RabbitServer, ledger_path: Path, tmp_path: Path
+    app: App, backend: str, rabbit_server: RabbitServer, ledger_path: Path, tmp_path: Path
 ) -> None:
-    run_through_outage(backend, ledger_path, tmp_path / "worker.log", stopped_for(rabbit, 5))
+    run_through_outage(backend, ledger_path, tmp_path / "worker.log", stopped_for(rabbit_server, 5))
     stats = app.backend.stats(["work"])[0]
     assert (stats.ready, stats.dead) == (0, 0)
 
 
 def test_enqueue_while_the_broker_is_down_raises_and_stores_nothing(
-    app: App, backend: str, rabbit: RabbitServer
+    app: App, backend: str, rabbit_server: RabbitServer
 ) -> None:
-    rabbit.stop_broker()
+    rabbit_server.stop_broker()
     try:
         with pytest.raises(BrokerUnavailable):
             ledger.record.enqueue("lost?")
     finally:
-        rabbit.start_broker()
+        rabbit_server.start_broker()
     assert app.backend.stats(["work"])[0].ready == 0
 
 
 def test_check_refuses_a_time_limit_longer_than_the_consumer_timeout(
-    rabbit: RabbitServer, prefix: str
+    rabbit_server: RabbitServer, prefix: str
 ) -> None:
-    backend = backend_from_url(url_of(rabbit, prefix, consumer_timeout="60"))
+    backend = backend_from_url(url_of(rabbit_server, prefix, consumer_timeout="60"))
     app = App("limits")
     app.use(backend)
 
