@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pika  # type: ignore[import-untyped]  # noqa: E402
+from _procs import child_env, stop  # noqa: E402
 
 from jobkit import App  # noqa: E402
 
@@ -142,12 +143,12 @@ def run_raw(port: int, args: argparse.Namespace) -> dict[str, float]:
     batched = raw_publish_batched(port, queue, args.jobs)
     consumer = subprocess.Popen(
         [sys.executable, __file__, "--raw-consumer", str(port), queue, str(args.prefetch)],
-        env=_env(),
+        env=child_env(),
     )
     try:
         seconds = drain(ready(port, queue), args.jobs, consumer)
     finally:
-        _stop(consumer)
+        stop(consumer)
     return {"single": single, "many": batched, "drain": args.jobs / seconds}
 
 
@@ -176,35 +177,14 @@ def run_jobkit(port: int, args: argparse.Namespace) -> dict[str, float]:
             "--backend", f"{base}&prefetch={args.prefetch}", "worker", "-q", "bench",
             "-c", "1", "--prefetch", str(args.prefetch - 1),
         ],
-        env=_env(),
+        env=child_env(),
         start_new_session=True,
     )  # fmt: skip
     try:
         seconds = drain(count, total, worker)
     finally:
-        _stop(worker, group=True)
+        stop(worker, group=True)
     return {"single": single, "many": many, "drain": total / seconds}
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join([str(ROOT / "bench"), str(ROOT), os.environ.get("PYTHONPATH", "")])
-    return dict(os.environ, PYTHONPATH=path)
-
-
-def _stop(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
-    if proc.poll() is None:
-        if group:
-            os.killpg(proc.pid, signal.SIGTERM)
-        else:
-            proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            if group:
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-            proc.wait(timeout=10)
 
 
 def main() -> int:
