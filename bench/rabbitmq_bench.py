@@ -12,7 +12,10 @@ queues, persistent messages, publisher confirms on both sides.
   (`--jobs` jobs each);
 - drain: a queue pre-filled with `--jobs` jobs, then one consumer process: raw pika
   ``basic_consume`` with manual ack and prefetch `--prefetch` (json.loads + call + basic_ack),
-  against ``jobkit worker -c 1 --prefetch <prefetch - 1>`` on a URL with ``prefetch=<prefetch>``.
+  against ``jobkit worker -c 1 --prefetch <prefetch - 1>`` (a buffer of `--prefetch` jobs) with
+  the channel's prefetch left to the adapter (``prefetch=0``: the buffer plus the jobs done but
+  not yet acked, as the worker acks in batches every 20 ms; a fixed window no larger than the
+  buffer makes deliveries wait for acks and drains at a third of the rate).
   Rate = jobs / (first message gone .. queue empty), read from the queue's ready count every
   10 ms (so a consumer's start-up is not counted, and the last prefetch window is).
 
@@ -174,7 +177,7 @@ def run_jobkit(port: int, args: argparse.Namespace) -> dict[str, float]:
     worker = subprocess.Popen(
         [
             sys.executable, "-m", "jobkit.cli.main", "--app", "rabbitmq_bench:app",
-            "--backend", f"{base}&prefetch={args.prefetch}", "worker", "-q", "bench",
+            "--backend", base, "worker", "-q", "bench",
             "-c", "1", "--prefetch", str(args.prefetch - 1),
         ],
         env=child_env(),

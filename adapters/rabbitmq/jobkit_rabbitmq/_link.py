@@ -102,9 +102,20 @@ class Link:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closing = False
-        self.users = 0
+        self._users = 0
 
     # -- the calling side ---------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """One more transport uses this link."""
+        with self._lock:
+            self._users += 1
+
+    def detach(self) -> bool:
+        """One transport less; True for the last one (which then closes the link)."""
+        with self._lock:
+            self._users -= 1
+            return self._users <= 0
 
     def call(self, fn: Callable[[Session], T], what: str) -> T:
         """Run `fn(session)` in the I/O thread and return its result; blocks until it ran.
@@ -138,12 +149,8 @@ class Link:
             if thread is None:
                 self._closing = True
                 return
-        try:
-            self.call(lambda s: None, "close")
-        except JobkitError:
-            pass
         with self._lock:
-            self._closing = True
+            self._closing = True  # the I/O thread runs what is queued, then closes
         if connection is not None:
             try:
                 connection.add_callback_threadsafe(_nothing)

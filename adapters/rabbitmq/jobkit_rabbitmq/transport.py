@@ -80,8 +80,7 @@ class RabbitTransport(Transport):
         self._link = link or Link(config)
         self._closed = False
         self._lock = threading.Lock()
-        with self._lock:
-            self._link.users += 1
+        self._link.attach()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -97,12 +96,13 @@ class RabbitTransport(Transport):
             if self._closed:
                 return
             self._closed = True
-            self._link.users -= 1
-            last = self._link.users <= 0
-        if not last:
+        if not self._link.detach():
             return
+        with self._link.arrived:
+            waiting = bool(self._link.inbox)
         try:
-            self._link.call(self._give_back_inbox, "give back unused deliveries")
+            if waiting:
+                self._link.call(self._give_back_inbox, "give back unused deliveries")
         except JobkitError:
             pass  # the connection is gone: the broker has them back already
         self._link.close()
