@@ -1,8 +1,9 @@
 """The conformance suite end to end on a real rabbitmq-server, with real worker processes.
 
-Expectations declared for RabbitMQ (quorum queues, the default): everything claimed passes;
-priorities are not claimed on quorum queues and must be refused at enqueue. Heartbeats of 2 s,
-so that a SIGSTOPped worker's connection is closed by the broker within a few seconds.
+Expectations declared for RabbitMQ: everything claimed passes. Quorum queues (the default)
+claim no priorities, which must be refused at enqueue; classic queues claim and pass them.
+Heartbeats of 2 s, so that a SIGSTOPped worker's connection is closed by the broker within a
+few seconds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,10 +23,8 @@ from tests.servers.rabbitmq import RabbitServer
 pytestmark = pytest.mark.slow
 
 
-def test_the_suite_passes_on_rabbitmq_with_priorities_refused(
-    rabbit_server: RabbitServer, prefix: str, tmp_path: Path
-) -> None:
-    url = url_of(rabbit_server, prefix, store=f"sqlite:///{tmp_path / 'jobs.db'}")
+def run_suite(url: str, tmp_path: Path) -> dict[str, Any]:
+    """Runs the suite's CLI on `url`; returns its JSON report (fails on a non-zero exit)."""
     report = tmp_path / "report.json"
     proc = subprocess.run(
         [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
@@ -32,12 +32,31 @@ def test_the_suite_passes_on_rabbitmq_with_priorities_refused(
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
         timeout=400,
     )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    data = json.loads(report.read_text())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data: dict[str, Any] = json.loads(report.read_text())
     assert data["conformant"] is True
+    return data
+
+
+def test_the_suite_passes_on_rabbitmq_quorum_queues_with_priorities_refused(
+    rabbit_server: RabbitServer, prefix: str, tmp_path: Path
+) -> None:
+    data = run_suite(
+        url_of(rabbit_server, prefix, store=f"sqlite:///{tmp_path / 'j.db'}"), tmp_path
+    )
     outcomes = {c["id"]: c["outcome"] for c in data["checks"]}
     assert outcomes.pop("priority.order") == "refused"
     assert set(outcomes.values()) == {"pass"}, outcomes
     recovery = {c["id"]: c["counts"].get("recovery_max_s") for c in data["checks"]}
     assert recovery["crash.redelivered"] is not None
+
+
+def test_the_suite_passes_on_rabbitmq_classic_queues_with_priorities(
+    rabbit_server: RabbitServer, prefix: str, tmp_path: Path
+) -> None:
+    url = url_of(
+        rabbit_server, prefix, queue_type="classic", store=f"sqlite:///{tmp_path / 'j.db'}"
+    )
+    data = run_suite(url, tmp_path)
+    outcomes = {c["id"]: c["outcome"] for c in data["checks"]}
+    assert set(outcomes.values()) == {"pass"}, outcomes  # priority.order included
