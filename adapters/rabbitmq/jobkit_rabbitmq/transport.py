@@ -443,6 +443,8 @@ class RabbitTransport(Transport):
             out = []
             for queue in names:
                 ready = wire.count(s, config.queue_name(queue))
+                if ready is None and queues is None:
+                    continue  # listed once, deleted since
                 if ready is None:
                     out.append(QueueStats(queue=queue, ready=0, in_flight=0, delayed=0, dead=0))
                     continue
