@@ -22,6 +22,7 @@ queues, uncounted).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,6 +71,12 @@ def broker_count(props: Any, redelivered: bool) -> int:
     if isinstance(count, int):
         return count
     return 1 if redelivered else 0
+
+
+def message_id(props: Any, body: bytes) -> str:
+    """The jobkit id: ``message_id``, or for a message published without one (by a foreign
+    producer) a stable name derived from its body."""
+    return str(props.message_id or "body-" + hashlib.sha256(body).hexdigest()[:24])
 
 
 def prior_of(props: Any) -> int:

@@ -23,7 +23,7 @@ from pika import exceptions as px
 from jobkit_rabbitmq import _wire as wire
 from jobkit_rabbitmq._link import Link, Session
 from jobkit_rabbitmq.config import RabbitConfig, parse_url
-from jobkit_rabbitmq.transport import _dead_letter
+from jobkit_rabbitmq.dlq import dead_letter
 
 
 class RabbitProbe:
@@ -47,7 +47,7 @@ class RabbitProbe:
 
         native = self.config.dlq_name(queue)
         got = self._link.call(lambda s: wire.peek_all(s, native, limit=100_000), "read a DLQ")
-        letters = [_dead_letter(queue, props, body) for props, body in got]
+        letters = [dead_letter(queue, props, body) for props, body in got]
         return [DeadEntry(id=d.id, body=d.body, reason=d.reason) for d in letters]
 
     def inject_raw(self, queue: str, body: bytes, *, id: str = "") -> None:

@@ -28,7 +28,6 @@ early.
 from __future__ import annotations
 
 import functools
-import hashlib
 import threading
 import time
 from collections.abc import Sequence
@@ -43,9 +42,9 @@ from jobkit.spi import (
     Message,
     QueueStats,
     Transport,
-    replay_body,
 )
 from jobkit_rabbitmq import _wire as wire
+from jobkit_rabbitmq import dlq
 from jobkit_rabbitmq._link import Arrival, Link, Session
 from jobkit_rabbitmq.config import RabbitConfig
 
@@ -223,7 +222,7 @@ class RabbitTransport(Transport):
         props = a.properties
         return Delivery(
             queue=a.queue,
-            id=props.message_id or "body-" + hashlib.sha256(a.body).hexdigest()[:24],
+            id=wire.message_id(props, a.body),
             body=a.body,
             deliveries=wire.prior_of(props) + wire.broker_count(props, a.redelivered) + 1,
             receipt=f"{a.generation}:{a.tag}",
@@ -375,60 +374,17 @@ class RabbitTransport(Transport):
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         native = self.config.dlq_name(queue)
         got = self._link.call(lambda s: wire.peek_all(s, native, limit=limit), "list dead letters")
-        return [_dead_letter(queue, props, body) for props, body in got]
+        return [dlq.dead_letter(queue, props, body) for props, body in got]
 
     def replay(self, queue: str, *, ids: Sequence[str] | None = None) -> int:
         """Publishes each chosen dead letter to `queue` with its attempts reset (confirmed), then
         acks it on the DLQ; the others go back in place. Sent before removed: never lost."""
-        wanted = set(ids) if ids is not None else None
-        link = self._link
-
-        def run(s: Session) -> int:
-            main = wire.ensure(link, s, queue)
-            channel = s.connection.channel()
-            try:
-                chosen = []
-                while True:
-                    method, props, body = channel.basic_get(
-                        self.config.dlq_name(queue), auto_ack=False
-                    )
-                    if method is None:
-                        break
-                    letter = _dead_letter(queue, props, body)
-                    if wanted is None or letter.id in wanted:
-                        chosen.append((method.delivery_tag, letter, props))
-                wire.publish(
-                    link,
-                    s,
-                    [
-                        wire.Outgoing(
-                            routing_key=main,
-                            body=replay_body(letter.body),
-                            id=letter.id,
-                            headers={},
-                            priority=props.priority or 0,
-                        )
-                        for _, letter, props in chosen
-                    ],
-                )
-                for tag, _, _ in chosen:
-                    channel.basic_ack(tag)
-                return len(chosen)
-            finally:
-                if channel.is_open:
-                    channel.close()
-
-        return link.call(run, f"replay dead letters of {queue!r}")
+        return self._link.call(
+            lambda s: dlq.replay(self._link, s, queue, ids), f"replay dead letters of {queue!r}"
+        )
 
     def purge(self, queue: str) -> int:
-        native = self.config.dlq_name(queue)
-
-        def run(s: Session) -> int:
-            if wire.count(s, native) is None:
-                return 0
-            return int(s.admin_channel().queue_purge(native).method.message_count)
-
-        return self._link.call(run, f"purge dead letters of {queue!r}")
+        return self._link.call(lambda s: dlq.purge(self._link, s, queue), f"purge {queue!r}")
 
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Ready, delayed and dead from the broker's queue counts (exact); in flight is what
@@ -483,27 +439,3 @@ def _due(arrival: Arrival) -> int:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _dead_letter(queue: str, props: Any, body: bytes) -> DeadLetter:
-    headers = wire.headers_of(props)
-    deaths = headers.get("x-death") or [{}]
-    death = deaths[0] if isinstance(deaths, list) and deaths else {}
-    reason = headers.get(wire.REASON)
-    if not isinstance(reason, str):
-        reason = f"dead-lettered by RabbitMQ ({death.get('reason', 'unknown')})"
-        if death.get("reason") == "delivery_limit":
-            reason = "RabbitMQ's delivery limit (x-delivery-limit) was reached: a crash loop?"
-    at = headers.get(wire.DEAD_AT)
-    dead_at = datetime.fromisoformat(at) if isinstance(at, str) else death.get("time")
-    if isinstance(dead_at, datetime) and dead_at.tzinfo is None:
-        dead_at = dead_at.replace(tzinfo=UTC)
-    deliveries = headers.get(wire.DELIVERIES, death.get("count", 0))
-    return DeadLetter(
-        queue=queue,
-        id=props.message_id or "body-" + hashlib.sha256(body).hexdigest()[:24],
-        body=body,
-        reason=reason,
-        dead_at=dead_at if isinstance(dead_at, datetime) else None,
-        deliveries=deliveries if isinstance(deliveries, int) else 0,
-    )
