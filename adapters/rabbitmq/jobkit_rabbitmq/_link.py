@@ -74,6 +74,7 @@ class Session:
     admin: Any  # BlockingChannel for declares and basic_get; reopened after a channel error
     generation: int
     windows: dict[str, int] = field(default_factory=dict)  # native queue -> prefetch window
+    consumers: list[str] = field(default_factory=list)  # consumer tags
     unsettled: dict[int, str] = field(default_factory=dict)  # delivery tag -> jobkit queue
     next_tag: int = 0  # the last publish's delivery tag
     confirmed: int = 0  # every publish tag <= this is confirmed (acked or nacked)
@@ -105,6 +106,12 @@ class Link:
         self._users = 0
 
     # -- the calling side ---------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a session is open (a call would not have to connect first)."""
+        with self._lock:
+            return self._connection is not None
 
     def attach(self) -> None:
         """One more transport uses this link."""

@@ -252,9 +252,16 @@ def consume(link: Link, s: Session, queues: Sequence[str], want: int) -> int:
             )
 
         s.consume.basic_qos(prefetch_count=needed - window)
-        s.consume.basic_consume(native, on_message, auto_ack=False)
+        s.consumers.append(s.consume.basic_consume(native, on_message, auto_ack=False))
         s.windows[native] = needed
     return s.generation
+
+
+def stop_consuming(s: Session) -> None:
+    """Cancel every consumer of the session. A message in transit at that moment is given back
+    by pika (counted by a quorum queue); what reached the inbox stays held."""
+    while s.consumers:
+        s.consume.basic_cancel(s.consumers.pop())
 
 
 def ack(s: Session, generation: int, tags: Sequence[int]) -> None:

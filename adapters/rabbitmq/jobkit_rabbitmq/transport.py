@@ -97,10 +97,8 @@ class RabbitTransport(Transport):
             self._closed = True
         if not self._link.detach():
             return
-        with self._link.arrived:
-            waiting = bool(self._link.inbox)
         try:
-            if waiting:
+            if self._link.connected:
                 self._link.call(self._give_back_inbox, "give back unused deliveries")
         except JobkitError:
             pass  # the connection is gone: the broker has them back already
@@ -231,7 +229,10 @@ class RabbitTransport(Transport):
         )
 
     def _give_back_inbox(self, s: Session) -> None:
+        """Stop consuming first (else the copies would come straight back to this inbox), then
+        put back uncounted copies of what was delivered but never received."""
         link = self._link
+        wire.stop_consuming(s)
         with link.arrived:
             arrivals = [a for a in link.inbox if a.generation == s.generation]
             link.inbox.clear()
