@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -57,4 +58,12 @@ def test_cli_status_and_dlq_list_replay_purge(app: App, backend: str, ledger_pat
     assert purged.returncode == 0, purged.stderr
     assert "purged 3 " in purged.stdout
     final = app.backend.stats(["work"])[0]
-    assert (final.ready, final.in_flight, final.delayed, final.dead) == (0, 0, 0, 0)
+    assert (final.ready, final.in_flight, final.delayed, final.dead) == (0, 0, 0, 0), left(app)
+
+
+def left(app: App) -> str:
+    """What is still in the queue (for the failure message)."""
+    got = app.backend.transport.receive(  # type: ignore[attr-defined]
+        ["work"], max_messages=10, wait=timedelta(seconds=1), lease=timedelta(seconds=60)
+    )
+    return f"left in the queue: {[(d.id, d.deliveries, d.native.properties.headers) for d in got]}"
