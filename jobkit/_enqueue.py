@@ -122,7 +122,8 @@ def _name(job: str, what: str, value: object) -> str:
         raise refuse(
             job,
             f"{what} {shown} ({type(value).__name__}) was asked",
-            f"a {what} is a non-empty str of at most {MAX_KEY_LENGTH} characters",
+            f"{'an' if what[0] in 'aeiou' else 'a'} {what} is a non-empty str of at most "
+            f"{MAX_KEY_LENGTH} characters",
             f"Pass a str of 1 to {MAX_KEY_LENGTH} characters",
         )
     return value

@@ -15,8 +15,9 @@ from datetime import timedelta
 from jobkit.capabilities import Capabilities
 from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope
+from jobkit.errors import UnsupportedFeature
 from jobkit.job import JobSet
-from jobkit.records import DeadLetter, JobRecord, QueueStats
+from jobkit.records import DeadLetter, ExportedJob, ImportOutcome, JobRecord, QueueStats
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,9 +106,60 @@ class Backend(ABC):
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Depth per queue: ready, in flight, delayed, dead."""
 
+    # -- migration ------------------------------------------------------------------------------
+    # The protocol `jobkit migrate` drives (see `jobkit.migrate`): `export_jobs` from the source
+    # (under an export lease), `import_jobs` into the target (idempotent by job id),
+    # `present_jobs` on the target to confirm, then `commit_export` at the source (or
+    # `release_export` for what was not confirmed). Killed at any point and run again, this
+    # loses nothing: a job is deleted at the source only after the target confirmed it, and the
+    # target skips what it has. `capabilities.migration` is None where these are not supported
+    # (the defaults raise `UnsupportedFeature`).
+
+    def export_jobs(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[ExportedJob]:
+        """Up to `limit` jobs of `queues` (ready, delayed, and dead letters with
+        `include_dead`) that no worker holds, with their full state, leased for `lease` to
+        this caller: no worker runs them and `export_jobs` does not return them again until the
+        lease ends or `release_export`. Jobs a worker is running are never returned."""
+        raise _no_migration(self)
+
+    def import_jobs(self, jobs: Sequence[ExportedJob]) -> ImportOutcome:
+        """Store exported jobs with their id and state (remaining delay, attempts, priority,
+        dead letters as dead letters). Idempotent by job id as `capabilities.migration.dedup`
+        says: a job this backend already has is skipped. Durable before returning."""
+        raise _no_migration(self)
+
+    def present_jobs(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` this backend has (waiting, dead, or imported and since run)."""
+        raise _no_migration(self)
+
+    def commit_export(self, jobs: Sequence[ExportedJob]) -> list[str]:
+        """Delete exported jobs for good; returns the ids whose export lease had run out and
+        that a worker took meanwhile (not deleted: they are on both sides). Idempotent."""
+        raise _no_migration(self)
+
+    def release_export(self, jobs: Sequence[ExportedJob]) -> None:
+        """Give exported jobs back unchanged (same remaining delay and attempts)."""
+        raise _no_migration(self)
+
     def check(self, app: JobSet) -> list[str]:
         """Problems in this configuration for `app`, one sentence each (for `jobkit check`)."""
         return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Idempotent."""
+
+
+def _no_migration(backend: Backend) -> UnsupportedFeature:
+    name = backend.capabilities.name
+    return UnsupportedFeature(
+        asked=f"export or import jobs on {name} (jobkit migrate)",
+        supported=f"{name} does not implement migration (Capabilities.migration is None)",
+        change="Migrate with a backend that supports it, or drain the queue with workers",
+    )

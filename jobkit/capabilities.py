@@ -21,21 +21,57 @@ class Delivery(StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
+class MigrationSupport:
+    """What a backend can do for `jobkit migrate` (see `Backend.export_jobs`).
+
+    `exports`: jobs can be exported from it (False: a migration target only, as Celery+RabbitMQ
+    is without a store).
+    `delayed_before_due`: delayed jobs are exported with their remaining delay before they are
+    due (False: the broker hides them until due, as SQS does; they are left and reported).
+    `dead_letters`: dead letters are exported and imported as dead letters, with their reason.
+    `dedup` says how `import_jobs` recognises a job it already has, so that a re-run after a
+    kill sends nothing twice: "native" (looked up by id in the broker, in the same transaction
+    as the insert; a job imported, run and acked before a re-run is sent again, and the worker
+    acks that copy without running it, its key being done), "marker" (a marker per job id in
+    the backend's shared job store, written after the send: a kill between the send and the
+    marker sends that batch again, and the worker then acks the second copy without running it
+    if the first has finished) or "none" (no durable way to tell: a re-run after a kill may send
+    the last batch twice).
+    """
+
+    exports: bool = True
+    delayed_before_due: bool = True
+    dead_letters: bool = True
+    dedup: str = "native"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Capabilities:
     """The claims of one configured backend instance.
 
     `redelivery` says what makes an unacknowledged job run again (for example "lease expiry",
-    "connection loss") and `redelivery_after` after how long at most.
+    "connection loss"); `redelivery_after` after how long at most when the configuration fixes it
+    (a visibility timeout in the URL, a heartbeat), None when the worker's lease decides:
+    `redelivery_bound` combines both with the worker's lease.
+    `scheduling_precision` is how late at most the broker makes a message that falls due (a
+    delayed job, a retry after its backoff, a message whose lease ran out) available to a worker
+    that is polling: its timer's resolution, a sweep interval, a rounding up of short delays.
+    `delay_rounding` adds a share of the delay for brokers that round long delays up (0.1:
+    a 10 min delay may be due up to 1 min late); `due_bound` combines both.
     `max_delay` is None for unlimited delays, `timedelta(0)` when delays are not supported.
     `priorities` is the number of distinct priority levels (1: no priorities), higher runs first.
     `dedup_window` is the window of native duplicate suppression, None when the broker has none
     (jobkit's idempotency keys still work through the job store).
+    `migration` says what `jobkit migrate` can move out of and into this backend (None: it
+    cannot export or import jobs).
     """
 
     name: str
     delivery: Delivery = Delivery.AT_LEAST_ONCE
     redelivery: str = "lease expiry"
     redelivery_after: timedelta | None = None
+    scheduling_precision: timedelta = timedelta(seconds=1)
+    delay_rounding: float = 0.0
     dead_letter: bool = True
     max_delay: timedelta | None = None
     priorities: int = 10
@@ -45,6 +81,20 @@ class Capabilities:
     results: bool = True
     max_message_bytes: int | None = None
     shared_across_processes: bool = True
+    migration: MigrationSupport | None = None
+
+    def redelivery_bound(self, lease: timedelta) -> timedelta:
+        """At most how long after its consumer died or stalled an unacknowledged message is
+        available again to a polling worker whose lease is `lease` (counted from the last time
+        the lease was taken or extended): `redelivery_after` (or else `lease`) plus
+        `scheduling_precision`. The worker's own poll interval is not included."""
+        base = self.redelivery_after if self.redelivery_after is not None else lease
+        return base + self.scheduling_precision
+
+    def due_bound(self, delay: timedelta) -> timedelta:
+        """At most how late after its due time a message delayed by `delay` (a delayed job, a
+        retry backoff) is available to a polling worker; the poll interval is not included."""
+        return self.scheduling_precision + delay * self.delay_rounding
 
     def check(self, envelope: Envelope, body_size: int, *, now_delay: timedelta) -> None:
         """Raise `UnsupportedFeature` if `envelope` asks for more than these capabilities."""

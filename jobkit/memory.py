@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from enum import Enum
 from urllib.parse import parse_qs, urlsplit
 
-from jobkit.capabilities import Capabilities
+from jobkit.capabilities import Capabilities, MigrationSupport
 from jobkit.clock import Clock, SystemClock
 from jobkit.errors import ConfigurationError
-from jobkit.records import DeadLetter, Delivery, Message, QueueStats
+from jobkit.records import DeadLetter, Delivery, ExportedJob, Message, QueueStats
 from jobkit.retention import parse_duration, pop_retention
 from jobkit.store import MemoryJobStore
 from jobkit.transport import Transport
@@ -35,6 +35,8 @@ _CAPABILITIES = Capabilities(
     name="memory",
     redelivery="lease expiry",
     redelivery_after=None,
+    # a blocked receive looks for due messages at least every _MAX_BLOCK (0.05 s)
+    scheduling_precision=timedelta(milliseconds=100),
     dead_letter=True,
     max_delay=None,
     priorities=10,
@@ -42,6 +44,8 @@ _CAPABILITIES = Capabilities(
     lease_extension=True,
     results=True,
     shared_across_processes=False,
+    # exports with the default (receive-based) `Transport.export`: due jobs only, in-process
+    migration=MigrationSupport(delayed_before_due=False, dead_letters=False, dedup="native"),
 )
 
 _MAX_BLOCK = 0.05
@@ -287,6 +291,24 @@ class MemoryTransport(Transport):
             entry.due = self._clock.now() + delay
             queue.put(entry)
             self._changed.notify_all()
+
+    def present(self, ids: Sequence[str]) -> set[str] | None:
+        """Native: a scan of every queue (this transport is for tests and small tools)."""
+        wanted = set(ids)
+        with self._lock:
+            found: set[str] = set()
+            for queue in self._queues.values():
+                found.update(e.id for e in queue.entries.values() if e.id in wanted)
+                found.update(d.id for d in queue.dead.values() if d.id in wanted)
+            return found
+
+    def import_messages(self, jobs: Sequence[ExportedJob]) -> set[str]:
+        """Live jobs only (dead letters: `UnsupportedFeature`); a job whose id is here already
+        is skipped. Not atomic with other senders, which a per-process transport needs not be."""
+        present = self.present([job.id for job in jobs]) or set()
+        fresh = {job.id: job for job in jobs if job.id not in present}
+        super().import_messages(list(fresh.values()))
+        return {job.id for job in jobs} - set(fresh) | present
 
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         with self._lock:

@@ -90,3 +90,37 @@ class JobRecord:
     result: Any = None
     idempotency_key: str | None = None
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportedJob:
+    """One job handed out by `export` for migration, with its full state, under an export lease.
+
+    `body` is the envelope with the attempts already used folded into its `attempt` (so the
+    target's first delivery computes the same attempt number the source's next one would).
+    `delay` is what is left of its delay (zero when due); `dead_reason` is set for a dead letter,
+    which stays one on the target. `receipt` and `native` identify the export lease at the
+    source (for `commit_export` / `release_export`); they mean nothing to another backend.
+    """
+
+    queue: str
+    id: str
+    body: bytes
+    delay: timedelta = timedelta(0)
+    priority: int = 0
+    dedup_key: str | None = None
+    dead_reason: str | None = None
+    receipt: str = ""
+    native: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def dead(self) -> bool:
+        return self.dead_reason is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportOutcome:
+    """What `import_jobs` did: ids sent to the target, and ids it already had (not sent)."""
+
+    copied: frozenset[str]
+    skipped: frozenset[str]

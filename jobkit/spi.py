@@ -9,13 +9,17 @@ and the errors from `jobkit`. Two levels:
 * the message level, `Transport`: for brokers that jobkit's own worker drives; wrap one in
   `TransportBackend` (with a `JobStore`) to get a `Backend`.
 
+Both levels carry the migration primitives (`export_jobs` / `import_jobs` / `present_jobs` /
+`commit_export` / `release_export`, and their `Transport` counterparts with generic defaults),
+declared in `Capabilities.migration`; `migrate` is the engine of `jobkit migrate`.
+
 Everything named here is stable for adapters; anything not named here is internal.
 """
 
 from jobkit._invoke import invoke as invoke_job
 from jobkit._json import check_round_trip
 from jobkit.backend import Backend, WorkerOptions, unknown_job_problems
-from jobkit.capabilities import Capabilities
+from jobkit.capabilities import Capabilities, MigrationSupport
 from jobkit.capabilities import Delivery as DeliveryGuarantee
 from jobkit.clock import Clock, ManualClock, SystemClock
 from jobkit.config import interpolate, resolve_app_path, resolve_backend_url
@@ -31,13 +35,25 @@ from jobkit.envelope import (
 from jobkit.job import JobSet
 from jobkit.loading import load_app
 from jobkit.memory import MemoryTransport
-from jobkit.records import DeadLetter, Delivery, Message, QueueStats
+from jobkit.migrate import Migration, migrate
+from jobkit.migrate import Report as MigrationReport
+from jobkit.records import DeadLetter, Delivery, ExportedJob, ImportOutcome, Message, QueueStats
 from jobkit.redact import redact_url
 from jobkit.registry import installed_schemes, open_backend, scheme_of
 from jobkit.retention import Retention, parse_duration, pop_retention
 from jobkit.sqlite import SqliteJobStore, SqliteTransport
-from jobkit.store import EventKind, JobEvent, JobStore, MemoryJobStore, apply_event, dedup_key
-from jobkit.transport import Transport
+from jobkit.store import (
+    EventKind,
+    JobEvent,
+    JobStore,
+    MemoryJobStore,
+    apply_event,
+    dedup_key,
+    marker_event,
+    migration_marker,
+)
+from jobkit.store import marked as marked_jobs
+from jobkit.transport import Transport, fold_attempts, message_of
 from jobkit.transport_backend import TransportBackend, replay_body
 from jobkit.worker._retrying import Retrier, Stopped
 from jobkit.worker.context import job_context
@@ -53,6 +69,8 @@ __all__ = [
     "DeliveryGuarantee",
     "Envelope",
     "EventKind",
+    "ExportedJob",
+    "ImportOutcome",
     "JobEvent",
     "JobSet",
     "JobStore",
@@ -60,6 +78,9 @@ __all__ = [
     "MemoryJobStore",
     "MemoryTransport",
     "Message",
+    "Migration",
+    "MigrationReport",
+    "MigrationSupport",
     "QueueStats",
     "Retention",
     "Retrier",
@@ -77,11 +98,17 @@ __all__ = [
     "check_round_trip",
     "decode",
     "dedup_key",
+    "fold_attempts",
     "installed_schemes",
     "interpolate",
     "invoke_job",
     "job_context",
     "load_app",
+    "marked_jobs",
+    "marker_event",
+    "message_of",
+    "migrate",
+    "migration_marker",
     "new_job_id",
     "open_backend",
     "parse_duration",

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from jobkit.capabilities import Capabilities
-from jobkit.records import DeadLetter, Delivery, Message, QueueStats
+from jobkit.errors import UnsupportedFeature
+from jobkit.records import DeadLetter, Delivery, ExportedJob, Message, QueueStats
 
 DEFAULT_PEEK_LIMIT = 100
 
@@ -79,24 +80,18 @@ class Transport(ABC):
         object with an integer `attempt` is released with `release` (counted). Transports whose
         broker can un-count a delivery override this (SQLite and memory decrement their count).
         """
-        try:
-            data = json.loads(delivery.body)
-            attempt = data["attempt"]
-            if not isinstance(attempt, int) or isinstance(attempt, bool):
-                raise TypeError(attempt)
-        except (ValueError, TypeError, KeyError):
+        body = fold_attempts(delivery.body, delivery.deliveries - 1)
+        if body is None:
             self.release(delivery, delay=delay)
             return
-        data["attempt"] = max(attempt + delivery.deliveries - 1, 0)
-        priority = data.get("priority")
         self.send(
             [
                 Message(
                     queue=delivery.queue,
-                    body=json.dumps(data, separators=(",", ":")).encode(),
+                    body=body,
                     id=delivery.id,
                     delay=delay,
-                    priority=priority if isinstance(priority, int) else 0,
+                    priority=_priority_of(body),
                 )
             ]
         )
@@ -143,6 +138,84 @@ class Transport(ABC):
         """Depths per queue (all known queues when `queues` is None). Approximate on brokers
         that only approximate."""
 
+    # -- migration (see `jobkit.backend.Backend.export_jobs` for the protocol) ------------------
+
+    def export(
+        self,
+        queues: Sequence[str],
+        *,
+        max_messages: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[ExportedJob]:
+        """Hand out up to `max_messages` messages of `queues` that nobody holds, with their state,
+        under an export lease of `lease`: until it ends (or `release_export`), no worker receives
+        them and `export` does not return them again. Messages leased by a worker are not
+        returned. Does not count as a delivery. Blocks briefly (no long wait).
+
+        The default leases due messages with `receive` (so delayed ones are left until due, and
+        dead letters are not exported) and folds the deliveries before this one into `attempt`.
+        Transports that can see their delayed messages and dead letters override it (and say so
+        in `Capabilities.migration`).
+        """
+        deliveries = self.receive(queues, max_messages=max_messages, wait=timedelta(0), lease=lease)
+        return [
+            ExportedJob(
+                queue=d.queue,
+                id=d.id,
+                body=fold_attempts(d.body, d.deliveries - 1) or d.body,
+                priority=_priority_of(d.body),
+                dedup_key=_key_of(d.body),
+                receipt=d.receipt,
+                native=d,
+            )
+            for d in deliveries
+        ]
+
+    def commit_export(self, jobs: Sequence[ExportedJob]) -> list[str]:
+        """Delete exported messages from this transport for good (they are on the target now).
+        Returns the ids that could not be deleted because their export lease had run out and a
+        worker took them (they are on both sides then). Idempotent.
+
+        The default acks the deliveries `export` made; it cannot tell a stale one, so it
+        returns nothing.
+        """
+        self.ack([job.native for job in jobs if isinstance(job.native, Delivery)])
+        return []
+
+    def release_export(self, jobs: Sequence[ExportedJob]) -> None:
+        """End the export lease early: the messages are as they were before `export` (same
+        remaining delay, same attempts). Idempotent where the transport can tell.
+
+        The default releases the deliveries uncounted."""
+        for job in jobs:
+            if isinstance(job.native, Delivery):
+                self.release_uncounted(job.native)
+
+    def import_messages(self, jobs: Sequence[ExportedJob]) -> set[str]:
+        """Store exported jobs (from any transport or backend) with their id, body, priority,
+        remaining delay, and dead letters as dead letters; returns the ids not stored because a
+        message with that id is here already. Durable before returning, like `send`.
+
+        The default sends the live ones with `send` (it cannot look messages up by id, so it
+        returns nothing) and raises `UnsupportedFeature` for a dead letter.
+        """
+        dead = [job.id for job in jobs if job.dead]
+        if dead:
+            raise UnsupportedFeature(
+                asked=f"import {len(dead)} dead letter(s) (e.g. {dead[0]}) "
+                f"into {self.capabilities.name}",
+                supported=f"{self.capabilities.name} cannot store a dead letter directly",
+                change="Migrate without --include-dead, or replay the dead letters first",
+            )
+        self.send([message_of(job) for job in jobs])
+        return set()
+
+    def present(self, ids: Sequence[str]) -> set[str] | None:
+        """Which of `ids` have a message here (ready, delayed, leased or dead), or None when the
+        transport cannot look messages up by id (the default)."""
+        return None
+
     def clone(self) -> Transport:
         """A new instance with the same configuration, for another thread. Default: self,
         for transports that are thread-safe."""
@@ -150,3 +223,49 @@ class Transport(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Idempotent."""
+
+
+def fold_attempts(body: bytes, used: int) -> bytes | None:
+    """`body` with `used` more attempts counted in its envelope's `attempt`, or None when it
+    is not a JSON object with an integer `attempt` (then it cannot carry the count)."""
+    try:
+        data = json.loads(body)
+        attempt = data["attempt"]
+        if not isinstance(attempt, int) or isinstance(attempt, bool):
+            raise TypeError(attempt)
+    except (ValueError, TypeError, KeyError):
+        return None
+    if used == 0:
+        return body
+    data["attempt"] = max(attempt + used, 0)
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _field(body: bytes, name: str) -> object:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get(name) if isinstance(data, dict) else None
+
+
+def _priority_of(body: bytes) -> int:
+    value = _field(body, "priority")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _key_of(body: bytes) -> str | None:
+    value = _field(body, "idempotency_key")
+    return value if isinstance(value, str) else None
+
+
+def message_of(job: ExportedJob) -> Message:
+    """The message that carries an exported (live) job on another transport."""
+    return Message(
+        queue=job.queue,
+        body=job.body,
+        id=job.id,
+        delay=job.delay,
+        priority=job.priority,
+        dedup_key=job.dedup_key,
+    )

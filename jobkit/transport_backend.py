@@ -17,8 +17,8 @@ from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope, decode, salvage
 from jobkit.errors import SerializationError
 from jobkit.job import JobSet
-from jobkit.records import DeadLetter, JobRecord, Message, QueueStats
-from jobkit.store import JobStore
+from jobkit.records import DeadLetter, ExportedJob, ImportOutcome, JobRecord, Message, QueueStats
+from jobkit.store import JobStore, marked, marker_event
 from jobkit.transport import Transport
 
 
@@ -84,6 +84,62 @@ class TransportBackend(Backend):
 
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return self.transport.stats(queues)
+
+    # -- migration: the transport's primitives, made idempotent with markers in the store -----
+
+    def export_jobs(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[ExportedJob]:
+        return self.transport.export(
+            queues, max_messages=limit, lease=lease, include_dead=include_dead
+        )
+
+    def import_jobs(self, jobs: Sequence[ExportedJob]) -> ImportOutcome:
+        """A transport that looks ids up natively (`MigrationSupport.dedup == "native"`) skips
+        what it has in the same transaction as the insert. Otherwise jobs marked as imported in
+        the store (`migration_marker`) are skipped, the rest sent, then marked; a kill between
+        the send and the marks: see `MigrationSupport.dedup`.
+
+        Natively, a job imported, run and acked before a re-run is sent again by the re-run;
+        the worker then acks it without running it (its key is done in the store)."""
+        if self._native_dedup():
+            skipped = self.transport.import_messages(jobs) if jobs else set()
+            return ImportOutcome(
+                copied=frozenset(job.id for job in jobs) - skipped, skipped=frozenset(skipped)
+            )
+        already = marked(self.store, [job.id for job in jobs])
+        fresh = [job for job in jobs if job.id not in already]
+        native = self.transport.import_messages(fresh) if fresh else set()
+        now = self.clock.now()
+        self.store.record([marker_event(job.id, salvage(job.body).job or "", now) for job in fresh])
+        return ImportOutcome(
+            copied=frozenset(job.id for job in fresh if job.id not in native),
+            skipped=frozenset(already | native),
+        )
+
+    def present_jobs(self, ids: Sequence[str]) -> set[str]:
+        """Natively present, else (a job that ran here since its import) recorded in the
+        store; without native lookups, marked in the store."""
+        native = self.transport.present(ids) or set()
+        rest = [i for i in ids if i not in native]
+        if self._native_dedup():
+            return native | {i for i in rest if self.store.get(i) is not None}
+        return native | marked(self.store, rest)
+
+    def _native_dedup(self) -> bool:
+        support = self.capabilities.migration
+        return support is not None and support.dedup == "native"
+
+    def commit_export(self, jobs: Sequence[ExportedJob]) -> list[str]:
+        return self.transport.commit_export(jobs)
+
+    def release_export(self, jobs: Sequence[ExportedJob]) -> None:
+        self.transport.release_export(jobs)
 
     def check(self, app: JobSet) -> list[str]:
         problems = self._waiting_unknown_jobs(app)

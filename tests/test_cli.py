@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,21 @@ def test_unopenable_sqlite_file_is_a_configuration_error(
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("jobkit: SQLite database ") and "cannot open" in out.stderr
     assert out.stderr.count("\n") == 1
+
+
+def test_app_is_found_in_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "myjobs.py").write_text(
+        "from jobkit import App\napp = App('mine')\n\n@app.job\ndef hello() -> None:\n    pass\n"
+    )
+    console_script = Path(sys.executable).parent / "jobkit"  # not `python -m`: that adds cwd
+    done = subprocess.run(
+        [str(console_script), "--app", "myjobs:app", "check"],
+        cwd=tmp_path,
+        env={**os.environ, "JOBKIT_BACKEND": f"sqlite:///{tmp_path / 'jobs.db'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cannot import" not in done.stderr

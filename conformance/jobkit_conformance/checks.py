@@ -16,26 +16,12 @@ from jobkit.spi import Capabilities
 from jobkit.spi import DeliveryGuarantee as Delivery
 from jobkit_conformance import checkers
 from jobkit_conformance.checkers import Finding
+from jobkit_conformance.checkers._base import all_of
+from jobkit_conformance.checkers.bounds import LATENESS_SLACK, ORPHAN_SLACK, REDELIVERY_SLACK
+from jobkit_conformance.checks_contract import CONTRACT_CHECKS
 from jobkit_conformance.history import History
 
 Checker = Callable[[History], Finding]
-
-
-def all_of(*parts: Checker) -> Checker:
-    """A checker that passes when every part passes; reports the first failure."""
-
-    def check(history: History) -> Finding:
-        findings = [part(history) for part in parts]
-        failed = [f for f in findings if not f.passed]
-        counts: dict[str, float] = {}
-        for f in findings:
-            counts.update(f.counts)
-        if failed:
-            details = tuple(d for f in failed for d in f.details)
-            return Finding(passed=False, summary=failed[0].summary, counts=counts, details=details)
-        return Finding(passed=True, summary="; ".join(f.summary for f in findings), counts=counts)
-
-    return check
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +108,21 @@ CAPABILITIES: dict[str, Capability] = {
             claimed=_always,
         ),
         Capability(
+            name="payloads",
+            description="jobs receive what was enqueued and handles return what jobs returned",
+            claimed=_always,
+        ),
+        Capability(
+            name="async_jobs",
+            description="async def jobs run, with retries and time limits",
+            claimed=_always,
+        ),
+        Capability(
+            name="migration",
+            description="jobs migrate to another backend and back, each once with its state",
+            claimed=lambda c, lease: c.migration is not None and c.migration.exports,
+        ),
+        Capability(
             name="capabilities",
             description="what is not claimed is refused with UnsupportedFeature at enqueue",
             claimed=_always,
@@ -164,6 +165,25 @@ CHECKS: tuple[Check, ...] = (
        checkers.recovered),
     _c("crash.no_loss", "redelivery", "crash",
        "no job is lost when workers are SIGKILLed", checkers.no_loss),
+    _c("crash.redelivered_within_bound", "redelivery", "crash",
+       "a SIGKILLed job runs again within the declared redelivery bound for the lease, plus the "
+       f"poll interval and {REDELIVERY_SLACK:g} s slack (recovery time measured)",
+       checkers.redelivered_within_bound),
+    _c("crash.job_process_killed_rerun", "redelivery", "orphan",
+       "a job process SIGKILLed while its grandchild holds its file descriptors is noticed: the "
+       f"job runs again within the redelivery bound + poll + {ORPHAN_SLACK:g} s and the worker "
+       "keeps serving",
+       all_of(lambda h: checkers.redelivered_within_bound(h, slack=ORPHAN_SLACK),
+              checkers.no_loss)),
+    _c("volume.no_loss", "delivery", "volume",
+       "thousands of jobs under repeated SIGKILLs of worker process groups and a SIGSTOP past "
+       "the lease: none lost (throughput measured)", checkers.volume_no_loss),
+    _c("volume.no_unexpected", "delivery", "volume",
+       "under the same faults nothing runs that was not enqueued", checkers.volume_no_unexpected),
+    _c("volume.duplicates_explained", "delivery", "volume",
+       "under the same faults a job run twice had a fault between its enqueue and its repeat "
+       "(at most 1% of the jobs may repeat without one)",
+       checkers.volume_duplicates_explained),
     _c("lease.expired_redelivered", "redelivery", "stop",
        "a job whose worker is SIGSTOPped past its lease runs again; the late ack loses nothing",
        all_of(checkers.redelivered_while_stopped, checkers.no_loss)),
@@ -181,6 +201,10 @@ CHECKS: tuple[Check, ...] = (
        all_of(checkers.exhausted_exactly, checkers.attempts_within_policy)),
     _c("retry.backoff_lower_bound", "retries", "retry",
        "retries wait at least the policy's lower bound", checkers.backoff_lower_bound),
+    _c("retry.backoff_on_time", "retries", "retry",
+       "retries start no later than the policy's longest backoff plus the declared scheduling "
+       f"precision, the poll interval and {LATENESS_SLACK:g} s slack (lateness measured)",
+       checkers.retries_on_time),
     _c("retry.permanent_not_retried", "retries", "retry",
        "a permanent error (Reject) is not retried and is dead-lettered",
        checkers.permanent_not_retried),
@@ -195,6 +219,9 @@ CHECKS: tuple[Check, ...] = (
        checkers.time_limit_enforced),
     _c("delay.not_before", "delay", "delay",
        "delayed jobs do not start before they are due", checkers.not_before),
+    _c("delay.on_time", "delay", "delay",
+       "delayed jobs start no later than due plus the declared scheduling precision, the poll "
+       f"interval and {LATENESS_SLACK:g} s slack (lateness measured)", checkers.delays_on_time),
     _c("delay.longer_than_lease_runs_once", "long_delay", "delay",
        "a job delayed longer than the lease runs once, on time",
        lambda h: checkers.started_once(h, ("long_delay",))),
@@ -214,6 +241,10 @@ CHECKS: tuple[Check, ...] = (
     _c("unsupported.raises_at_enqueue", "capabilities", "unsupported",
        "enqueue of an unclaimed feature raises UnsupportedFeature and sends nothing",
        lambda h: checkers.enqueue_refused(h, error="UnsupportedFeature")),
+    *(_c(*row) for row in CONTRACT_CHECKS),
+    _c("migration.round_trip_exact", "migration", "migration",
+       "a mixed set migrated away and back, the migrator SIGKILLed once, is back once by id "
+       "with its state", checkers.migration_exact),
 )  # fmt: skip
 
 BY_ID: dict[str, Check] = {c.id: c for c in CHECKS}

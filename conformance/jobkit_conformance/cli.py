@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grace", type=float, help="worker SIGTERM grace, seconds (default 5)")
     run.add_argument("--parallel", type=int, help="scenarios run at once (default 4)")
     run.add_argument("--timeout", type=float, help="longest wait inside a scenario (default 60)")
+    run.add_argument(
+        "--profile", choices=["default", "full"],
+        help="default (minutes) or full (a longer soak: more jobs, more faults)",
+    )  # fmt: skip
     run.add_argument("--namespace", help="queue name prefix (default: a fresh random one)")
     run.add_argument("--workdir", type=Path, help="where the ledger, history and logs go")
     run.add_argument("--json", type=Path, metavar="PATH", help="write the JSON report here")
@@ -99,7 +103,7 @@ def _config(args: argparse.Namespace) -> configuration.RunConfig:
         cfg = configuration.RunConfig(backend=args.backend)
     overrides = {
         k: getattr(args, k)
-        for k in ("lease", "grace", "parallel", "timeout")
+        for k in ("lease", "grace", "parallel", "timeout", "profile")
         if getattr(args, k) is not None
     }
     settings = configuration.settings_from(overrides, cfg.settings)

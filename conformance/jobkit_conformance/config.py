@@ -9,6 +9,7 @@
     concurrency = 2
     timeout = 60.0                         # longest wait inside a scenario
     parallel = 4                           # scenarios at once
+    profile = "default"                    # or "full": longer soaks (more jobs, more faults)
 
     [expected_failures]                    # strict: an unexpected pass fails the run
     "priority.order" = "our broker has no priorities (tracked in ISSUE-123)"
@@ -28,7 +29,7 @@ from typing import Any
 from jobkit import ConfigurationError
 from jobkit.spi import interpolate
 from jobkit_conformance.checks import BY_ID
-from jobkit_conformance.harness.context import Settings
+from jobkit_conformance.harness.context import PROFILES, Settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +50,7 @@ def _interpolate(value: Any) -> Any:
     return value
 
 
-_SETTINGS = {"lease", "grace", "concurrency", "timeout", "parallel"}
+_SETTINGS = {"lease", "grace", "concurrency", "timeout", "parallel", "profile"}
 _TOP = {"backend", "only", "settings", "expected_failures"}
 
 
@@ -61,6 +62,11 @@ def settings_from(table: dict[str, Any], base: Settings | None = None) -> Settin
             f"known: {', '.join(sorted(_SETTINGS))}"
         )
     s = base or Settings()
+    profile = str(table.get("profile", s.profile))
+    if profile not in PROFILES:
+        raise ConfigurationError(
+            f"unknown profile {profile!r}; known: {', '.join(sorted(PROFILES))}"
+        )
     try:
         return Settings(
             lease=timedelta(seconds=float(table.get("lease", s.lease.total_seconds()))),
@@ -68,6 +74,7 @@ def settings_from(table: dict[str, Any], base: Settings | None = None) -> Settin
             concurrency=int(table.get("concurrency", s.concurrency)),
             timeout=float(table.get("timeout", s.timeout)),
             parallel=int(table.get("parallel", s.parallel)),
+            profile=profile,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"bad setting: {exc}") from exc

@@ -45,6 +45,12 @@ class F(StrEnum):
     DEAD = "dead"  # probe: the dead-letter queue (value = {"entries": [...]})
     DEPTH = "depth"  # probe: queue depth (value = {"ready": n, ...})
     WORKER = "worker"  # nemesis: a worker started (invoke) / exited (ok, value = {"code": n})
+    RECEIVED = "received"  # worker: fingerprints of what a job received and returned
+    RESULT = "result"  # client: what the job's handle reports (state, result fingerprint)
+    LIST = "list"  # client: the dead letters listed through the backend under test
+    PURGE = "purge"  # client: dead letters purged through the backend (value = {"count": n})
+    CLAIM = "claim"  # harness: the run's declared bounds (value = see `Context.claim`)
+    MIGRATE = "migrate"  # migrator: jobs seeded, migrated there and back, found (by id)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +104,7 @@ class JobSpec:
     priority: int = 0
     time_limit: float | None = None
     backoff_min: tuple[float, ...] = ()  # lower bound of the wait after failed attempt n (1-based)
+    backoff_max: tuple[float, ...] = ()  # upper bound of that wait (the policy's, before jitter)
     duration: float = 0.0
     feature: str | None = None  # for refused enqueues: the unclaimed feature asked for
 
@@ -115,6 +122,7 @@ class JobSpec:
             "priority": self.priority,
             "time_limit": self.time_limit,
             "backoff_min": list(self.backoff_min),
+            "backoff_max": list(self.backoff_max),
             "duration": self.duration,
             "feature": self.feature,
         }
@@ -134,6 +142,7 @@ class JobSpec:
             priority=int(value.get("priority", 0)),
             time_limit=value.get("time_limit"),
             backoff_min=tuple(float(x) for x in value.get("backoff_min", ())),
+            backoff_max=tuple(float(x) for x in value.get("backoff_max", ())),
             duration=float(value.get("duration", 0.0)),
             feature=value.get("feature"),
         )

@@ -10,7 +10,11 @@ Retry policies are short (backoff base 0.1-0.2 s) so the whole suite runs in min
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from jobkit import App, Reject, RetryPolicy, current_job
@@ -33,11 +37,21 @@ class TransientError(RuntimeError):
 _BEAT_EVERY = 0.5
 
 
-def _run(token: str, job: str, body: str, *, seconds: float = 0.0, key: str | None = None) -> None:
+def _run(
+    token: str,
+    job: str,
+    body: str,
+    *,
+    seconds: float = 0.0,
+    key: str | None = None,
+    first: Callable[[Ledger], None] | None = None,
+) -> None:
     ledger = Ledger.from_env()
     context = current_job()
     row, attempt = ledger.start(token, job, context.attempt if context else None)
     try:
+        if first is not None and attempt == 1:
+            first(ledger)
         if seconds:
             deadline = time.monotonic() + seconds
             while True:
@@ -95,3 +109,47 @@ def reject(token: str) -> None:
 def limited(token: str, seconds: float) -> None:
     """Run far past the 1 s time limit; the worker must stop it."""
     _run(token, "conformance.limited", "effect", seconds=seconds)
+
+
+@app.job(name="conformance.noop", retry=FAST)
+def noop(token: str) -> None:
+    """Record the run and nothing else (the volume scenario's job, counted by name: as cheap as
+    a job gets)."""
+    _run(token, "conformance.noop", "")
+
+
+@app.job(name="conformance.pulse", retry=FAST)
+def pulse(token: str) -> None:
+    """Record the run and nothing else (the pulse that measures a loaded machine's pickup)."""
+    _run(token, "conformance.pulse", "")
+
+
+# How long the grandchild of `spawn` lives; the harness kills it at the end of its scenario.
+GRANDCHILD_SECONDS = 60.0
+
+
+@app.job(name="conformance.spawn", retry=FAST)
+def spawn(token: str, seconds: float) -> None:
+    """On its first attempt, once its start is in the ledger, start a grandchild process that
+    inherits every file descriptor of this job process (the pipes to the worker included), note
+    its pid as an effect with key ``grandchild:<pid>``, then run for `seconds`; later attempts
+    succeed at once."""
+
+    def grandchild(ledger: Ledger) -> None:
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                os.set_inheritable(int(name), True)
+            except OSError:
+                pass  # the directory's own descriptor, already closed
+        child = subprocess.Popen(
+            [sys.executable, "-c", f"import time; time.sleep({GRANDCHILD_SECONDS})"],
+            close_fds=False,
+        )
+        ledger.effect(token, f"grandchild:{child.pid}")
+
+    attempts = Ledger.from_env().runs({token})
+    _run(token, "conformance.spawn", "", seconds=0.0 if attempts else seconds, first=grandchild)
+
+
+# More jobs (payload echo, reject-once, single-attempt, async) live in their own module.
+from jobkit_conformance import contract_jobs as _contract_jobs  # noqa: E402, F401

@@ -10,6 +10,7 @@ Safe for many processes: each call opens its own connection (WAL, generous busy 
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -153,12 +154,16 @@ class Ledger:
     # -- read by the harness ----------------------------------------------------------------
 
     def runs(self, job_ids: set[str] | None = None) -> list[RunRow]:
+        columns = "id, job_id, job, attempt, worker_attempt, pid, start, beat, end, outcome, error"
         with self._db() as db:
-            rows = db.execute(
-                "SELECT id, job_id, job, attempt, worker_attempt, pid, start, beat, end, outcome, "
-                "error "
-                "FROM runs ORDER BY start"
-            ).fetchall()
+            if job_ids is None:
+                rows = db.execute(f"SELECT {columns} FROM runs ORDER BY start").fetchall()
+            else:  # filtered in SQL: other scenarios' thousands of rows stay out
+                rows = db.execute(
+                    f"SELECT {columns} FROM runs WHERE job_id IN (SELECT value FROM json_each(?)) "
+                    "ORDER BY start",
+                    (json.dumps(sorted(job_ids)),),
+                ).fetchall()
         out = [
             RunRow(
                 id=r[0],
@@ -176,6 +181,14 @@ class Ledger:
             for r in rows
         ]
         return [r for r in out if job_ids is None or r.job_id in job_ids]
+
+    def succeeded_count(self, job: str) -> int:
+        """How many distinct jobs named `job` have a successful run (cheap, for progress)."""
+        with self._db() as db:
+            (n,) = db.execute(
+                "SELECT COUNT(DISTINCT job_id) FROM runs WHERE job = ? AND outcome = 'ok'", (job,)
+            ).fetchone()
+        return int(n)
 
     def effects(self, job_ids: set[str] | None = None) -> list[tuple[str, str | None, int, float]]:
         with self._db() as db:

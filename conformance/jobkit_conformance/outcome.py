@@ -123,6 +123,24 @@ def capability_verdicts(
     return verdicts
 
 
+FIGURES: tuple[tuple[str, str], ...] = (
+    ("recovery_p50_s", "recovery p50"),
+    ("recovery_max_s", "recovery max"),
+    ("lateness_p50_s", "lateness p50"),
+    ("lateness_p99_s", "lateness p99"),
+    ("lateness_max_s", "lateness max"),
+    ("pickup_max_s", "undelayed pickup max"),
+    ("bound_s", "bound"),
+    ("throughput_jobs_s", "throughput"),
+)
+"""The measured figures a check may report among its counts (key, label), in display order."""
+
+
+def figures_of(outcome: CheckOutcome) -> dict[str, float]:
+    """The measured figures among a check's counts."""
+    return {key: outcome.counts[key] for key, _ in FIGURES if key in outcome.counts}
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
     backend: str  # redacted URL
@@ -150,6 +168,7 @@ class RunResult:
             "duration_s": round(self.duration_s, 3),
             "settings": self.settings,
             "checks": [o.to_dict() for o in self.outcomes],
+            "figures": {o.id: figures_of(o) for o in self.outcomes if figures_of(o)},
             "capabilities": [
                 {
                     "name": v.name,

@@ -12,7 +12,7 @@ from xml.etree import ElementTree as ET
 from rich.console import Console
 from rich.table import Table
 
-from jobkit_conformance.outcome import CheckOutcome, Outcome, RunResult
+from jobkit_conformance.outcome import FIGURES, CheckOutcome, Outcome, RunResult, figures_of
 
 _STYLE = {
     Outcome.PASS: "green",
@@ -34,9 +34,21 @@ def _num(v: float) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def recovery(o: CheckOutcome) -> str:
-    value = o.counts.get("recovery_max_s")
-    return f"{value:.2f} s" if value is not None else ""
+def figures(o: CheckOutcome) -> str:
+    """The check's measured figures, e.g. ``recovery max 2.10 s, bound 5.40 s``."""
+    found = figures_of(o)
+    parts = []
+    for key, label in FIGURES:
+        if key in found:
+            unit = " jobs/s" if key == "throughput_jobs_s" else " s"
+            digits = 0 if key == "throughput_jobs_s" else 2
+            parts.append(f"{label} {found[key]:.{digits}f}{unit}")
+    return ", ".join(parts)
+
+
+def figures_table(result: RunResult) -> list[tuple[str, str]]:
+    """(check id, figures) for every check that measured something."""
+    return [(o.id, figures(o)) for o in result.outcomes if figures_of(o)]
 
 
 def verdict_line(result: RunResult) -> str:
@@ -57,7 +69,7 @@ def write_terminal(result: RunResult, console: Console | None = None) -> None:
     table.add_column("capability")
     table.add_column("outcome")
     table.add_column("counts")
-    table.add_column("recovery")
+    table.add_column("figures")
     table.add_column("summary", overflow="fold")
     for o in result.outcomes:
         style = _STYLE[o.outcome]
@@ -66,7 +78,7 @@ def write_terminal(result: RunResult, console: Console | None = None) -> None:
             o.capability,
             f"[{style}]{o.outcome.value.upper()}[/]",
             _counts(o),
-            recovery(o),
+            figures(o),
             o.summary,
         )
     console.print(table)
@@ -81,6 +93,15 @@ def write_terminal(result: RunResult, console: Console | None = None) -> None:
             f"[{'green' if v.ok else 'bold red'}]{v.summary}[/]",
         )
     console.print(caps)
+    measured = Table(title=f"measured figures: {result.backend_name}")
+    measured.add_column("check")
+    measured.add_column("outcome")
+    measured.add_column("figures")
+    by_id = {o.id: o for o in result.outcomes}
+    for check_id, text in figures_table(result):
+        outcome = by_id[check_id].outcome
+        measured.add_row(check_id, f"[{_STYLE[outcome]}]{outcome.value.upper()}[/]", text)
+    console.print(measured)
     for o in result.failed:
         console.print(f"[bold red]{o.id}[/]: {o.summary}")
         for d in o.details[:10]:
@@ -118,6 +139,9 @@ def junit_xml(result: RunResult) -> str:
     )
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", {"name": "backend", "value": result.backend})
+    for o in result.outcomes:
+        for key, value in figures_of(o).items():
+            ET.SubElement(props, "property", {"name": f"{o.id}.{key}", "value": f"{value:g}"})
     for o in result.outcomes:
         case = ET.SubElement(
             suite,
@@ -159,14 +183,18 @@ def markdown(result: RunResult) -> str:
         "",
         f"**{verdict_line(result)}**",
         "",
-        "| check | capability | outcome | counts | recovery | summary |",
+        "| check | capability | outcome | counts | figures | summary |",
         "|---|---|---|---|---|---|",
     ]
     for o in result.outcomes:
         lines.append(
             f"| `{o.id}` | {o.capability} | **{o.outcome.value}** | {_md(_counts(o))} | "
-            f"{recovery(o)} | {_md(o.summary)} |"
+            f"{figures(o)} | {_md(o.summary)} |"
         )
+    lines += ["", "| measured | outcome | figures |", "|---|---|---|"]
+    by_id = {o.id: o for o in result.outcomes}
+    for check_id, text in figures_table(result):
+        lines.append(f"| `{check_id}` | **{by_id[check_id].outcome.value}** | {text} |")
     lines += ["", "| capability | claimed | verdict |", "|---|---|---|"]
     for v in result.capabilities:
         lines.append(f"| {v.name} | {'yes' if v.claimed else 'no'} | {_md(v.summary)} |")

@@ -10,11 +10,12 @@ Exit codes: 0 success, 1 a check found problems, 2 usage or configuration error,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from jobkit.cli import dlq, status, worker
+from jobkit.cli import dlq, migrate, status, worker
 from jobkit.cli._logging import configure_logging
 from jobkit.cli.check import add_parser as add_check
 from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_parser(commands)
     dlq.add_parser(commands)
     add_check(commands)
+    migrate.add_parser(commands)
     return parser
 
 
@@ -80,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(verbose=args.verbose)
+    # `--app shop:app` names a module of the project the command runs in, as with
+    # `celery -A` and `rq worker`: a console script does not have the working directory on
+    # sys.path by itself. (The job processes get it through PYTHONPATH, see worker/_pool.py.)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         code: int = args.run(args)
         return code

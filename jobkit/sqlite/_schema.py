@@ -11,7 +11,7 @@ import sqlite3
 
 from jobkit.errors import ConfigurationError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MESSAGES = "jobkit_messages"
 JOBS = "jobkit_jobs"
@@ -77,6 +77,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         f"ALTER TABLE {DONE} ADD COLUMN written REAL NOT NULL DEFAULT 0",
         f"UPDATE {DONE} SET written = (julianday(at) - 2440587.5) * 86400.0",
         f"CREATE INDEX {DONE}_written ON {DONE} (written)",
+    ),
+    # version 2 -> 3: migration. `held` is when a migrator's export lease ends (Unix seconds;
+    # NULL when no migrator holds the row); messages are looked up by job id on import.
+    3: (
+        f"ALTER TABLE {MESSAGES} ADD COLUMN held REAL",
+        f"CREATE INDEX {MESSAGES}_id ON {MESSAGES} (id)",
     ),
 }
 

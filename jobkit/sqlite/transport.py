@@ -6,9 +6,10 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from jobkit.capabilities import Capabilities
+from jobkit.capabilities import Capabilities, MigrationSupport
 from jobkit.clock import Clock, SystemClock
-from jobkit.records import DeadLetter, Delivery, Message, QueueStats
+from jobkit.records import DeadLetter, Delivery, ExportedJob, Message, QueueStats
+from jobkit.sqlite import _migration
 from jobkit.sqlite._db import DEFAULT_BUSY_TIMEOUT, Handle
 from jobkit.sqlite._schema import DEAD, DELAYED, LEASED, MESSAGES, READY
 from jobkit.transport import Transport
@@ -18,6 +19,8 @@ _CAPABILITIES = Capabilities(
     name="sqlite",
     redelivery="lease expiry",
     redelivery_after=None,  # the worker's lease decides
+    # a blocked receive looks for due messages at least every _LONGEST_NAP (0.1 s)
+    scheduling_precision=timedelta(milliseconds=200),
     dead_letter=True,
     max_delay=None,
     priorities=10,
@@ -25,6 +28,7 @@ _CAPABILITIES = Capabilities(
     lease_extension=True,
     results=True,
     shared_across_processes=True,
+    migration=MigrationSupport(delayed_before_due=True, dead_letters=True, dedup="native"),
 )
 
 _FIRST_NAP = 0.005
@@ -150,9 +154,10 @@ class SqliteTransport(Transport):
             now = self._now()
             until = now + lease.total_seconds()
             conn.execute(
-                f"UPDATE {MESSAGES} SET state = '{READY}' "
-                f"WHERE queue IN ({marks}) AND state IN ('{DELAYED}', '{LEASED}') AND due <= ?",
-                (*names, now),
+                f"UPDATE {MESSAGES} SET state = '{READY}', held = NULL "
+                f"WHERE queue IN ({marks}) AND state IN ('{DELAYED}', '{LEASED}') AND due <= ? "
+                "AND (held IS NULL OR held <= ?)",
+                (*names, now, now),
             )
             rows = conn.execute(
                 f"UPDATE {MESSAGES} SET state = '{LEASED}', due = ?, "
@@ -219,6 +224,48 @@ class SqliteTransport(Transport):
             ).fetchall()
         return [bytes(body) for (body,) in rows]
 
+    # -- migration (SQL in `jobkit.sqlite._migration`) -----------------------------------------
+
+    def export(
+        self,
+        queues: Sequence[str],
+        *,
+        max_messages: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[ExportedJob]:
+        """Native: ready, delayed (with their remaining delay) and dead rows, in one write
+        transaction; a row a worker holds is skipped until its lease ends."""
+        names = list(dict.fromkeys(queues))
+        if not names or max_messages <= 0:
+            return []
+        with self._db.write("export messages") as conn:
+            return _migration.export(
+                conn,
+                names,
+                limit=max_messages,
+                lease=lease,
+                include_dead=include_dead,
+                now=self._now(),
+            )
+
+    def commit_export(self, jobs: Sequence[ExportedJob]) -> list[str]:
+        with self._db.write("delete exported messages") as conn:
+            return _migration.commit(conn, jobs)
+
+    def release_export(self, jobs: Sequence[ExportedJob]) -> None:
+        with self._db.write("release exported messages") as conn:
+            _migration.release(conn, jobs, now=self._now())
+
+    def import_messages(self, jobs: Sequence[ExportedJob]) -> set[str]:
+        """Native and idempotent: the id lookup and the insert are one transaction."""
+        with self._db.write("import messages") as conn:
+            return _migration.import_rows(conn, jobs, now=self._now())
+
+    def present(self, ids: Sequence[str]) -> set[str] | None:
+        with self._db.read("look up messages by id") as conn:
+            return _migration.present(conn, ids)
+
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         with self._db.read("dead-letter a message") as conn:
             conn.execute(
@@ -282,18 +329,21 @@ class SqliteTransport(Transport):
             return cursor.rowcount
 
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """A row a migrator holds (see `export`) counts as in flight."""
         names = None if queues is None else list(dict.fromkeys(queues))
         where = "" if names is None else f"WHERE queue IN ({', '.join('?' * len(names))})"
         now = self._now()
         with self._db.read("read queue stats") as conn:
             rows = conn.execute(
                 "SELECT queue, "
-                f"  TOTAL(state = '{READY}' OR (state IN ('{DELAYED}', '{LEASED}') AND due <= ?)),"
-                f"  TOTAL(state = '{LEASED}' AND due > ?),"
-                f"  TOTAL(state = '{DELAYED}' AND due > ?),"
-                f"  TOTAL(state = '{DEAD}') "
+                f"  TOTAL(state = '{READY}' OR (state IN ('{DELAYED}', '{LEASED}') AND due <= ? "
+                "    AND (held IS NULL OR held <= ?))),"
+                f"  TOTAL((state = '{LEASED}' AND due > ?) "
+                f"    OR (state IN ('{DELAYED}', '{DEAD}') AND held > ?)),"
+                f"  TOTAL(state = '{DELAYED}' AND due > ? AND (held IS NULL OR held <= ?)),"
+                f"  TOTAL(state = '{DEAD}' AND (held IS NULL OR held <= ?)) "
                 f"FROM {MESSAGES} {where} GROUP BY queue ORDER BY queue",
-                (now, now, now, *(names or ())),
+                (now, now, now, now, now, now, now, *(names or ())),
             ).fetchall()
         found = {
             queue: QueueStats(

@@ -78,8 +78,10 @@ def test_select_takes_globs_and_prefixes_and_rejects_unknown_patterns() -> None:
     assert [c.id for c in checks.select(["retry.max_attempts"])] == ["retry.max_attempts"]
     assert {c.id for c in checks.select(["dlq"])} == {
         "dlq.after_exhaustion", "dlq.contents_intact", "dlq.replay",
+        "dlq.list_complete", "dlq.once_per_replay", "dlq.purge_dead_only",
     }  # fmt: skip
-    assert len(checks.select(["*.no_loss"])) == 3
+    assert [c.id for c in checks.select(["dlq.replay"])] == ["dlq.replay"]
+    assert len(checks.select(["*.no_loss"])) == 4
     with pytest.raises(KeyError):
         checks.select(["nonsense.check"])
 

@@ -32,7 +32,10 @@ MUTANTS = {
     "mutant-no-dlq": (["dlq.after_exhaustion"], ["dlq", "retry.permanent_not_retried"]),
     "mutant-retries-permanent": (["retry.permanent_not_retried"], ["retry", "delivery.no_loss"]),
     "mutant-ignores-time-limit": (["timeout.stopped_and_counted"], ["timeout", "delivery.no_loss"]),
-    "mutant-loses-on-release": (["shutdown.no_loss"], ["shutdown", "retry.transient_then_success"]),
+    "mutant-loses-on-release": (
+        ["shutdown.no_loss", "retry.transient_then_success"],
+        ["shutdown", "retry.transient_then_success"],
+    ),
     "mutant-no-priorities": (["priority.order"], ["priority", "delivery.no_loss"]),
     # broken backends beyond the ones the issue lists
     "mutant-no-extend": (["lease.long_job_not_duplicated"], ["lease.long", "delivery.no_loss"]),
@@ -53,6 +56,26 @@ MUTANTS = {
     "mutant-no-lease": (["delivery.once_without_faults"], ["delivery"]),
     "mutant-delay-never-due": (["delay.not_before"], ["delay"]),
     "mutant-store-forgets": (["duplicate.effect_once_with_key"], ["duplicate", "delivery.no_loss"]),
+    # issue 10: broken backends the suite passed before (jobkit_mutants/_payloads.py)
+    "mutant-js-numbers": (["payload.intact"], ["payload"]),
+    "mutant-utf8mb3": (["payload.intact"], ["payload"]),
+    "mutant-rounds-results": (["payload.intact"], ["payload"]),
+    "mutant-dlq-one-page": (["dlq.list_complete"], ["dlq.list_complete"]),
+    "mutant-purge-all": (["dlq.purge_dead_only"], ["dlq.purge_dead_only"]),
+    "mutant-replay-races": (["dlq.once_per_replay"], ["dlq.once_per_replay"]),
+    "mutant-drops-poison": (["poison.variants_as_policy"], ["poison.variants_as_policy"]),
+    "mutant-release-counts": (["shutdown.buffered_run_once"], ["shutdown.buffered_run_once"]),
+    "mutant-awaits-nothing": (["async.run_like_sync"], ["async"]),
+    # passed by the suite before it counted volume, lateness and recovery time (_timing.py)
+    "mutant-loses-rarely": (["volume.no_loss"], ["volume"]),
+    "mutant-late-delays": (["delay.on_time", "retry.backoff_on_time"], ["delay", "retry.backoff"]),
+    "mutant-slow-redelivery": (["crash.redelivered_within_bound"], ["crash.redelivered"]),
+}
+
+# What the older checks say of the newer mutants: they pass, so the new check is what catches it.
+PASSED_BY_OLDER_CHECKS = {
+    "mutant-late-delays": ["delay.not_before", "retry.backoff_lower_bound"],
+    "mutant-slow-redelivery": ["crash.redelivered"],
 }
 
 
@@ -122,7 +145,8 @@ def mutant_runs(
         _, only = MUTANTS[scheme]
         tmp = tmp_path_factory.mktemp(scheme)
         args = [arg for pattern in only for arg in ("-k", pattern)]
-        return _run(f"{scheme}+sqlite:///{tmp}/jobs.db", tmp, "--timeout", "15", *args)
+        timeout = "40" if scheme == "mutant-slow-redelivery" else "15"  # it recovers after 20 s
+        return _run(f"{scheme}+sqlite:///{tmp}/jobs.db", tmp, "--timeout", timeout, *args)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         return dict(zip(sorted(MUTANTS), pool.map(one, sorted(MUTANTS)), strict=True))
@@ -137,6 +161,17 @@ def test_the_suite_fails_a_broken_backend_naming_the_check(
     assert code == 1, out
     failed = _failed(data)
     assert set(must_fail) & set(failed), f"{scheme}: none of {must_fail} failed: {failed}\n{out}"
+
+
+@pytest.mark.parametrize("scheme", sorted(PASSED_BY_OLDER_CHECKS))
+def test_the_new_checks_catch_what_the_older_ones_pass(
+    scheme: str, mutant_runs: dict[str, tuple[int, dict[str, Any], str]]
+) -> None:
+    must_fail, _ = MUTANTS[scheme]
+    _, data, out = mutant_runs[scheme]
+    outcomes = {c["id"]: c["outcome"] for c in data.get("checks", [])}
+    assert all(outcomes[c] == "fail" for c in must_fail), out
+    assert all(outcomes[c] == "pass" for c in PASSED_BY_OLDER_CHECKS[scheme]), out
 
 
 def test_the_pytest_plugin_runs_the_checks_when_given_a_backend(tmp_path: Path) -> None:

@@ -59,9 +59,15 @@ class RedisOps:
                 out.append((item, dead))
         return out
 
-    def remove_dead(self, queue: str, raw: bytes | str) -> None:
+    def remove_dead(self, queue: str, raw: bytes | str) -> bool:
+        """Remove one dead-letter entry; False if it was gone (another replay took it)."""
         with self._guard("remove a replayed dead letter"):
-            self.client.lrem(dlq_name(queue), 1, raw)  # type: ignore[arg-type]
+            return bool(self.client.lrem(dlq_name(queue), 1, raw))  # type: ignore[arg-type]
+
+    def restore_dead(self, queue: str, raw: bytes | str) -> None:
+        """Put back an entry `remove_dead` took (its replay could not be sent)."""
+        with self._guard("restore a dead letter"):
+            self.client.rpush(dlq_name(queue), raw)
 
     def push_raw(self, queue: str, body: bytes) -> None:
         """Put `body` on `queue`'s list as is (how an undecodable message is replayed)."""

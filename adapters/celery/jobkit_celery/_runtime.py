@@ -130,6 +130,11 @@ class Runtime:
             names |= self.store.queues()
         return sorted(names)
 
+    def known_delays(self) -> list[int]:
+        """The delay-queue TTLs (ms) sent with here, or by any process sharing the store."""
+        stored = self.store.delays() if self.store is not None else set()
+        return sorted(self.delay_ttls | stored)
+
     def send(self, envelopes: Sequence[Envelope]) -> None:
         """Send each envelope as a Celery task message. Raises `BrokerUnavailable`."""
         now = self.clock.now()
@@ -178,6 +183,8 @@ class Runtime:
             target = self.queue(env.queue)
             if delay > 0:
                 ttl = delay_ttl_ms(delay)
+                if ttl not in self.delay_ttls and self.store is not None:
+                    self.store.remember_delay(ttl)  # once per process and delay bucket
                 self.delay_ttls.add(ttl)
                 target = delay_queue(env.queue, ttl)
                 options["exchange"] = ""

@@ -156,6 +156,20 @@ class RedisJobStore(spi.JobStore):
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record queue {queue!r}: {exc}") from exc
 
+    def remember_delay(self, ttl_ms: int) -> None:
+        """Record that RabbitMQ delay queues with this TTL exist (`delays`), so that another
+        process (`jobkit status`, `jobkit migrate`) finds their messages."""
+        try:
+            self.client.sadd("jobkit.delay-ttls", ttl_ms)
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot record delay {ttl_ms} ms: {exc}") from exc
+
+    def delays(self) -> set[int]:
+        try:
+            return {int(_text(t)) for t in self.client.smembers("jobkit.delay-ttls")}
+        except redis.RedisError as exc:
+            raise jobkit.BrokerUnavailable(f"cannot list delays: {exc}") from exc
+
     def queues(self) -> set[str]:
         try:
             return {_text(q) for q in self.client.smembers("jobkit.queues")}

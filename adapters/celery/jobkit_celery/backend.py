@@ -18,7 +18,10 @@ from celery import signals as celery_signals
 import jobkit
 from jobkit import JobRecord, spi
 from jobkit.spi import Capabilities, DeadLetter, QueueStats, WorkerOptions, unknown_job_problems
+from jobkit_celery import _migration
+from jobkit_celery._amqp_export import AmqpExport
 from jobkit_celery._amqp_ops import AmqpOps
+from jobkit_celery._redis_export import RedisExport
 from jobkit_celery._redis_ops import RedisOps
 from jobkit_celery._runtime import Runtime
 from jobkit_celery._settings import Settings, parse_url
@@ -33,6 +36,9 @@ class CeleryBackend(spi.Backend):
         self.settings = settings
         self.runtime = Runtime(settings, app_name=app_name)
         self._closed = False
+        self._imported: set[str] = set()  # this process's imports (used without a store)
+        self._export: RedisExport | None = None
+        self._amqp: AmqpExport | None = None
 
     @property
     def celery(self) -> Any:
@@ -47,18 +53,27 @@ class CeleryBackend(spi.Backend):
             return Capabilities(
                 name=f"celery+redis{native}",
                 redelivery="visibility timeout after a worker dies; requeue when a pool child dies",
-                redelivery_after=s.visibility_timeout + timedelta(seconds=2 * s.restore_every),
+                # without visibility_timeout in the URL the worker's lease is the timeout
+                redelivery_after=s.visibility_timeout if s.visibility_timeout_given else None,
+                # unacked and delayed messages are moved by a sweep every restore_every s
+                scheduling_precision=timedelta(seconds=2 * s.restore_every),
                 max_delay=None,
                 priorities=10,
                 results=s.store_url is not None,
+                migration=_migration.support(self.runtime),
             )
         return Capabilities(
             name=f"celery+amqp{native}",
             redelivery="connection loss when a worker dies; requeue when a pool child dies",
             redelivery_after=timedelta(seconds=5),
+            # delays go to TTL queues rounded up to 1 s below a minute, 10 s below 10 min,
+            # 1 min above (< 1 s + delay / 6 in all); RabbitMQ expires them to the ms
+            scheduling_precision=timedelta(seconds=1.5),
+            delay_rounding=1 / 6,
             max_delay=timedelta(days=49),  # x-message-ttl is at most 2**32-1 ms
             priorities=10,
             results=s.store_url is not None,
+            migration=_migration.support(self.runtime),
         )
 
     def send(self, envelopes: Sequence[tuple[spi.Envelope, bytes]]) -> None:
@@ -119,6 +134,71 @@ class CeleryBackend(spi.Backend):
         finally:
             stopper.uninstall()
 
+    # -- migration (see `_migration`; export on Redis only, see `_redis_export`) ---------------
+
+    def export_jobs(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[spi.ExportedJob]:
+        out: list[spi.ExportedJob] = []
+        ttls = self.runtime.known_delays() if isinstance(self.runtime.ops, AmqpOps) else []
+        for queue in queues:
+            left = limit - len(out)
+            if isinstance(self.runtime.ops, AmqpOps):
+                out += self._amqp_export().export(
+                    queue, limit=left, ttls=ttls, include_dead=include_dead
+                )
+            else:
+                out += self._redis_export().export(
+                    queue, limit=left, lease=lease, include_dead=include_dead
+                )
+            if len(out) >= limit:
+                break
+        return out
+
+    def commit_export(self, jobs: Sequence[spi.ExportedJob]) -> list[str]:
+        if isinstance(self.runtime.ops, AmqpOps):
+            return self._amqp_export().commit(jobs)
+        return self._redis_export().commit(jobs)
+
+    def release_export(self, jobs: Sequence[spi.ExportedJob]) -> None:
+        if isinstance(self.runtime.ops, AmqpOps):
+            self._amqp_export().release(jobs)
+        else:
+            self._redis_export().release(jobs)
+
+    def _redis_export(self) -> RedisExport:
+        ops = self.runtime.ops
+        assert isinstance(ops, RedisOps)
+        if self._export is None:
+            self._export = RedisExport(ops)
+        return self._export
+
+    def _amqp_export(self) -> AmqpExport:
+        ops = self.runtime.ops
+        assert isinstance(ops, AmqpOps)
+        if self._amqp is None:
+            if self.runtime.store is None:
+                raise jobkit.UnsupportedFeature(
+                    asked="export jobs from Celery+RabbitMQ without store=",
+                    supported="its delay queues are found through the job store",
+                    change="Add store=redis://HOST:PORT/DB to the backend URL",
+                )
+            self._amqp = AmqpExport(ops)
+        return self._amqp
+
+    def import_jobs(self, jobs: Sequence[spi.ExportedJob]) -> spi.ImportOutcome:
+        outcome = _migration.import_jobs(self.runtime, jobs)
+        self._imported |= outcome.copied
+        return outcome
+
+    def present_jobs(self, ids: Sequence[str]) -> set[str]:
+        return _migration.present_jobs(self.runtime, ids, self._imported)
+
     # -- dead letters and stats ---------------------------------------------------------------
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
@@ -142,8 +222,15 @@ class CeleryBackend(spi.Backend):
             return ops.replay(queue, ids, self._replay_one)
         count = 0
         for raw, dead in ops.take_dead(queue, ids):
-            self._replay_one(dead)  # sent before it is removed: never lost
-            ops.remove_dead(queue, raw)
+            # claimed (removed) before it is sent, so two replays at once send it once; put
+            # back if the send fails
+            if not ops.remove_dead(queue, raw):
+                continue
+            try:
+                self._replay_one(dead)
+            except BaseException:
+                ops.restore_dead(queue, raw)
+                raise
             count += 1
         return count
 
@@ -153,16 +240,19 @@ class CeleryBackend(spi.Backend):
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         ops = self.runtime.ops
         if isinstance(ops, RedisOps):
-            return ops.stats(list(queues) if queues is not None else ops.known_queues())
+            stats = ops.stats(list(queues) if queues is not None else ops.known_queues())
+            export = self._redis_export()  # messages a migrator holds count as in flight
+            return [replace(s, in_flight=s.in_flight + export.held(s.queue)) for s in stats]
         names = list(queues) if queues is not None else self.runtime.known_queues()
         if not names:
             ops.ping()  # no queue to read: still say whether the broker is there
+        ttls = self.runtime.known_delays()
         return [
             QueueStats(
                 queue=name,
                 ready=ops.depth(name),
                 in_flight=0,  # not visible over AMQP 0-9-1 without the management plugin
-                delayed=ops.delayed(name, sorted(self.runtime.delay_ttls)),
+                delayed=ops.delayed(name, ttls),
                 dead=ops.depth(f"jobkit.dlq.{name}"),
             )
             for name in names
@@ -215,6 +305,8 @@ class CeleryBackend(spi.Backend):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._amqp is not None:
+                self._amqp.close()
             self.runtime.close()
 
 

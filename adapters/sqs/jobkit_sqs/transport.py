@@ -24,7 +24,15 @@ from typing import Any
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from jobkit import JobkitError, UnsupportedFeature
-from jobkit.spi import Capabilities, DeadLetter, Delivery, Message, QueueStats, Transport
+from jobkit.spi import (
+    Capabilities,
+    DeadLetter,
+    Delivery,
+    Message,
+    MigrationSupport,
+    QueueStats,
+    Transport,
+)
 from jobkit_sqs import batches, codec
 from jobkit_sqs.client import GONE, SqsClient, error_code, translated
 from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
@@ -42,7 +50,10 @@ def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
     return Capabilities(
         name="sqs-fifo" if config.fifo else "sqs",
         redelivery="visibility timeout (lease) expiry",
-        redelivery_after=config.visibility,
+        # receive sets each message's visibility timeout to the worker's lease
+        redelivery_after=None,
+        # leases and delays are rounded up to whole seconds; SQS's own timers add up to 1 s
+        scheduling_precision=timedelta(seconds=2),
         dead_letter=True,
         max_delay=timedelta(0) if config.fifo else None,
         priorities=1,
@@ -52,6 +63,11 @@ def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
         results=results,
         max_message_bytes=config.max_message_bytes - codec.ATTRIBUTE_RESERVE,
         shared_across_processes=True,
+        # the default, receive-based export: SQS hides delayed messages until due, and a
+        # DLQ message cannot be deleted by id; job ids are looked up in the shared job store
+        migration=MigrationSupport(
+            delayed_before_due=False, dead_letters=False, dedup="marker" if results else "none"
+        ),
     )
 
 

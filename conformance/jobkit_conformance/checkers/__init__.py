@@ -9,6 +9,11 @@ legitimately cause another; it demands idempotent effects, bounded attempts and 
 """
 
 from jobkit_conformance.checkers._base import TOLERANCE, Finding
+from jobkit_conformance.checkers.bounds import (
+    delays_on_time,
+    redelivered_within_bound,
+    retries_on_time,
+)
 from jobkit_conformance.checkers.dead_letters import (
     dead_after_exhaustion,
     dead_letters_intact,
@@ -27,6 +32,7 @@ from jobkit_conformance.checkers.delivery import (
     redelivered_while_stopped,
     started_once,
 )
+from jobkit_conformance.checkers.migration import migration_exact
 from jobkit_conformance.checkers.retries import (
     attempts_within_policy,
     backoff_lower_bound,
@@ -40,6 +46,11 @@ from jobkit_conformance.checkers.timing import (
     priority_order,
     time_limit_enforced,
 )
+from jobkit_conformance.checkers.volume import (
+    volume_duplicates_explained,
+    volume_no_loss,
+    volume_no_unexpected,
+)
 
 __all__ = [
     "TOLERANCE",
@@ -48,10 +59,12 @@ __all__ = [
     "backoff_lower_bound",
     "dead_after_exhaustion",
     "dead_letters_intact",
+    "delays_on_time",
     "effect_once_per_key",
     "enqueue_refused",
     "exhausted_exactly",
     "in_flight_finished",
+    "migration_exact",
     "no_duplicate_runs",
     "no_loss",
     "no_unexpected",
@@ -63,8 +76,13 @@ __all__ = [
     "queue_drained",
     "recovered",
     "redelivered_while_stopped",
+    "redelivered_within_bound",
     "replayed",
+    "retries_on_time",
     "started_once",
     "succeeds_after_transient",
     "time_limit_enforced",
+    "volume_duplicates_explained",
+    "volume_no_loss",
+    "volume_no_unexpected",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jobkit_conformance.history import History, Op, OpType
@@ -39,3 +40,20 @@ def replay_started(op: Op) -> float:
     """When a replay began: jobs it moves may start before the call returns."""
     invoked = op.value.get("invoked_at") if op.value else None
     return float(invoked) if invoked is not None else op.time
+
+
+def all_of(*parts: Callable[[History], Finding]) -> Callable[[History], Finding]:
+    """A checker that passes when every part passes; reports the first failure."""
+
+    def check(history: History) -> Finding:
+        findings = [part(history) for part in parts]
+        failed = [f for f in findings if not f.passed]
+        counts: dict[str, float] = {}
+        for f in findings:
+            counts.update(f.counts)
+        if failed:
+            details = tuple(d for f in failed for d in f.details)
+            return Finding(passed=False, summary=failed[0].summary, counts=counts, details=details)
+        return Finding(passed=True, summary="; ".join(f.summary for f in findings), counts=counts)
+
+    return check

@@ -6,6 +6,9 @@ for the scenario's jobs and a last look at the dead-letter queue are added.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 import uuid
@@ -21,7 +24,7 @@ from jobkit_conformance.history import F, History, JobSpec, Op, OpType
 from jobkit_conformance.ledger import Ledger, RunRow
 from jobkit_conformance.probes import Probe
 
-from .workers import InProcessWorker, ProcessWorker, WorkerHandle, wait_for
+from .workers import POLL, InProcessWorker, ProcessWorker, WorkerHandle, wait_for
 
 
 class NotApplicable(Exception):
@@ -41,6 +44,11 @@ class Settings:
     concurrency: int = 2
     timeout: float = 60.0  # longest wait for jobs to settle inside a scenario
     parallel: int = 4  # scenarios run at once
+    profile: str = "default"  # "default" or "full" (longer soaks; see PROFILES)
+
+    @property
+    def soak(self) -> Profile:
+        return PROFILES[self.profile]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,7 +57,26 @@ class Settings:
             "concurrency": self.concurrency,
             "timeout_s": self.timeout,
             "parallel": self.parallel,
+            "profile": self.profile,
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """How hard the volume scenario pushes: `volume_jobs` no-op jobs while `kills` SIGKILLs
+    of a worker's process group and `stops` SIGSTOPs past the lease hit the workers."""
+
+    volume_jobs: int
+    kills: int
+    stops: int
+
+
+PROFILES: dict[str, Profile] = {
+    # 5,000 sends: a backend losing 1 send in 300 at random loses none with probability
+    # (299/300)^5000 = 5.6e-8 (see `volume`).
+    "default": Profile(volume_jobs=5_000, kills=3, stops=1),
+    "full": Profile(volume_jobs=30_000, kills=10, stops=3),
+}
 
 
 @dataclass(kw_only=True)
@@ -79,6 +106,26 @@ class Context:
         self.workers: list[WorkerHandle] = []
         self.notes: list[str] = []  # what did not settle in time, shown with failed checks
         self._lock = threading.Lock()
+        self.claim()
+
+    def claim(self) -> None:
+        """Record what the backend declares for this run's settings: the bounds the timing
+        and recovery checks hold it to (see `jobkit.Capabilities`)."""
+        caps = self.suite.backend.capabilities
+        lease = self.suite.settings.lease
+        self.record(
+            "harness",
+            OpType.OK,
+            F.CLAIM,
+            value={
+                "backend": caps.name,
+                "lease_s": lease.total_seconds(),
+                "poll_s": POLL.total_seconds(),
+                "redelivery_bound_s": caps.redelivery_bound(lease).total_seconds(),
+                "scheduling_precision_s": caps.scheduling_precision.total_seconds(),
+                "delay_rounding": caps.delay_rounding,
+            },
+        )
 
     @property
     def lease(self) -> float:
@@ -122,8 +169,10 @@ class Context:
         key: str | None = None,
         app: App | None = None,
         job_id: str | None = None,
+        queue: str | None = None,
     ) -> str:
-        """Enqueue `job(token, *args)` on this scenario's queue; record invoke and outcome."""
+        """Enqueue `job(token, *args)` on this scenario's queue (or `queue`); record invoke and
+        outcome."""
         token = job_id or self.new_id()
         full_args = (token, *args)
         spec = JobSpec(
@@ -138,10 +187,11 @@ class Context:
                 "time_limit": job.time_limit.total_seconds() if job.time_limit else None,
             }
         )
-        self.job_ids.add(token)
+        with self._lock:  # a pulse thread may enqueue while the scenario reads the ledger
+            self.job_ids.add(token)
         self.record("client", OpType.INVOKE, F.ENQUEUE, job_id=token, value=spec.to_value())
         options = EnqueueOptions(
-            queue=self.queue,
+            queue=queue or self.queue,
             job_id=token,
             idempotency_key=key,
             priority=priority,
@@ -169,6 +219,33 @@ class Context:
         else:
             self.record("client", OpType.OK, F.ENQUEUE, job_id=token)
         return token
+
+    def enqueue_many(
+        self, job: JobDef[Any, Any], args: Sequence[Sequence[Any]], spec: JobSpec
+    ) -> list[str]:
+        """Enqueue `job(token, *a)` for each `a` of `args` in one `App.enqueue_many` call on this
+        scenario's queue; record each job's invoke and the batch's outcome per job."""
+        tokens = [self.new_id() for _ in args]
+        calls: list[tuple[JobDef[Any, Any], tuple[Any, ...], dict[str, Any], EnqueueOptions]] = []
+        for token, a in zip(tokens, args, strict=True):
+            full_args = (token, *a)
+            value = JobSpec(
+                **{**spec.__dict__, "job": job.name, "args": full_args,
+                   "max_attempts": job.retry.max_attempts}
+            ).to_value()  # fmt: skip
+            self.job_ids.add(token)
+            self.record("client", OpType.INVOKE, F.ENQUEUE, job_id=token, value=value)
+            calls.append((job, full_args, {}, EnqueueOptions(queue=self.queue, job_id=token)))
+        outcome, error = OpType.OK, {}
+        try:
+            with self.suite.lock:
+                self.suite.app.enqueue_many(calls)
+        except Exception as exc:
+            outcome = OpType.FAIL if isinstance(exc, JobkitError) else OpType.UNKNOWN
+            error = {"error": type(exc).__name__, "message": str(exc)}
+        for token in tokens:
+            self.record("client", outcome, F.ENQUEUE, job_id=token, value=error)
+        return tokens
 
     def publish(
         self, job: JobDef[Any, Any], args: Sequence[Any], spec: JobSpec, *, key: str | None = None
@@ -207,8 +284,19 @@ class Context:
 
     # -- workers and faults -----------------------------------------------------------------
 
-    def start_worker(self, *, concurrency: int | None = None) -> WorkerHandle:
+    def start_worker(
+        self,
+        *,
+        concurrency: int | None = None,
+        queues: Sequence[str] | None = None,
+        prefetch: int = 1,
+        unknown_job_timeout: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> WorkerHandle:
+        """Start a worker on this scenario's queue. `env` is added to a worker process's
+        environment (in-process workers share the harness's)."""
         s = self.suite
+        queues = list(queues or [self.queue])
         n = len(self.workers)
         name = f"{self.scenario}-{n}"
         worker: WorkerHandle
@@ -217,21 +305,26 @@ class Context:
                 name=name,
                 app=s.app,
                 backend=s.backend,
-                queues=[self.queue],
+                queues=queues,
                 concurrency=concurrency or s.settings.concurrency,
                 lease=s.settings.lease,
                 grace=s.settings.grace,
+                prefetch=prefetch,
+                unknown_job_timeout=unknown_job_timeout,
             )
         else:
             worker = ProcessWorker(
                 name=name,
                 backend_url=s.url,
-                queues=[self.queue],
+                queues=queues,
                 concurrency=concurrency or s.settings.concurrency,
                 lease=s.settings.lease,
                 grace=s.settings.grace,
+                prefetch=prefetch,
                 ledger=s.ledger.path,
                 log_path=s.workdir / f"worker-{name}.log",
+                unknown_job_timeout=unknown_job_timeout,
+                extra_env=env,
             )
         self.workers.append(worker)
         self.record("nemesis", OpType.INVOKE, F.WORKER, value={"name": name, "pid": worker.pid})
@@ -247,6 +340,13 @@ class Context:
         self.record("nemesis", OpType.INVOKE, f, value={"worker": worker.name})
         action[f]()
         self.record("nemesis", OpType.OK, f, value={"worker": worker.name, "pid": worker.pid})
+
+    def kill_job_process(self, pid: int, *, target: str) -> None:
+        """SIGKILL one job process (not its worker); `target` says what it is, for reports."""
+        self.record("nemesis", OpType.INVOKE, F.KILL, value={"pid": pid, "target": target})
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self.record("nemesis", OpType.OK, F.KILL, value={"pid": pid, "target": target})
 
     def stop_workers(self) -> None:
         for w in self.workers:
@@ -278,7 +378,9 @@ class Context:
         return count
 
     def runs(self) -> list[RunRow]:
-        return self.suite.ledger.runs(self.job_ids)
+        with self._lock:
+            ids = set(self.job_ids)
+        return self.suite.ledger.runs(ids)
 
     def wait(self, condition: Any, what: str, timeout: float | None = None) -> None:
         limit = self.suite.settings.timeout if timeout is None else timeout
@@ -320,7 +422,7 @@ class Context:
                     self.notes += [f"  {w.name}: {line}" for line in w.log_tail(5).splitlines()]
         return False
 
-    def drained(self) -> None:
+    def drained(self, queue: str | None = None) -> None:
         """Give the broker up to the run's timeout to hold nothing more for this queue (everything
         acknowledged or dead-lettered), then record its depth as the scenario's final one.
 
@@ -331,8 +433,10 @@ class Context:
         only in flight. A message that is really left over shows in the next read."""
         last: list[int] = [-1]
 
+        queue = queue or self.queue
+
         def empty_twice() -> bool:
-            depth = self.depth()
+            depth = self.suite.probe.depth(queue)
             settled = depth == 0 and last[0] == 0
             last[0] = depth
             return settled
@@ -342,7 +446,7 @@ class Context:
             "probe",
             OpType.OK,
             F.DEPTH,
-            value={"queue": self.queue, "depth": last[0], "final": True},
+            value={"queue": queue, "depth": last[0], "final": True},
         )
 
     def try_wait(self, condition: Any, timeout: float) -> bool:

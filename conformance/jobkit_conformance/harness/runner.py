@@ -31,7 +31,7 @@ from jobkit_conformance.outcome import (
 from jobkit_conformance.probes import open_probe
 
 from .context import Context, NotApplicable, Settings, Suite
-from .scenarios import SCENARIOS
+from .scenarios import AUX_QUEUES, EXCLUSIVE, SCENARIOS
 from .workers import ProcessWorker
 
 
@@ -148,7 +148,7 @@ def run_suite(
         )
         if refusals and "unsupported" not in wanted:
             wanted.append("unsupported")
-        queues = [f"{namespace}-{s}" for s in SCENARIOS]
+        queues = [f"{namespace}-{s}" for s in [*SCENARIOS, *AUX_QUEUES]]
         if not probe.is_empty(queues):
             raise NamespaceNotEmpty(
                 f"the queues of namespace {namespace!r} are not empty; the suite runs only on "
@@ -176,9 +176,14 @@ def run_suite(
         try:
             with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
                 futures = {
-                    name: pool.submit(_run_scenario, suite, name, progress) for name in wanted
+                    name: pool.submit(_run_scenario, suite, name, progress)
+                    for name in wanted
+                    if name not in EXCLUSIVE
                 }
                 results = {name: f.result() for name, f in futures.items()}
+            for name in wanted:
+                if name in EXCLUSIVE:
+                    results[name] = _run_scenario(suite, name, progress)
         finally:
             cleanup = getattr(probe, "cleanup", None)  # optional for older probes
             if cleanup is not None:

@@ -11,11 +11,19 @@ import random
 import time
 from collections.abc import Callable
 
-from jobkit import App
+from jobkit import App, RetryPolicy
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
+from . import crashes
+from .async_jobs import async_jobs
+from .buffered_shutdown import shutdown_buffered
 from .context import Context, NotApplicable, ScenarioFailed
+from .dead_letter_ops import dlq_ops
+from .fidelity import payload
+from .migration import migration
+from .poison_variants import poison_variants
+from .pulse import pulse
 
 Scenario = Callable[[Context], None]
 
@@ -43,15 +51,21 @@ def basic(ctx: Context) -> None:
 
 
 def crash(ctx: Context) -> None:
-    """SIGKILL a worker (process group) while jobs run; a fresh worker must redo them."""
+    """SIGKILL a worker (process group) while jobs run; a fresh worker must redo them.
+
+    The fresh worker also serves a queue of its own, where a job of kind "ready" shows when it
+    is polling: the recovery bound counts from then at the earliest, not from its start-up."""
     first = ctx.start_worker()
     ids = [ctx.enqueue(jobs.sleep, [1.5], JobSpec(kind="sleep", duration=1.5)) for _ in range(4)]
     ctx.wait(lambda: len(ctx.running()) >= 2, "two jobs are running")
     ctx.fault(F.KILL, first)
     first.wait(10)
-    ctx.start_worker()
+    ready = f"{ctx.queue}-ready"
+    ctx.start_worker(queues=[ctx.queue, ready])
+    ids.append(ctx.enqueue(jobs.effect, [], JobSpec(kind="ready"), queue=ready))
     ctx.settle(lambda: ctx.succeeded(ids), "all jobs succeeded after the crash")
     ctx.drained()
+    ctx.drained(ready)
 
 
 def stop(ctx: Context) -> None:
@@ -111,37 +125,58 @@ def duplicate(ctx: Context) -> None:
 
 
 def retry(ctx: Context) -> None:
-    """Transient failures then success; always failing; permanent failure; then a replay."""
+    """Transient failures then success; always failing; permanent failure; then a replay.
+    A pulse of undelayed jobs runs until the jobs settle (see `pulse`)."""
     ctx.start_worker()
-    flaky = [ctx.enqueue(jobs.flaky, [2], JobSpec(kind="flaky", failures=2)) for _ in range(2)]
-    policy = jobs.FAILING
-    bounds = tuple(policy.min_backoff(n).total_seconds() for n in range(1, policy.max_attempts))
-    failing = [
-        ctx.enqueue(jobs.always_fail, [], JobSpec(kind="always_fail", outcome="dead",
-                                                  backoff_min=bounds))
-        for _ in range(2)
-    ]  # fmt: skip
-    flaky_bounds = tuple(
-        jobs.FLAKY.min_backoff(n).total_seconds() for n in range(1, jobs.FLAKY.max_attempts)
-    )
-    flaky += [
-        ctx.enqueue(jobs.flaky, [1], JobSpec(kind="flaky", failures=1, backoff_min=flaky_bounds))
-    ]
-    rejected = ctx.enqueue(jobs.reject, [], JobSpec(kind="reject", outcome="dead", permanent=True))
-    ctx.settle(
-        lambda: ctx.succeeded(flaky) and {*failing, rejected} <= ctx.dead_ids(),
-        "the flaky jobs succeeded and the failing ones are dead-lettered",
-    )
+    with pulse(ctx):
+        failing = _retried_jobs(ctx)
     if failing[0] not in ctx.dead_ids():
         return  # nothing to replay; the checkers report what is missing
     # replay one: it must run again (and, failing again, return to the DLQ)
     replayed = failing[0]
     ctx.replay([replayed])
     ctx.settle(
-        lambda: ctx.started([replayed], policy.max_attempts + 1), "the replayed job ran again"
+        lambda: ctx.started([replayed], jobs.FAILING.max_attempts + 1),
+        "the replayed job ran again",
     )
     ctx.settle(lambda: replayed in ctx.dead_ids(), "the replayed job is dead-lettered again")
     ctx.drained()
+
+
+def _retried_jobs(ctx: Context) -> list[str]:
+    """Enqueue the flaky, always failing and rejected jobs and let them settle; the ids of
+    the always failing ones."""
+    policy = jobs.FAILING
+    bounds, longest = _backoffs(policy)
+    flaky_bounds, flaky_longest = _backoffs(jobs.FLAKY)
+    flaky = [
+        ctx.enqueue(jobs.flaky, [2], JobSpec(kind="flaky", failures=2, backoff_max=flaky_longest))
+        for _ in range(2)
+    ]
+    failing = [
+        ctx.enqueue(jobs.always_fail, [], JobSpec(kind="always_fail", outcome="dead",
+                                                  backoff_min=bounds, backoff_max=longest))
+        for _ in range(2)
+    ]  # fmt: skip
+    flaky += [
+        ctx.enqueue(jobs.flaky, [1], JobSpec(kind="flaky", failures=1, backoff_min=flaky_bounds,
+                                             backoff_max=flaky_longest))
+    ]  # fmt: skip
+    rejected = ctx.enqueue(jobs.reject, [], JobSpec(kind="reject", outcome="dead", permanent=True))
+    ctx.settle(
+        lambda: ctx.succeeded(flaky) and {*failing, rejected} <= ctx.dead_ids(),
+        "the flaky jobs succeeded and the failing ones are dead-lettered",
+    )
+    return failing
+
+
+def _backoffs(policy: RetryPolicy) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The policy's lower and upper backoff bounds after each failed attempt but the last."""
+    attempts = range(1, policy.max_attempts)
+    return (
+        tuple(policy.min_backoff(n).total_seconds() for n in attempts),
+        tuple(policy.max_backoff(n).total_seconds() for n in attempts),
+    )
 
 
 def timeout(ctx: Context) -> None:
@@ -155,18 +190,29 @@ def timeout(ctx: Context) -> None:
 
 
 def delay(ctx: Context) -> None:
-    """Jobs due in 1.5 s, and one due in more than 3 leases."""
+    """Jobs due in 1.5 s, twelve due at steps of 0.25 s from 0.5 s to 3.25 s (for the
+    lateness figures), and one due in more than 3 leases; with a pulse of undelayed jobs
+    until they ran (see `pulse`)."""
     ctx.start_worker()
+    with pulse(ctx):
+        _delayed_jobs(ctx)
+    ctx.drained()
+    ctx.try_wait(lambda: False, timeout=ctx.lease)  # a late second copy would show here
+
+
+def _delayed_jobs(ctx: Context) -> None:
     now = time.time()
     ids = [
         ctx.enqueue(jobs.effect, [], JobSpec(kind="delay"), not_before=now + 1.5) for _ in range(3)
+    ]
+    ids += [
+        ctx.enqueue(jobs.effect, [], JobSpec(kind="delay"), not_before=now + 0.5 + 0.25 * i)
+        for i in range(12)
     ]
     ids.append(
         ctx.enqueue(jobs.effect, [], JobSpec(kind="long_delay"), not_before=now + 3 * ctx.lease + 1)
     )
     ctx.settle(lambda: ctx.succeeded(ids), "the delayed jobs ran", timeout=3 * ctx.lease + 30)
-    ctx.drained()
-    ctx.try_wait(lambda: False, timeout=ctx.lease)  # a late second copy would show here
 
 
 def priority(ctx: Context) -> None:
@@ -255,6 +301,13 @@ def unsupported(ctx: Context) -> None:
 
 
 SCENARIOS: dict[str, Scenario] = {
+    "poison_variants": poison_variants,
+    "shutdown_buffered": shutdown_buffered,
+    "async_jobs": async_jobs,
+    "dlq_ops": dlq_ops,
+    "payload": payload,
+    "volume": crashes.volume,
+    "orphan": crashes.orphan,
     "basic": basic,
     "crash": crash,
     "stop": stop,
@@ -268,5 +321,12 @@ SCENARIOS: dict[str, Scenario] = {
     "poison": poison,
     "broker_down": broker_down,
     "unsupported": unsupported,
+    "migration": migration,
 }
 """Scenario name -> function, longest first (they are started in this order)."""
+
+EXCLUSIVE = frozenset({"volume"})
+"""Scenarios run alone, after the others: their load would distort the others' timings."""
+
+AUX_QUEUES = ("crash-ready",)
+"""Queues (after the namespace) used besides one per scenario: checked empty, cleaned up."""

@@ -27,6 +27,8 @@ from jobkit.spi import Backend, TransportBackend, WorkerOptions
 from jobkit_conformance.ledger import ENV_VAR
 
 APP_PATH = "jobkit_conformance.jobs:app"
+POLL = timedelta(seconds=0.2)
+"""The workers' poll interval (``--poll``): part of every lateness and recovery bound."""
 
 
 class WorkerHandle(ABC):
@@ -80,6 +82,8 @@ class ProcessWorker(WorkerHandle):
         ledger: Path,
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        prefetch: int = 1,
+        unknown_job_timeout: float | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_path
@@ -99,8 +103,12 @@ class ProcessWorker(WorkerHandle):
             "--grace",
             f"{grace.total_seconds():g}",
             "--poll",
-            "0.2",
+            f"{POLL.total_seconds():g}",
+            "--prefetch",
+            str(prefetch),
         ]
+        if unknown_job_timeout is not None:
+            cmd += ["--unknown-job-timeout", f"{unknown_job_timeout:g}"]
         for q in queues:
             cmd += ["-q", q]
         env = dict(os.environ)
@@ -174,6 +182,8 @@ class InProcessWorker(WorkerHandle):
         concurrency: int,
         lease: timedelta,
         grace: timedelta,
+        prefetch: int = 1,
+        unknown_job_timeout: float | None = None,
     ) -> None:
         from jobkit.spi import Worker
 
@@ -186,7 +196,9 @@ class InProcessWorker(WorkerHandle):
             concurrency=concurrency,
             lease=lease,
             grace=grace,
-            poll=timedelta(seconds=0.2),
+            poll=POLL,
+            prefetch=prefetch,
+            **_unknown_job_option(unknown_job_timeout),
         )
         self.worker: Any = Worker(app, backend, options)
         self.error: BaseException | None = None
@@ -243,6 +255,12 @@ class InProcessWorker(WorkerHandle):
         if self.alive():
             self.worker.stop(immediate=True)
         self.wait(15)
+
+
+def _unknown_job_option(seconds: float | None) -> dict[str, Any]:
+    """WorkerOptions' keyword for how long an unknown job or envelope version waits for a
+    worker that knows it before it is dead-lettered."""
+    return {} if seconds is None else {"unknown_job_timeout": timedelta(seconds=seconds)}
 
 
 def wait_for(condition: Any, *, timeout: float, interval: float = 0.05) -> bool:

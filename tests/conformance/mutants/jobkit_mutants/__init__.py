@@ -63,6 +63,9 @@ class Wrapped(Transport):
     def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
         self.inner.release(delivery, delay=delay)
 
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self.inner.release_uncounted(delivery, delay=delay)
+
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         self.inner.dead_letter(delivery, reason=reason)
 
@@ -187,6 +190,9 @@ class LosesOnRelease(Wrapped):
     name = "mutant-loses-on-release"
 
     def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
+        self.inner.ack([delivery])
+
+    def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
         self.inner.ack([delivery])
 
 
