@@ -64,6 +64,10 @@ class Capabilities:
     (jobkit's idempotency keys still work through the job store).
     `migration` says what `jobkit migrate` can move out of and into this backend (None: it
     cannot export or import jobs).
+    `survives_broker_restart` says whether a job whose enqueue returned is still there after the
+    broker process is stopped and started again (a file, durable queues and persistent
+    messages, a broker with persistence configured): False for brokers that keep messages only
+    in memory. Claim it only where it holds with this configuration.
     """
 
     name: str
@@ -82,6 +86,7 @@ class Capabilities:
     max_message_bytes: int | None = None
     shared_across_processes: bool = True
     migration: MigrationSupport | None = None
+    survives_broker_restart: bool = False
 
     def redelivery_bound(self, lease: timedelta) -> timedelta:
         """At most how long after its consumer died or stalled an unacknowledged message is

@@ -46,6 +46,7 @@ _CAPABILITIES = Capabilities(
     shared_across_processes=False,
     # exports with the default (receive-based) `Transport.export`: due jobs only, in-process
     migration=MigrationSupport(delayed_before_due=False, dead_letters=False, dedup="native"),
+    survives_broker_restart=False,  # the broker is this process's memory
 )
 
 _MAX_BLOCK = 0.05

@@ -131,6 +131,31 @@ CAPABILITIES: dict[str, Capability] = {
 }
 
 
+CAPABILITIES.update(
+    {
+        c.name: c
+        for c in [
+            Capability(
+                name="broker_restart",
+                description="jobs whose enqueue returned survive a broker restart",
+                claimed=lambda c, lease: c.survives_broker_restart,
+            ),
+            Capability(
+                name="broker_outage",
+                description="a worker waits out a broker outage and serves on",
+                claimed=_always,
+            ),
+            Capability(
+                name="contract",
+                description="each interface method keeps its documented promise, for every "
+                "parameter, across the range a user may ask for",
+                claimed=_always,
+            ),
+        ]
+    }
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Check:
     id: str
@@ -245,6 +270,85 @@ CHECKS: tuple[Check, ...] = (
     _c("migration.round_trip_exact", "migration", "migration",
        "a mixed set migrated away and back, the migrator SIGKILLed once, is back once by id "
        "with its state", checkers.migration_exact),
+)  # fmt: skip
+
+
+def _observed(*promises: str) -> Checker:
+    return lambda h: checkers.observed(h, promises)
+
+
+# enqueue durability, broker restart and outage; the interfaces' promises one by one
+CHECKS += (
+    _c("durability.producer_killed", "delivery", "producer_killed",
+       "a producer SIGKILLed right after enqueue returned loses none of those jobs",
+       checkers.producer_killed_no_loss),
+    _c("durability.broker_restart", "broker_restart", "broker_restart",
+       "jobs enqueued (plain, keyed, delayed) before a broker restart all run after it "
+       "(needs broker control)",
+       checkers.restart_no_loss),
+    _c("outage.worker_survives", "broker_outage", "outage",
+       "the worker process outlives a broker outage and runs jobs enqueued after it "
+       "(needs broker control)",
+       checkers.outage_worker_survives),
+    _c("outage.no_loss", "broker_restart", "outage",
+       "jobs enqueued before or during a broker outage all complete (needs broker control)",
+       checkers.outage_no_loss),
+    _c("contract.receive_max_messages", "contract", "contract",
+       "receive returns at least one and at most max_messages (1, 3, 25) messages",
+       _observed("receive.max_messages")),
+    _c("contract.receive_queues", "contract", "contract",
+       "receive from several queues returns what is due on any of them",
+       _observed("receive.queues")),
+    _c("contract.receive_wait", "contract", "contract",
+       "receive blocks for wait (0, 1.5 s) when nothing is due and returns early when a "
+       "message arrives during a 20 s wait",
+       _observed("receive.wait")),
+    _c("contract.lease", "contract", "contract",
+       "a lease of an hour holds, and extend sets a lease of an hour on a 2 s one",
+       _observed("receive.lease", "extend.lease")),
+    _c("contract.delays", "contract", "contract",
+       "a send delayed 2 s comes after it, one delayed an hour does not come; release with a "
+       "delay holds the message that long and counts one more delivery",
+       _observed("send.delay", "release.delay", "release.deliveries")),
+    _c("contract.dead_letters", "contract", "contract",
+       "dead_letter keeps body and reason; dead_letters honours limit and order; replay by "
+       "id and purge return what they moved",
+       _observed("dead_letter.reason", "dead_letters.limit", "dead_letters.order",
+                 "replay.ids", "purge")),
+    _c("contract.stats", "contract", "contract",
+       "stats counts ready, in flight, delayed and dead exactly at each step, for given queues "
+       "and for all; ack of a list removes each",
+       _observed("stats.counts", "stats.all_queues", "ack")),
+    _c("contract.peek", "contract", "contract",
+       "peek returns at most limit of the queue's own bodies and leases or counts nothing",
+       _observed("peek")),
+    _c("contract.release_uncounted", "contract", "contract",
+       "a message released uncounted comes back after its delay with the same attempt number",
+       _observed("release_uncounted")),
+    _c("contract.clone_close", "contract", "contract",
+       "a clone works on the same queues; close is idempotent",
+       _observed("clone", "close")),
+    _c("stats.counts", "contract", "stats",
+       "Backend.stats counts dead, delayed, ready and in-flight jobs while a worker runs one",
+       _observed("stats.counts", "stats.in_flight")),
+    _c("backend.job_record", "contract", "stats",
+       "job_record tells a succeeded and a dead job's state and attempts, nothing of an unknown "
+       "id (or raises UnsupportedFeature where results are not claimed)",
+       _observed("backend.job_record")),
+    _c("backend.message_size", "contract", "stats",
+       "a job just under the declared max_message_bytes (200 KiB if unlimited) runs; one over "
+       "it is refused with UnsupportedFeature",
+       _observed("backend.message_size")),
+    _c("backend.check_close", "contract", "stats",
+       "check(app) reports no problem the capabilities rule out; close is idempotent",
+       _observed("backend.check", "backend.close")),
+    _c("cli.status", "contract", "stats",
+       "`jobkit status` (table and --json) prints the numbers Backend.stats returns",
+       _observed("cli.status")),
+    _c("cli.dlq_list", "contract", "stats",
+       "`jobkit dlq list` (table and --json) prints every dead letter with its reason, the "
+       "count, deliveries, and honours --limit",
+       _observed("cli.dlq_list", "dead_letters.limit")),
 )  # fmt: skip
 
 BY_ID: dict[str, Check] = {c.id: c for c in CHECKS}

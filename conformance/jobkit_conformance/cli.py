@@ -19,6 +19,7 @@ from jobkit import BrokerUnavailable, ConfigurationError, JobkitError
 from jobkit.spi import redact_url
 from jobkit_conformance import checks as registry
 from jobkit_conformance import config as configuration
+from jobkit_conformance.broker_control import CommandBrokerControl
 from jobkit_conformance.outcome import RunResult
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", choices=["default", "full"],
         help="default (minutes) or full (a longer soak: more jobs, more faults)",
     )  # fmt: skip
+    run.add_argument(
+        "--broker-control", metavar="CMD",
+        help="a command the suite calls as `CMD stop` / `CMD start` to stop and start the "
+        "broker (broker restart and outage checks; without it they are reported as not run)",
+    )  # fmt: skip
+    run.add_argument("--outage", type=float, help="seconds the broker stays stopped (default 10)")
     run.add_argument("--namespace", help="queue name prefix (default: a fresh random one)")
     run.add_argument("--workdir", type=Path, help="where the ledger, history and logs go")
     run.add_argument("--json", type=Path, metavar="PATH", help="write the JSON report here")
@@ -64,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     listing = commands.add_parser("checks", help="list the checks")
     listing.add_argument("--json", action="store_true", help="as JSON")
+    commands.add_parser(
+        "promises", help="the map of interface promises to the checks that cover them (Markdown)"
+    )
     return parser
 
 
@@ -103,12 +113,13 @@ def _config(args: argparse.Namespace) -> configuration.RunConfig:
         cfg = configuration.RunConfig(backend=args.backend)
     overrides = {
         k: getattr(args, k)
-        for k in ("lease", "grace", "parallel", "timeout", "profile")
+        for k in ("lease", "grace", "parallel", "timeout", "profile", "outage")
         if getattr(args, k) is not None
     }
     settings = configuration.settings_from(overrides, cfg.settings)
     return configuration.RunConfig(
         backend=cfg.backend,
+        broker_control=args.broker_control or cfg.broker_control,
         only=tuple(args.only) or cfg.only,
         expected_failures={**cfg.expected_failures, **_xfails(args.xfail)},
         settings=settings,
@@ -153,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         settings=cfg.settings,
         workdir=args.workdir,
         namespace=args.namespace,
+        broker_control=CommandBrokerControl(cfg.broker_control) if cfg.broker_control else None,
         progress=None if args.quiet else (lambda line: err.print(f"  {line}", highlight=False)),
     )
     reports.write_terminal(result, Console(width=160) if not sys.stdout.isatty() else None)
@@ -165,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "checks":
             return _list_checks(args.json)
+        if args.command == "promises":
+            from jobkit_conformance.promises import markdown_table
+
+            print(markdown_table(), end="")
+            return OK
         return run(args)
     except BrokerUnavailable as exc:
         print(f"jobkit-conformance: broker unreachable: {exc}", file=sys.stderr)

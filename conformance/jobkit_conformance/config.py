@@ -1,6 +1,7 @@
 """The run configuration: a TOML file and/or command-line options.
 
     backend = "sqs://${AWS_ACCESS_KEY_ID}:${AWS_SECRET_ACCESS_KEY}@us-east-1/prefix"
+    broker_control = "./broker.sh"         # optional: called as `./broker.sh stop` / `start`
     only = ["delivery.*", "crash.*"]       # optional: a subset of check ids (globs)
 
     [settings]                             # optional
@@ -10,6 +11,7 @@
     timeout = 60.0                         # longest wait inside a scenario
     parallel = 4                           # scenarios at once
     profile = "default"                    # or "full": longer soaks (more jobs, more faults)
+    outage = 10.0                          # seconds the broker stays down (broker control)
 
     [expected_failures]                    # strict: an unexpected pass fails the run
     "priority.order" = "our broker has no priorities (tracked in ISSUE-123)"
@@ -38,6 +40,7 @@ class RunConfig:
     only: tuple[str, ...] = ()
     expected_failures: dict[str, str] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
+    broker_control: str | None = None  # a command taking `stop` / `start` (see broker_control)
 
 
 def _interpolate(value: Any) -> Any:
@@ -50,8 +53,8 @@ def _interpolate(value: Any) -> Any:
     return value
 
 
-_SETTINGS = {"lease", "grace", "concurrency", "timeout", "parallel", "profile"}
-_TOP = {"backend", "only", "settings", "expected_failures"}
+_SETTINGS = {"lease", "grace", "concurrency", "timeout", "parallel", "profile", "outage"}
+_TOP = {"backend", "only", "settings", "expected_failures", "broker_control"}
 
 
 def settings_from(table: dict[str, Any], base: Settings | None = None) -> Settings:
@@ -75,6 +78,7 @@ def settings_from(table: dict[str, Any], base: Settings | None = None) -> Settin
             timeout=float(table.get("timeout", s.timeout)),
             parallel=int(table.get("parallel", s.parallel)),
             profile=profile,
+            outage=float(table.get("outage", s.outage)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"bad setting: {exc}") from exc
@@ -115,8 +119,14 @@ def load(path: Path) -> RunConfig:
     only = data.get("only", [])
     if not isinstance(only, list) or not all(isinstance(x, str) for x in only):
         raise ConfigurationError(f"{path}: `only` must be a list of check ids or globs")
+    control = data.get("broker_control")
+    if control is not None and (not isinstance(control, str) or not control.strip()):
+        raise ConfigurationError(
+            f"{path}: `broker_control` must be a command (a string) that takes stop / start"
+        )
     return RunConfig(
         backend=backend,
+        broker_control=control,
         only=tuple(only),
         expected_failures=validate_expected_failures(dict(data.get("expected_failures", {}))),
         settings=settings_from(dict(data.get("settings", {}))),

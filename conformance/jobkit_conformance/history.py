@@ -51,6 +51,10 @@ class F(StrEnum):
     PURGE = "purge"  # client: dead letters purged through the backend (value = {"count": n})
     CLAIM = "claim"  # harness: the run's declared bounds (value = see `Context.claim`)
     MIGRATE = "migrate"  # migrator: jobs seeded, migrated there and back, found (by id)
+    BROKER_STOP = "broker_stop"  # nemesis: the broker stopped through the user's broker control
+    BROKER_START = "broker_start"  # nemesis: the broker started again
+    PRODUCER = "producer"  # nemesis: a producer process started (invoke) / was killed (ok)
+    OBSERVE = "observe"  # client: one promise of an interface observed (see checkers.contract)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -87,6 +87,21 @@ def sleep(token: str, seconds: float) -> None:
     _run(token, "conformance.sleep", "effect", seconds=seconds)
 
 
+@app.job(name="conformance.gate", retry=FAST)
+def gate(token: str, path: str, limit: float) -> None:
+    """Run until the file `path` exists (at most `limit` seconds), beating in the ledger: holds
+    a worker busy for exactly as long as the harness needs, then records the effect."""
+    ledger = Ledger.from_env()
+    context = current_job()
+    row, _attempt = ledger.start(token, "conformance.gate", context.attempt if context else None)
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        ledger.beat(row)
+    ledger.effect(token, None)
+    ledger.end(row, "ok")
+
+
 @app.job(name="conformance.flaky", retry=FLAKY)
 def flaky(token: str, failures: int) -> None:
     """Fail transiently on the first `failures` attempts, then succeed."""

@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS effects (
     pid INTEGER NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reports (
+    job_id TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 """
 
 
@@ -151,7 +156,22 @@ class Ledger:
                 (job_id, key, os.getpid(), time.time()),
             )
 
+    def report(self, job_id: str) -> None:
+        """A producer process notes that its enqueue of `job_id` returned (committed before
+        this returns: the producer may be SIGKILLed right after)."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO reports (job_id, pid, at) VALUES (?, ?, ?)",
+                (job_id, os.getpid(), time.time()),
+            )
+
     # -- read by the harness ----------------------------------------------------------------
+
+    def reports(self) -> dict[str, float]:
+        """Job id -> when a producer reported its enqueue returned."""
+        with self._db() as db:
+            rows = db.execute("SELECT job_id, at FROM reports ORDER BY at").fetchall()
+        return {str(r[0]): float(r[1]) for r in rows}
 
     def runs(self, job_ids: set[str] | None = None) -> list[RunRow]:
         columns = "id, job_id, job, attempt, worker_attempt, pid, start, beat, end, outcome, error"

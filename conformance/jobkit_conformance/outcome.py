@@ -26,6 +26,7 @@ class Outcome(StrEnum):
     REFUSED = "refused"  # capability not claimed, and enqueue refused it: as it should
     UNCLAIMED = "unclaimed"  # capability not claimed, nothing to ask for at enqueue
     NOT_APPLICABLE = "n/a"  # the scenario cannot be set up for this backend (reason given)
+    NOT_RUN = "not run"  # the run lacks what the check needs (e.g. broker control): not passed
     ERROR = "error"  # the harness could not run the scenario
 
     @property
@@ -105,10 +106,14 @@ def capability_verdicts(
         if not mine:
             continue
         passed = sum(1 for o in mine if o.outcome is Outcome.PASS)
-        applicable = [o for o in mine if o.outcome is not Outcome.NOT_APPLICABLE]
+        applicable = [o for o in mine if o.outcome not in (Outcome.NOT_APPLICABLE, Outcome.NOT_RUN)]
         ok = not claimed or passed > 0 or not applicable
         if not claimed:
             summary = "not claimed"
+        elif not applicable and any(o.outcome is Outcome.NOT_RUN for o in mine):
+            summary = "claimed, not verified: " + next(
+                o.summary for o in mine if o.outcome is Outcome.NOT_RUN
+            )
         elif not applicable:
             summary = "not applicable to this backend"
         elif ok:

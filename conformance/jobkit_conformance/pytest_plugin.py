@@ -2,6 +2,11 @@
 
 Then it adds one test item per check (``jobkit-conformance::<check id>``); the suite runs once,
 on the first item, and each item passes or fails with its check's outcome.
+
+Broker control (for the broker restart and outage checks): ``--jobkit-broker-control CMD``, or
+a ``pytest_jobkit_broker_control(config)`` hook in a conftest.py returning an object with
+``stop()`` and ``start()`` (see `jobkit_conformance.broker_control.BrokerControl`), for brokers
+the tests start themselves.
 """
 
 from __future__ import annotations
@@ -11,7 +16,19 @@ from typing import Any
 
 import pytest
 
+from jobkit_conformance.broker_control import BrokerControl, CommandBrokerControl
 from jobkit_conformance.outcome import Outcome, RunResult
+
+
+class _Hooks:
+    @pytest.hookspec(firstresult=True)
+    def pytest_jobkit_broker_control(self, config: pytest.Config) -> BrokerControl | None:
+        """The broker control for the conformance run (first non-None answer wins)."""
+        return None
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(_Hooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -20,6 +37,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--jobkit-config", metavar="FILE", help="conformance run configuration")
     group.addoption(
         "--jobkit-only", action="append", default=[], metavar="ID", help="subset of checks"
+    )
+    group.addoption(
+        "--jobkit-broker-control",
+        metavar="CMD",
+        help="command called as `CMD stop` / `CMD start` to stop and start the broker",
     )
 
 
@@ -40,11 +62,18 @@ class _Run:
             else:
                 cfg = configuration.RunConfig(backend=self.config.getoption("jobkit_backend"))
             only = tuple(self.config.getoption("jobkit_only")) or cfg.only
+            command = self.config.getoption("jobkit_broker_control") or cfg.broker_control
+            control: BrokerControl | None = (
+                CommandBrokerControl(command)
+                if command
+                else self.config.hook.pytest_jobkit_broker_control(config=self.config)
+            )
             self.result = run_suite(
                 cfg.backend,
                 checks=select(only),
                 expected_failures=cfg.expected_failures,
                 settings=cfg.settings,
+                broker_control=control,
             )
         return self.result
 
@@ -62,7 +91,7 @@ class ConformanceItem(pytest.Item):
             raise AssertionError(f"{outcome.outcome.value}: {outcome.summary}")
         if outcome.outcome is Outcome.XFAIL:  # declared, with its reason; strict (xpass fails)
             pytest.xfail(f"{outcome.reason or outcome.summary}")
-        if outcome.outcome in (Outcome.UNCLAIMED, Outcome.NOT_APPLICABLE):
+        if outcome.outcome in (Outcome.UNCLAIMED, Outcome.NOT_APPLICABLE, Outcome.NOT_RUN):
             # Not a missing broker (that fails the run): the backend does not claim the
             # capability and refused it at enqueue, or the check cannot apply to it.
             pytest.skip(f"{outcome.outcome.value}: {outcome.reason or outcome.summary}")

@@ -14,6 +14,8 @@ from rich.table import Table
 
 from jobkit_conformance.outcome import FIGURES, CheckOutcome, Outcome, RunResult, figures_of
 
+_SKIPPED = (Outcome.XFAIL, Outcome.UNCLAIMED, Outcome.NOT_APPLICABLE, Outcome.NOT_RUN)
+
 _STYLE = {
     Outcome.PASS: "green",
     Outcome.FAIL: "bold red",
@@ -22,6 +24,7 @@ _STYLE = {
     Outcome.REFUSED: "green",
     Outcome.UNCLAIMED: "dim",
     Outcome.NOT_APPLICABLE: "dim",
+    Outcome.NOT_RUN: "yellow",
     Outcome.ERROR: "bold red",
 }
 
@@ -127,13 +130,7 @@ def junit_xml(result: RunResult) -> str:
                 + sum(1 for o in result.outcomes if o.outcome in (Outcome.FAIL, Outcome.XPASS))
             ),
             "errors": str(sum(1 for o in result.outcomes if o.outcome is Outcome.ERROR)),
-            "skipped": str(
-                sum(
-                    1
-                    for o in result.outcomes
-                    if o.outcome in (Outcome.XFAIL, Outcome.UNCLAIMED, Outcome.NOT_APPLICABLE)
-                )
-            ),
+            "skipped": str(sum(1 for o in result.outcomes if o.outcome in _SKIPPED)),
             "time": f"{result.duration_s:.3f}",
         },
     )
@@ -157,7 +154,7 @@ def junit_xml(result: RunResult) -> str:
             ET.SubElement(case, "failure", {"message": o.summary}).text = body
         elif o.outcome is Outcome.ERROR:
             ET.SubElement(case, "error", {"message": o.summary}).text = body
-        elif o.outcome in (Outcome.XFAIL, Outcome.UNCLAIMED, Outcome.NOT_APPLICABLE):
+        elif o.outcome in _SKIPPED:
             ET.SubElement(
                 case, "skipped", {"message": f"{o.outcome.value}: {o.reason or o.summary}"}
             )

@@ -29,6 +29,7 @@ _CAPABILITIES = Capabilities(
     results=True,
     shared_across_processes=True,
     migration=MigrationSupport(delayed_before_due=True, dead_letters=True, dedup="native"),
+    survives_broker_restart=True,  # the messages are rows in a file
 )
 
 _FIRST_NAP = 0.005

@@ -2,6 +2,10 @@
 
 Hardened settings (jobkit's) must pass every check; Celery's native defaults (early ack) must
 fail ``crash.no_loss``: that proves the suite catches the loss Celery's defaults cause.
+
+The suite gets broker control (`tests.servers.control.relay`): it restarts the broker between
+enqueue and run, and stops it for an outage while a worker serves. The test redis-server
+persists (append-only file), so its URL declares ``persistent=yes``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.servers.control import relay
 from tests.servers.rabbitmq import RabbitServer
 from tests.servers.redis import RedisServer
 from tests.workers import run_conformance
@@ -27,6 +32,22 @@ def _outcomes(data: dict[str, Any]) -> dict[str, str]:
     return {c["id"]: c["outcome"] for c in data.get("checks", [])}
 
 
+# What the suite finds wrong with celery+amqp today, declared (strict: a pass fails the run).
+AMQP_XFAILS = {
+    "stats.counts": "celery+amqp counts no message in flight: AMQP 0-9-1 cannot see unacked "
+    "messages without the management plugin (in_flight is always 0)",
+}
+
+
+def _all_pass(data: dict[str, Any], xfails: dict[str, str] | None = None) -> bool:
+    """Every check passes, except the Transport contract's (Celery implements Backend directly,
+    n/a) and the declared expected failures."""
+    outcomes = _outcomes(data)
+    transport = {outcomes.pop(k) for k in list(outcomes) if k.startswith("contract.")}
+    declared = {outcomes.pop(k) for k in xfails or {}}
+    return transport == {"n/a"} and declared <= {"xfail"} and set(outcomes.values()) == {"pass"}
+
+
 def _fresh(server: RedisServer) -> None:
     client = redis.Redis.from_url(f"{server.url}/0")
     client.flushall()
@@ -35,18 +56,26 @@ def _fresh(server: RedisServer) -> None:
 
 def test_the_suite_passes_on_celery_redis(redis_server: RedisServer, tmp_path: Path) -> None:
     _fresh(redis_server)
-    code, data, out = _run(f"celery+{redis_server.url}/0", tmp_path)
+    with relay(redis_server) as control:
+        code, data, out = _run(
+            f"celery+{redis_server.url}/0?persistent=yes", tmp_path, "--broker-control", control
+        )
     assert code == 0, out
-    assert set(_outcomes(data).values()) == {"pass"}, out
+    assert _all_pass(data), out
 
 
 def test_the_suite_passes_on_celery_rabbitmq(
     rabbit_server: RabbitServer, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     _fresh(redis_server)
-    code, data, out = _run(f"celery+{rabbit_server.url}?store={redis_server.url}/1", tmp_path)
+    with relay(rabbit_server) as control:
+        code, data, out = _run(
+            f"celery+{rabbit_server.url}?store={redis_server.url}/1", tmp_path,
+            "--broker-control", control,
+            *[arg for check, why in AMQP_XFAILS.items() for arg in ("--xfail", f"{check}={why}")],
+        )  # fmt: skip
     assert code == 0, out
-    assert set(_outcomes(data).values()) == {"pass"}, out
+    assert _all_pass(data, AMQP_XFAILS), out
 
 
 def test_the_suite_catches_celery_native_defaults_losing_jobs(

@@ -30,6 +30,21 @@ def test_amqp_url_without_a_store_claims_no_results() -> None:
         backend.close()
 
 
+def test_redis_claims_restart_survival_only_when_the_url_says_it_persists() -> None:
+    for url, claimed in [
+        ("celery+redis://127.0.0.1:6379/0", False),
+        ("celery+redis://127.0.0.1:6379/0?persistent=yes", True),
+        ("celery+amqp://guest:guest@127.0.0.1:5672//", True),  # durable queues, persistent msgs
+    ]:
+        backend = backend_from_url(url)
+        try:
+            assert backend.capabilities.survives_broker_restart is claimed, url
+        finally:
+            backend.close()
+    with pytest.raises(jobkit.ConfigurationError, match="unknown option"):
+        parse_url("celery+amqp://guest:guest@127.0.0.1:5672//?persistent=yes")
+
+
 def test_unknown_option_is_an_error_naming_the_accepted_ones() -> None:
     with pytest.raises(jobkit.ConfigurationError, match=r"visiblity_timeout.*visibility_timeout"):
         parse_url("celery+redis://127.0.0.1:6379/0?visiblity_timeout=5")

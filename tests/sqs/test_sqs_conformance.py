@@ -5,6 +5,10 @@ and must be refused at enqueue. No check is declared as an expected failure: the
 between moto and SQS (stale receipt handles accepted, no StartMessageMoveTask) are ones the
 adapter does not rely on (see docs/adapters/sqs.md).
 
+Broker control (`tests.servers.control.relay`): moto keeps its queues in memory, so the test
+server's "restart" cuts and resumes a TCP proxy in front of it; the restart and outage checks
+see the endpoint go away and come back with its queues, as they would with SQS itself.
+
 Settings: a 4 s lease instead of the suite's 2 s. Every lease operation is an HTTP round trip
 to moto, which scans the queue on each call; on a loaded 2-core machine those took a large
 enough share of 2 s that a lease ran out before the worker extended it (a job run twice
@@ -24,6 +28,7 @@ from jobkit_sqs import parse_url
 from jobkit_sqs.client import SqsClient
 from jobkit_sqs.queues import QueueDirectory
 
+from tests.servers.control import relay
 from tests.servers.moto import MotoServer
 
 pytestmark = pytest.mark.slow
@@ -34,12 +39,14 @@ def test_the_suite_passes_on_sqs_with_priorities_refused(
 ) -> None:
     url = moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'jobs.db'}")
     report = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
-         "--workdir", str(tmp_path / "work"), "--json", str(report), "--lease", "4"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
-        timeout=400,
-    )  # fmt: skip
+    with relay(moto) as control:
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
+             "--workdir", str(tmp_path / "work"), "--json", str(report), "--lease", "4",
+             "--broker-control", control],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+            timeout=500,
+        )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     data = json.loads(report.read_text())

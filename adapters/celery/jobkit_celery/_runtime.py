@@ -184,6 +184,7 @@ class Runtime:
             if delay > 0:
                 ttl = delay_ttl_ms(delay)
                 if ttl not in self.delay_ttls and self.store is not None:
+                    # the bucket queues cannot be listed over AMQP: remember them for status
                     self.store.remember_delay(ttl)  # once per process and delay bucket
                 self.delay_ttls.add(ttl)
                 target = delay_queue(env.queue, ttl)

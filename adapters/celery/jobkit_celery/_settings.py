@@ -15,7 +15,7 @@ import jobkit
 from jobkit import spi
 from jobkit.spi import Retention, parse_duration, pop_retention
 
-_REDIS_OPTIONS = {"visibility_timeout", "restore_interval"}
+_REDIS_OPTIONS = {"visibility_timeout", "restore_interval", "persistent"}
 _COMMON_OPTIONS = {
     "prefetch",
     "store",
@@ -38,6 +38,8 @@ class Settings:
     how long records and completed idempotency keys are kept there.
     `profile` is "hardened" (jobkit's settings) or "native" (Celery's defaults: early ack; only
     for demonstrating what the conformance suite catches).
+    `persistent` (Redis only, ``persistent=yes``) declares that the Redis server persists its
+    data (AOF or RDB), so queued jobs survive a restart of it; jobkit cannot see that setting.
     """
 
     url: str
@@ -52,6 +54,7 @@ class Settings:
     profile: str = "hardened"
     events: bool = False
     hard_limit_margin: timedelta = timedelta(seconds=5)
+    persistent: bool = False
 
     @property
     def hardened(self) -> bool:
@@ -118,6 +121,7 @@ def parse_url(url: str) -> Settings:
         )
     kwargs["profile"] = profile
     kwargs["events"] = options.get("events", "0").lower() in ("1", "true", "yes")
+    kwargs["persistent"] = options.get("persistent", "0").lower() in ("1", "true", "yes")
     store = options.get("store")
     if store is None and broker == "redis":
         store = broker_url  # the broker's own Redis keeps the job records

@@ -61,6 +61,9 @@ class CeleryBackend(spi.Backend):
                 priorities=10,
                 results=s.store_url is not None,
                 migration=_migration.support(self.runtime),
+                # Redis keeps the queues in memory: only AOF/RDB persistence, which the URL's
+                # `persistent=yes` declares, brings them back after a restart
+                survives_broker_restart=s.persistent,
             )
         return Capabilities(
             name=f"celery+amqp{native}",
@@ -74,6 +77,7 @@ class CeleryBackend(spi.Backend):
             priorities=10,
             results=s.store_url is not None,
             migration=_migration.support(self.runtime),
+            survives_broker_restart=True,  # durable queues, persistent messages (delivery_mode 2)
         )
 
     def send(self, envelopes: Sequence[tuple[spi.Envelope, bytes]]) -> None:

@@ -68,6 +68,7 @@ def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
         migration=MigrationSupport(
             delayed_before_due=False, dead_letters=False, dedup="marker" if results else "none"
         ),
+        survives_broker_restart=True,  # SQS stores messages redundantly until deleted
     )
 
 

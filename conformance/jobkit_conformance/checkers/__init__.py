@@ -14,6 +14,7 @@ from jobkit_conformance.checkers.bounds import (
     redelivered_within_bound,
     retries_on_time,
 )
+from jobkit_conformance.checkers.contract import observed
 from jobkit_conformance.checkers.dead_letters import (
     dead_after_exhaustion,
     dead_letters_intact,
@@ -31,6 +32,12 @@ from jobkit_conformance.checkers.delivery import (
     recovered,
     redelivered_while_stopped,
     started_once,
+)
+from jobkit_conformance.checkers.durability import (
+    outage_no_loss,
+    outage_worker_survives,
+    producer_killed_no_loss,
+    restart_no_loss,
 )
 from jobkit_conformance.checkers.migration import migration_exact
 from jobkit_conformance.checkers.retries import (
@@ -69,15 +76,20 @@ __all__ = [
     "no_loss",
     "no_unexpected",
     "not_before",
+    "observed",
+    "outage_no_loss",
+    "outage_worker_survives",
     "outcomes_as_specified",
     "permanent_not_retried",
     "poison_handled",
     "priority_order",
+    "producer_killed_no_loss",
     "queue_drained",
     "recovered",
     "redelivered_while_stopped",
     "redelivered_within_bound",
     "replayed",
+    "restart_no_loss",
     "retries_on_time",
     "started_once",
     "succeeds_after_transient",

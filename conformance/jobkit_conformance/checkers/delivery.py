@@ -62,15 +62,25 @@ def no_duplicate_runs(history: History) -> Finding:
     dups = [v for v in accepted if len(v.runs) > 1]
     problems = [f"job {v.job_id} started {len(v.runs)} times without a fault" for v in dups]
     extra = sum(len(v.runs) - 1 for v in dups)
+    what = "duplicated"
     for op in history.select(f=F.DEPTH, type=OpType.OK):
         expected = op.value.get("expected")
-        if expected is not None and op.value.get("depth") != expected:
-            problems.append(
-                f"{expected} jobs were enqueued but the broker holds {op.value.get('depth')} "
-                "messages for them"
-            )
+        depth = op.value.get("depth")
+        if expected is not None and depth != expected:
+            if isinstance(depth, int) and depth < expected:
+                what = "missing on the broker" if not dups else what
+                problems.append(
+                    f"{expected} jobs were enqueued but right after the enqueues returned the "
+                    f"broker held only {depth} messages: {expected - depth} sent job(s) were "
+                    "not stored when enqueue returned"
+                )
+            else:
+                problems.append(
+                    f"{expected} jobs were enqueued but the broker holds {depth} messages for "
+                    "them: more messages than jobs"
+                )
     return _finding(
-        problems, f"{len(accepted)} jobs, each started once", {"duplicated": extra}, "duplicated"
+        problems, f"{len(accepted)} jobs, each started once", {"duplicated": extra}, what
     )
 
 

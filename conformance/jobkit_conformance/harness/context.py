@@ -20,6 +20,7 @@ from typing import Any
 
 from jobkit import App, EnqueueOptions, JobDef, JobkitError
 from jobkit.spi import Backend, Envelope
+from jobkit_conformance.broker_control import BrokerControl
 from jobkit_conformance.history import F, History, JobSpec, Op, OpType
 from jobkit_conformance.ledger import Ledger, RunRow
 from jobkit_conformance.probes import Probe
@@ -29,6 +30,11 @@ from .workers import POLL, InProcessWorker, ProcessWorker, WorkerHandle, wait_fo
 
 class NotApplicable(Exception):
     """Raised by a scenario that cannot be set up for this backend; the reason is reported."""
+
+
+class NotRun(Exception):
+    """Raised by a scenario that needs what the run was not given (e.g. broker control); its
+    checks are reported as not run, never as passed."""
 
 
 class ScenarioFailed(Exception):
@@ -44,6 +50,7 @@ class Settings:
     concurrency: int = 2
     timeout: float = 60.0  # longest wait for jobs to settle inside a scenario
     parallel: int = 4  # scenarios run at once
+    outage: float = 10.0  # seconds the broker stays stopped in the outage scenario
     profile: str = "default"  # "default" or "full" (longer soaks; see PROFILES)
 
     @property
@@ -58,6 +65,7 @@ class Settings:
             "timeout_s": self.timeout,
             "parallel": self.parallel,
             "profile": self.profile,
+            "outage_s": self.outage,
         }
 
 
@@ -92,6 +100,7 @@ class Suite:
     workdir: Path
     settings: Settings
     in_process: bool
+    broker_control: BrokerControl | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

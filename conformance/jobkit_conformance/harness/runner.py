@@ -17,6 +17,7 @@ from pathlib import Path
 from jobkit import App, BrokerUnavailable, ConfigurationError
 from jobkit.spi import Backend, open_backend, redact_url
 from jobkit_conformance import jobs
+from jobkit_conformance.broker_control import BrokerControl
 from jobkit_conformance.checkers import enqueue_refused
 from jobkit_conformance.checks import CAPABILITIES, Check, scenarios_for
 from jobkit_conformance.history import F, History, JobSpec, OpType
@@ -30,7 +31,7 @@ from jobkit_conformance.outcome import (
 )
 from jobkit_conformance.probes import open_probe
 
-from .context import Context, NotApplicable, Settings, Suite
+from .context import Context, NotApplicable, NotRun, Settings, Suite
 from .scenarios import AUX_QUEUES, EXCLUSIVE, SCENARIOS
 from .workers import ProcessWorker
 
@@ -46,6 +47,7 @@ class ScenarioResult:
     error: str | None = None
     notes: tuple[str, ...] = ()
     not_applicable: str | None = None
+    not_run: str | None = None
     duration_s: float = 0.0
 
 
@@ -63,6 +65,9 @@ def _run_scenario(suite: Suite, name: str, progress: Progress) -> ScenarioResult
             history = ctx.finish()
     except NotApplicable as exc:
         return ScenarioResult(name=name, history=ctx.history, not_applicable=str(exc))
+    except NotRun as exc:
+        progress(f"scenario {name}: not run ({exc})")
+        return ScenarioResult(name=name, history=ctx.history, not_run=str(exc))
     except Exception as exc:
         logs = "\n".join(
             f"--- {w.name} ---\n{w.log_tail()}" for w in ctx.workers if isinstance(w, ProcessWorker)
@@ -121,8 +126,12 @@ def run_suite(
     workdir: Path | None = None,
     namespace: str | None = None,
     progress: Progress | None = None,
+    broker_control: BrokerControl | None = None,
 ) -> RunResult:
     """Run `checks` against the backend at `url`.
+
+    With `broker_control` the scenarios that stop the broker run too, one at a time after all
+    the others (stopping the broker would disturb any scenario running beside them).
 
     Raises `ConfigurationError` (bad URL, unknown scheme, non-empty namespace, missing probe)
     and `BrokerUnavailable` (the broker cannot be reached) before any scenario runs."""
@@ -172,6 +181,7 @@ def run_suite(
             workdir=workdir,
             settings=settings,
             in_process=in_process,
+            broker_control=broker_control,
         )
         try:
             with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
@@ -184,6 +194,7 @@ def run_suite(
             for name in wanted:
                 if name in EXCLUSIVE:
                     results[name] = _run_scenario(suite, name, progress)
+            results = {name: results[name] for name in wanted}
         finally:
             cleanup = getattr(probe, "cleanup", None)  # optional for older probes
             if cleanup is not None:
@@ -242,6 +253,11 @@ def run_suite(
                         summary=res.not_applicable,
                         reason=res.not_applicable,
                     )
+                )
+                continue
+            if res.not_run:
+                outcomes.append(
+                    _make(check, outcome=Outcome.NOT_RUN, summary=res.not_run, reason=res.not_run)
                 )
                 continue
             if res.error:

@@ -15,7 +15,7 @@ from jobkit import App, RetryPolicy
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
-from . import crashes
+from . import crashes, scenarios_broker, scenarios_contract, scenarios_stats
 from .async_jobs import async_jobs
 from .buffered_shutdown import shutdown_buffered
 from .context import Context, NotApplicable, ScenarioFailed
@@ -325,8 +325,17 @@ SCENARIOS: dict[str, Scenario] = {
 }
 """Scenario name -> function, longest first (they are started in this order)."""
 
-EXCLUSIVE = frozenset({"volume"})
+SCENARIOS = {
+    "stats": scenarios_stats.stats,  # about 17 s, mostly waiting for its delayed jobs
+    **SCENARIOS,
+    "contract": scenarios_contract.contract,
+    "producer_killed": scenarios_broker.producer_killed,
+    "broker_restart": scenarios_broker.broker_restart,  # exclusive: run after the others
+    "outage": scenarios_broker.outage,  # exclusive
+}
+
+EXCLUSIVE = frozenset({"volume"}) | scenarios_broker.EXCLUSIVE
 """Scenarios run alone, after the others: their load would distort the others' timings."""
 
-AUX_QUEUES = ("crash-ready",)
+AUX_QUEUES = ("crash-ready", "contract-b")
 """Queues (after the namespace) used besides one per scenario: checked empty, cleaned up."""

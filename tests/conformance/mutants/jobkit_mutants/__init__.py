@@ -66,6 +66,9 @@ class Wrapped(Transport):
     def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
         self.inner.release_uncounted(delivery, delay=delay)
 
+    def peek(self, queues: Sequence[str], *, limit: int = 100) -> list[bytes]:
+        return self.inner.peek(queues, limit=limit)
+
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         self.inner.dead_letter(delivery, reason=reason)
 
