@@ -19,19 +19,30 @@ from typing import Any
 import pytest
 
 from tests.rabbitmq.conftest import url_of
+from tests.servers.control import relay
 from tests.servers.rabbitmq import RabbitServer
 
 pytestmark = pytest.mark.slow
 
 
-def run_suite(url: str, tmp_path: Path) -> dict[str, Any]:
-    """Runs the suite's CLI on `url`; returns its JSON report (fails on a non-zero exit)."""
+# Declared, with the reason, as strict expected failures (an unexpected pass fails the run).
+XFAILS = {
+    "stats.counts": "RabbitMQ counts no message in flight held by another connection: AMQP 0-9-1 "
+    "reports only ready messages (see docs/adapters/rabbitmq.md)",
+}
+
+
+def run_suite(url: str, tmp_path: Path, control: str) -> dict[str, Any]:
+    """Runs the suite's CLI on `url` with broker control `control`; returns its JSON report
+    (fails on a non-zero exit)."""
     report = tmp_path / "report.json"
+    xfails = [arg for check, why in XFAILS.items() for arg in ("--xfail", f"{check}={why}")]
     proc = subprocess.run(
         [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
-         "--workdir", str(tmp_path / "work"), "--json", str(report)],
+         "--workdir", str(tmp_path / "work"), "--json", str(report),
+         "--broker-control", control, *xfails],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
-        timeout=400,
+        timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data: dict[str, Any] = json.loads(report.read_text())
@@ -42,10 +53,12 @@ def run_suite(url: str, tmp_path: Path) -> dict[str, Any]:
 def test_the_suite_passes_on_rabbitmq_quorum_queues_with_priorities_refused(
     rabbit_server: RabbitServer, prefix: str, tmp_path: Path
 ) -> None:
-    data = run_suite(
-        url_of(rabbit_server, prefix, store=f"sqlite:///{tmp_path / 'j.db'}"), tmp_path
-    )
+    with relay(rabbit_server) as control:
+        data = run_suite(
+            url_of(rabbit_server, prefix, store=f"sqlite:///{tmp_path / 'j.db'}"), tmp_path, control
+        )
     outcomes = {c["id"]: c["outcome"] for c in data["checks"]}
+    assert outcomes.pop("stats.counts") == "xfail"
     assert outcomes.pop("priority.order") == "refused"
     assert outcomes.pop("migration.round_trip_exact") == "unclaimed"  # not yet (see the docs)
     assert set(outcomes.values()) == {"pass"}, outcomes
@@ -59,7 +72,9 @@ def test_the_suite_passes_on_rabbitmq_classic_queues_with_priorities(
     url = url_of(
         rabbit_server, prefix, queue_type="classic", store=f"sqlite:///{tmp_path / 'j.db'}"
     )
-    data = run_suite(url, tmp_path)
+    with relay(rabbit_server) as control:
+        data = run_suite(url, tmp_path, control)
     outcomes = {c["id"]: c["outcome"] for c in data["checks"]}
+    assert outcomes.pop("stats.counts") == "xfail"
     assert outcomes.pop("migration.round_trip_exact") == "unclaimed"
     assert set(outcomes.values()) == {"pass"}, outcomes  # priority.order included

@@ -67,6 +67,7 @@ def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
         max_message_bytes=MAX_MESSAGE_BYTES,
         shared_across_processes=True,
         scheduling_precision=config.precision + timedelta(seconds=0.5),  # + the hops' round trips
+        survives_broker_restart=True,  # durable queues, persistent messages, publisher confirms
         migration=None,  # not yet: the generic export failed the suite's round trip (issue 11)
     )
 
