@@ -16,3 +16,9 @@ def delayed_name(queue: str) -> str:
 def delay_queue_name(queue: str, ttl_ms: int) -> str:
     """RabbitMQ: the TTL queue that holds `queue`'s messages delayed by `ttl_ms`."""
     return f"jobkit.delay.{queue}.{ttl_ms}"
+
+
+def bell_name(queue: str) -> str:
+    """Redis: the small capped stream producers touch after they push onto `queue`'s lists, which
+    an idle worker waits on (a "doorbell"; its entries carry nothing)."""
+    return f"jobkit.bell.{queue}"
