@@ -37,4 +37,4 @@ class Measurement:
     latency_p99_ms: float | None
     """99th percentile enqueue-to-start latency in milliseconds."""
     notes: str = ""
-    """Settings that differ from the defaults (processes, prefetch, store), shown under the table."""
+    """Settings that differ from the defaults (processes, prefetch, store), shown under it."""
