@@ -9,9 +9,13 @@ Layout, for the jobkit queue ``q`` with the default prefix:
   ``jobkit.q.dlq``, so a message the broker gives up on (the delivery limit) lands there;
 - ``jobkit.q.dlq``: durable classic queue of dead letters (headers ``jobkit-reason``,
   ``jobkit-dead-at``, ``jobkit-deliveries``);
-- ``jobkit.q.delay.<ms>``: durable classic queues with one queue-level ``x-message-ttl`` each,
-  dead-lettering back to ``jobkit.q``. One TTL per queue, so no message waits behind a longer
-  one (per-message TTLs block at the head of the line);
+- ``jobkit.q.delay.<ms>``: durable quorum queues with one queue-level ``x-message-ttl`` each,
+  dead-lettering back to ``jobkit.q`` at least once (``x-dead-letter-strategy=at-least-once``,
+  which needs ``x-overflow=reject-publish``). One TTL per queue, so no message waits behind a
+  longer one (per-message TTLs block at the head of the line). Quorum, not classic: a classic
+  queue dead-letters at most once, and drops what expires while its target is not available
+  yet (a node starting up after a restart); at least once, an expired message stays in the
+  delay queue until the target has confirmed it;
 - ``jobkit..queues``: one message per jobkit queue name, so that `stats()` can list them.
 
 Message properties: ``message_id`` is the jobkit id, persistent, ``priority`` on classic
@@ -79,6 +83,16 @@ def message_id(props: Any, body: bytes) -> str:
     return str(props.message_id or "body-" + hashlib.sha256(body).hexdigest()[:24])
 
 
+def due_of(props: Any) -> int:
+    """When the message falls due (``jobkit-due``, epoch ms); 0 for one due at once."""
+    value = headers_of(props).get(DUE, 0)
+    return value if isinstance(value, int) else 0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def prior_of(props: Any) -> int:
     value = headers_of(props).get(PRIOR, 0)
     return value if isinstance(value, int) else 0
@@ -124,10 +138,12 @@ def ensure_delays(link: Link, s: Session, queue: str) -> None:
             config.delay_name(queue, ms),
             durable=True,
             arguments={
-                "x-queue-type": "classic",
+                "x-queue-type": "quorum",
                 "x-message-ttl": ms,
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": main,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
             },
         )
     link.declared.add(marker)
@@ -262,6 +278,7 @@ def stop_consuming(s: Session) -> None:
     by pika (counted by a quorum queue); what reached the inbox stays held."""
     while s.consumers:
         s.consume.basic_cancel(s.consumers.pop())
+    s.windows.clear()
 
 
 def ack(s: Session, generation: int, tags: Sequence[int]) -> None:

@@ -21,6 +21,7 @@ DEFAULT_PREFIX = "jobkit."
 RESERVED = (".dlq", ".delay.", ".queues")
 # RabbitMQ's own default consumer_timeout (rabbitmq.conf `consumer_timeout`), 30 minutes.
 SERVER_CONSUMER_TIMEOUT = timedelta(minutes=30)
+_LEVEL_FACTOR = 4  # between delay queues' TTLs: fewer queues, more hops per delay
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _KNOWN = (
     "queue_type, max_priority, prefix, heartbeat, prefetch, delivery_limit, consumer_timeout, "
@@ -96,12 +97,13 @@ class RabbitConfig:
         return f"{self.prefix}.queues"
 
     def delay_levels(self) -> list[int]:
-        """The delay queues' TTLs in ms: `precision` x 2^k up to about 36 hours; a longer
-        delay hops through the largest one as often as needed."""
+        """The delay queues' TTLs in ms: `precision` x 4^k up to about 36 hours (11 quorum
+        queues with the default precision); a delay takes at most 3 hops per level, and a
+        longer one hops through the largest as often as needed."""
         step = max(1, int(self.precision.total_seconds() * 1000))
         levels = [step]
-        while levels[-1] * 2 <= 36 * 3600 * 1000:
-            levels.append(levels[-1] * 2)
+        while levels[-1] * _LEVEL_FACTOR <= 36 * 3600 * 1000:
+            levels.append(levels[-1] * _LEVEL_FACTOR)
         return levels
 
 
