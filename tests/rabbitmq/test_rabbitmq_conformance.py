@@ -2,7 +2,6 @@
 
 Expectations declared for RabbitMQ: everything claimed passes. Quorum queues (the default)
 claim no priorities, which must be refused at enqueue; classic queues claim and pass them.
-Migration (`jobkit migrate`) is not claimed yet.
 Heartbeats of 2 s, so that a SIGSTOPped worker's connection is closed by the broker within a
 few seconds.
 """
@@ -60,7 +59,6 @@ def test_the_suite_passes_on_rabbitmq_quorum_queues_with_priorities_refused(
     outcomes = {c["id"]: c["outcome"] for c in data["checks"]}
     assert outcomes.pop("stats.counts") == "xfail"
     assert outcomes.pop("priority.order") == "refused"
-    assert outcomes.pop("migration.round_trip_exact") == "unclaimed"  # not yet (see the docs)
     assert set(outcomes.values()) == {"pass"}, outcomes
     recovery = {c["id"]: c["counts"].get("recovery_max_s") for c in data["checks"]}
     assert recovery["crash.redelivered"] is not None
@@ -76,5 +74,4 @@ def test_the_suite_passes_on_rabbitmq_classic_queues_with_priorities(
         data = run_suite(url, tmp_path, control)
     outcomes = {c["id"]: c["outcome"] for c in data["checks"]}
     assert outcomes.pop("stats.counts") == "xfail"
-    assert outcomes.pop("migration.round_trip_exact") == "unclaimed"
     assert set(outcomes.values()) == {"pass"}, outcomes  # priority.order included

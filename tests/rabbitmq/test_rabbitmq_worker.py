@@ -4,6 +4,7 @@ a broker restart, and what `jobkit check` refuses."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -92,6 +93,67 @@ def test_enqueue_while_the_broker_is_down_raises_and_stores_nothing(
     finally:
         rabbit_server.start_broker()
     assert app.backend.stats(["work"])[0].ready == 0
+
+
+@pytest.fixture
+def consumer_timeout_10_s(rabbit_server: RabbitServer) -> Iterator[None]:
+    """The server's consumer_timeout at 10 s, checked every second (for channels opened
+    meanwhile), then the server's own settings again."""
+    wanted = {"consumer_timeout": "10000", "channel_tick_interval": "1000"}
+    before = {key: _rabbit_env(rabbit_server, key) for key in wanted}
+    for key, value in wanted.items():
+        _set_rabbit_env(rabbit_server, key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            _set_rabbit_env(rabbit_server, key, value)
+
+
+def _rabbit_env(server: RabbitServer, key: str) -> str | None:
+    done = server.ctl("eval", f"application:get_env(rabbit, {key}).")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.strip()  # {ok,60000} or undefined
+    return text[len("{ok,") : -1] if text.startswith("{ok,") else None
+
+
+def _set_rabbit_env(server: RabbitServer, key: str, value: str | None) -> None:
+    call = f"set_env(rabbit, {key}, {value})" if value is not None else f"unset_env(rabbit, {key})"
+    done = server.ctl("eval", f"application:{call}.")
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_job_longer_than_the_consumer_timeout_is_stopped_before_the_broker_hands_it_on(
+    consumer_timeout_10_s: None, rabbit_server: RabbitServer, prefix: str, ledger_path: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    url = url_of(
+        rabbit_server, prefix, consumer_timeout="10", store=f"sqlite:///{tmp_path / 'jobs.db'}"
+    )
+    ledger.app.use(url)
+    try:
+        workers = [start_worker(url, ledger_path, "-q", "work", "-c", "1") for _ in range(2)]
+        try:
+            # no time limit of its own: it gets 9 s (90 % of consumer_timeout) on RabbitMQ
+            handle = ledger.once.enqueue("long", 14.0)
+            wait_until(lambda: handle.state is JobState.DEAD, timeout=40, what="the job stopped")
+            (first,) = starts(ledger_path, "long")
+            record = handle.record()
+            assert record is not None
+            (error,) = record.errors
+            assert "TimeLimitExceeded" in error.error
+            # stopped at 9 s and settled (dead-lettered, acked) before the broker's 10 s
+            assert error.at.timestamp() - first < 10.0
+            # the broker's timeout would have fired by now: nobody started it a second time
+            wait_until(lambda: time.time() > first + 12, timeout=15, what="12 s after the start")
+            assert starts(ledger_path, "long") == [first]
+            assert count(ledger_path, "SELECT COUNT(*) FROM effects") == 0
+        finally:
+            for worker in workers:
+                kill_group(worker)
+                worker.wait(timeout=10)
+    finally:
+        ledger.app.close()
 
 
 def test_check_refuses_a_time_limit_longer_than_the_consumer_timeout(

@@ -8,8 +8,6 @@ See docs/adapters/rabbitmq.md for the options, the capabilities and the known di
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from jobkit import ConfigurationError
 from jobkit.spi import (
     JobSet,
@@ -20,7 +18,7 @@ from jobkit.spi import (
     redact_url,
 )
 from jobkit_rabbitmq.config import RabbitConfig, parse_url
-from jobkit_rabbitmq.transport import RabbitTransport, capabilities_for
+from jobkit_rabbitmq.transport import RabbitTransport, capabilities_for, hold_bound
 
 __all__ = [
     "RabbitBackend",
@@ -52,11 +50,6 @@ class RabbitBackend(TransportBackend):
                     "the time limit, or raise consumer_timeout on the server and in the URL"
                 )
         return problems
-
-
-def hold_bound(config: RabbitConfig) -> timedelta:
-    """How long a job may run: 90 % of `consumer_timeout`, the rest for time spent buffered."""
-    return config.consumer_timeout * 0.9
 
 
 def backend_from_url(url: str) -> RabbitBackend:

@@ -11,8 +11,13 @@ settled or the connection dies: a crashed worker's connection closes at once, a 
 its heartbeats (`heartbeat`, so within about 2 x heartbeat), and the broker then requeues the
 message. So the `lease` asked for in `receive` is not used, `extend` is a no-op, and a job
 longer than the lease is never started a second time, up to the server's `consumer_timeout`
-(after which the broker takes the message away and closes the channel): `jobkit check`
-refuses time limits beyond it (see `jobkit_rabbitmq.RabbitBackend`).
+(after which the broker takes the message away, closes the channel and hands the message to
+another consumer while the first still runs it). So no job may outlive it: `receive` hands the
+worker each envelope with its time limit capped at `hold_bound` (90 % of `consumer_timeout`;
+a job without one gets that), the worker stops a job at its limit and settles it (released
+for a retry or dead-lettered) before the broker would take it away, and `jobkit check`
+refuses time limits beyond the bound (see `jobkit_rabbitmq.RabbitBackend`). What is sent on
+(released, dead-lettered, exported) is the body as it was published, not the capped one.
 
 Counting deliveries: ``Delivery.deliveries`` = ``jobkit-prior`` header + the broker's count
 (quorum ``x-delivery-count``; on classic queues only whether it was redelivered) + 1.
@@ -28,6 +33,7 @@ early.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -40,11 +46,12 @@ from jobkit.spi import (
     DeadLetter,
     Delivery,
     Message,
+    MigrationSupport,
     QueueStats,
-    Transport,
 )
+from jobkit_rabbitmq import _export, dlq
 from jobkit_rabbitmq import _wire as wire
-from jobkit_rabbitmq import dlq
+from jobkit_rabbitmq._export import ExportingTransport
 from jobkit_rabbitmq._link import Arrival, Link, Session
 from jobkit_rabbitmq.config import RabbitConfig
 
@@ -68,18 +75,24 @@ def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
         shared_across_processes=True,
         scheduling_precision=config.precision + timedelta(seconds=0.5),  # + the hops' round trips
         survives_broker_restart=True,  # durable queues, persistent messages, publisher confirms
-        migration=None,  # not yet: the generic export failed the suite's round trip (issue 11)
+        # delayed jobs and dead letters exported from their queues; ids deduplicated on import
+        # through markers in the job store, which only a shared store keeps across processes
+        migration=MigrationSupport(
+            delayed_before_due=True, dead_letters=True, dedup="marker" if results else "none"
+        ),
     )
 
 
-class RabbitTransport(Transport):
+class RabbitTransport(ExportingTransport):
     """Thread-safe; `clone` shares the connection (see the module docstring)."""
 
     def __init__(self, config: RabbitConfig, *, results: bool = False, link: Link | None = None):
         self.config = config
         self._results = results
         self._caps = capabilities_for(config, results=results)
+        self._bound = hold_bound(config).total_seconds()
         self._link = link or Link(config)
+        self._held = _export.Held()
         self._closed = False
         self._lock = threading.Lock()
         self._link.attach()
@@ -113,7 +126,7 @@ class RabbitTransport(Transport):
         """Validates every message, declares the queues it needs, publishes everything and waits
         for the broker's confirms (in chunks). Not atomic across messages: on an error some may
         be stored; none is confirmed that is not."""
-        now_ms = _now_ms()
+        now_ms = wire.now_ms()
         items = [self._outgoing(message, now_ms) for message in messages]
         queues = {m.queue: m.delay > timedelta(0) for m in messages}
 
@@ -173,11 +186,11 @@ class RabbitTransport(Transport):
         deadline = time.monotonic() + max(0.0, wait.total_seconds())
         while True:
             taken = self._take(names, wanted, deadline)
-            now_ms = _now_ms()
-            early = [a for a in taken if _due(a) > now_ms]
+            now_ms = wire.now_ms()
+            early = [a for a in taken if wire.due_of(a.properties) > now_ms]
             if early:
                 link.call(functools.partial(self._hop, arrivals=early), "send delayed on")
-            due = [self._delivery(a) for a in taken if _due(a) <= now_ms]
+            due = [self._delivery(a) for a in taken if wire.due_of(a.properties) <= now_ms]
             if due or time.monotonic() >= deadline:
                 return due
 
@@ -196,7 +209,7 @@ class RabbitTransport(Transport):
                 link.arrived.wait(left)
 
     def _hop(self, s: Session, *, arrivals: list[Arrival]) -> None:
-        now_ms = _now_ms()
+        now_ms = wire.now_ms()
         items = []
         for a in arrivals:
             headers = wire.headers_of(a.properties)
@@ -224,7 +237,7 @@ class RabbitTransport(Transport):
         return Delivery(
             queue=a.queue,
             id=wire.message_id(props, a.body),
-            body=a.body,
+            body=cap_time_limit(a.body, self._bound),
             deliveries=wire.prior_of(props) + wire.broker_count(props, a.redelivered) + 1,
             receipt=f"{a.generation}:{a.tag}",
             leased_until=None,
@@ -278,13 +291,13 @@ class RabbitTransport(Transport):
 
     def _republish(self, s: Session, items: list[tuple[Delivery, timedelta, int]]) -> None:
         """Copies first (confirmed), then the acks: never lost, at worst delivered twice."""
-        now_ms = _now_ms()
+        now_ms = wire.now_ms()
         out = []
         for d, delay, counted in items:
             a = _arrival(d)
             message = Message(
                 queue=d.queue,
-                body=d.body,
+                body=a.body,
                 id=a.properties.message_id or d.id,
                 delay=delay,
                 priority=a.properties.priority or 0,
@@ -314,7 +327,7 @@ class RabbitTransport(Transport):
             }
             out = wire.Outgoing(
                 routing_key=self.config.dlq_name(delivery.queue),
-                body=delivery.body,
+                body=a.body,
                 id=delivery.id,
                 headers=headers,
             )
@@ -429,17 +442,32 @@ class RabbitTransport(Transport):
         return link.call(run, "read queue counts")
 
 
+def hold_bound(config: RabbitConfig) -> timedelta:
+    """How long a job may run: 90 % of `consumer_timeout`, the rest for time spent buffered."""
+    return config.consumer_timeout * 0.9
+
+
+def cap_time_limit(body: bytes, bound: float) -> bytes:
+    """`body` with its envelope's ``time_limit`` at most `bound` seconds (set to `bound` where
+    there is none). A body that is not a JSON object, or whose time limit is not a number, is
+    returned unchanged (the worker dead-letters it with the reason)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict):
+        return body
+    limit = data.get("time_limit")
+    if limit is not None and (not isinstance(limit, int | float) or isinstance(limit, bool)):
+        return body
+    if limit is not None and limit <= bound:
+        return body
+    data["time_limit"] = bound
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
 def _arrival(delivery: Delivery) -> Arrival:
     native = delivery.native
     if not isinstance(native, Arrival):
         raise JobkitError(f"delivery {delivery.id} was not received by a RabbitMQ transport")
     return native
-
-
-def _due(arrival: Arrival) -> int:
-    value = wire.headers_of(arrival.properties).get(wire.DUE, 0)
-    return value if isinstance(value, int) else 0
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
