@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from jobkit_rabbitmq import RabbitTransport, parse_url
 
-from jobkit import ConfigurationError, UnsupportedFeature
+from jobkit import App, ConfigurationError, UnsupportedFeature
 from jobkit.spi import Message, redact_url
 from tests.outages import stopped_for
 from tests.rabbitmq.conftest import url_of
@@ -148,3 +148,23 @@ def test_delayed_messages_pending_across_a_broker_restart_all_arrive(
         wait_until(all_arrived, timeout=60, what="every delayed message")
     finally:
         transport.close()
+
+
+def test_without_a_shared_store_keys_and_records_are_refused_naming_the_store_option(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    app = App("no-store")
+    app.use(url_of(rabbit_server, prefix))  # store=memory, the default
+
+    @app.job(queue="work")
+    def noop() -> None: ...
+
+    try:
+        with pytest.raises(UnsupportedFeature, match="store=sqlite"):
+            noop.options(idempotency_key="once").enqueue()
+        handle = noop.enqueue()
+        with pytest.raises(UnsupportedFeature, match="store="):
+            handle.record()
+        assert app.backend.stats(["work"])[0].ready == 1  # the keyed one was not sent
+    finally:
+        app.close()

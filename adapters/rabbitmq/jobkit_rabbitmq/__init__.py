@@ -8,8 +8,11 @@ See docs/adapters/rabbitmq.md for the options, the capabilities and the known di
 
 from __future__ import annotations
 
-from jobkit import ConfigurationError
+from collections.abc import Sequence
+
+from jobkit import ConfigurationError, JobRecord, UnsupportedFeature
 from jobkit.spi import (
+    Envelope,
     JobSet,
     JobStore,
     MemoryJobStore,
@@ -30,13 +33,45 @@ __all__ = [
 ]
 
 
+STORE_OPTION = "store=sqlite:///path/to/jobs.db"
+
+
 class RabbitBackend(TransportBackend):
     """`TransportBackend` whose `check` also refuses what RabbitMQ's `consumer_timeout` would
-    break: a time limit the server would cut short by handing the job to a second worker."""
+    break: a time limit the server would cut short by handing the job to a second worker.
+
+    Without a job store its workers share (``store=memory``, the default), idempotency keys
+    are refused at enqueue and `job_record` raises, both with `UnsupportedFeature` naming the
+    ``store=`` option: a worker could not tell that another completed a key, and nobody could
+    read another process's results (`Capabilities.results` is False)."""
 
     def __init__(self, transport: RabbitTransport, store: JobStore) -> None:
         self.bound = hold_bound(transport.config)
         super().__init__(transport, store, default_lease=self.bound)
+
+    def send(self, envelopes: Sequence[tuple[Envelope, bytes]]) -> None:
+        if not self.capabilities.results:
+            keyed = [env for env, _ in envelopes if env.idempotency_key is not None]
+            if keyed:
+                raise UnsupportedFeature(
+                    asked=f"job {keyed[0].job!r} asked for idempotency key "
+                    f"{keyed[0].idempotency_key!r}",
+                    supported=f"{self.capabilities.name} without store= keeps job records per "
+                    "process, so a worker cannot tell that another completed that key",
+                    change=f"Add {STORE_OPTION} to the backend URL (a store the workers "
+                    "share), or drop the key",
+                )
+        super().send(envelopes)
+
+    def job_record(self, job_id: str) -> JobRecord | None:
+        if not self.capabilities.results:
+            raise UnsupportedFeature(
+                asked=f"the record of job {job_id}",
+                supported=f"{self.capabilities.name} without store= keeps job records in the "
+                "worker processes only",
+                change=f"Add {STORE_OPTION} to the backend URL for results and job states",
+            )
+        return super().job_record(job_id)
 
     def check(self, app: JobSet) -> list[str]:
         problems = super().check(app)
@@ -61,8 +96,8 @@ def backend_from_url(url: str) -> RabbitBackend:
 
 def open_store(config: RabbitConfig, url: str) -> tuple[JobStore, bool]:
     """The job store of the ``store=`` option and whether other processes share it: ``memory``
-    (default; results and idempotency per worker process) or ``sqlite:///path`` (shared by the
-    processes of one machine)."""
+    (default; records per process, so keys and `job_record` are refused, see `RabbitBackend`)
+    or ``sqlite:///path`` (shared by the processes of one machine)."""
     if config.store == "memory":
         return MemoryJobStore(retention=config.retention), False
     if config.store.startswith("sqlite:///") and len(config.store) > len("sqlite:///"):
