@@ -1,6 +1,9 @@
 """jobkit on RabbitMQ vs raw pika, same rabbitmq-server, same run: enqueue and drain.
 
-    .venv/bin/python bench/rabbitmq_bench.py [--jobs 10000] [--single 2000] [--prefetch 100]
+    .venv/bin/python bench/rabbitmq_bench.py [--quick] [--jobs N] [--single N] [--prefetch N]
+
+`measure(quick=...)` returns one `Measurement` for jobkit and one for raw pika (bench/_rows.py);
+two rounds alternate which system goes first, and each figure is the rounds' median.
 
 Starts its own rabbitmq-server (tests/servers/rabbitmq.py) on free loopback ports. Quorum
 queues, persistent messages, publisher confirms on both sides.
@@ -19,7 +22,7 @@ queues, persistent messages, publisher confirms on both sides.
   Rate = jobs / (first message gone .. queue empty), read from the queue's ready count every
   10 ms (so a consumer's start-up is not counted, and the last prefetch window is).
 
-Prints each rate and the ratios jobkit / raw pika.
+Run as a script, prints each rate and the ratios jobkit / raw pika.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import pika  # type: ignore[import-untyped]  # noqa: E402
 from _procs import child_env, stop  # noqa: E402
+from _rows import Measurement  # noqa: E402
 
 from jobkit import App  # noqa: E402
 
@@ -140,45 +146,49 @@ def drain(count: Callable[[], int], n: int, consumer: subprocess.Popen[bytes]) -
     return time.perf_counter() - started
 
 
-def run_raw(port: int, args: argparse.Namespace) -> dict[str, float]:
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    jobs: int = 10_000  # enqueue_many and drain
+    single: int = 2_000  # one enqueue per job
+    prefetch: int = 100
+
+
+def run_raw(port: int, sizes: Sizes) -> dict[str, float]:
     queue = f"raw-{uuid.uuid4().hex[:8]}"
-    single = raw_publish_single(port, queue + "-single", args.single)
-    batched = raw_publish_batched(port, queue, args.jobs)
+    single = raw_publish_single(port, queue + "-single", sizes.single)
+    batched = raw_publish_batched(port, queue, sizes.jobs)
     consumer = subprocess.Popen(
-        [sys.executable, __file__, "--raw-consumer", str(port), queue, str(args.prefetch)],
+        [sys.executable, __file__, "--raw-consumer", str(port), queue, str(sizes.prefetch)],
         env=child_env(),
     )
     try:
-        seconds = drain(ready(port, queue), args.jobs, consumer)
+        seconds = drain(ready(port, queue), sizes.jobs, consumer)
     finally:
         stop(consumer)
-    return {"single": single, "many": batched, "drain": args.jobs / seconds}
+    return {"single": single, "many": batched, "drain": sizes.jobs / seconds}
 
 
-def run_jobkit(port: int, args: argparse.Namespace) -> dict[str, float]:
+def run_jobkit(port: int, sizes: Sizes) -> dict[str, float]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     base = f"amqp://guest:guest@127.0.0.1:{port}/%2F?prefix={prefix}"
     app.use(base)
+    noop.enqueue(-1)  # connects and declares the queues before timing, as the raw side does
     started = time.perf_counter()
-    noop.enqueue(-1)  # declares the queues (counted: a first enqueue pays for it)
-    for i in range(args.single - 1):
+    for i in range(sizes.single):
         noop.enqueue(i)
-    single = args.single / (time.perf_counter() - started)
-    app.close()
-    app.use(base)
-    noop.enqueue(-1)  # connects and declares before timing
+    single = sizes.single / (time.perf_counter() - started)
     count = ready(port, f"{prefix}bench")
     started = time.perf_counter()
-    for first in range(0, args.jobs, 1000):
-        noop.enqueue_many([(i,) for i in range(first, min(first + 1000, args.jobs))])
-    many = args.jobs / (time.perf_counter() - started)
+    for first in range(0, sizes.jobs, 1000):
+        noop.enqueue_many([(i,) for i in range(first, min(first + 1000, sizes.jobs))])
+    many = sizes.jobs / (time.perf_counter() - started)
     app.close()
-    total = args.jobs + args.single + 1
+    total = sizes.jobs + sizes.single + 1
     worker = subprocess.Popen(
         [
             sys.executable, "-m", "jobkit.cli.main", "--app", "rabbitmq_bench:app",
             "--backend", base, "worker", "-q", "bench",
-            "-c", "1", "--prefetch", str(args.prefetch - 1),
+            "-c", "1", "--prefetch", str(sizes.prefetch - 1),
         ],
         env=child_env(),
         start_new_session=True,
@@ -190,36 +200,69 @@ def run_jobkit(port: int, args: argparse.Namespace) -> dict[str, float]:
     return {"single": single, "many": many, "drain": total / seconds}
 
 
+def measure(*, quick: bool, sizes: Sizes | None = None) -> list[Measurement]:
+    """jobkit and raw pika on one rabbitmq-server of its own, in rounds alternating which goes
+    first (2 rounds; `quick`: 1 round of 500 jobs); each figure is the rounds' median."""
+    from tests.servers.rabbitmq import start_rabbitmq
+
+    sizes = sizes or (Sizes(jobs=500, single=100) if quick else Sizes())
+    runs: dict[str, list[dict[str, float]]] = {"pika": [], "jobkit": []}
+    server = start_rabbitmq()
+    try:
+        for round_ in range(1 if quick else 2):
+            order = [("pika", run_raw), ("jobkit", run_jobkit)]
+            for system, run in order[:: -1 if round_ % 2 else 1]:
+                runs[system].append(run(server.port, sizes))
+    finally:
+        server.stop()
+    notes = (
+        f"quorum queues, persistent, confirms on both sides; enqueue_many in batches of 1,000; "
+        f"drain by 1 process with prefetch {sizes.prefetch} (jobkit: worker -c 1 --prefetch "
+        f"{sizes.prefetch - 1})"
+    )
+    return [
+        Measurement(
+            backend="rabbitmq",
+            system=system,
+            jobs=sizes.jobs,
+            enqueue_per_s=median(r["single"] for r in rows),
+            enqueue_many_per_s=median(r["many"] for r in rows),
+            drain_per_s=median(r["drain"] for r in rows),
+            latency_p50_ms=None,
+            latency_p99_ms=None,
+            notes=notes,
+        )
+        for system, rows in runs.items()
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--prefetch", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 500 jobs, 1 round")
     parser.add_argument("--raw-consumer", nargs=3, metavar=("PORT", "QUEUE", "PREFETCH"))
     args = parser.parse_args()
     if args.raw_consumer:
         port, queue, prefetch = args.raw_consumer
         raw_consumer(int(port), queue, int(prefetch))
         return 0
-
-    from tests.servers.rabbitmq import start_rabbitmq
-
-    server = start_rabbitmq()
-    try:
-        raw = run_raw(server.port, args)
-        ours = run_jobkit(server.port, args)
-    finally:
-        server.stop()
-    rows = [
-        ("enqueue, confirm per message", "single"),
-        ("enqueue_many, confirms per 1,000", "many"),
-        (f"drain, 1 process, prefetch {args.prefetch}", "drain"),
-    ]
-    for label, key in rows:
+    sizes = (
+        None if args.quick else Sizes(jobs=args.jobs, single=args.single, prefetch=args.prefetch)
+    )
+    raw, ours = measure(quick=args.quick, sizes=sizes)
+    for label, field in (
+        ("enqueue, confirm per message", "enqueue_per_s"),
+        ("enqueue_many, confirms per 1,000", "enqueue_many_per_s"),
+        ("drain, 1 process", "drain_per_s"),
+    ):
+        mine, theirs = getattr(ours, field), getattr(raw, field)
         print(
-            f"{label}: raw pika {raw[key]:,.0f} jobs/s, jobkit {ours[key]:,.0f} jobs/s, "
-            f"ratio {ours[key] / raw[key]:.2f}"
+            f"{label}: raw pika {theirs:,.0f} jobs/s, jobkit {mine:,.0f} jobs/s, "
+            f"ratio {mine / theirs:.2f}"
         )
+    print(raw.notes)
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from tests.apps.ledger import count
 from tests.rabbitmq.conftest import url_of
 from tests.servers.rabbitmq import RabbitServer
 from tests.waiting import wait_until
-from tests.workers import jobkit_cli, running_worker
+from tests.workers import jobkit_cli, kill_group, running_worker
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +28,12 @@ def backend(rabbit_server: RabbitServer, prefix: str, tmp_path: Path) -> str:
 
 def test_cli_status_and_dlq_list_replay_purge(app: App, backend: str, ledger_path: Path) -> None:
     handles = [ledger.permanent.enqueue(f"p{i}") for i in range(3)]
-    with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1") as worker:
         wait_until(
             lambda: all(h.state is JobState.DEAD for h in handles), timeout=60, what="3 dead"
         )
         wait_until(lambda: app.backend.stats(["work"])[0].dead == 3, what="3 dead letters")
+        stop_gracefully(worker)
     status = jobkit_cli(backend, "status", "--json")
     assert status.returncode == 0, status.stderr
     (row,) = [r for r in json.loads(status.stdout) if r["queue"] == "work"]
@@ -47,18 +50,27 @@ def test_cli_status_and_dlq_list_replay_purge(app: App, backend: str, ledger_pat
     stats = app.backend.stats(["work"])[0]
     assert (stats.ready, stats.dead) == (3, 0)
 
-    with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1") as worker:
         wait_until(
             lambda: count(ledger_path, "SELECT COUNT(*) FROM runs") == 6,
             timeout=60,
             what="each replayed job ran once more",
         )
         wait_until(lambda: app.backend.stats(["work"])[0].dead == 3, what="3 dead letters again")
+        stop_gracefully(worker)
     purged = jobkit_cli(backend, "dlq", "purge", "work")
     assert purged.returncode == 0, purged.stderr
     assert "purged 3 " in purged.stdout
     final = app.backend.stats(["work"])[0]
     assert (final.ready, final.in_flight, final.delayed, final.dead) == (0, 0, 0, 0), left(app)
+
+
+def stop_gracefully(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and wait until the worker has exited: a dead letter is published (and counted)
+    before its original is acked, so a SIGKILL right after the count can leave the original to
+    be requeued by the broker (the flake this test had under load)."""
+    kill_group(worker, signal.SIGTERM)
+    worker.wait(timeout=60)
 
 
 def left(app: App) -> str:

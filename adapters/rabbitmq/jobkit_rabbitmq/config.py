@@ -21,11 +21,14 @@ DEFAULT_PREFIX = "jobkit."
 RESERVED = (".dlq", ".delay.", ".queues")
 # RabbitMQ's own default consumer_timeout (rabbitmq.conf `consumer_timeout`), 30 minutes.
 SERVER_CONSUMER_TIMEOUT = timedelta(minutes=30)
+# RabbitMQ's own default max_message_size (rabbitmq.conf), 128 MiB: the most jobkit may send
+SERVER_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _LEVEL_FACTOR = 4  # between delay queues' TTLs: fewer queues, more hops per delay
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _KNOWN = (
     "queue_type, max_priority, prefix, heartbeat, prefetch, delivery_limit, consumer_timeout, "
-    "precision, connect_timeout, confirm_timeout, store, records_ttl, keys_ttl"
+    "precision, connect_timeout, confirm_timeout, max_message_bytes, store, records_ttl, keys_ttl"
 )
 
 
@@ -44,6 +47,9 @@ class RabbitConfig:
     `precision` is the delay queues' smallest step: delays are honoured to within it, late,
     never early. `prefetch` is the channel's prefetch count; 0 (default) matches it to what
     the worker asks for (its buffer: concurrency x (prefetch + 1)).
+    `max_message_bytes` is the largest body jobkit sends (16 MiB by default; up to the server's
+    ``max_message_size``, 128 MiB by default): a quorum queue keeps its messages in memory, and
+    every worker holds a prefetch window of them, so large payloads belong elsewhere.
     """
 
     url: str
@@ -63,6 +69,7 @@ class RabbitConfig:
     precision: timedelta = timedelta(milliseconds=100)
     connect_timeout: float = 5.0
     confirm_timeout: float = 30.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     store: str = "memory"
     retention: Retention = field(default_factory=Retention)
 
@@ -148,6 +155,16 @@ def parse_url(url: str) -> RabbitConfig:
         precision=timedelta(seconds=_number(options, "precision", 0.1, 0.01, 60, shown)),
         connect_timeout=_number(options, "connect_timeout", 5, 0.1, 600, shown),
         confirm_timeout=_number(options, "confirm_timeout", 30, 0.1, 600, shown),
+        max_message_bytes=int(
+            _number(
+                options,
+                "max_message_bytes",
+                DEFAULT_MAX_MESSAGE_BYTES,
+                1024,
+                SERVER_MAX_MESSAGE_BYTES,
+                shown,
+            )
+        ),
         store=options.pop("store", "memory") or "memory",
         retention=retention,
     )

@@ -55,8 +55,6 @@ from jobkit_rabbitmq._export import ExportingTransport
 from jobkit_rabbitmq._link import Arrival, Link, Session
 from jobkit_rabbitmq.config import RabbitConfig
 
-MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # RabbitMQ's default max_message_size
-
 
 def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
     return Capabilities(
@@ -71,7 +69,7 @@ def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
         time_limits=True,
         lease_extension=True,  # held until settled, up to the server's consumer_timeout
         results=results,
-        max_message_bytes=MAX_MESSAGE_BYTES,
+        max_message_bytes=config.max_message_bytes,
         shared_across_processes=True,
         scheduling_precision=config.precision + timedelta(seconds=0.5),  # + the hops' round trips
         survives_broker_restart=True,  # durable queues, persistent messages, publisher confirms
