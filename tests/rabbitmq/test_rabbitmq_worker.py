@@ -1,5 +1,6 @@
 """jobkit's worker on a real rabbitmq-server, with real worker processes: crashes, delays,
-a broker restart, and what `jobkit check` refuses."""
+consumer_timeout, enqueue while the broker is down, and what `jobkit check` refuses. (A broker
+restart under load is the conformance suite's, with broker control: outage.*, durability.*.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from jobkit_rabbitmq import backend_from_url
 from jobkit import App, BrokerUnavailable, JobState
 from tests.apps import ledger
 from tests.apps.ledger import count, rows
-from tests.outages import run_through_outage, stopped_for
 from tests.rabbitmq.conftest import url_of
 from tests.servers.rabbitmq import RabbitServer
 from tests.waiting import wait_until
@@ -73,14 +73,6 @@ def test_a_5_s_delay_behind_an_8_s_delay_runs_at_5_s(
     (eight,) = starts(ledger_path, "eight")
     assert 5.0 <= five - sent < 6.5  # not held behind the 8 s message
     assert 8.0 <= eight - sent < 9.5
-
-
-def test_broker_restart_loses_nothing_confirmed_and_the_worker_survives(
-    app: App, backend: str, rabbit_server: RabbitServer, ledger_path: Path, tmp_path: Path
-) -> None:
-    run_through_outage(backend, ledger_path, tmp_path / "worker.log", stopped_for(rabbit_server, 5))
-    stats = app.backend.stats(["work"])[0]
-    assert (stats.ready, stats.dead) == (0, 0)
 
 
 def test_enqueue_while_the_broker_is_down_raises_and_stores_nothing(

@@ -72,7 +72,9 @@ def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
         max_message_bytes=config.max_message_bytes,
         shared_across_processes=True,
         scheduling_precision=config.precision + timedelta(seconds=0.5),  # + the hops' round trips
-        survives_broker_restart=True,  # durable queues, persistent messages, publisher confirms
+        # durable queues, persistent messages, publisher confirms, and delay queues that
+        # dead-letter at least once (quorum): also delays falling due while the broker restarts
+        survives_broker_restart=True,
         # delayed jobs and dead letters exported from their queues; ids deduplicated on import
         # through markers in the job store, which only a shared store keeps across processes
         migration=MigrationSupport(
