@@ -61,6 +61,8 @@ def test_a_5_s_delay_behind_an_8_s_delay_runs_at_5_s(
     app: App, backend: str, ledger_path: Path
 ) -> None:
     with running_worker(backend, ledger_path, "-q", "work", "-c", "2"):
+        warm = ledger.record.enqueue("warm-up")  # the worker is consuming before the clock starts
+        wait_until(lambda: warm.state is JobState.SUCCEEDED, timeout=60, what="the worker up")
         sent = time.time()
         late = ledger.record.options(delay=timedelta(seconds=8)).enqueue("eight")
         soon = ledger.record.options(delay=timedelta(seconds=5)).enqueue("five")
