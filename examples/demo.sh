@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 python_bin=${PYTHON:-python3.11}
 command -v "$python_bin" >/dev/null || python_bin=python3
 [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e . -e conformance
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[metrics]" -e conformance
 exec .venv/bin/python examples/quickstart.py

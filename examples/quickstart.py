@@ -1,7 +1,9 @@
 """The main job: the example shop on the embedded SQLite backend, end to end.
 
 It enqueues a mix of jobs (some fail for a while, some for good, some are delayed, one hangs),
-runs a real `jobkit worker`, waits for every job to end, prints what happened, shows
+runs a real `jobkit worker` (with Prometheus metrics on $JOBKIT_DEMO_METRICS_PORT, 9464 by
+default, when prometheus-client is installed: `curl http://127.0.0.1:9464/metrics` while it
+runs), waits for every job to end, prints what happened and the worker's job counters, shows
 `jobkit status` and `jobkit dlq list`, and then runs the conformance suite against the same
 backend (if `jobkit-conformance` is installed).
 
@@ -56,7 +58,13 @@ def main() -> int:
     os.environ["JOBKIT_APP"] = "examples.shop:app"
     console.rule(f"[bold]jobkit quickstart on {url}")
     handles = enqueue_all()
-    console.print(f"enqueued {len(handles)} jobs; starting `jobkit worker -c 2`")
+    port = _metrics_port()
+    metrics = ["--metrics-port", str(port)] if port else []
+    console.print(
+        f"enqueued {len(handles)} jobs; starting `jobkit worker -c 2 {' '.join(metrics)}`"
+    )
+    if port:
+        console.print(f"metrics: curl -s http://127.0.0.1:{port}/metrics | grep ^jobkit_")
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -69,6 +77,7 @@ def main() -> int:
             "2",
             "--lease",
             "5",
+            *metrics,
         ],
         cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -83,6 +92,8 @@ def main() -> int:
         else:
             console.print("[red]not every job ended within 90 s")
             return 1
+        if port:
+            show_metrics(port)
     finally:
         worker.send_signal(signal.SIGTERM)  # graceful: nothing is running now
         worker.wait(timeout=60)
@@ -109,6 +120,33 @@ def main() -> int:
         ).returncode
     shutil.rmtree(workdir, ignore_errors=True)
     return code
+
+
+def _metrics_port() -> int | None:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return None
+    return int(os.environ.get("JOBKIT_DEMO_METRICS_PORT", "9464"))
+
+
+def show_metrics(port: int) -> None:
+    """What `curl http://127.0.0.1:PORT/metrics` shows now: the job counters and the queue
+    gauges (the same numbers as `jobkit status`)."""
+    from urllib.request import urlopen
+
+    console.rule(f"curl -s http://127.0.0.1:{port}/metrics | grep -E '_total|_queue_'")
+    wanted = ("jobkit_jobs_", "jobkit_queue_")
+    # the worker writes each outcome just after the job's record: give the last one a moment
+    for _ in range(20):
+        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            lines = answer.read().decode().splitlines()
+        shown = [line for line in lines if line.startswith(wanted) and "_created" not in line]
+        if shown:
+            break
+        time.sleep(0.1)
+    for line in sorted(shown):
+        console.print(line, markup=False, highlight=False)
 
 
 def _has_conformance() -> bool:

@@ -4,6 +4,7 @@ This is the application API: define jobs on an `App`, enqueue them, follow them 
 `JobHandle`. Adapter authors implement and use `jobkit.spi`.
 """
 
+from jobkit._version import __version__
 from jobkit.app import App
 from jobkit.errors import (
     BrokerUnavailable,
@@ -26,8 +27,6 @@ from jobkit.job import AsyncJobDef, BoundJob, EnqueueOptions, JobDef
 from jobkit.policy import RetryPolicy
 from jobkit.records import AttemptError, JobRecord, JobState
 from jobkit.worker.context import JobContext, current_job
-
-__version__ = "0.1.0"
 
 __all__ = [
     "App",
@@ -55,5 +54,6 @@ __all__ = [
     "UnknownJob",
     "UnsupportedFeature",
     "WorkerLost",
+    "__version__",
     "current_job",
 ]

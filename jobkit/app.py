@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -10,9 +10,11 @@ from jobkit._enqueue import prepare
 from jobkit._invoke import is_async
 from jobkit.backend import Backend
 from jobkit.config import resolve_backend_url
+from jobkit.envelope import Envelope
 from jobkit.errors import ConfigurationError
 from jobkit.handle import JobHandle
 from jobkit.job import AsyncJobDef, Call, EnqueueOptions, JobDef
+from jobkit.middleware import Hooks, Middleware
 from jobkit.policy import DEFAULT_POLICY, RetryPolicy
 from jobkit.registry import open_backend
 
@@ -27,11 +29,23 @@ class App:
     ``JOBKIT_BACKEND`` variable, then ``[tool.jobkit] backend`` in ``pyproject.toml`` or
     ``backend`` in ``jobkit.toml`` (see `jobkit.config`). It is opened on first use.
     Thread-safe for enqueueing once the backend is open.
+
+    `middleware` (`jobkit.middleware`) runs around every enqueue, every run of a job and the
+    worker's start and stop, in the order given (see `add_middleware`).
     """
 
-    def __init__(self, name: str = "jobkit", *, backend: str | Backend | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "jobkit",
+        *,
+        backend: str | Backend | None = None,
+        middleware: Iterable[Middleware] = (),
+    ) -> None:
         self.name = name
         self.jobs: dict[str, JobDef[Any, Any]] = {}
+        self.middleware: list[Middleware] = []
+        for m in middleware:
+            self.add_middleware(m)
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._backend_url: str | None = backend if isinstance(backend, str) else None
 
@@ -95,6 +109,18 @@ class App:
         self.jobs[job_name] = jd
         return jd
 
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Add `middleware` after those already registered (its ``before_*`` hooks run after
+        theirs, its ``after_*`` hooks before). Register at import time of the app module, so
+        that the worker's processes, which import it, have it too. Not thread-safe."""
+        if not isinstance(middleware, Middleware):
+            raise ConfigurationError(
+                f"middleware {middleware!r} ({type(middleware).__name__}) was registered on app "
+                f"{self.name!r}; middleware is an instance of a jobkit.middleware.Middleware "
+                "subclass. Subclass Middleware and register an instance"
+            )
+        self.middleware.append(middleware)
+
     # -- backend ----------------------------------------------------------------------------
 
     @property
@@ -139,12 +165,26 @@ class App:
             prepare(job, args, kwargs, opts, now=now, caps=caps)
             for job, args, kwargs, opts in calls
         ]
-        backend.send(prepared)
+        hooks = Hooks(self.middleware)
+        if hooks:
+            prepared = [_with_headers(hooks, env, body) for env, body in prepared]
+        try:
+            backend.send(prepared)
+        except BaseException as exc:
+            hooks.after_enqueue([env for env, _ in prepared], exc)
+            raise
+        hooks.after_enqueue([env for env, _ in prepared], None)
         return [JobHandle(backend, env.id, env.job) for env, _ in prepared]
 
     def handle(self, job_id: str) -> JobHandle[Any]:
         """A handle on a job enqueued elsewhere, by id."""
         return JobHandle(self.backend, job_id, None)
+
+
+def _with_headers(hooks: Hooks, env: Envelope, body: bytes) -> tuple[Envelope, bytes]:
+    """`env` with the headers the ``before_enqueue`` hooks add, and its bytes."""
+    changed = hooks.before_enqueue(env)
+    return (env, body) if changed is env else (changed, changed.encode_exact())
 
 
 class _Decorator:

@@ -4,8 +4,9 @@ Applications import `jobkit`; adapter authors (and the conformance suite) import
 and the errors from `jobkit`. Two levels:
 
 * the job level, `Backend`: for frameworks that own their worker (Celery). Such a backend runs
-  each job with `job_context` and `invoke_job` and records outcomes as `JobEvent`s in a
-  `JobStore` (folded with `apply_event`), deduplicating by `dedup_key`;
+  each job with `job_context` and `invoke_job`, calls the `worker_hooks` of the app around each
+  attempt (`jobkit.middleware`: ``before_run``, ``after_run`` with the outcome) and records
+  outcomes as `JobEvent`s in a `JobStore` (folded with `apply_event`), deduplicating by `dedup_key`;
 * the message level, `Transport`: for brokers that jobkit's own worker drives; wrap one in
   `TransportBackend` (with a `JobStore`) to get a `Backend`.
 
@@ -55,6 +56,7 @@ from jobkit.store import (
 from jobkit.store import marked as marked_jobs
 from jobkit.transport import Transport, fold_attempts, message_of
 from jobkit.transport_backend import TransportBackend, replay_body
+from jobkit.worker._observe import worker_hooks
 from jobkit.worker._retrying import Retrier, Stopped
 from jobkit.worker.context import job_context
 from jobkit.worker.supervisor import Worker
@@ -120,4 +122,5 @@ __all__ = [
     "salvage",
     "scheme_of",
     "unknown_job_problems",
+    "worker_hooks",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -134,24 +135,31 @@ def unknown_job_is_dead_lettered_after_the_timeout(
 def newer_envelope_version_is_released_then_dead_lettered_under_its_id(
     app: App, backend: str, ledger_path: Path, tmp_path: Path
 ) -> None:
-    envelope = Envelope(job="record", args=("v2",), queue="work")
-    data = {**envelope.to_dict(), "v": 2, "something_new": [1, 2]}
-    app.backend.transport.send(  # type: ignore[attr-defined]
-        [Message(queue="work", body=json.dumps(data).encode(), id=envelope.id)]
-    )
-    newer_envelope_waits_then_is_dead(app, backend, ledger_path, tmp_path, envelope.id)
+    def send() -> str:
+        envelope = Envelope(job="record", args=("v2",), queue="work")
+        data = {**envelope.to_dict(), "v": 2, "something_new": [1, 2]}
+        app.backend.transport.send(  # type: ignore[attr-defined]
+            [Message(queue="work", body=json.dumps(data).encode(), id=envelope.id)]
+        )
+        return envelope.id
+
+    newer_envelope_waits_then_is_dead(app, backend, ledger_path, tmp_path, send)
 
 
 def newer_envelope_waits_then_is_dead(
-    app: App, backend: str, ledger_path: Path, tmp_path: Path, job_id: str
+    app: App, backend: str, ledger_path: Path, tmp_path: Path, send: Callable[[], str]
 ) -> None:
-    """A worker with a 3 s unknown-job timeout warns about the newer envelope `job_id` (already
-    sent), records it DEAD and dead-letters it, never running it."""
-    handle = app.handle(job_id)
+    """A worker with a 5 s unknown-job timeout warns about a newer envelope that `send` puts on
+    the queue once the worker serves (it ran a job first, so the timeout does not run out while
+    the worker starts), records it DEAD and dead-letters it, never running it."""
     log = tmp_path / "worker.log"
-    args = ("-q", "work", "-c", "1", "--unknown-job-timeout", "3")
+    args = ("-q", "work", "-c", "1", "--unknown-job-timeout", "5")
     proc = start_worker(backend, ledger_path, *args, log=log)
     try:
+        serving = ledger.record.enqueue("serving")
+        wait_until(lambda: serving.state is JobState.SUCCEEDED, timeout=60, what="a first job")
+        job_id = send()
+        handle = app.handle(job_id)
         wait_until(lambda: handle.state is JobState.DEAD, timeout=60, what="the DEAD record")
         dead = dead_letters(app, 1)
     finally:
@@ -160,7 +168,7 @@ def newer_envelope_waits_then_is_dead(
     assert "newer than this jobkit reads" in log.read_text()
     assert [d.id for d in dead] == [job_id]
     assert "unknown-job timeout" in dead[0].reason
-    assert count(ledger_path, "SELECT COUNT(*) FROM runs") == 0
+    assert count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key = 'v2'") == 0
 
 
 def two_workers_holding_copies_of_a_key_run_it_once(

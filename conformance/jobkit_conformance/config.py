@@ -31,7 +31,7 @@ from typing import Any
 from jobkit import ConfigurationError
 from jobkit.spi import interpolate
 from jobkit_conformance.checks import BY_ID
-from jobkit_conformance.harness.context import PROFILES, Settings
+from jobkit_conformance.harness.settings import PROFILES, Settings
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,19 +2,21 @@
 
 Without ``-v`` the root logger is at WARNING (botocore, kombu, celery and the rest say only what
 matters) and the ``jobkit`` logger (adapters log under ``jobkit.<name>``) at INFO. With ``-v``
-everything logs at DEBUG.
+everything logs at DEBUG. ``--log-format json`` writes JSON lines (`jobkit.logcontext`). The
+worker's job processes get the same settings through ``JOBKIT_LOG_LEVEL`` and
+``JOBKIT_LOG_FORMAT``.
 """
 
 from __future__ import annotations
 
-import logging
+import os
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+from jobkit.logcontext import LogFormat, configure_logging
+
+__all__ = ["configure_logging", "export_to_children"]
 
 
-def configure_logging(*, verbose: bool) -> None:
-    """Configure the root logger once for this process (replacing earlier handlers)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format=FORMAT, force=True
-    )
-    logging.getLogger("jobkit").setLevel(logging.DEBUG if verbose else logging.INFO)
+def export_to_children(*, verbose: bool, log_format: LogFormat) -> None:
+    """Pass this process's logging settings to the worker processes it starts."""
+    os.environ["JOBKIT_LOG_LEVEL"] = "DEBUG" if verbose else "INFO"
+    os.environ["JOBKIT_LOG_FORMAT"] = log_format

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from jobkit.cli._common import backend_url, open_app
@@ -11,6 +12,7 @@ from jobkit.redact import redact_url
 
 def add_parser(commands: Any) -> None:
     p: argparse.ArgumentParser = commands.add_parser("check", help="lint the configuration")
+    p.add_argument("--json", action="store_true", help="print the problems as JSON")
     p.set_defaults(run=run)
 
 
@@ -33,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         app.close()
     where = f"{path} on {redact_url(backend_url(args))}"
+    if args.json:
+        print(json.dumps({"app": path, "jobs": len(app.jobs), "problems": problems}, indent=2))
+        return 1 if problems else 0
     if not problems:
         print(f"ok: {len(app.jobs)} job(s) of {where}")
         return 0

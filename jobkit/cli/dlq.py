@@ -1,14 +1,23 @@
-"""`jobkit dlq list | replay | purge QUEUE`: the dead-letter queue of one queue."""
+"""`jobkit dlq list | replay | purge QUEUE`: the dead-letter queue of one queue.
+
+Replay and purge of a large dead-letter queue can take a while: on a terminal they show a
+progress display on stderr (how many dead letters there are, elapsed time; the backends report
+no progress within the one call, so the bar pulses until it is done). ``--json`` prints the
+result as JSON on every subcommand.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from jobkit.backend import Backend
 from jobkit.cli._common import open_configured_backend
 
 
@@ -23,9 +32,11 @@ def add_parser(commands: Any) -> None:
     rp = actions.add_parser("replay", help="move dead letters back to their queue")
     rp.add_argument("queue")
     rp.add_argument("--id", action="append", dest="ids", help="only this message id (repeat)")
+    rp.add_argument("--json", action="store_true", help="print the count as JSON")
     rp.set_defaults(run=run_replay)
     pg = actions.add_parser("purge", help="delete the dead letters of a queue")
     pg.add_argument("queue")
+    pg.add_argument("--json", action="store_true", help="print the count as JSON")
     pg.set_defaults(run=run_purge)
 
 
@@ -59,21 +70,48 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_progress(verb: str, queue: str, dead: int, call: Callable[[], int]) -> int:
+    """`call()`, with a progress display on stderr when it is a terminal."""
+    console = Console(stderr=True)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(
+        *columns, console=console, transient=True, disable=not console.is_terminal
+    ) as bar:
+        task = bar.add_task(f"{verb} {dead} dead letter(s) of {queue}", total=None)
+        count = call()
+        bar.update(task, total=count, completed=count)
+    return count
+
+
+def _dead(backend: Backend, queue: str) -> int:
+    return sum(s.dead for s in backend.stats([queue]))
+
+
 def run_replay(args: argparse.Namespace) -> int:
     backend = open_configured_backend(args)
     try:
-        count = backend.replay(args.queue, ids=args.ids)
+        dead = len(args.ids) if args.ids else _dead(backend, args.queue)
+        count = _with_progress(
+            "replaying", args.queue, dead, lambda: backend.replay(args.queue, ids=args.ids)
+        )
     finally:
         backend.close()
-    print(f"replayed {count} dead letter(s) to {args.queue}")
+    if args.json:
+        print(json.dumps({"queue": args.queue, "replayed": count}))
+    else:
+        print(f"replayed {count} dead letter(s) to {args.queue}")
     return 0
 
 
 def run_purge(args: argparse.Namespace) -> int:
     backend = open_configured_backend(args)
     try:
-        count = backend.purge(args.queue)
+        dead = _dead(backend, args.queue)
+        count = _with_progress("purging", args.queue, dead, lambda: backend.purge(args.queue))
     finally:
         backend.close()
-    print(f"purged {count} dead letter(s) of {args.queue}")
+    if args.json:
+        print(json.dumps({"queue": args.queue, "purged": count}))
+    else:
+        print(f"purged {count} dead letter(s) of {args.queue}")
     return 0

@@ -15,10 +15,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from jobkit._version import __version__
 from jobkit.cli import dlq, migrate, status, worker
 from jobkit.cli._logging import configure_logging
 from jobkit.cli.check import add_parser as add_check
 from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
+from jobkit.logcontext import LOG_FORMATS
 from jobkit.redact import redact_text
 
 
@@ -36,6 +38,12 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
     parser.add_argument(
         "--app", default=default(None), help="the app as module:attribute (default: $JOBKIT_APP)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default("text"),
+        help="text lines, or JSON lines for log shippers (with job_id, job_name, queue, attempt)",
     )
     parser.add_argument(
         "-v",
@@ -69,6 +77,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jobkit", description=__doc__.splitlines()[0])
     _add_common(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     worker.add_parser(commands)
     status.add_parser(commands)
@@ -81,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(verbose=args.verbose)
+    configure_logging(verbose=args.verbose, log_format=args.log_format)
     # `--app shop:app` names a module of the project the command runs in, as with
     # `celery -A` and `rq worker`: a console script does not have the working directory on
     # sys.path by itself. (The job processes get it through PYTHONPATH, see worker/_pool.py.)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import logging
 import os
 import select
 import signal
@@ -29,6 +28,7 @@ from jobkit.errors import SerializationError
 from jobkit.loading import load_app
 from jobkit.worker._execute import run
 from jobkit.worker._frames import read_frame, write_frame
+from jobkit.worker._observe import configure_child_logging, worker_hooks
 from jobkit.worker._outcome import Outcome
 
 _PR_SET_PDEATHSIG = 1
@@ -67,8 +67,9 @@ def main(argv: list[str]) -> int:
     for fd in (read_fd, write_fd, hold_fd):
         os.set_inheritable(fd, False)  # not passed on to what a job starts
     _die_with_parent(parent_pid)
-    logging.basicConfig(level=os.environ.get("JOBKIT_LOG_LEVEL", "WARNING"))
+    configure_child_logging()
     app = load_app(app_path)
+    hooks = worker_hooks(app)
     write_frame(write_fd, b"ready")
     while True:
         frame = read_frame(read_fd)
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> int:
             continue
         head, _, body = frame.partition(b"\n")
         try:
-            outcome = run(app, decode(body), int(head))
+            outcome = run(app, decode(body), int(head), hooks)
         except SerializationError as exc:  # the supervisor decodes first; belt and braces
             outcome = Outcome(ok=False, transient=False, error=str(exc))
         write_frame(write_fd, json.dumps(asdict(outcome), separators=(",", ":")).encode())

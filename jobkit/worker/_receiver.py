@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from jobkit.backend import WorkerOptions
     from jobkit.worker._served import ServedBackend
 
-log = logging.getLogger("jobkit.worker")
+log = logging.getLogger(__name__)
 
 _MIN_BATCH = 10
 

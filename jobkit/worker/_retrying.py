@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from jobkit.errors import BrokerUnavailable, JobkitError
 
-log = logging.getLogger("jobkit.worker")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

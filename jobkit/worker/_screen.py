@@ -33,7 +33,7 @@ from jobkit.transport import Transport
 from jobkit.worker._buffer import key_of
 from jobkit.worker._pool import Running
 
-log = logging.getLogger("jobkit.worker")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Call = Callable[[str, Callable[[], Any]], Any]

@@ -34,11 +34,15 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
+from jobkit.logcontext import job_fields
+from jobkit.middleware import RunResult, RunStatus, WorkerInfo, context_of
 from jobkit.policy import DEFAULT_POLICY, RetryPolicy
 from jobkit.records import Delivery
 from jobkit.store import EventKind, JobEvent
 from jobkit.transport import Transport
 from jobkit.worker._buffer import Buffer
+from jobkit.worker._execute import run_result
+from jobkit.worker._observe import worker_hooks
 from jobkit.worker._outcome import Action, Outcome, decide
 from jobkit.worker._pool import JobProcess, Running
 from jobkit.worker._receiver import Receiver
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
     from jobkit.job import JobSet
     from jobkit.worker._served import ServedBackend
 
-log = logging.getLogger("jobkit.worker")
+log = logging.getLogger(__name__)
 
 _MAX_START_FAILURES = 3
 # Outcomes and acks are written in batches: at most this long after a job ends, or this many.
@@ -102,6 +106,10 @@ class Worker:
         # Every broker and store call of this thread: retried through outages, never blocking.
         self._calls = CallQueue()
         self._extend_streak = Streak()
+        self.hooks = worker_hooks(app)
+        self._info = WorkerInfo(
+            app=app.name, queues=tuple(options.queues), concurrency=options.concurrency
+        )
 
     # -- control ----------------------------------------------------------------------------
 
@@ -148,6 +156,7 @@ class Worker:
                 now=self.backend.clock.now,
             ),
         )
+        self.hooks.worker_started(self._info)
         try:
             self._procs = [
                 JobProcess(app_path=self.options.app_path, max_jobs=self.options.max_jobs_per_child)
@@ -195,6 +204,7 @@ class Worker:
             self._restore_signals(previous)
             os.close(self._wake_w)
             os.close(self._wake_r)
+            self.hooks.worker_stopped(self._info)
 
     def _n(self) -> int:
         return self.options.concurrency
@@ -339,12 +349,14 @@ class Worker:
                     f"(exit code {code}); run `python -c 'import ...'` on the app to see why"
                 )
         else:
-            log.error("job process %d died (exit code %s)", proc.pid, code)
+            extra = job_fields(held[0].envelope, held[0].attempt) if held else None
+            log.error("job process %d died (exit code %s)", proc.pid, code, extra=extra)
         if held:
             self._settle(
                 transport,
                 held[0],
                 Outcome(ok=False, error=f"WorkerLost: job process died (exit code {code})"),
+                killed=True,
             )
             self._buffer.requeue(held[1:])
         if not self._stop.is_set():
@@ -354,7 +366,11 @@ class Worker:
         jd = self.app.jobs.get(job)
         return jd.retry if jd is not None else DEFAULT_POLICY
 
-    def _settle(self, transport: Transport, running: Running, outcome: Outcome) -> None:
+    def _settle(
+        self, transport: Transport, running: Running, outcome: Outcome, *, killed: bool = False
+    ) -> None:
+        """Record, then ack, release or dead-letter one ended attempt. `killed`: its job
+        process was killed, so the middleware's ``after_run`` is called here, not there."""
         if outcome.not_started:  # held at shutdown: never ran, so no attempt is used
             self._flush_events()
             self._release_uncounted(transport, running)
@@ -362,6 +378,9 @@ class Worker:
             return
         env = running.envelope
         decision = decide(env, running.attempt, outcome, self._policy(env.job), self.rng)
+        if killed and self.hooks:
+            result = run_result(outcome, decision, self._ran_for(running))
+            self.hooks.after_run(context_of(env, running.attempt), env, result)
         if decision.action is Action.ACK:
             event = self._event(running, EventKind.SUCCEEDED, None)
             self._events.append(replace(event, result=outcome.result))
@@ -381,6 +400,11 @@ class Worker:
         self.finished += 1
         if self.options.max_jobs is not None and self.finished >= self.options.max_jobs:
             self._stop.set()
+
+    @staticmethod
+    def _ran_for(running: Running) -> timedelta:
+        started = running.started
+        return timedelta(seconds=time.monotonic() - started if started is not None else 0.0)
 
     def _flush_events(self) -> None:
         if self._events:
@@ -409,13 +433,17 @@ class Worker:
                 continue
             limit = head.envelope.time_limit
             log.warning(
-                "job %s ran past its time limit of %s s: stopping it", head.envelope.id, limit
+                "job %s ran past its time limit of %s s: stopping it",
+                head.envelope.id,
+                limit,
+                extra=job_fields(head.envelope, head.attempt),
             )
             held = proc.kill()
             self._settle(
                 transport,
                 held[0],
                 Outcome(ok=False, error=f"TimeLimitExceeded: ran past its time limit of {limit} s"),
+                killed=True,
             )
             self._buffer.requeue(held[1:])
             if not self._stop.is_set():
@@ -455,7 +483,15 @@ class Worker:
     def _kill_running(self, transport: Transport) -> None:
         for proc in self._procs:
             for job in proc.kill() if proc.jobs else []:
-                log.warning("released running job %s at shutdown", job.envelope.id)
+                log.warning(
+                    "released running job %s at shutdown",
+                    job.envelope.id,
+                    extra=job_fields(job.envelope, job.attempt),
+                )
+                if self.hooks:
+                    result = RunResult(status=RunStatus.INTERRUPTED, duration=self._ran_for(job))
+                    env = job.envelope
+                    self.hooks.after_run(context_of(env, job.attempt), env, result)
                 self._release(transport, job, timedelta(0))
                 self._buffer.ended(job, succeeded=False)
 

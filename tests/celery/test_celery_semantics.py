@@ -51,10 +51,13 @@ class TestCeleryWorkerSemantics(semantics.CommonSemantics):
     ) -> None:
         from jobkit_celery._wire import meta_of
 
-        env = Envelope(job=ledger.record.name, args=("v2",), queue="work")
-        runtime = app.backend.runtime  # type: ignore[attr-defined]
-        runtime._send_raw(env, {**meta_of(env), "v": 2, "something_new": [1]})
-        semantics.newer_envelope_waits_then_is_dead(app, backend, ledger_path, tmp_path, env.id)
+        def send() -> str:
+            env = Envelope(job=ledger.record.name, args=("v2",), queue="work")
+            runtime = app.backend.runtime  # type: ignore[attr-defined]
+            runtime._send_raw(env, {**meta_of(env), "v": 2, "something_new": [1]})
+            return env.id
+
+        semantics.newer_envelope_waits_then_is_dead(app, backend, ledger_path, tmp_path, send)
 
 
 def test_undecodable_message_is_recorded_dead_under_its_broker_message_id(

@@ -19,7 +19,7 @@ from jobkit.spi import salvage
 from jobkit_celery._celery_app import runtime_of
 from jobkit_celery._wire import envelope_from_message
 
-logger = logging.getLogger("jobkit.celery")
+logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
 
 def _raw_body(message: Any) -> bytes:

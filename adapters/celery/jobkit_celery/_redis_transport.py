@@ -54,7 +54,7 @@ from jobkit_celery._names import bell_name, delayed_name, dlq_name
 from jobkit_celery._redis_scripts import BELL_MAXLEN, MOVE_DUE, POP
 from jobkit_celery._wire import DUE_HEADER
 
-logger = logging.getLogger("jobkit.celery")
+logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
 
 _POP_SHA = hashlib.sha1(POP.encode()).hexdigest()

@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -23,7 +24,8 @@ from celery import Celery, Task
 from kombu.exceptions import KombuError, OperationalError
 
 import jobkit
-from jobkit import JobContext, spi
+from jobkit import spi
+from jobkit.middleware import Hooks, RunResult, RunStatus, context_of
 from jobkit.spi import (
     Envelope,
     EventKind,
@@ -45,7 +47,7 @@ from jobkit_celery._settings import Settings
 from jobkit_celery._store import RedisJobStore
 from jobkit_celery._wire import DUE_HEADER, HEADER, envelope_of, meta_of
 
-logger = logging.getLogger("jobkit.celery")
+logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
 UNKNOWN_JOB_RETRY = timedelta(seconds=30)
 _SHORTEST_RETRY = timedelta(seconds=1)
@@ -97,6 +99,7 @@ class Runtime:
         )
         self.clock: spi.Clock = spi.SystemClock()
         self.app: spi.JobSet | None = None
+        self.hooks = Hooks()  # the app's middleware, set by `register`
         self.delay_ttls: set[int] = set()
         self._known: set[str] = set()
         # Set by `run_worker` from `WorkerOptions.unknown_job_timeout`.
@@ -277,6 +280,7 @@ class Runtime:
     def register(self, app: spi.JobSet) -> None:
         """Register every job of `app` as a Celery task named after the job."""
         self.app = app
+        self.hooks = spi.worker_hooks(app)
         for job in app.jobs.values():
             if job.name in self.celery.tasks:
                 continue
@@ -406,21 +410,20 @@ class Runtime:
                 ),
             )  # fmt: skip
             self._record(self._event(env, EventKind.DEAD, attempt - 1, error=reason))
+            # the lost attempt's process could not say; its run time is unknown here
+            self._ran(
+                env, attempt - 1, time.monotonic(), RunStatus.DEAD, error=reason, reason=reason
+            )
             raise jobkit.WorkerLost(reason)
+        started = time.monotonic()
         try:
             try:
                 job.signature.bind(*env.args, **env.kwargs)
             except TypeError as exc:
                 raise _BadArguments(f"arguments do not fit {job.name}: {exc}") from exc
-            context = JobContext(
-                id=env.id,
-                job=env.job,
-                queue=env.queue,
-                attempt=attempt,
-                max_attempts=env.max_attempts,
-                idempotency_key=env.idempotency_key,
-            )
+            context = context_of(env, attempt)
             with spi.job_context(context):
+                self.hooks.before_run(context, env)
                 result = spi.invoke_job(job.name, job.fn, env.args, env.kwargs)
             check_round_trip(
                 result, "result", what=f"job {job.name!r} ran, but its result is not JSON"
@@ -430,16 +433,34 @@ class Runtime:
                 f"job {job.name!r} ran past its time limit of {env.time_limit} s"
             )
             stopped.__cause__ = soft
-            return self._failed(env, job, attempt, stopped)
+            return self._failed(env, job, attempt, stopped, started)
         except Exception as exc:
-            return self._failed(env, job, attempt, exc)
+            return self._failed(env, job, attempt, exc, started)
         self._record(self._event(env, EventKind.SUCCEEDED, attempt, result=result))
+        self._ran(env, attempt, started, RunStatus.SUCCEEDED)
         return result
 
+    def _ran(
+        self, env: Envelope, attempt: int, started: float, status: RunStatus, **fields: Any
+    ) -> None:
+        """The middleware's ``after_run`` for an attempt that began at `started` (monotonic)."""
+        if self.hooks:
+            duration = timedelta(seconds=time.monotonic() - started)
+            result = RunResult(status=status, duration=duration, **fields)
+            context = context_of(env, attempt)
+            with spi.job_context(context):
+                self.hooks.after_run(context, env, result)
+
     def _failed(
-        self, env: Envelope, job: jobkit.JobDef[Any, Any], attempt: int, exc: Exception
+        self,
+        env: Envelope,
+        job: jobkit.JobDef[Any, Any],
+        attempt: int,
+        exc: Exception,
+        started: float,
     ) -> Any:
         error = f"{type(exc).__name__}: {exc}"
+        time_limit = isinstance(exc, jobkit.TimeLimitExceeded)
         transient = (
             isinstance(exc, jobkit.TimeLimitExceeded) or job.retry.is_transient(exc)
         ) and not isinstance(exc, (*_PERMANENT, _BadArguments))
@@ -451,6 +472,10 @@ class Runtime:
             retry = [replace(env, attempt=attempt, not_before=self.clock.now() + delay)]
             self._retry(f"send job {env.id} for a retry", functools.partial(self.send, retry))
             self._record(self._event(env, EventKind.FAILED, attempt, error=error))
+            self._ran(
+                env, attempt, started, RunStatus.RETRYING, error=error, delay=delay,
+                time_limit=time_limit,
+            )  # fmt: skip
             raise celery_exc.Retry(error, exc=exc, when=delay.total_seconds())
         reason = error if not transient else f"{error} (attempt {attempt} of {env.max_attempts})"
         self._retry(
@@ -460,6 +485,10 @@ class Runtime:
             ),
         )
         self._record(self._event(env, EventKind.DEAD, attempt, error=error))
+        self._ran(
+            env, attempt, started, RunStatus.DEAD, error=error, reason=reason,
+            time_limit=time_limit,
+        )  # fmt: skip
         raise exc
 
     def close(self) -> None:

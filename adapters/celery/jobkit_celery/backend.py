@@ -17,6 +17,7 @@ from celery import signals as celery_signals
 
 import jobkit
 from jobkit import JobRecord, spi
+from jobkit.middleware import WorkerInfo
 from jobkit.spi import Capabilities, DeadLetter, QueueStats, WorkerOptions, unknown_job_problems
 from jobkit_celery import _migration
 from jobkit_celery._amqp_export import AmqpExport
@@ -26,7 +27,7 @@ from jobkit_celery._redis_ops import RedisOps
 from jobkit_celery._runtime import Runtime
 from jobkit_celery._settings import Settings, parse_url
 
-logger = logging.getLogger("jobkit.celery")
+logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
 
 class CeleryBackend(spi.Backend):
@@ -133,10 +134,15 @@ class CeleryBackend(spi.Backend):
         )
         stopper = _Stopper(self, worker, options)
         stopper.install()
+        info = WorkerInfo(
+            app=app.name, queues=tuple(options.queues), concurrency=options.concurrency
+        )
+        runtime.hooks.worker_started(info)
         try:
             worker.start()
         finally:
             stopper.uninstall()
+            runtime.hooks.worker_stopped(info)
 
     # -- migration (see `_migration`; export on Redis only, see `_redis_export`) ---------------
 

@@ -14,6 +14,8 @@ from jobkit.spi import JobStore, MemoryJobStore, Retention, TransportBackend, re
 from jobkit_sqs.config import SqsConfig, parse_url
 from jobkit_sqs.transport import SqsTransport, capabilities_for
 
+__version__ = "0.1.0"
+
 __all__ = ["SqsConfig", "SqsTransport", "backend_from_url", "capabilities_for", "parse_url"]
 
 

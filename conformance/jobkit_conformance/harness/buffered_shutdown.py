@@ -8,7 +8,8 @@ from __future__ import annotations
 from jobkit_conformance import contract_jobs
 from jobkit_conformance.history import F, JobSpec
 
-from .context import Context, ScenarioFailed
+from .context import Context
+from .settings import ScenarioFailed
 
 JOBS = 5
 SECONDS = 1.0

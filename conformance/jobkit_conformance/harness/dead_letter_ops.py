@@ -21,7 +21,8 @@ from jobkit.spi import Backend, open_backend
 from jobkit_conformance import contract_jobs, jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
-from .context import Context, ScenarioFailed
+from .context import Context
+from .settings import ScenarioFailed
 
 DEAD = 12  # more than one page of 10 (SQS receives at most 10 messages a call)
 PURGED = 2

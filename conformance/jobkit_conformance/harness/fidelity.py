@@ -16,7 +16,8 @@ from jobkit_conformance import contract_jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 from jobkit_conformance.payloads import TRICKY, big_text, fingerprint, nested
 
-from .context import Context, ScenarioFailed
+from .context import Context
+from .settings import ScenarioFailed
 
 UNLIMITED_CAP = 1024 * 1024
 """The largest message the scenario sends to a backend that declares no size limit."""

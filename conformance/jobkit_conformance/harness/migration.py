@@ -35,7 +35,8 @@ from jobkit.spi import (
 )
 from jobkit_conformance.history import F, OpType
 
-from .context import Context, NotApplicable
+from .context import Context
+from .settings import NotApplicable
 
 _BATCH = 3
 _EXPORT_LEASE = timedelta(seconds=30)

@@ -22,8 +22,9 @@ from jobkit.spi import Envelope, TransportBackend
 from jobkit_conformance import contract_jobs, jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
-from .context import Context, ScenarioFailed
+from .context import Context
 from .fidelity import observe_result
+from .settings import ScenarioFailed
 
 UNKNOWN_TIMEOUT = 10.0
 """The workers' unknown-job timeout in this scenario, seconds: long enough for the old worker to

@@ -31,8 +31,9 @@ from jobkit_conformance.outcome import (
 )
 from jobkit_conformance.probes import open_probe
 
-from .context import Context, NotApplicable, NotRun, Settings, Suite
+from .context import Context
 from .scenarios import AUX_QUEUES, EXCLUSIVE, SCENARIOS
+from .settings import NotApplicable, NotRun, Settings, Suite
 from .workers import ProcessWorker
 
 

@@ -18,12 +18,13 @@ from jobkit_conformance.history import F, JobSpec, OpType
 from . import crashes, scenarios_broker, scenarios_contract, scenarios_stats
 from .async_jobs import async_jobs
 from .buffered_shutdown import shutdown_buffered
-from .context import Context, NotApplicable, ScenarioFailed
+from .context import Context
 from .dead_letter_ops import dlq_ops
 from .fidelity import payload
 from .migration import migration
 from .poison_variants import poison_variants
 from .pulse import pulse
+from .settings import NotApplicable, ScenarioFailed
 
 Scenario = Callable[[Context], None]
 

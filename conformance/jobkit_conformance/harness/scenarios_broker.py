@@ -23,7 +23,8 @@ from jobkit_conformance.broker_control import BrokerControl
 from jobkit_conformance.history import F, JobSpec, OpType
 from jobkit_conformance.ledger import ENV_VAR
 
-from .context import Context, NotApplicable, NotRun, ScenarioFailed
+from .context import Context
+from .settings import NotApplicable, NotRun, ScenarioFailed
 
 EXCLUSIVE = frozenset({"broker_restart", "outage"})
 """Scenarios that stop the broker: run alone, after the others."""

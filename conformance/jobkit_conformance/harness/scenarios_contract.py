@@ -25,7 +25,8 @@ from typing import Any
 from jobkit.spi import Backend, Delivery, Message, QueueStats, Transport, TransportBackend
 from jobkit_conformance.history import F, OpType
 
-from .context import Context, NotApplicable
+from .context import Context
+from .settings import NotApplicable
 
 HOUR = timedelta(hours=1)
 LONG_WAIT = timedelta(seconds=20)  # the longest long poll SQS allows

@@ -20,8 +20,9 @@ from jobkit.spi import QueueStats, open_backend
 from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
-from .context import Context, NotApplicable
+from .context import Context
 from .scenarios_contract import observe, observe_second_close, row
+from .settings import NotApplicable
 from .workers import wait_for
 
 DELAY = 15.0  # seconds the delayed jobs wait: longer than the observations take
