@@ -10,7 +10,6 @@ from jobkit_rabbitmq import RabbitTransport, parse_url
 
 from jobkit import App, ConfigurationError, UnsupportedFeature
 from jobkit.spi import Message, redact_url
-from tests.outages import stopped_for
 from tests.rabbitmq.conftest import url_of
 from tests.servers.rabbitmq import RabbitServer
 from tests.waiting import wait_until
@@ -118,34 +117,6 @@ def test_a_stale_ack_after_a_reconnect_does_not_close_the_channel(
         assert link.generation == generation
         (stats,) = transport.stats(["q"])
         assert (stats.ready, stats.in_flight) == (0, 0)
-    finally:
-        transport.close()
-
-
-def test_delayed_messages_pending_across_a_broker_restart_all_arrive(
-    rabbit_server: RabbitServer, prefix: str
-) -> None:
-    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
-    queues = [f"q{n}" for n in range(3)]  # more quorum queues: a longer start-up
-    sent = [
-        Message(queue=queue, body=b"x", id=f"{queue}-{n}", delay=timedelta(seconds=0.3 + 0.1 * n))
-        for queue in queues
-        for n in range(40)
-    ]
-    try:
-        # due from 0.3 to 4.2 s: some fall due while the broker is stopped, some while it
-        # starts (when classic delay queues dropped them: at most once), some after
-        transport.send(sent)
-        stopped_for(rabbit_server, 2)()
-        got: set[str] = set()
-
-        def all_arrived() -> bool:
-            deliveries = transport.receive(queues, max_messages=100, wait=WAIT, lease=LONG)
-            transport.ack(deliveries)
-            got.update(d.id for d in deliveries)
-            return len(got) == len(sent)
-
-        wait_until(all_arrived, timeout=60, what="every delayed message")
     finally:
         transport.close()
 

@@ -72,9 +72,11 @@ def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
         max_message_bytes=config.max_message_bytes,
         shared_across_processes=True,
         scheduling_precision=config.precision + timedelta(seconds=0.5),  # + the hops' round trips
-        # durable queues, persistent messages, publisher confirms, and delay queues that
-        # dead-letter at least once (quorum): also delays falling due while the broker restarts
-        survives_broker_restart=True,
+        # Not claimed: queues are durable, messages persistent and confirmed, and the delay
+        # queues dead-letter at least once (quorum), yet delayed jobs falling due around a
+        # stop/start of the broker were still missing afterwards in 2 of 4 loaded runs (cause
+        # not found yet; see docs/adapters/rabbitmq.md). Ready jobs and dead letters survive.
+        survives_broker_restart=False,
         # delayed jobs and dead letters exported from their queues; ids deduplicated on import
         # through markers in the job store, which only a shared store keeps across processes
         migration=MigrationSupport(
