@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import boto3  # type: ignore[import-untyped]  # noqa: E402
+from _procs import child_env, stop  # noqa: E402
 
 from jobkit import App  # noqa: E402
 
@@ -120,7 +121,7 @@ def run_plain(endpoint: str, n: int, wave: int) -> float:
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
     url = sqs.create_queue(QueueName=f"plain-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     consumer = subprocess.Popen(
-        [sys.executable, __file__, "--plain-consumer", endpoint, url], env=_env()
+        [sys.executable, __file__, "--plain-consumer", endpoint, url], env=child_env()
     )
     try:
         sqs.send_message(QueueUrl=url, MessageBody=body(-1))  # warm-up
@@ -136,7 +137,7 @@ def run_plain(endpoint: str, n: int, wave: int) -> float:
 
         return feed(n, wave, lambda: depth_of(sqs, url), send_wave)
     finally:
-        _stop(consumer)
+        stop(consumer)
 
 
 def run_jobkit(endpoint: str, n: int, wave: int) -> float:
@@ -152,7 +153,7 @@ def run_jobkit(endpoint: str, n: int, wave: int) -> float:
             "--app", "sqs_bench:app",
             "--backend", backend, "worker", "-q", "bench", *WORKER_ARGS,
         ],
-        env=_env(),
+        env=child_env(),
         start_new_session=True,
     )  # fmt: skip
     try:
@@ -163,13 +164,8 @@ def run_jobkit(endpoint: str, n: int, wave: int) -> float:
 
         return feed(n, wave, lambda: depth_of(sqs, url), send_wave)
     finally:
-        _stop(worker, group=True)
+        stop(worker, group=True)
         app.close()
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join([str(ROOT / "bench"), str(ROOT), os.environ.get("PYTHONPATH", "")])
-    return dict(os.environ, PYTHONPATH=path)
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -178,22 +174,6 @@ def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("timed out waiting for the consumer to warm up")
         time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
-    if proc.poll() is None:
-        if group:
-            os.killpg(proc.pid, signal.SIGTERM)
-        else:
-            proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            if group:
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-            proc.wait(timeout=10)
 
 
 def _fake_credentials() -> None:

@@ -30,14 +30,14 @@ DISTRIBUTIONS = {
     "celery+redis": "jobkit-celery",
     "celery+amqp": "jobkit-celery",
     "sqs": "jobkit-sqs",
+    "amqp": "jobkit-rabbitmq",
+    "amqps": "jobkit-rabbitmq",
 }
 # Schemes people write for a broker that a jobkit backend reaches under another scheme.
 _SPELLED_OTHERWISE = {
     "redis": "celery+redis",
     "rediss": "celery+redis",
-    "amqp": "celery+amqp",
-    "amqps": "celery+amqp",
-    "rabbitmq": "celery+amqp",
+    "rabbitmq": "amqp",
     "celery": "celery+redis or celery+amqp",
 }
 

@@ -1,4 +1,5 @@
-"""Fixtures shared by the tests that run `tests.apps.ledger` on a backend.
+"""Fixtures shared by the tests that run `tests.apps.ledger` on a backend, and the session's
+rabbitmq-server (Celery's and jobkit-rabbitmq's tests use the same one).
 
 A test module using `app` defines a `backend` fixture (the URL) for it.
 
@@ -17,6 +18,20 @@ import pytest
 
 from jobkit import App
 from tests.apps import ledger
+from tests.servers.rabbitmq import RabbitServer, start_rabbitmq
+
+
+@pytest.fixture(scope="session")
+def rabbit_server() -> Iterator[RabbitServer]:
+    """A real rabbitmq-server for the session; failing to start fails the test, never skips."""
+    try:
+        server = start_rabbitmq()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start rabbitmq-server: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -66,6 +66,7 @@ say "mypy --strict (core, conformance, adapters)"
 .venv/bin/mypy --config-file adapters/celery/pyproject.toml adapters/celery/jobkit_celery
 .venv/bin/mypy --config-file adapters/dramatiq/pyproject.toml adapters/dramatiq/jobkit_dramatiq
 .venv/bin/mypy --config-file adapters/rq/pyproject.toml adapters/rq/jobkit_rq
+.venv/bin/mypy --config-file adapters/rabbitmq/pyproject.toml adapters/rabbitmq/jobkit_rabbitmq
 
 export PYTHONUNBUFFERED=1
 

@@ -1,5 +1,5 @@
-"""Fixtures for the Celery adapter tests: one real redis-server and one real rabbitmq-server per
-session, on 127.0.0.1 ports of their own, stopped by PID at the end.
+"""Fixtures for the Celery adapter tests: one real redis-server per session (and the shared
+rabbitmq-server of tests/conftest.py), on 127.0.0.1 ports of their own, stopped by PID at the end.
 
 A server that cannot start makes the tests that need it fail (error), never skip: under CI=true
 as everywhere else.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.servers.rabbitmq import RabbitServer, start_rabbitmq
+from tests.servers.rabbitmq import RabbitServer
 from tests.servers.redis import RedisServer, start_redis
 
 QUEUE = "work"  # the queue of tests.apps.ledger's jobs
@@ -26,18 +26,6 @@ def redis_server() -> Iterator[RedisServer]:
         server = start_redis()
     except RuntimeError as exc:
         pytest.fail(f"cannot start redis-server: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def rabbit_server() -> Iterator[RabbitServer]:
-    try:
-        server = start_rabbitmq()
-    except RuntimeError as exc:
-        pytest.fail(f"cannot start rabbitmq-server: {exc}")
     try:
         yield server
     finally:

@@ -1,0 +1,299 @@
+"""What runs in the I/O thread (`Link.call`): the queue layout, confirmed publishing, consuming
+and settling. Every function here takes the `Session` and must only be called through
+`Link.call`.
+
+Layout, for the jobkit queue ``q`` with the default prefix:
+
+- ``jobkit.q``: durable; quorum (``x-delivery-limit``, dead-lettering at least once) or classic
+  (``x-max-priority``); its dead-letter exchange is the default exchange with the routing key
+  ``jobkit.q.dlq``, so a message the broker gives up on (the delivery limit) lands there;
+- ``jobkit.q.dlq``: durable classic queue of dead letters (headers ``jobkit-reason``,
+  ``jobkit-dead-at``, ``jobkit-deliveries``);
+- ``jobkit.q.delay.<ms>``: durable quorum queues with one queue-level ``x-message-ttl`` each,
+  dead-lettering back to ``jobkit.q`` at least once (``x-dead-letter-strategy=at-least-once``,
+  which needs ``x-overflow=reject-publish``). One TTL per queue, so no message waits behind a
+  longer one (per-message TTLs block at the head of the line). Quorum, not classic: a classic
+  queue dead-letters at most once, and drops what expires while its target is not available
+  yet (a node starting up after a restart); at least once, an expired message stays in the
+  delay queue until the target has confirmed it;
+- ``jobkit..queues``: one message per jobkit queue name, so that `stats()` can list them.
+
+Message properties: ``message_id`` is the jobkit id, persistent, ``priority`` on classic
+queues; headers ``jobkit-prior`` (deliveries already used before this copy was published) and
+``jobkit-due`` (epoch ms; a message that surfaces before it is sent on through the delay
+queues, uncounted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+from pika import exceptions as px
+
+from jobkit import BrokerUnavailable, JobkitError
+from jobkit_rabbitmq._link import Arrival, Link, Session
+
+PRIOR = "jobkit-prior"
+DUE = "jobkit-due"
+REASON = "jobkit-reason"
+DEAD_AT = "jobkit-dead-at"
+DELIVERIES = "jobkit-deliveries"
+_CONFIRM_CHUNK = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outgoing:
+    routing_key: str  # a native queue name (published through the default exchange)
+    body: bytes
+    id: str
+    headers: dict[str, Any]
+    priority: int = 0
+
+
+def properties(out: Outgoing) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        message_id=out.id,
+        delivery_mode=2,
+        priority=out.priority or None,
+        headers=out.headers or None,
+    )
+
+
+def headers_of(props: Any) -> dict[str, Any]:
+    return dict(props.headers or {}) if props is not None else {}
+
+
+def broker_count(props: Any, redelivered: bool) -> int:
+    """Returns the broker counted for this message: quorum ``x-delivery-count``, else 1 for a
+    redelivered message of a classic queue (which counts no further)."""
+    count = headers_of(props).get("x-delivery-count")
+    if isinstance(count, int):
+        return count
+    return 1 if redelivered else 0
+
+
+def message_id(props: Any, body: bytes) -> str:
+    """The jobkit id: ``message_id``, or for a message published without one (by a foreign
+    producer) a stable name derived from its body."""
+    return str(props.message_id or "body-" + hashlib.sha256(body).hexdigest()[:24])
+
+
+def due_of(props: Any) -> int:
+    """When the message falls due (``jobkit-due``, epoch ms); 0 for one due at once."""
+    value = headers_of(props).get(DUE, 0)
+    return value if isinstance(value, int) else 0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def prior_of(props: Any) -> int:
+    value = headers_of(props).get(PRIOR, 0)
+    return value if isinstance(value, int) else 0
+
+
+# -- topology --------------------------------------------------------------------------------
+
+
+def ensure(link: Link, s: Session, queue: str) -> str:
+    """Declare the queue and its DLQ (once per link); returns the native name."""
+    config = link.config
+    name = config.queue_name(queue)
+    if name in link.declared:
+        return name
+    dlq = config.dlq_name(queue)
+    args: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq}
+    if config.queue_type == "quorum":
+        args |= {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": config.delivery_limit,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+    else:
+        args |= {"x-queue-type": "classic", "x-max-priority": config.max_priority}
+    channel = s.admin_channel()
+    channel.queue_declare(dlq, durable=True, arguments={"x-queue-type": "classic"})
+    channel.queue_declare(name, durable=True, arguments=args)
+    _register(link, s, queue)
+    link.declared.add(name)
+    return name
+
+
+def ensure_delays(link: Link, s: Session, queue: str) -> None:
+    config = link.config
+    marker = config.delay_name(queue, config.delay_levels()[0])
+    if marker in link.declared:
+        return
+    main = ensure(link, s, queue)
+    channel = s.admin_channel()
+    for ms in reversed(config.delay_levels()):  # the marker (smallest) last: all exist once it does
+        channel.queue_declare(
+            config.delay_name(queue, ms),
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-message-ttl": ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": main,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+    link.declared.add(marker)
+
+
+def _register(link: Link, s: Session, queue: str) -> None:
+    directory = link.config.directory_name
+    if directory not in link.declared:
+        s.admin_channel().queue_declare(
+            directory, durable=True, arguments={"x-queue-type": "classic"}
+        )
+        link.declared.add(directory)
+    if queue in directory_names(link, s):
+        return
+    publish(link, s, [Outgoing(routing_key=directory, body=queue.encode(), id=queue, headers={})])
+
+
+def directory_names(link: Link, s: Session) -> list[str]:
+    bodies = peek_all(s, link.config.directory_name, limit=100_000)
+    return list(dict.fromkeys(body.decode() for _, body in bodies))
+
+
+def peek_all(s: Session, native: str, *, limit: int) -> list[tuple[Any, bytes]]:
+    """Up to `limit` (properties, body) of `native`, oldest first, left in place: taken with
+    basic_get on a channel of their own, which is then closed (the broker puts them back in
+    their places). For classic queues only (a quorum queue would count the look)."""
+    channel = s.connection.channel()
+    got: list[tuple[Any, bytes]] = []
+    try:
+        while len(got) < limit:
+            method, props, body = channel.basic_get(native, auto_ack=False)
+            if method is None:
+                break
+            got.append((props, body))
+    except px.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise
+        return []
+    finally:
+        if channel.is_open:
+            channel.close()
+    return got
+
+
+def count(s: Session, native: str) -> int | None:
+    """Ready messages in `native`; None if there is no such queue."""
+    try:
+        frame = s.admin_channel().queue_declare(native, passive=True)
+    except px.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return None
+        raise
+    return int(frame.method.message_count)
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+def publish(link: Link, s: Session, items: Sequence[Outgoing]) -> None:
+    """Publish persistent messages with publisher confirms, waiting for the confirms per chunk
+    of 2,000 (not per message). Raises `BrokerUnavailable` when the broker nacks or does not
+    confirm within `confirm_timeout`, `JobkitError` when a message was unroutable."""
+    impl = s.publish._impl
+    for start in range(0, len(items), _CONFIRM_CHUNK):
+        chunk = items[start : start + _CONFIRM_CHUNK]
+        first = s.next_tag + 1
+        for out in chunk:
+            impl.basic_publish("", out.routing_key, out.body, properties(out), mandatory=True)
+            s.next_tag += 1
+        last = s.next_tag
+        deadline = time.monotonic() + link.config.confirm_timeout
+        while s.confirmed < last:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(
+                    f"RabbitMQ did not confirm {len(chunk)} messages within "
+                    f"{link.config.confirm_timeout:g} s; they may not be stored"
+                )
+            s.connection.process_data_events(time_limit=0.05)
+        nacked = {t for t in s.nacked if first <= t <= last}
+        s.nacked -= nacked
+        if nacked:
+            raise BrokerUnavailable(f"RabbitMQ refused {len(nacked)} of {len(chunk)} messages")
+        returned = {out.id for out in chunk} & s.returned
+        s.returned -= returned
+        if returned:
+            for out in chunk:
+                link.declared.discard(out.routing_key)
+            raise JobkitError(
+                f"RabbitMQ had no queue for {len(returned)} message(s) (was a queue deleted "
+                "while in use?); nothing of them was stored: send again"
+            )
+
+
+# -- consuming and settling ------------------------------------------------------------------
+
+
+def consume(link: Link, s: Session, queues: Sequence[str], want: int) -> int:
+    """Consume from every queue of `queues` (declaring them), with a prefetch window matched
+    to what the caller can hold: the unsettled deliveries plus `want` (or the fixed `prefetch`
+    option). A window that must grow gets one more consumer with the difference as its
+    prefetch (basic.qos applies only to consumers started after it, and cancelling a consumer
+    would requeue, and so count, what is in transit). Returns the session's generation."""
+    fixed = link.config.prefetch
+    needed = fixed or min(65_535, max(1, len(s.unsettled) + want))
+    for queue in queues:
+        native = ensure(link, s, queue)
+        window = s.windows.get(native, 0)
+        if window >= needed or (fixed and window):
+            continue
+
+        def on_message(ch: Any, method: Any, props: Any, body: bytes, queue: str = queue) -> None:
+            s.unsettled[method.delivery_tag] = queue
+            link.deliver(
+                Arrival(
+                    generation=s.generation,
+                    tag=method.delivery_tag,
+                    queue=queue,
+                    properties=props,
+                    body=body,
+                    redelivered=bool(method.redelivered),
+                )
+            )
+
+        s.consume.basic_qos(prefetch_count=needed - window)
+        s.consumers.append(s.consume.basic_consume(native, on_message, auto_ack=False))
+        s.windows[native] = needed
+    return s.generation
+
+
+def stop_consuming(s: Session) -> None:
+    """Cancel every consumer of the session. A message in transit at that moment is given back
+    by pika (counted by a quorum queue); what reached the inbox stays held."""
+    while s.consumers:
+        s.consume.basic_cancel(s.consumers.pop())
+    s.windows.clear()
+
+
+def ack(s: Session, generation: int, tags: Sequence[int]) -> None:
+    """Ack the deliveries still held under this session; stale ones are skipped."""
+    if generation != s.generation:
+        return
+    for tag in tags:
+        if s.unsettled.pop(tag, None) is not None:
+            s.consume.basic_ack(tag)
+
+
+def requeue(s: Session, generation: int, tag: int) -> None:
+    if generation == s.generation and s.unsettled.pop(tag, None) is not None:
+        s.consume.basic_nack(tag, requeue=True)
+
+
+def held(s: Session, generation: int, tag: int) -> bool:
+    return generation == s.generation and tag in s.unsettled

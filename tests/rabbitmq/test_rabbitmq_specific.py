@@ -1,0 +1,141 @@
+"""What is particular to RabbitMQ: the URL, the broker's delivery limit as a crash-loop
+backstop, the layout jobkit declares, and stale receipts after a reconnect."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from jobkit_rabbitmq import RabbitTransport, parse_url
+
+from jobkit import App, ConfigurationError, UnsupportedFeature
+from jobkit.spi import Message, redact_url
+from tests.rabbitmq.conftest import url_of
+from tests.servers.rabbitmq import RabbitServer
+from tests.waiting import wait_until
+
+WAIT = timedelta(seconds=0.5)
+LONG = timedelta(seconds=60)
+
+
+def test_url_gives_host_port_vhost_and_credentials() -> None:
+    config = parse_url("amqps://app:s%40cret@rabbit.example:5999/jobs%2Fprod?queue_type=classic")
+    assert (config.tls, config.host, config.port, config.vhost) == (
+        True,
+        "rabbit.example",
+        5999,
+        "jobs/prod",
+    )
+    assert (config.username, config.password, config.queue_type) == ("app", "s@cret", "classic")
+    assert config.priorities == 10
+    assert parse_url("amqp://h//").vhost == "/"
+    assert parse_url("amqp://h").port == 5672
+    assert parse_url("amqp://h").priorities == 1  # quorum queues have none
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [("queue_type=stream", "queue_type"), ("heartbeat=0", "heartbeat"), ("bogus=1", "bogus"),
+     ("store=redis://x", "store")],
+)  # fmt: skip
+def test_bad_option_is_refused_naming_it_without_the_password(query: str, named: str) -> None:
+    from jobkit_rabbitmq import backend_from_url
+
+    url = f"amqp://app:topsecret@h/%2F?{query}"
+    with pytest.raises(ConfigurationError, match=named) as info:
+        backend_from_url(url)
+    assert "topsecret" not in str(info.value)
+    assert "topsecret" not in redact_url(url)
+
+
+def test_reserved_queue_names_are_refused() -> None:
+    config = parse_url("amqp://h")
+    for name in ("a.dlq", "x.delay.5", "y.queues"):
+        with pytest.raises(ConfigurationError, match="reserved"):
+            config.queue_name(name)
+
+
+def test_priority_on_a_quorum_queue_is_refused_at_send(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
+    try:
+        with pytest.raises(UnsupportedFeature, match="classic"):
+            transport.send([Message(queue="q", body=b"x", id="1", priority=3)])
+    finally:
+        transport.close()
+
+
+def test_the_brokers_delivery_limit_dead_letters_a_crash_loop_instead_of_dropping_it(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix, delivery_limit="2")))
+    link = transport._link
+    try:
+        transport.send([Message(queue="q", body=b"crashy", id="loop")])
+        for _ in range(3):  # three deliveries whose consumer dies: returned uncounted by jobkit
+            got = wait_until(
+                lambda: transport.receive(["q"], max_messages=1, wait=WAIT, lease=LONG),
+                timeout=20,
+                what="a delivery",
+            )
+            assert [d.id for d in got] == ["loop"]
+            link.call(lambda s: s.connection.close(), "drop the connection")
+        (dead,) = wait_until(lambda: transport.dead_letters("q"), timeout=20, what="the DLQ")
+        assert (dead.id, dead.body) == ("loop", b"crashy")
+        assert "delivery limit" in dead.reason
+        assert transport.receive(["q"], max_messages=1, wait=WAIT, lease=LONG) == []
+    finally:
+        transport.close()
+
+
+def test_a_stale_ack_after_a_reconnect_does_not_close_the_channel(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
+    link = transport._link
+    try:
+        transport.send(
+            [Message(queue="q", body=b"a", id="1"), Message(queue="q", body=b"b", id="2")]
+        )
+        old = wait_until(
+            lambda: transport.receive(["q"], max_messages=2, wait=WAIT, lease=LONG),
+            what="two deliveries",
+        )
+        link.call(lambda s: s.connection.close(), "drop the connection")
+        again: list = []  # type: ignore[type-arg]
+        wait_until(
+            lambda: (
+                again.extend(transport.receive(["q"], max_messages=2, wait=WAIT, lease=LONG))
+                or len(again) == 2
+            ),
+            what="both again",
+        )
+        generation = link.generation
+        transport.ack(old)  # stale: a no-op, not an unknown delivery tag on the new channel
+        transport.ack(again)
+        assert link.generation == generation
+        (stats,) = transport.stats(["q"])
+        assert (stats.ready, stats.in_flight) == (0, 0)
+    finally:
+        transport.close()
+
+
+def test_without_a_shared_store_keys_and_records_are_refused_naming_the_store_option(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    app = App("no-store")
+    app.use(url_of(rabbit_server, prefix))  # store=memory, the default
+
+    @app.job(queue="work")
+    def noop() -> None: ...
+
+    try:
+        with pytest.raises(UnsupportedFeature, match="store=sqlite"):
+            noop.options(idempotency_key="once").enqueue()
+        handle = noop.enqueue()
+        with pytest.raises(UnsupportedFeature, match="store="):
+            handle.record()
+        assert app.backend.stats(["work"])[0].ready == 1  # the keyed one was not sent
+    finally:
+        app.close()
