@@ -16,6 +16,7 @@ from jobkit.records import ExportedJob, QueueStats
 
 RUNNING = "running on a source worker: not copied while leased (run migrate again when it ends)"
 HIDDEN_DELAYED = "delayed: the source hands it out only when due (run migrate again then)"
+DUE_SOON = "delayed, due within the export lease: left to fall due (run migrate again then)"
 ARRIVED = "arrived at the source during the migration (run migrate again)"
 BOTH_SIDES = "on both sides: its export lease ran out and a source worker took it"
 
@@ -243,9 +244,10 @@ class _Queue:
         self.report.remaining_at_source = remaining
         unseen = remaining - len(self.refused)
         running = min(stats.in_flight, unseen)
-        hidden = min(stats.delayed, unseen - running) if not self.support.delayed_before_due else 0
+        hidden = min(stats.delayed, unseen - running)
+        why_hidden = DUE_SOON if self.support.delayed_before_due else HIDDEN_DELAYED
         arrived = unseen - running - hidden
-        for reason, count in ((RUNNING, running), (HIDDEN_DELAYED, hidden), (ARRIVED, arrived)):
+        for reason, count in ((RUNNING, running), (why_hidden, hidden), (ARRIVED, arrived)):
             if count > 0:
                 self.report.left[reason] += count
                 self.report.found += count
