@@ -168,7 +168,8 @@ class _Queue:
                 )
                 if jobs:
                     self._move(jobs)
-                elif self._running() and time.monotonic() < deadline:
+                elif (running := self._running()) and time.monotonic() < deadline:
+                    self.report.waited_for = max(self.report.waited_for, running)
                     time.sleep(_IDLE_POLL)
                 else:
                     break
@@ -179,10 +180,10 @@ class _Queue:
                 self.source.release_export(list(self.refused.values()))
         self._reconcile()
 
-    def _running(self) -> bool:
-        """Whether source workers hold jobs of this queue (our refused ones aside)."""
+    def _running(self) -> int:
+        """How many jobs of this queue source workers hold (our refused ones aside)."""
         stats = self.source.stats([self.report.queue])[0]
-        return stats.in_flight > len(self.refused)
+        return max(0, stats.in_flight - len(self.refused))
 
     def _move(self, jobs: Sequence[ExportedJob]) -> None:
         held_before = set(self.refused)
@@ -201,9 +202,12 @@ class _Queue:
                 self.report.found += 1
         if not accepted:
             return
-        outcome = self.target.import_jobs(accepted)
-        confirmed = self.target.present_jobs([job.id for job in accepted])
-        missing = [job for job in accepted if job.id not in confirmed]
+        # Two copies of one job at the source (a broker that dedups by marker only, killed
+        # between its send and its marker): one is imported, both are committed.
+        unique = list({job.id: job for job in reversed(accepted)}.values())[::-1]
+        outcome = self.target.import_jobs(unique)
+        confirmed = self.target.present_jobs([job.id for job in unique])
+        missing = [job for job in unique if job.id not in confirmed]
         if missing:
             self.source.release_export(missing)
             raise JobkitError(
@@ -214,8 +218,9 @@ class _Queue:
         both = set(self.source.commit_export(accepted))
         ids = {job.id for job in accepted}
         self.report.found += len(accepted)
-        self.report.copied += len(ids & outcome.copied)
-        self.report.skipped += sum(1 for job in accepted if job.id not in outcome.copied)
+        copied = len(ids & outcome.copied)
+        self.report.copied += copied
+        self.report.skipped += len(accepted) - copied  # present already, or a second copy
         self.report.at_target += len(accepted)
         if both:
             self.report.left[BOTH_SIDES] += len(both)

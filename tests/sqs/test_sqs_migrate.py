@@ -13,10 +13,13 @@ from jobkit.spi import Backend, Envelope, TransportBackend, open_backend
 from jobkit.transport_backend import message_for
 from tests.migration import (
     QUEUE,
+    WORK,
     check_migrated,
+    job_running_at_source,
     migrate_killed_then_whole,
     rows,
     seed,
+    slow_job_done,
     snapshot_sqlite,
 )
 from tests.servers.moto import MotoServer
@@ -144,3 +147,24 @@ def test_round_trip_through_sqs_with_kills_keeps_every_job_once(
     for report in (there, home):
         (q,) = report["queues"]
         assert q["accounted"] and q["found_at_source"] == q["found_at_target"]
+
+
+def test_migration_out_of_sqs_waits_for_a_job_a_real_worker_runs(
+    moto: MotoServer, prefix: str, tmp_path: Path
+) -> None:
+    url = moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}")
+    sqs = open_backend(url)
+    assert isinstance(sqs, TransportBackend)
+    seeded = seed(sqs, ready=5, delayed=0, retried=0, dead=0, priorities=False)
+    back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    try:
+        with job_running_at_source(url, tmp_path, seconds=4) as ledger:
+            options = Migration(queues=(QUEUE, WORK), wait=timedelta(seconds=60))
+            report = run(sqs, back, options)
+            assert slow_job_done(ledger)  # it ended at the source while the migration waited
+    finally:
+        sqs.close()
+        back.close()
+    mig, work = report.queues
+    assert report.ok and mig.moved == 5 and work.waited_for == 1 and work.found == 0
+    assert set(snapshot_sqlite(str(tmp_path / "back.db"))) == set(seeded.ready)
