@@ -168,8 +168,8 @@ class _Queue:
                 )
                 if jobs:
                     self._move(jobs)
-                elif (running := self._running()) and time.monotonic() < deadline:
-                    self.report.waited_for = max(self.report.waited_for, running)
+                elif (pending := self._pending()) and time.monotonic() < deadline:
+                    self.report.waited_for = max(self.report.waited_for, pending[1])
                     time.sleep(_IDLE_POLL)
                 else:
                     break
@@ -180,10 +180,17 @@ class _Queue:
                 self.source.release_export(list(self.refused.values()))
         self._reconcile()
 
-    def _running(self) -> int:
-        """How many jobs of this queue source workers hold (our refused ones aside)."""
+    def _pending(self) -> tuple[int, int] | None:
+        """None when the source holds no job of this queue that a later export could return;
+        else (how many, how many of them source workers hold). Such jobs are running on a
+        worker, held by a killed migrator's export lease, or due within the export lease (our
+        refused ones and delayed ones the source hides until due aside)."""
         stats = self.source.stats([self.report.queue])[0]
-        return max(0, stats.in_flight - len(self.refused))
+        hidden = stats.delayed if not self.support.delayed_before_due else 0
+        pending = _depth(stats, self.options) - hidden - len(self.refused)
+        if pending <= 0:
+            return None
+        return pending, max(0, stats.in_flight - len(self.refused))
 
     def _move(self, jobs: Sequence[ExportedJob]) -> None:
         held_before = set(self.refused)
