@@ -105,11 +105,6 @@ class DelayIndex:
         self._urls: dict[str, str] = {}
         self._pruned: set[str] = set()
 
-    def with_client(self, client: SqsClient) -> DelayIndex:
-        index = DelayIndex(self.config, client, self._queues, self._store)
-        index._urls = self._urls
-        return index
-
     # -- writing entries ---------------------------------------------------------------------
 
     def add(

@@ -13,6 +13,7 @@ keeps its delivery count, so a hop is never counted as an attempt.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -41,6 +42,8 @@ from jobkit_sqs.client import GONE, SqsClient, error_code, translated
 from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
 from jobkit_sqs.dlq import DeadLetters
 from jobkit_sqs.queues import QueueDirectory
+
+log = logging.getLogger("jobkit.sqs")
 
 FIFO_DEDUP_WINDOW = timedelta(minutes=5)
 _MAX_VISIBILITY_S = int(MAX_VISIBILITY.total_seconds())
@@ -154,7 +157,10 @@ class SqsTransport(Transport):
                 )
         if self._index is not None:  # after the messages: an entry never names a job not sent
             for queue, rows in indexed.items():
-                self._index.add(queue, rows)
+                try:
+                    self._index.add(queue, rows)
+                except JobkitError as exc:  # the jobs are queued: they move once due instead
+                    log.warning("%s", exc)
 
     def _entry(self, message: Message, now: float) -> batches.Entry:
         if message.priority:
