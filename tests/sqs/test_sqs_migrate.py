@@ -77,12 +77,12 @@ def test_a_migrated_delayed_job_is_dropped_at_sqs_when_it_falls_due(
     back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
     try:
         moved, kept = (Envelope(job="record", args=(n,), queue=QUEUE) for n in (1, 2))
-        sqs.transport.send([message_for(moved, moved.encode(), timedelta(seconds=12))])
+        sqs.transport.send([message_for(moved, moved.encode(), timedelta(seconds=30))])
         report = run(sqs, back, Migration(lease=timedelta(seconds=1), wait=timedelta(0)))
         assert report.ok and report.queues[0].copied == 1, report.to_dict()
-        sqs.transport.send([message_for(kept, kept.encode(), timedelta(seconds=14))])
+        sqs.transport.send([message_for(kept, kept.encode(), timedelta(seconds=32))])
         got: list[str] = []
-        wait_until(lambda: got.extend(receive_ids(sqs)) or kept.id in got, timeout=40, interval=0)
+        wait_until(lambda: got.extend(receive_ids(sqs)) or kept.id in got, timeout=90, interval=0)
         got.extend(receive_ids(sqs))  # `moved` fell due before `kept`: it is gone, not late
         assert got == [kept.id]
     finally:
