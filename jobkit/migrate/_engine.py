@@ -211,7 +211,7 @@ class _Queue:
             return
         # Two copies of one job at the source (a broker that dedups by marker only, killed
         # between its send and its marker): one is imported, both are committed.
-        unique = list({job.id: job for job in reversed(accepted)}.values())[::-1]
+        unique = list({job.id: job for job in accepted}.values())
         outcome = self.target.import_jobs(unique)
         confirmed = self.target.present_jobs([job.id for job in unique])
         missing = [job for job in unique if job.id not in confirmed]

@@ -168,3 +168,25 @@ def test_migration_out_of_sqs_waits_for_a_job_a_real_worker_runs(
     mig, work = report.queues
     assert report.ok and mig.moved == 5 and work.waited_for == 1 and work.found == 0
     assert set(snapshot_sqlite(str(tmp_path / "back.db"))) == set(seeded.ready)
+
+
+def test_a_receive_by_an_export_that_never_ended_is_not_counted_as_an_attempt(
+    moto: MotoServer, prefix: str, tmp_path: Path
+) -> None:
+    """An export that is never committed nor released (its migrator was killed) leaves SQS's
+    receive count one higher; the next export takes that receive out again."""
+    sqs = open_backend(moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}"))
+    try:
+        job = Envelope(job="record", args=(1,), queue=QUEUE, attempt=2)
+        sqs.send([(job, job.encode())])
+        (first,) = sqs.export_jobs([QUEUE], limit=10, lease=timedelta(seconds=1))
+        again = wait_until(
+            lambda: sqs.export_jobs([QUEUE], limit=10, lease=timedelta(minutes=1)),
+            timeout=30,
+            interval=0.5,
+        )
+    finally:
+        sqs.close()
+    (second,) = again
+    assert first.id == second.id == job.id
+    assert first.body == second.body == job.encode()  # attempt 2: no receive counted

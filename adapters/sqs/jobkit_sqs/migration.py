@@ -32,12 +32,20 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobkit import JobkitError
-from jobkit.spi import EventKind, ExportedJob, JobEvent, JobStore, dedup_key, fold_attempts
+from jobkit.spi import (
+    Delivery,
+    EventKind,
+    ExportedJob,
+    JobEvent,
+    JobStore,
+    dedup_key,
+    fold_attempts,
+)
 from jobkit_sqs import batches, codec
 from jobkit_sqs.client import SqsClient, translated
 from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
@@ -301,6 +309,49 @@ def _count(client: SqsClient, config: SqsConfig, url: str) -> int:
         attrs = client.get().get_queue_attributes(QueueUrl=url, AttributeNames=names)
     values = attrs.get("Attributes", {})
     return sum(int(values.get(name, 0)) for name in names)
+
+
+def _receive_key(message_id: str, count: int) -> str:
+    return dedup_key(f"export-receive:{message_id}:{count}", None)
+
+
+def uncount_export_receives(store: JobStore, jobs: Sequence[ExportedJob]) -> list[ExportedJob]:
+    """`jobs` (exported with a receive) with the receives of earlier, killed exports taken out
+    of their attempts (each export records its receive in the store: `record_export_receives`),
+    then this export's receive recorded. A kill between a receive and its record still counts
+    that receive as an attempt (never fewer attempts than used)."""
+    raws = [job.native.native for job in jobs if isinstance(job.native, Delivery)]
+    wanted = {
+        _receive_key(raw["MessageId"], n): raw["MessageId"]
+        for raw in raws
+        for n in range(1, codec.receive_count(raw))
+    }
+    earlier: dict[str, int] = {}
+    for key in store.done(list(wanted)) if wanted else set():
+        earlier[wanted[key]] = earlier.get(wanted[key], 0) + 1
+    now = datetime.now(UTC)
+    store.record(
+        [
+            JobEvent(
+                job_id=f"export-receive:{raw['MessageId']}:{codec.receive_count(raw)}",
+                job="",
+                kind=EventKind.SUCCEEDED,
+                attempt=0,
+                at=now,
+            )
+            for raw in raws
+        ]
+    )
+    out = []
+    for job in jobs:
+        held = job.native
+        taken = earlier.get(held.native["MessageId"], 0) if isinstance(held, Delivery) else 0
+        if taken:
+            used = held.deliveries - 1 - taken
+            body = held.body
+            job = replace(job, body=(fold_attempts(body, used) or body) if used > 0 else body)
+        out.append(job)
+    return out
 
 
 def receive_held(

@@ -511,6 +511,8 @@ class SqsTransport(Transport):
             )
             if not got:
                 break
+            if self._store is not None:
+                got = migration.uncount_export_receives(self._store, got)
             out.extend(got)
         for queue in queues:
             if self._index is not None and len(out) < max_messages:
