@@ -59,9 +59,12 @@ def depth(backend: Backend) -> int:
     return s.ready + s.in_flight + s.delayed + s.dead
 
 
-def run_leg(leg: Leg, jobs: int, kills: int, rng: random.Random, batch: int, log: Path) -> None:
+def run_leg(
+    leg: Leg, jobs: int, kills: int, rng: random.Random, batch: int, log: Path, poll: float
+) -> None:
     """`jobkit migrate` source -> target, SIGKILLed `kills` times once a random share of the
-    jobs has reached the target, then run to the end; its last JSON report kept."""
+    jobs has reached the target (looked at every `poll` seconds: each look costs the target a
+    stats call), then run to the end; its last JSON report kept."""
     argv = [sys.executable, "-m", "jobkit.cli.main", "migrate", "--from", leg.source,
             "--to", leg.target, "--queue", QUEUE, "--include-dead", "--batch", str(batch),
             "--lease", "10", "--wait", "30"]  # fmt: skip
@@ -79,7 +82,7 @@ def run_leg(leg: Leg, jobs: int, kills: int, rng: random.Random, batch: int, log
             while proc.poll() is None and depth(target) < goal:
                 if time.monotonic() > deadline:
                     break
-                time.sleep(1.0)
+                time.sleep(poll)
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 leg.kills += 1
@@ -94,7 +97,9 @@ def run_leg(leg: Leg, jobs: int, kills: int, rng: random.Random, batch: int, log
     leg.report["exit"] = done.returncode
 
 
-def chain(jobs: int, kills: int, seed_value: int, workdir: Path, batch: int = 200) -> list[str]:
+def chain(
+    jobs: int, kills: int, seed_value: int, workdir: Path, batch: int = 200, poll: float = 0.5
+) -> list[str]:
     """Run the whole chain; returns the problems found (empty: the check passed)."""
     from tests.servers.moto import FAKE_AWS_ENV, start_moto
     from tests.servers.rabbitmq import start_rabbitmq
@@ -139,7 +144,7 @@ def chain(jobs: int, kills: int, seed_value: int, workdir: Path, batch: int = 20
         ]
         log = workdir / "migrate.log"
         for leg in legs:
-            run_leg(leg, jobs, kills, rng, batch, log)
+            run_leg(leg, jobs, kills, rng, batch, log, poll)
             print(
                 f"{leg.name}: {leg.seconds:.1f} s, {leg.kills} kill(s), exit {leg.report['exit']}"
             )
@@ -190,11 +195,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--keep-log", help="copy the migrators' output here")
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between looks")
     args = parser.parse_args()
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            found = chain(args.jobs, args.kills, args.seed, Path(tmp), args.batch)
+            found = chain(args.jobs, args.kills, args.seed, Path(tmp), args.batch, args.poll)
         finally:
             log = Path(tmp) / "migrate.log"
             if args.keep_log and log.exists():
