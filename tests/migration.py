@@ -9,7 +9,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from jobkit.spi import Backend, Envelope, TransportBackend
 from tests.waiting import wait_until
-from tests.workers import ROOT
+from tests.workers import ROOT, kill_group, start_worker
 
 QUEUE = "mig"
 
@@ -195,3 +196,44 @@ def backend_of(url: str) -> Backend:
     from jobkit.spi import open_backend
 
     return open_backend(url)
+
+
+WORK = "work"  # the queue of tests.apps.ledger's jobs, served by the source worker
+
+
+@contextmanager
+def job_running_at_source(url: str, tmp_path: Path, *, seconds: float) -> Iterator[Path]:
+    """A real worker on `url` (queue `WORK` only) running one `record` job that sleeps
+    `seconds`; yields the ledger once the job has started. The worker is SIGKILLed at the end."""
+    ledger = tmp_path / "ledger.db"
+    backend = backend_of(url)
+    try:
+        slow = Envelope(job="tests.apps.ledger.record", args=("slow", seconds), queue=WORK)
+        backend.send([(slow, slow.encode())])
+    finally:
+        backend.close()
+    worker = start_worker(url, ledger, "-q", WORK, "-c", "1", "--lease", "60")
+    try:
+        wait_until(
+            lambda: _ledger_count(ledger, "SELECT COUNT(*) FROM runs") == 1,
+            timeout=60,
+            interval=0.1,
+            what="the slow job started at the source",
+        )
+        yield ledger
+    finally:
+        kill_group(worker)
+        worker.wait(timeout=30)
+
+
+def slow_job_done(ledger: Path) -> bool:
+    return _ledger_count(ledger, "SELECT COUNT(*) FROM effects WHERE key = 'slow'") == 1
+
+
+def _ledger_count(ledger: Path, sql: str) -> int:
+    from tests.apps.ledger import count
+
+    try:
+        return count(ledger, sql) if ledger.exists() else 0
+    except sqlite3.OperationalError:  # the job has not created its tables yet
+        return 0

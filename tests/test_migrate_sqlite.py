@@ -12,8 +12,18 @@ from datetime import timedelta
 from pathlib import Path
 
 from jobkit.migrate import Migration, migrate
+from jobkit.migrate._engine import RUNNING
 from jobkit.spi import TransportBackend, open_backend
-from tests.migration import QUEUE, Seeded, check_migrated, seed, snapshot_sqlite
+from tests.migration import (
+    QUEUE,
+    WORK,
+    Seeded,
+    check_migrated,
+    job_running_at_source,
+    seed,
+    slow_job_done,
+    snapshot_sqlite,
+)
 from tests.waiting import wait_until
 from tests.workers import ROOT
 from tests.workers import jobkit_command as jobkit
@@ -141,6 +151,40 @@ def test_job_leased_by_a_source_worker_is_left_and_reported(tmp_path: Path) -> N
         source.close()
         target.close()
     assert again.ok and set(snapshot_sqlite(str(dst))) == set(seeded.ready)
+
+
+def test_migration_waits_for_a_job_a_real_source_worker_runs_and_says_so(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    seeded = seeded_source(src, ready=5, delayed=0, retried=0, dead=0)
+    with job_running_at_source(f"sqlite:///{src}", tmp_path, seconds=3) as ledger:
+        source, target = sqlite_backend(src), sqlite_backend(dst)
+        try:
+            options = Migration(queues=(QUEUE, WORK), wait=timedelta(seconds=60))
+            report = migrate(source, target, options, source_name="s", target_name="d")
+        finally:
+            source.close()
+            target.close()
+        assert slow_job_done(ledger)  # it ended at the source while the migration waited
+    mig, work = report.queues
+    assert report.ok and mig.moved == 5 and work.waited_for == 1 and work.found == 0
+    assert set(snapshot_sqlite(str(dst))) == set(seeded.ready)
+
+
+def test_a_job_still_running_when_the_wait_ends_is_left_reported_and_not_lost(
+    tmp_path: Path,
+) -> None:
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    seeded_source(src, ready=2, delayed=0, retried=0, dead=0)
+    with job_running_at_source(f"sqlite:///{src}", tmp_path, seconds=4) as ledger:
+        report = tmp_path / "r.json"
+        proc = run_migrate(src, dst, "-q", QUEUE, "-q", WORK, "--wait", "1", "--json", str(report))
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, err.decode()
+        assert "waited for 1 job(s) running on source workers" in err.decode()
+        work = json.loads(report.read_text())["queues"][1]
+        assert work["left_reasons"] == {RUNNING: 1} and work["remaining_at_source"] == 1
+        wait_until(lambda: slow_job_done(ledger), timeout=30, interval=0.1)
+    assert len(snapshot_sqlite(str(dst))) == 2 and snapshot_sqlite(str(dst), WORK) == {}
 
 
 def test_dry_run_counts_and_moves_nothing(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from rich.table import Table
 from jobkit.cli._common import seconds
 from jobkit.errors import ConfigurationError
 from jobkit.migrate import Migration, QueueReport, Report, migrate
+from jobkit.migrate._engine import RUNNING
 from jobkit.redact import redact_url
 from jobkit.registry import open_backend
 from jobkit.sqlite import parse_url
@@ -103,6 +104,12 @@ def run(args: argparse.Namespace) -> int:
         source.close()
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+    for q in report.queues:
+        if q.waited_for:
+            console.print(
+                f"queue {q.queue}: waited for {q.waited_for} job(s) running on source workers "
+                f"(still running at the end: {q.left[RUNNING]})"
+            )
     Console().print(_table(report))
     if args.json_file:
         Path(args.json_file).write_text(json.dumps(report.to_dict(), indent=2) + "\n")

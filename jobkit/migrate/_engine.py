@@ -16,6 +16,7 @@ from jobkit.records import ExportedJob, QueueStats
 
 RUNNING = "running on a source worker: not copied while leased (run migrate again when it ends)"
 HIDDEN_DELAYED = "delayed: the source hands it out only when due (run migrate again then)"
+DUE_SOON = "delayed, due within the export lease: left to fall due (run migrate again then)"
 ARRIVED = "arrived at the source during the migration (run migrate again)"
 BOTH_SIDES = "on both sides: its export lease ran out and a source worker took it"
 
@@ -167,7 +168,8 @@ class _Queue:
                 )
                 if jobs:
                     self._move(jobs)
-                elif self._running() and time.monotonic() < deadline:
+                elif (pending := self._pending()) and time.monotonic() < deadline:
+                    self.report.waited_for = max(self.report.waited_for, pending[1])
                     time.sleep(_IDLE_POLL)
                 else:
                     break
@@ -178,10 +180,17 @@ class _Queue:
                 self.source.release_export(list(self.refused.values()))
         self._reconcile()
 
-    def _running(self) -> bool:
-        """Whether source workers hold jobs of this queue (our refused ones aside)."""
+    def _pending(self) -> tuple[int, int] | None:
+        """None when the source holds no job of this queue that a later export could return;
+        else (how many, how many of them source workers hold). Such jobs are running on a
+        worker, held by a killed migrator's export lease, or due within the export lease (our
+        refused ones and delayed ones the source hides until due aside)."""
         stats = self.source.stats([self.report.queue])[0]
-        return stats.in_flight > len(self.refused)
+        hidden = stats.delayed if not self.support.delayed_before_due else 0
+        pending = _depth(stats, self.options) - hidden - len(self.refused)
+        if pending <= 0:
+            return None
+        return pending, max(0, stats.in_flight - len(self.refused))
 
     def _move(self, jobs: Sequence[ExportedJob]) -> None:
         held_before = set(self.refused)
@@ -200,9 +209,12 @@ class _Queue:
                 self.report.found += 1
         if not accepted:
             return
-        outcome = self.target.import_jobs(accepted)
-        confirmed = self.target.present_jobs([job.id for job in accepted])
-        missing = [job for job in accepted if job.id not in confirmed]
+        # Two copies of one job at the source (a broker that dedups by marker only, killed
+        # between its send and its marker): one is imported, both are committed.
+        unique = list({job.id: job for job in accepted}.values())
+        outcome = self.target.import_jobs(unique)
+        confirmed = self.target.present_jobs([job.id for job in unique])
+        missing = [job for job in unique if job.id not in confirmed]
         if missing:
             self.source.release_export(missing)
             raise JobkitError(
@@ -213,8 +225,9 @@ class _Queue:
         both = set(self.source.commit_export(accepted))
         ids = {job.id for job in accepted}
         self.report.found += len(accepted)
-        self.report.copied += len(ids & outcome.copied)
-        self.report.skipped += sum(1 for job in accepted if job.id not in outcome.copied)
+        copied = len(ids & outcome.copied)
+        self.report.copied += copied
+        self.report.skipped += len(accepted) - copied  # present already, or a second copy
         self.report.at_target += len(accepted)
         if both:
             self.report.left[BOTH_SIDES] += len(both)
@@ -243,9 +256,10 @@ class _Queue:
         self.report.remaining_at_source = remaining
         unseen = remaining - len(self.refused)
         running = min(stats.in_flight, unseen)
-        hidden = min(stats.delayed, unseen - running) if not self.support.delayed_before_due else 0
+        hidden = min(stats.delayed, unseen - running)
+        why_hidden = DUE_SOON if self.support.delayed_before_due else HIDDEN_DELAYED
         arrived = unseen - running - hidden
-        for reason, count in ((RUNNING, running), (HIDDEN_DELAYED, hidden), (ARRIVED, arrived)):
+        for reason, count in ((RUNNING, running), (why_hidden, hidden), (ARRIVED, arrived)):
             if count > 0:
                 self.report.left[reason] += count
                 self.report.found += count

@@ -11,7 +11,10 @@ from typing import Any
 class QueueReport:
     """Counts for one queue. `found` is every job seen at the source (moved or left); `left`
     counts the jobs not moved, by reason; `at_target` is how many of the moved jobs the target
-    confirmed having. Mutable while the migration runs; read it when `migrate` returns."""
+    confirmed having. `waited_for` is the most jobs source workers were seen running while the
+    migration waited for them (those that ended at the source are not jobs to move; those
+    still running at the end are in `left`). Mutable while the migration runs; read it when
+    `migrate` returns."""
 
     queue: str
     expected: int = 0  # the source's depth when the migration started (for progress)
@@ -21,6 +24,7 @@ class QueueReport:
     left: Counter[str] = field(default_factory=Counter)
     at_target: int = 0
     remaining_at_source: int = 0
+    waited_for: int = 0
 
     @property
     def moved(self) -> int:
@@ -47,6 +51,7 @@ class QueueReport:
             "left_reasons": dict(sorted(self.left.items())),
             "found_at_target": self.at_target,
             "remaining_at_source": self.remaining_at_source,
+            "waited_for_running": self.waited_for,
             "accounted": self.accounted,
         }
 

@@ -49,6 +49,8 @@ def test_sqlite_to_celery_moves_jobs_and_dead_letters_once(any_url: str, tmp_pat
         source.close()
         celery.close()
     assert drained.ok and drained.queues[0].moved == 33
+    # out of Celery again: delays, attempts used and dead letters with their reasons intact
+    check_migrated(snapshot_sqlite(str(tmp_path / "drain.db")), seeded, slack=SLACK)
     (q,) = report.queues
     assert report.ok and (q.copied, q.at_target) == (33, 33)
     assert (stats.ready, stats.delayed, stats.dead) == (20, 10, 3)

@@ -8,12 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import UnsupportedFeature
 from jobkit.migrate import Migration, migrate
-from jobkit.migrate._engine import HIDDEN_DELAYED
-from jobkit.spi import Backend, TransportBackend, open_backend
-from tests.migration import QUEUE, migrate_killed_then_whole, rows, seed, snapshot_sqlite
+from jobkit.spi import Backend, Envelope, TransportBackend, open_backend
+from jobkit.transport_backend import message_for
+from tests.migration import (
+    QUEUE,
+    WORK,
+    check_migrated,
+    job_running_at_source,
+    migrate_killed_then_whole,
+    rows,
+    seed,
+    slow_job_done,
+    snapshot_sqlite,
+)
 from tests.servers.moto import MotoServer
+from tests.waiting import wait_until
 
 NOW = Migration(wait=timedelta(0), batch=10)
 
@@ -29,31 +39,64 @@ def sqlite_source(tmp_path: Path) -> TransportBackend:
     return backend
 
 
-def test_sqlite_to_sqs_and_back_keeps_ids_bodies_and_attempts(
+def test_sqlite_to_sqs_and_back_keeps_delays_dead_letters_and_attempts(
     moto: MotoServer, prefix: str, tmp_path: Path, sqlite_source: TransportBackend
 ) -> None:
-    seeded = seed(sqlite_source, ready=25, delayed=5, retried=0, dead=0, priorities=False)
-    before = snapshot_sqlite(str(tmp_path / "src.db"))
+    """Delayed jobs (and retries waiting out a backoff) leave SQS before they are due, through
+    the delayed index, with what is left of their delay; dead letters stay dead letters."""
+    seeded = seed(sqlite_source, ready=25, delayed=5, retried=3, dead=2, priorities=False)
     sqs = open_backend(moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}"))
     back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    both = Migration(include_dead=True, wait=timedelta(0), batch=10)
     try:
-        there = run(sqlite_source, sqs)
-        assert there.ok and there.queues[0].copied == 30
+        there = run(sqlite_source, sqs, both)
+        assert there.ok and there.queues[0].copied == 35, there.to_dict()
         (stats,) = sqs.stats([QUEUE])
-        assert (stats.ready, stats.delayed) == (25, 5)
+        assert (stats.ready, stats.delayed + stats.in_flight, stats.dead) == (25, 8, 2)
         again = run(back, sqs)  # nothing at `back` yet: nothing moves, nothing breaks
         assert again.queues == [] or again.queues[0].found == 0
-        home = run(sqs, back, Migration(queues=(QUEUE,), wait=timedelta(0), batch=10))
+        home = run(sqs, back, Migration(queues=(QUEUE,), include_dead=True, wait=timedelta(0)))
+        (left,) = sqs.stats([QUEUE])  # the tombstoned messages SQS still holds are not counted
+        assert (left.ready, left.in_flight, left.delayed, left.dead) == (0, 0, 0, 0)
     finally:
         for backend in (sqlite_source, sqs, back):
             backend.close()
     (q,) = home.queues
-    assert (q.copied, q.at_target) == (25, 25)
-    assert q.left == {HIDDEN_DELAYED: 5} and not home.ok  # SQS shows them only when due
-    after = snapshot_sqlite(str(tmp_path / "back.db"))
-    assert set(after) == set(seeded.ready)
-    for job_id, (job,) in after.items():
-        assert job.body == before[job_id][0].body and job.attempts == 0
+    assert home.ok and (q.copied, q.at_target) == (35, 35), home.to_dict()
+    check_migrated(snapshot_sqlite(str(tmp_path / "back.db")), seeded, slack=timedelta(seconds=5))
+
+
+def test_a_migrated_delayed_job_is_dropped_at_sqs_when_it_falls_due(
+    moto: MotoServer, prefix: str, tmp_path: Path, sqlite_source: TransportBackend
+) -> None:
+    """The real SQS message of a job exported before it was due is deleted, not delivered,
+    when it surfaces (its tombstone is in the store); a job not migrated is delivered."""
+    url = moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}")
+    sqs = open_backend(url)
+    assert isinstance(sqs, TransportBackend)
+    back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    try:
+        moved, kept = (Envelope(job="record", args=(n,), queue=QUEUE) for n in (1, 2))
+        sqs.transport.send([message_for(moved, moved.encode(), timedelta(seconds=30))])
+        report = run(sqs, back, Migration(lease=timedelta(seconds=1), wait=timedelta(0)))
+        assert report.ok and report.queues[0].copied == 1, report.to_dict()
+        sqs.transport.send([message_for(kept, kept.encode(), timedelta(seconds=32))])
+        got: list[str] = []
+        wait_until(lambda: got.extend(receive_ids(sqs)) or kept.id in got, timeout=90, interval=0)
+        got.extend(receive_ids(sqs))  # `moved` fell due before `kept`: it is gone, not late
+        assert got == [kept.id]
+    finally:
+        sqs.close()
+        back.close()
+    assert set(snapshot_sqlite(str(tmp_path / "back.db"))) == {moved.id}
+
+
+def receive_ids(backend: TransportBackend) -> list[str]:
+    got = backend.transport.receive(
+        [QUEUE], max_messages=10, wait=timedelta(seconds=1), lease=timedelta(minutes=1)
+    )
+    backend.transport.ack(got)
+    return [d.id for d in got]
 
 
 def test_priorities_sqs_lacks_stay_at_the_source_with_the_reason(
@@ -71,20 +114,6 @@ def test_priorities_sqs_lacks_stay_at_the_source_with_the_reason(
     left = snapshot_sqlite(str(tmp_path / "src.db"))
     assert len(left) == 8 and all(job.body["priority"] for (job,) in left.values())
     sqlite_source.close()
-
-
-def test_dead_letters_to_sqs_are_refused_before_anything_moves(
-    moto: MotoServer, prefix: str, tmp_path: Path, sqlite_source: TransportBackend
-) -> None:
-    seed(sqlite_source, ready=3, delayed=0, retried=0, dead=2)
-    sqs = open_backend(moto.url(prefix=prefix))
-    try:
-        with pytest.raises(UnsupportedFeature, match="dead letters"):
-            run(sqlite_source, sqs, Migration(include_dead=True, wait=timedelta(0)))
-    finally:
-        sqs.close()
-        sqlite_source.close()
-    assert len(snapshot_sqlite(str(tmp_path / "src.db"))) == 5
 
 
 def test_round_trip_through_sqs_with_kills_keeps_every_job_once(
@@ -118,3 +147,46 @@ def test_round_trip_through_sqs_with_kills_keeps_every_job_once(
     for report in (there, home):
         (q,) = report["queues"]
         assert q["accounted"] and q["found_at_source"] == q["found_at_target"]
+
+
+def test_migration_out_of_sqs_waits_for_a_job_a_real_worker_runs(
+    moto: MotoServer, prefix: str, tmp_path: Path
+) -> None:
+    url = moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}")
+    sqs = open_backend(url)
+    assert isinstance(sqs, TransportBackend)
+    seeded = seed(sqs, ready=5, delayed=0, retried=0, dead=0, priorities=False)
+    back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    try:
+        with job_running_at_source(url, tmp_path, seconds=4) as ledger:
+            options = Migration(queues=(QUEUE, WORK), wait=timedelta(seconds=60))
+            report = run(sqs, back, options)
+            assert slow_job_done(ledger)  # it ended at the source while the migration waited
+    finally:
+        sqs.close()
+        back.close()
+    mig, work = report.queues
+    assert report.ok and mig.moved == 5 and work.waited_for == 1 and work.found == 0
+    assert set(snapshot_sqlite(str(tmp_path / "back.db"))) == set(seeded.ready)
+
+
+def test_a_receive_by_an_export_that_never_ended_is_not_counted_as_an_attempt(
+    moto: MotoServer, prefix: str, tmp_path: Path
+) -> None:
+    """An export that is never committed nor released (its migrator was killed) leaves SQS's
+    receive count one higher; the next export takes that receive out again."""
+    sqs = open_backend(moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}"))
+    try:
+        job = Envelope(job="record", args=(1,), queue=QUEUE, attempt=2)
+        sqs.send([(job, job.encode())])
+        (first,) = sqs.export_jobs([QUEUE], limit=10, lease=timedelta(seconds=1))
+        again = wait_until(
+            lambda: sqs.export_jobs([QUEUE], limit=10, lease=timedelta(minutes=1)),
+            timeout=30,
+            interval=0.5,
+        )
+    finally:
+        sqs.close()
+    (second,) = again
+    assert first.id == second.id == job.id
+    assert first.body == second.body == job.encode()  # attempt 2: no receive counted

@@ -31,7 +31,7 @@ def backend_from_url(url: str) -> TransportBackend:
     """The `jobkit.backends` entry point for the ``sqs`` scheme."""
     config = parse_url(url)
     store, shared = open_store(config.store, url, retention=config.retention)
-    transport = SqsTransport(config, results=shared)
+    transport = SqsTransport(config, results=shared, store=store if shared else None)
     return TransportBackend(
         transport, store, default_lease=max(config.visibility, timedelta(seconds=1))
     )

@@ -10,7 +10,9 @@ Attributes (all optional except ``jobkit-id``):
 - ``jobkit-due``: Unix time before which the message must not run (delays beyond SQS's 15 min);
 - ``jobkit-prior``: deliveries counted before this SQS message was sent (kept across a re-send,
   so `Delivery.deliveries` = prior + ApproximateReceiveCount);
-- ``jobkit-reason``, ``jobkit-dead-at``, ``jobkit-deliveries``: set on dead letters.
+- ``jobkit-reason``, ``jobkit-dead-at``, ``jobkit-deliveries``: set on dead letters;
+- ``jobkit-gen``: the generation token of a message that has an entry in the delayed index
+  (see `jobkit_sqs.migration`), kept across re-sends.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ ENC = "jobkit-enc"
 REASON = "jobkit-reason"
 DEAD_AT = "jobkit-dead-at"
 DELIVERIES = "jobkit-deliveries"
+GEN = "jobkit-gen"
 
 MAX_REASON = 4096
 ATTRIBUTE_RESERVE = 8192  # bytes kept free under the size limit for the attributes above
@@ -142,6 +145,11 @@ def body_of(message: dict[str, Any]) -> bytes:
 
 def job_id_of(message: dict[str, Any]) -> str:
     return attr_str(message, ID) or str(message["MessageId"])
+
+
+def gen_of(message: dict[str, Any]) -> str:
+    """The generation token of a message: ``jobkit-gen``, else its SQS message id."""
+    return attr_str(message, GEN) or str(message["MessageId"])
 
 
 def prior_of(message: dict[str, Any]) -> int:

@@ -62,6 +62,11 @@ class SqsConfig:
             raise ConfigurationError(
                 f"queue {queue!r}: names ending in '-dlq' are reserved for dead-letter queues"
             )
+        if queue.endswith(("-jobkit-delayed", "-jobkit-gone-delayed", "-jobkit-gone-leased")):
+            raise ConfigurationError(
+                f"queue {queue!r}: names ending in '-jobkit-delayed' or '-jobkit-gone-...' are "
+                "reserved for the index of delayed jobs; choose another name"
+            )
         return self._native(queue, "")
 
     def dlq_name(self, queue: str) -> str:
@@ -72,7 +77,9 @@ class SqsConfig:
         if native_name.endswith(".fifo") != self.fifo:
             return None
         name = native_name.removesuffix(".fifo")
-        if not name.startswith(self.prefix) or name.endswith("-dlq"):
+        if not name.startswith(self.prefix) or name.endswith(
+            ("-dlq", "-jobkit-delayed", "-jobkit-gone-delayed", "-jobkit-gone-leased")
+        ):
             return None
         return name[len(self.prefix) :]
 

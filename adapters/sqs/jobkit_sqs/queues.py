@@ -114,6 +114,10 @@ class QueueDirectory:
             url = client.get().get_queue_url(QueueName=name)["QueueUrl"]
             return url
 
+    def url_of(self, client: SqsClient, name: str) -> str | None:
+        """The URL of the SQS queue `name` (a full native name), None if it does not exist."""
+        return self._url(client, name)
+
     def _url(self, client: SqsClient, name: str) -> str | None:
         with translated(f"look up SQS queue {name!r}", self.config):
             try:

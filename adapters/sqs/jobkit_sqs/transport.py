@@ -13,6 +13,7 @@ keeps its delivery count, so a hop is never counted as an attempt.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -28,16 +29,21 @@ from jobkit.spi import (
     Capabilities,
     DeadLetter,
     Delivery,
+    ExportedJob,
+    JobStore,
     Message,
     MigrationSupport,
     QueueStats,
     Transport,
+    message_of,
 )
-from jobkit_sqs import batches, codec
+from jobkit_sqs import batches, codec, migration
 from jobkit_sqs.client import GONE, SqsClient, error_code, translated
 from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
 from jobkit_sqs.dlq import DeadLetters
 from jobkit_sqs.queues import QueueDirectory
+
+log = logging.getLogger("jobkit.sqs")
 
 FIFO_DEDUP_WINDOW = timedelta(minutes=5)
 STORE_OPTION = "store=dynamodb://TABLE (or store=sqlite:///PATH on one machine)"
@@ -48,7 +54,9 @@ _FINISHED_MEMORY = 4096
 _WAIT_SLACK_S = 0.25  # a long poll may end this much after `wait` (SQS waits in whole seconds)
 
 
-def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
+def capabilities_for(config: SqsConfig, *, results: bool, indexed: bool = False) -> Capabilities:
+    """`indexed`: delayed messages have entries in the delayed index (a shared job store on a
+    standard queue, see `jobkit_sqs.migration`), so they can be migrated before they are due."""
     return Capabilities(
         name="sqs-fifo" if config.fifo else "sqs",
         redelivery="visibility timeout (lease) expiry",
@@ -67,10 +75,10 @@ def capabilities_for(config: SqsConfig, *, results: bool) -> Capabilities:
         store_option=STORE_OPTION,
         max_message_bytes=config.max_message_bytes - codec.ATTRIBUTE_RESERVE,
         shared_across_processes=True,
-        # the default, receive-based export: SQS hides delayed messages until due, and a
-        # DLQ message cannot be deleted by id; job ids are looked up in the shared job store
+        # due messages are received; delayed ones come from the delayed index (with a shared
+        # store); dead letters are received from the DLQ; job ids are looked up in the store
         migration=MigrationSupport(
-            delayed_before_due=False, dead_letters=False, dedup="marker" if results else "none"
+            delayed_before_due=indexed, dead_letters=True, dedup="marker" if results else "none"
         ),
         survives_broker_restart=True,  # SQS stores messages redundantly until deleted
     )
@@ -89,14 +97,23 @@ class SqsTransport(Transport):
         *,
         results: bool = False,
         directory: QueueDirectory | None = None,
+        store: JobStore | None = None,
     ) -> None:
+        """`store`: the backend's shared job store, where exported delayed jobs leave their
+        tombstones (None: delayed jobs are not indexed, and migrate only once due)."""
         self.config = config
         self._results = results
-        self._caps = capabilities_for(config, results=results)
+        self._store = store if not config.fifo else None
+        self._caps = capabilities_for(config, results=results, indexed=self._store is not None)
         self._hop = config.delay_hop  # longest native DelaySeconds (900 unless testing)
         self._client = SqsClient(config)
         self._queues = directory or QueueDirectory(config)
         self._dlq = DeadLetters(config, self._client, self._queues)
+        self._index = (
+            migration.DelayIndex(config, self._client, self._queues, self._store)
+            if self._store is not None
+            else None
+        )
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._rotation = 0
         self._lock = threading.Lock()
@@ -106,7 +123,9 @@ class SqsTransport(Transport):
         return self._caps
 
     def clone(self) -> SqsTransport:
-        return SqsTransport(self.config, results=self._results, directory=self._queues)
+        return SqsTransport(
+            self.config, results=self._results, directory=self._queues, store=self._store
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -118,10 +137,18 @@ class SqsTransport(Transport):
         batches of 10. All or nothing per batch call only: SQS has no multi-batch transaction."""
         now = time.time()
         by_queue: dict[str, list[batches.Entry]] = {}
+        indexed: dict[str, list[tuple[str, bytes, float, int, str]]] = {}
         for index, message in enumerate(messages):
             entry = self._entry(message, now)
             entry["Id"] = str(index)
             by_queue.setdefault(message.queue, []).append(entry)
+            if self._index is not None and message.delay > timedelta(0):
+                gen = migration.new_gen()
+                entry["MessageAttributes"][codec.GEN] = codec.string_attr(gen)
+                due = now + message.delay.total_seconds()
+                indexed.setdefault(message.queue, []).append(
+                    (message.id, message.body, due, 0, gen)
+                )
         for queue, entries in by_queue.items():
             pair = self._queues.ensure(self._client, queue)
             _, failed = batches.send(
@@ -132,6 +159,12 @@ class SqsTransport(Transport):
                     f"SQS refused {len(failed)} of {len(entries)} messages for {queue!r}: "
                     f"{failed[0][1]}"
                 )
+        if self._index is not None:  # after the messages: an entry never names a job not sent
+            for queue, rows in indexed.items():
+                try:
+                    self._index.add(queue, rows)
+                except JobkitError as exc:  # the jobs are queued: they move once due instead
+                    log.warning("%s", exc)
 
     def _entry(self, message: Message, now: float) -> batches.Entry:
         if message.priority:
@@ -243,6 +276,18 @@ class SqsTransport(Transport):
             )
         if early:
             self._redelay(queue, pair.url, early, now)
+        if self._index is not None and due:
+            gone = self._index.tombstoned([d.native for d in due])
+            if gone:  # migrated away while delayed: the copy at the target runs it
+                dropped = [d for d in due if d.native["MessageId"] in gone]
+                batches.delete(
+                    self._client,
+                    self.config,
+                    pair.url,
+                    [d.receipt for d in dropped],
+                    f"drop migrated messages on {queue!r}",
+                )
+                due = [d for d in due if d.native["MessageId"] not in gone]
         return due
 
     def _redelay(self, queue: str, url: str, raws: list[dict[str, Any]], now: float) -> None:
@@ -260,6 +305,7 @@ class SqsTransport(Transport):
                 for name, value in (raw.get("MessageAttributes") or {}).items()
                 if "StringValue" in value
             }
+            attributes.setdefault(codec.GEN, codec.string_attr(codec.gen_of(raw)))
             remaining = (codec.attr_float(raw, codec.DUE) or now) - now
             receipts[str(index)] = raw["ReceiptHandle"]
             wire.append(
@@ -314,7 +360,8 @@ class SqsTransport(Transport):
             return
         seconds = _seconds_up(delay)
         if seconds <= self._hop or self.config.fifo:
-            self._change_visibility(delivery, min(seconds, _MAX_VISIBILITY_S))
+            if self._change_visibility(delivery, min(seconds, _MAX_VISIBILITY_S)) and seconds:
+                self._index_release(delivery, delay, kind="leased")
             return
         if not self._change_visibility(delivery, _DEAD_LETTER_HOLD_S):
             return  # acked, moved or released already
@@ -324,6 +371,7 @@ class SqsTransport(Transport):
             job_id=delivery.id,
             due=time.time() + delay.total_seconds(),
             prior=delivery.deliveries,
+            extra=self._gen_attr(delivery),
         )
         with translated(f"release on SQS queue {delivery.queue!r}", self.config):
             self._client.get().send_message(
@@ -333,6 +381,22 @@ class SqsTransport(Transport):
                 DelaySeconds=self._hop,
             )
         self._delete_one(pair.url, delivery)
+        self._index_release(delivery, delay, kind="delayed")
+
+    def _gen_attr(self, delivery: Delivery) -> dict[str, dict[str, str]]:
+        """The generation token a re-send of `delivery` keeps (see `jobkit_sqs.migration`)."""
+        if not isinstance(delivery.native, dict):
+            return {}
+        return {codec.GEN: codec.string_attr(codec.gen_of(delivery.native))}
+
+    def _index_release(self, delivery: Delivery, delay: timedelta, *, kind: str) -> None:
+        if self._index is None or self.config.fifo or not isinstance(delivery.native, dict):
+            return
+        due = time.time() + delay.total_seconds()
+        gen = codec.gen_of(delivery.native)
+        self._index.add(
+            delivery.queue, [(delivery.id, delivery.body, due, delivery.deliveries, gen)], kind=kind
+        )
 
     def release_uncounted(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
         """ApproximateReceiveCount cannot be lowered, so: hold the message, re-send its body
@@ -354,6 +418,7 @@ class SqsTransport(Transport):
             job_id=delivery.id,
             due=time.time() + delay.total_seconds() if seconds > self._hop else None,
             prior=max(delivery.deliveries - 1, 0),
+            extra=self._gen_attr(delivery),
         )
         params: dict[str, Any] = {
             "QueueUrl": pair.url,
@@ -445,6 +510,94 @@ class SqsTransport(Transport):
             while len(self._finished) > _FINISHED_MEMORY:
                 self._finished.popitem(last=False)
 
+    # -- migration (see `jobkit_sqs.migration`) -----------------------------------------------
+
+    def export(
+        self,
+        queues: Sequence[str],
+        *,
+        max_messages: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[ExportedJob]:
+        """Due messages (received), then indexed delayed ones due after the lease, then (with
+        `include_dead`) dead letters; each under an export lease of `lease`."""
+        out: list[ExportedJob] = []
+        while len(out) < max_messages:  # receive gives 10 at most per call
+            got = super().export(
+                queues, max_messages=max_messages - len(out), lease=lease, include_dead=False
+            )
+            if not got:
+                break
+            if self._store is not None:
+                got = migration.uncount_export_receives(self._store, got)
+            out.extend(got)
+        for queue in queues:
+            if self._index is not None and len(out) < max_messages:
+                out.extend(self._index.export(queue, limit=max_messages - len(out), lease=lease))
+            if include_dead and len(out) < max_messages:
+                pair = self._queues.lookup(self._client, queue)
+                if pair is not None:
+                    out.extend(
+                        migration.export_dead(
+                            self._client,
+                            self.config,
+                            queue,
+                            pair.dlq_url,
+                            limit=max_messages - len(out),
+                            lease=lease,
+                        )
+                    )
+        return out
+
+    def commit_export(self, jobs: Sequence[ExportedJob]) -> list[str]:
+        received = [job for job in jobs if isinstance(job.native, Delivery)]
+        super().commit_export(received)
+        if self._index is not None:
+            self._index.commit(jobs)
+        migration.delete_dead(
+            self._client,
+            self.config,
+            [job.native for job in jobs if isinstance(job.native, migration.DeadHold)],
+        )
+        return []
+
+    def release_export(self, jobs: Sequence[ExportedJob]) -> None:
+        super().release_export(jobs)
+        migration.release_holds(
+            self._client,
+            self.config,
+            [
+                job.native
+                for job in jobs
+                if isinstance(job.native, migration.IndexHold | migration.DeadHold)
+            ],
+        )
+
+    def import_messages(self, jobs: Sequence[ExportedJob]) -> set[str]:
+        """Live jobs are sent (delayed ones indexed); dead letters go to the DLQ with their
+        reason. Looks nothing up by id (the backend's store markers do)."""
+        self.send([message_of(job) for job in jobs if not job.dead])
+        dead: dict[str, list[ExportedJob]] = {}
+        for job in jobs:
+            if job.dead:
+                dead.setdefault(job.queue, []).append(job)
+        for queue, letters in dead.items():
+            pair = self._queues.ensure(self._client, queue)
+            _, failed = batches.send(
+                self._client,
+                self.config,
+                pair.dlq_url,
+                migration.dead_entries(letters),
+                f"import dead letters to {queue!r}",
+            )
+            if failed:
+                raise JobkitError(
+                    f"SQS refused {len(failed)} of {len(letters)} dead letters for {queue!r}: "
+                    f"{failed[0][1]}"
+                )
+        return set()
+
     # -- dead letters and stats --------------------------------------------------------------
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
@@ -458,7 +611,8 @@ class SqsTransport(Transport):
 
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """From ApproximateNumberOfMessages(/NotVisible/Delayed): approximate on real SQS. A
-        message released with a delay is in flight to SQS (invisible), not delayed."""
+        message released with a delay is in flight to SQS (invisible), not delayed. Messages
+        migrated away before they were due (see `jobkit_sqs.migration`) are not counted."""
         names = list(queues) if queues is not None else self._queues.known(self._client)
         out = []
         for queue in names:
@@ -468,12 +622,13 @@ class SqsTransport(Transport):
                 continue
             main = self._counts(pair.url)
             dead = self._counts(pair.dlq_url)
+            gone = self._index.departed(queue) if self._index is not None else {}
             out.append(
                 QueueStats(
                     queue=queue,
                     ready=main[0],
-                    in_flight=main[1],
-                    delayed=main[2],
+                    in_flight=max(0, main[1] - gone.get("leased", 0)),
+                    delayed=max(0, main[2] - gone.get("delayed", 0)),
                     dead=sum(dead),
                 )
             )

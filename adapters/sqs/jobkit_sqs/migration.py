@@ -1,0 +1,459 @@
+"""What `jobkit migrate` needs from SQS beyond `receive`: delayed messages before they are due,
+and dead letters with their reason.
+
+SQS hands out no message before its delay ends (nor one in flight, as a message released with a
+retry backoff is). So, when the backend has a shared job store, every delayed send and every
+delayed release also puts an *index entry* on ``<prefix><queue>-jobkit-delayed``: the body, its
+due time, the deliveries so far, and a generation token (``jobkit-gen``) that the real message
+carries too (the SQS message id stands in for messages sent without one; re-sends keep it).
+Nobody but the migrator receives from the index, so its entries stay visible.
+
+Exporting an entry (due later than the export lease) hands out the job with its remaining
+delay. Committing it records a *tombstone* ``exported:<job id>:<gen>`` in the job store, then
+deletes the entry; when the real message falls due, `receive` finds its tombstone and deletes it
+instead of delivering it. An entry whose job is due already is stale (the real message is
+visible, or ran): the export deletes it. A job due within the export lease is left to surface
+(the tombstone could come too late), and the migration reports it.
+
+A tombstoned message still counts in SQS's own numbers until it falls due, so the commit also
+puts a *departure* (job id, due time) on ``<queue>-jobkit-gone-delayed`` or ``-gone-leased``
+(by how SQS counts the message: delayed, or in flight as a released retry is); `stats` subtracts
+their counts, and the migrator prunes departures once due (the real message surfaces then, and
+the next receive drops it).
+
+Dead letters are received from the DLQ under the export lease, with the reason; committing
+deletes them, releasing makes them visible again. An imported dead letter is sent straight to
+the DLQ with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jobkit import JobkitError
+from jobkit.spi import (
+    Delivery,
+    EventKind,
+    ExportedJob,
+    JobEvent,
+    JobStore,
+    dedup_key,
+    fold_attempts,
+)
+from jobkit_sqs import batches, codec
+from jobkit_sqs.client import SqsClient, translated
+from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
+from jobkit_sqs.queues import DLQ_RETENTION, QueueDirectory
+
+INDEX_SUFFIX = "-jobkit-delayed"
+GONE_SUFFIX = {"delayed": "-jobkit-gone-delayed", "leased": "-jobkit-gone-leased"}
+KIND = "jobkit-kind"  # on an index entry: "delayed" (SQS counts it delayed) or "leased"
+RESERVED = (INDEX_SUFFIX, *GONE_SUFFIX.values())
+_MAX_VISIBILITY_S = int(MAX_VISIBILITY.total_seconds())
+_MARGIN_S = 5.0  # an entry is exported only if due this long after its export lease ends
+
+Raw = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IndexHold:
+    """The export lease on an index entry (`ExportedJob.native`)."""
+
+    url: str
+    receipt: str
+    tombstone: str
+    kind: str
+    due: float
+
+
+@dataclass(frozen=True)
+class DeadHold:
+    """The export lease on a dead letter (`ExportedJob.native`)."""
+
+    url: str
+    receipt: str
+
+
+def new_gen() -> str:
+    return uuid.uuid4().hex
+
+
+def tombstone(job_id: str, gen: str) -> str:
+    return f"exported:{job_id}:{gen}"
+
+
+def _tombstone_key(job_id: str, gen: str) -> str:
+    return dedup_key(tombstone(job_id, gen), None)
+
+
+def may_be_indexed(raw: Raw) -> bool:
+    """Whether a received message can have had an index entry (sent delayed, or released)."""
+    return codec.attr_str(raw, codec.GEN) is not None or (
+        codec.prior_of(raw) + codec.receive_count(raw) > 1
+    )
+
+
+class DelayIndex:
+    """The index of delayed messages and the tombstones of exported ones. Thread-safe as the
+    client and store are; shared by a transport's clones."""
+
+    def __init__(
+        self, config: SqsConfig, client: SqsClient, queues: QueueDirectory, store: JobStore
+    ) -> None:
+        self.config = config
+        self._client = client
+        self._queues = queues
+        self._store = store
+        self._urls: dict[str, str] = {}
+        self._pruned: set[str] = set()
+
+    # -- writing entries ---------------------------------------------------------------------
+
+    def add(
+        self,
+        queue: str,
+        entries: Sequence[tuple[str, bytes, float, int, str]],
+        *,
+        kind: str = "delayed",
+    ) -> None:
+        """Index (job id, body, due, deliveries so far, gen) entries; `kind` is how SQS counts
+        the real messages ("delayed" or "leased"). Raises `JobkitError` if SQS refuses one (the
+        real message is sent: the job then moves when due, not before)."""
+        if not entries:
+            return
+        wire: list[batches.Entry] = []
+        for index, (job_id, body, due, prior, gen) in enumerate(entries):
+            extra = {codec.GEN: codec.string_attr(gen), KIND: codec.string_attr(kind)}
+            layout = codec.layout(body, job_id=job_id, due=due, prior=prior, extra=extra)
+            wire.append(
+                {
+                    "Id": str(index),
+                    "MessageBody": layout.body,
+                    "MessageAttributes": layout.attributes,
+                }
+            )
+        _, failed = batches.send(
+            self._client, self.config, self._url(queue), wire, f"index delayed jobs of {queue!r}"
+        )
+        if failed:
+            raise JobkitError(
+                f"SQS refused {len(failed)} index entries for delayed jobs of {queue!r} (the "
+                f"jobs are queued; they can be migrated once due): {failed[0][1]}"
+            )
+
+    # -- the receive side --------------------------------------------------------------------
+
+    def tombstoned(self, raws: Sequence[Raw]) -> set[str]:
+        """The SQS message ids among `raws` whose job was migrated away (one store call)."""
+        keys = {
+            _tombstone_key(codec.job_id_of(raw), codec.gen_of(raw)): raw["MessageId"]
+            for raw in raws
+            if may_be_indexed(raw)
+        }
+        if not keys:
+            return set()
+        return {keys[key] for key in self._store.done(list(keys))}
+
+    # -- export ------------------------------------------------------------------------------
+
+    def export(self, queue: str, *, limit: int, lease: timedelta) -> list[ExportedJob]:
+        """Up to `limit` indexed jobs due after the lease ends, each held for `lease`."""
+        url = self._lookup(queue, INDEX_SUFFIX)
+        if url is None or limit <= 0:
+            return []
+        if queue not in self._pruned:
+            self._pruned.add(queue)
+            self._prune_departures(queue)
+        hold = min(_MAX_VISIBILITY_S, max(1, int(lease.total_seconds() + 0.999)))
+        out: list[ExportedJob] = []
+        stale: list[str] = []
+        soon: list[tuple[str, int]] = []
+        while len(out) < limit:
+            raws = self._receive(url, min(batches.BATCH, limit - len(out)), hold)
+            if not raws:
+                break
+            now = time.time()
+            for raw in raws:
+                due = codec.attr_float(raw, codec.DUE) or 0.0
+                if due <= now:
+                    stale.append(raw["ReceiptHandle"])
+                elif due <= now + hold + _MARGIN_S:
+                    soon.append((raw["ReceiptHandle"], min(_MAX_VISIBILITY_S, int(due - now) + 1)))
+                else:
+                    out.append(self._exported(queue, url, raw, due - now))
+        if stale:
+            batches.delete(self._client, self.config, url, stale, f"prune index of {queue!r}")
+        for receipt, seconds in soon:  # seen again once stale, and pruned then
+            batches.change_visibility(
+                self._client, self.config, url, [receipt], seconds, f"index of {queue!r}"
+            )
+        return out
+
+    def _exported(self, queue: str, url: str, raw: Raw, remaining: float) -> ExportedJob:
+        body = codec.body_of(raw)
+        prior = codec.prior_of(raw)
+        job_id = codec.job_id_of(raw)
+        return ExportedJob(
+            queue=queue,
+            id=job_id,
+            body=(fold_attempts(body, prior) or body) if prior else body,
+            delay=timedelta(seconds=remaining),
+            priority=0,
+            dedup_key=_key_of(body),
+            receipt=raw["ReceiptHandle"],
+            native=IndexHold(
+                url=url,
+                receipt=raw["ReceiptHandle"],
+                tombstone=tombstone(job_id, codec.gen_of(raw)),
+                kind=codec.attr_str(raw, KIND) or "delayed",
+                due=time.time() + remaining,
+            ),
+        )
+
+    def commit(self, jobs: Sequence[ExportedJob]) -> None:
+        """Tombstones first (the real messages are dropped when due), then the entries."""
+        holds = [job for job in jobs if isinstance(job.native, IndexHold)]
+        if not holds:
+            return
+        now = datetime.now(UTC)
+        self._store.record(
+            [
+                JobEvent(
+                    job_id=j.native.tombstone, job="", kind=EventKind.SUCCEEDED, attempt=0, at=now
+                )
+                for j in holds
+            ]
+        )
+        by_kind: dict[tuple[str, str], list[batches.Entry]] = {}
+        for job in holds:
+            entries = by_kind.setdefault((job.queue, job.native.kind), [])
+            layout = codec.layout(job.id.encode(), job_id=job.id, due=job.native.due)
+            body = {"MessageBody": layout.body, "MessageAttributes": layout.attributes}
+            entries.append({"Id": str(len(entries)), **body})
+        for (queue, kind), entries in by_kind.items():
+            url = self._url(queue, GONE_SUFFIX.get(kind, GONE_SUFFIX["delayed"]))
+            batches.send(self._client, self.config, url, entries, f"departures of {queue!r}")
+        by_url: dict[str, list[str]] = {}
+        for job in holds:
+            by_url.setdefault(job.native.url, []).append(job.native.receipt)
+        for url, receipts in by_url.items():
+            batches.delete(self._client, self.config, url, receipts, "remove exported index")
+
+    def departed(self, queue: str) -> dict[str, int]:
+        """Tombstoned messages SQS still counts, by how it counts them ("delayed", "leased")."""
+        out = {}
+        for kind, suffix in GONE_SUFFIX.items():
+            url = self._lookup(queue, suffix)
+            out[kind] = _count(self._client, self.config, url) if url is not None else 0
+        return out
+
+    def _prune_departures(self, queue: str) -> None:
+        """Delete the departures that are due (their real message surfaces now)."""
+        for suffix in GONE_SUFFIX.values():
+            url = self._lookup(queue, suffix)
+            if url is None:
+                continue
+            later: list[tuple[str, int]] = []
+            while True:
+                raws = self._receive(url, batches.BATCH, 60)
+                if not raws:
+                    break
+                now = time.time()
+                due = [
+                    r["ReceiptHandle"] for r in raws if (codec.attr_float(r, codec.DUE) or 0) <= now
+                ]
+                later.extend(
+                    (r["ReceiptHandle"], 0)
+                    for r in raws
+                    if (codec.attr_float(r, codec.DUE) or 0) > now
+                )
+                if due:
+                    batches.delete(self._client, self.config, url, due, "prune departures")
+            if later:
+                batches.change_visibility(
+                    self._client, self.config, url, [r for r, _ in later], 0, "keep departures"
+                )
+
+    def _url(self, queue: str, suffix: str = INDEX_SUFFIX) -> str:
+        name = self.config.queue_name(queue) + suffix
+        url = self._urls.get(name)
+        if url is None:
+            attrs = {"MessageRetentionPeriod": str(DLQ_RETENTION)}
+            with translated(f"create SQS queue {name!r}", self.config):
+                url = self._client.get().create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
+            self._urls[name] = url
+        return url
+
+    def _lookup(self, queue: str, suffix: str) -> str | None:
+        name = self.config.queue_name(queue) + suffix
+        if name in self._urls:
+            return self._urls[name]
+        found = self._queues.url_of(self._client, name)
+        if found is not None:
+            self._urls[name] = found
+        return found
+
+    def _receive(self, url: str, n: int, hold: int) -> list[Raw]:
+        return receive_held(self._client, self.config, url, n, hold, "read the delayed index")
+
+
+def _count(client: SqsClient, config: SqsConfig, url: str) -> int:
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    with translated("read SQS queue attributes", config):
+        attrs = client.get().get_queue_attributes(QueueUrl=url, AttributeNames=names)
+    values = attrs.get("Attributes", {})
+    return sum(int(values.get(name, 0)) for name in names)
+
+
+def _receive_key(message_id: str, count: int) -> str:
+    return dedup_key(f"export-receive:{message_id}:{count}", None)
+
+
+def uncount_export_receives(store: JobStore, jobs: Sequence[ExportedJob]) -> list[ExportedJob]:
+    """`jobs` (exported with a receive) with the receives of earlier, killed exports taken out
+    of their attempts (each export records its receive in the store: `record_export_receives`),
+    then this export's receive recorded. A kill between a receive and its record still counts
+    that receive as an attempt (never fewer attempts than used)."""
+    raws = [job.native.native for job in jobs if isinstance(job.native, Delivery)]
+    wanted = {
+        _receive_key(raw["MessageId"], n): raw["MessageId"]
+        for raw in raws
+        for n in range(1, codec.receive_count(raw))
+    }
+    earlier: dict[str, int] = {}
+    for key in store.done(list(wanted)) if wanted else set():
+        earlier[wanted[key]] = earlier.get(wanted[key], 0) + 1
+    now = datetime.now(UTC)
+    store.record(
+        [
+            JobEvent(
+                job_id=f"export-receive:{raw['MessageId']}:{codec.receive_count(raw)}",
+                job="",
+                kind=EventKind.SUCCEEDED,
+                attempt=0,
+                at=now,
+            )
+            for raw in raws
+        ]
+    )
+    out = []
+    for job in jobs:
+        held = job.native
+        taken = earlier.get(held.native["MessageId"], 0) if isinstance(held, Delivery) else 0
+        if taken:
+            used = held.deliveries - 1 - taken
+            body = held.body
+            job = replace(job, body=(fold_attempts(body, used) or body) if used > 0 else body)
+        out.append(job)
+    return out
+
+
+def receive_held(
+    client: SqsClient, config: SqsConfig, url: str, n: int, hold: int, what: str
+) -> list[Raw]:
+    with translated(what, config):
+        response = client.get().receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=n,
+            WaitTimeSeconds=0,
+            VisibilityTimeout=hold,
+            MessageSystemAttributeNames=codec.SYSTEM_ATTRIBUTES,
+            MessageAttributeNames=["All"],
+        )
+    messages: list[Raw] = response.get("Messages", [])
+    return messages
+
+
+def export_dead(
+    client: SqsClient,
+    config: SqsConfig,
+    queue: str,
+    dlq_url: str,
+    *,
+    limit: int,
+    lease: timedelta,
+) -> list[ExportedJob]:
+    """Up to `limit` dead letters of `queue`, each held for `lease`, with its reason and the
+    deliveries it used folded into its body."""
+    hold = min(_MAX_VISIBILITY_S, max(1, int(lease.total_seconds() + 0.999)))
+    out: list[ExportedJob] = []
+    while len(out) < limit:
+        raws = receive_held(
+            client, config, dlq_url, min(batches.BATCH, limit - len(out)), hold, "read a DLQ"
+        )
+        if not raws:
+            break
+        for raw in raws:
+            reason = codec.attr_str(raw, codec.REASON)
+            deliveries = codec.attr_float(raw, codec.DELIVERIES)
+            if reason is None:  # moved by the redrive policy, not by jobkit
+                reason = (
+                    f"moved by the SQS redrive policy after {config.max_receives} receives "
+                    "(the job was never settled: worker crash loop?)"
+                )
+                deliveries = codec.prior_of(raw) + config.max_receives
+            body = codec.body_of(raw)
+            used = int(deliveries or 0)
+            out.append(
+                ExportedJob(
+                    queue=queue,
+                    id=codec.job_id_of(raw),
+                    body=(fold_attempts(body, used) or body) if used else body,
+                    dedup_key=_key_of(body),
+                    dead_reason=reason,
+                    receipt=raw["ReceiptHandle"],
+                    native=DeadHold(url=dlq_url, receipt=raw["ReceiptHandle"]),
+                )
+            )
+    return out
+
+
+def dead_entries(jobs: Sequence[ExportedJob]) -> list[batches.Entry]:
+    """DLQ entries for imported dead letters (their attempts are folded in the body already)."""
+    now = datetime.now(UTC)
+    entries: list[batches.Entry] = []
+    for index, job in enumerate(jobs):
+        extra = codec.dead_attributes(job.dead_reason or "", 0, now)
+        layout = codec.layout(job.body, job_id=job.id, extra=extra)
+        entries.append(
+            {"Id": str(index), "MessageBody": layout.body, "MessageAttributes": layout.attributes}
+        )
+    return entries
+
+
+def release_holds(
+    client: SqsClient, config: SqsConfig, holds: Sequence[IndexHold | DeadHold]
+) -> None:
+    """Make held index entries and dead letters visible again."""
+    by_url: dict[str, list[str]] = {}
+    for hold in holds:
+        by_url.setdefault(hold.url, []).append(hold.receipt)
+    for url, receipts in by_url.items():
+        batches.change_visibility(client, config, url, receipts, 0, "release exported")
+
+
+def delete_dead(client: SqsClient, config: SqsConfig, holds: Sequence[DeadHold]) -> None:
+    by_url: dict[str, list[str]] = {}
+    for hold in holds:
+        by_url.setdefault(hold.url, []).append(hold.receipt)
+    for url, receipts in by_url.items():
+        failures = batches.delete(client, config, url, receipts, "remove exported dead letters")
+        if failures:
+            raise JobkitError(
+                f"SQS did not delete {len(failures)} exported dead letters (they are at the "
+                f"target too; run migrate again to remove them): {failures[0][1]}"
+            )
+
+
+def _key_of(body: bytes) -> str | None:
+    try:
+        value = json.loads(body).get("idempotency_key")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
