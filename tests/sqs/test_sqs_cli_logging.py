@@ -10,7 +10,7 @@ def test_worker_logs_its_own_info_lines_and_no_botocore_ones(moto: MotoServer, p
     url = moto.url(prefix=prefix)
     out = jobkit("--backend", url, "--app", "tests.apps.ledger:app", "worker", "--burst", "-c", "1")
     assert out.returncode == 0, out.stderr
-    assert "INFO jobkit.worker" in out.stderr  # jobkit's own INFO stays
+    assert "INFO jobkit.cli.worker" in out.stderr  # jobkit's own INFO stays
     assert "botocore" not in out.stderr and "urllib3" not in out.stderr
 
 

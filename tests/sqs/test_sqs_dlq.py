@@ -123,7 +123,7 @@ def test_hold_is_sized_to_the_scan(transport: SqsTransport, sqs: Any, prefix: st
     dlq = _fill_dlq(transport, sqs, prefix, 20)
     config = transport.config
     held = hold.Hold(SqsClient(config), config, dlq)
-    held.scan(until=hold.FIRST_HOLD, expected=1_000_000)  # as if the DLQ were huge
+    held.scan(until=1_000_000, expected=1_000_000)  # as if the DLQ were huge
     assert held.hold_s > hold.FIRST_HOLD  # three times the estimated scan, plus the margin
     held.release()
 

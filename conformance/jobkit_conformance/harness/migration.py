@@ -96,6 +96,7 @@ def _seed(ctx: Context, backend: Backend) -> dict[str, dict[str, Any]]:
     assert support is not None
     dead = _seed_dead(ctx, backend)
     priority = caps.priorities > 1
+    keyed = caps.idempotency_keys  # else keys are refused (at enqueue and at import)
     envelopes: list[tuple[Envelope, float | None]] = []
     for n in range(12):
         envelopes.append(
@@ -107,7 +108,7 @@ def _seed(ctx: Context, backend: Backend) -> dict[str, dict[str, Any]]:
                     queue=ctx.queue,
                     attempt=2 if n % 3 == 0 else 0,
                     priority=n % 4 if priority else 0,
-                    idempotency_key=f"{ctx.queue}-{n}" if n % 2 else None,
+                    idempotency_key=f"{ctx.queue}-{n}" if keyed and n % 2 else None,
                     headers={"h": str(n)},
                     time_limit=20.0,
                 ),
