@@ -81,6 +81,10 @@ class Message(virtual.Message):
             raise _Poison(f"not a kombu message: {type(exc).__name__}: {exc}") from exc
 
 
+# kombu 5.7 sweeps unacked messages every ``unacked_restore_interval`` s; older ones every 10 s.
+_KOMBU_SWEEP_OPTION = hasattr(kombu_redis.Channel, "unacked_restore_interval")
+
+
 class QoS(kombu_redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
         """kombu's, without its Redis write for a message the pop script already recorded."""
@@ -102,7 +106,9 @@ class QoS(kombu_redis.QoS):
                 )
             for queue in list(channel.active_queues):
                 channel.move_due(client, queue, now)
-        super().restore_visible(start=start, num=num, interval=interval)
+        # Scan on every call: the cadence is the sweep's period (kombu before 5.7 passes its
+        # default throttle of 10 here, which would scan on every 10th sweep only).
+        super().restore_visible(start=start, num=num, interval=1)
 
 
 def _ring(pipe: Any, queue: str) -> None:
@@ -305,3 +311,18 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """kombu's, plus, on a kombu without ``unacked_restore_interval`` (before 5.7, whose
+        sweep runs every 10 s and scans on every 10th run), a sweep every
+        ``unacked_restore_interval`` s: it is also the heartbeat of running jobs and the delay
+        mover, so it must run as often as jobkit's settings say on every supported kombu."""
+        super().register_with_event_loop(connection, loop)
+        if _KOMBU_SWEEP_OPTION:
+            return
+        cycle: Any = self.cycle  # kombu's MultiChannelPoller
+        old = getattr(cycle, "_jobkit_restore_tref", None)
+        if old is not None:  # registered again after a reconnection
+            old.cancel()
+        every = connection.client.transport_options.get("unacked_restore_interval", 10)
+        cycle._jobkit_restore_tref = loop.call_repeatedly(every, cycle.maybe_restore_messages)
