@@ -3,6 +3,7 @@ backstop, the layout jobkit declares, and stale receipts after a reconnect."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -139,3 +140,28 @@ def test_without_a_shared_store_keys_and_records_are_refused_naming_the_store_op
         assert app.backend.stats(["work"])[0].ready == 1  # the keyed one was not sent
     finally:
         app.close()
+
+
+def test_a_delay_that_fell_due_while_its_queue_was_missing_arrives_once_the_queue_is_back(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    """After a broker restart a delay queue can expire messages before its target queue has
+    recovered; the broker's at-least-once dead-lettering then resends them only after its
+    ``dead_letter_worker_publisher_confirm_timeout`` (180 s unless configured). Here the target
+    is deleted instead (deterministically unavailable) while the delay falls due."""
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
+    link = transport._link
+    native = transport.config.queue_name("q")
+    try:
+        transport.send([Message(queue="q", body=b"d", id="late", delay=timedelta(seconds=2))])
+        link.call(lambda s: s.admin_channel().queue_delete(native), "delete the main queue")
+        time.sleep(3)  # the fault: the delay queue expires the message while its target is gone
+        link.declared.discard(native)  # receive declares it again
+        got = wait_until(
+            lambda: transport.receive(["q"], max_messages=1, wait=WAIT, lease=LONG),
+            timeout=30,
+            what="the delayed message after its queue came back",
+        )
+        assert [d.id for d in got] == ["late"]
+    finally:
+        transport.close()
