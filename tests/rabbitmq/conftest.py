@@ -18,5 +18,7 @@ def prefix() -> str:
 
 
 def url_of(server: RabbitServer, prefix: str, **options: str) -> str:
-    query = "&".join(f"{k}={v}" for k, v in {"prefix": prefix, "heartbeat": "2", **options}.items())
+    # dead_letter_retry: what tests/servers/rabbitmq.py configures the server with (5 s)
+    base = {"prefix": prefix, "heartbeat": "2", "dead_letter_retry": "5"}
+    query = "&".join(f"{k}={v}" for k, v in {**base, **options}.items())
     return f"amqp://guest:guest@127.0.0.1:{server.port}/%2F?{query}"

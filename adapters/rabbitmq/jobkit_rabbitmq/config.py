@@ -26,11 +26,17 @@ SERVER_CONSUMER_TIMEOUT = timedelta(minutes=30)
 # RabbitMQ's own default max_message_size (rabbitmq.conf), 128 MiB: the most jobkit may send
 SERVER_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# RabbitMQ's own dead_letter_worker_publisher_confirm_timeout (advanced.config), 180 s
+SERVER_DEAD_LETTER_RETRY = timedelta(seconds=180)
+# A server that retries at-least-once dead-lettering at most this long after a refusal brings
+# delayed jobs through a broker restart in time for them to count as surviving it.
+RESTART_SAFE_RETRY = timedelta(seconds=10)
 _LEVEL_FACTOR = 4  # between delay queues' TTLs: fewer queues, more hops per delay
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _KNOWN = (
     "queue_type, max_priority, prefix, heartbeat, prefetch, delivery_limit, consumer_timeout, "
-    "precision, connect_timeout, confirm_timeout, max_message_bytes, store, records_ttl, keys_ttl"
+    "precision, connect_timeout, confirm_timeout, max_message_bytes, dead_letter_retry, store, "
+    "records_ttl, keys_ttl"
 )
 
 
@@ -52,6 +58,10 @@ class RabbitConfig:
     `max_message_bytes` is the largest body jobkit sends (16 MiB by default; up to the server's
     ``max_message_size``, 128 MiB by default): a quorum queue keeps its messages in memory, and
     every worker holds a prefetch window of them, so large payloads belong elsewhere.
+    `dead_letter_retry` must state the server's ``dead_letter_worker_publisher_confirm_timeout``
+    (advanced.config; 180 s by default): a delay that falls due while its target queue is still
+    recovering after a restart is moved on only that long later. Up to `RESTART_SAFE_RETRY`,
+    the backend claims that jobs survive a broker restart (see docs/adapters/rabbitmq.md).
     """
 
     url: str
@@ -72,6 +82,7 @@ class RabbitConfig:
     connect_timeout: float = 5.0
     confirm_timeout: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    dead_letter_retry: timedelta = SERVER_DEAD_LETTER_RETRY
     store: str = "memory"
     retention: Retention = field(default_factory=Retention)
 
@@ -164,6 +175,16 @@ def parse_url(url: str) -> RabbitConfig:
                 DEFAULT_MAX_MESSAGE_BYTES,
                 1024,
                 SERVER_MAX_MESSAGE_BYTES,
+                shown,
+            )
+        ),
+        dead_letter_retry=timedelta(
+            seconds=_number(
+                options,
+                "dead_letter_retry",
+                SERVER_DEAD_LETTER_RETRY.total_seconds(),
+                0.1,
+                24 * 3600,
                 shown,
             )
         ),
