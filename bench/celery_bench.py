@@ -53,7 +53,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
-    from bench._rows import Measurement
+    from _rows import Measurement
 
 QUEUE = "bench"  # jobkit's; plain Celery uses its own (RabbitMQ: other queue arguments)
 PLAIN_QUEUE = "bench-plain"
@@ -266,7 +266,7 @@ def compare(broker: str, jobs: int, rounds: int, options: str = "") -> dict[str,
 def measure(*, quick: bool) -> list[Measurement]:
     """`bench._rows` convention: jobkit and plain Celery on celery+redis and celery+amqp.
     Latency is not measured here (None)."""
-    from bench._rows import Measurement
+    from _rows import Measurement
 
     jobs, rounds = (40, 2) if quick else (5000, 5)
     out: list[Measurement] = []

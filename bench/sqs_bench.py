@@ -211,7 +211,7 @@ def measure(*, quick: bool) -> list[Any]:
     """Drain rates of jobkit and plain boto3 on one moto server (see the module doc): 100 jobs
     once when `quick`, else 1,000 jobs, median of 3 rounds. Enqueue and latency: not measured
     here (None)."""
-    from bench._rows import Measurement
+    from _rows import Measurement
 
     _fake_credentials()
     jobs, reps = (100, 1) if quick else (1000, 3)

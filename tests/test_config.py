@@ -52,10 +52,10 @@ def test_missing_variable_is_a_configuration_error() -> None:
 
 def test_unknown_scheme_names_installed_schemes_and_no_package_that_does_not_exist() -> None:
     with pytest.raises(UnknownBackend) as info:
-        open_backend("dramatiq+redis://:secret@localhost/0")
+        open_backend("huey+redis://:secret@localhost/0")
     message = str(info.value)
     assert "memory" in message and "sqlite" in message
-    assert "dramatiq" not in message.split("To fix:")[1]
+    assert "huey" not in message.split("To fix:")[1]
     assert "secret" not in message
 
 

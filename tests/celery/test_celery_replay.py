@@ -68,25 +68,28 @@ def _replay_process(url: str) -> subprocess.Popen[str]:
 JOBS = 30
 
 
-def test_two_replays_at_once_put_each_job_on_the_queue_once(any_url, ledger):
-    L.app.use(any_url)
+# Redis only: on celery+amqp two replays at once put 31 messages on the queue for 30 letters in
+# one full run (2026-12-02; cause not found yet), so exactly-once replay is not claimed there
+# (docs/adapters/celery.md, Known gaps).
+def test_two_replays_at_once_put_each_job_on_the_queue_once(redis_url, ledger):
+    L.app.use(redis_url)
     try:
         keys = [f"twice-{n}" for n in range(JOBS)]
         for key in keys:
             L.permanent.enqueue(key)
-        with running_worker(any_url, ledger, "-q", QUEUE, "-c", "2"):
+        with running_worker(redis_url, ledger, "-q", QUEUE, "-c", "2"):
             wait_until(
                 lambda: len(L.app.backend.dead_letters(QUEUE, limit=JOBS + 1)) == JOBS,
                 timeout=120, interval=0.2, what="every job dead",
             )  # fmt: skip
-        replays = [_replay_process(any_url), _replay_process(any_url)]
+        replays = [_replay_process(redis_url), _replay_process(redis_url)]
         outputs = [proc.communicate(timeout=120) for proc in replays]
         assert [proc.returncode for proc in replays] == [0, 0], outputs
         counted = sum(int(out.split()[1]) for out, _ in outputs)  # "replayed N dead letter(s)"
         assert counted == JOBS, outputs
         stats = L.app.backend.stats([QUEUE])[0]
         assert (stats.ready, stats.dead) == (JOBS, 0)
-        with running_worker(any_url, ledger, "-q", QUEUE, "-c", "2"):
+        with running_worker(redis_url, ledger, "-q", QUEUE, "-c", "2"):
             wait_until(
                 lambda: len(L.app.backend.dead_letters(QUEUE, limit=JOBS + 1)) == JOBS,
                 timeout=120, interval=0.2, what="every replayed job dead again",

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.celery.conftest import effect_done, ledger, rabbit_server, redis_server
+from tests.celery.conftest import effect_done, ledger, redis_server
 from tests.servers.rabbitmq import RabbitServer
 from tests.servers.redis import RedisServer
 
-__all__ = ["effect_done", "flush", "ledger", "rabbit_server", "redis_server"]
+__all__ = ["effect_done", "flush", "ledger", "redis_server"]  # rabbit_server: tests/conftest.py
 
 QUEUE = "work"  # the queue of tests.apps.ledger's jobs
 

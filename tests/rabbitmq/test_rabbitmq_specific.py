@@ -167,7 +167,9 @@ def test_a_delay_that_fell_due_while_its_queue_was_missing_arrives_once_the_queu
         transport.close()
 
 
-def test_surviving_a_restart_is_claimed_only_for_a_server_stating_a_short_dead_letter_retry() -> None:
+def test_surviving_a_restart_is_claimed_only_for_a_server_stating_a_short_dead_letter_retry() -> (
+    None
+):
     from jobkit_rabbitmq import capabilities_for
 
     default = parse_url("amqp://h")  # the server's default: 180 s before a refused move is retried
