@@ -1,6 +1,7 @@
 """Fixtures for the Dramatiq adapter tests: the real redis-server and rabbitmq-server (one each
-per session, on 127.0.0.1 ports of their own, stopped by PID at the end), the ledger and
-`effect_done` are the Celery tests' (`tests.celery.conftest`); the URLs are Dramatiq's.
+per session, on 127.0.0.1 ports of their own, stopped by PID at the end; the rabbitmq-server is
+`tests.conftest`'s), the ledger and `effect_done` are the Celery tests' (`tests.celery.conftest`);
+the URLs are Dramatiq's.
 
 A server that cannot start makes the tests that need it fail (error), never skip.
 """
@@ -10,11 +11,11 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.celery.conftest import effect_done, ledger, rabbit_server, redis_server
+from tests.celery.conftest import effect_done, ledger, redis_server
 from tests.servers.rabbitmq import RabbitServer
 from tests.servers.redis import RedisServer
 
-__all__ = ["effect_done", "flush", "ledger", "rabbit_server", "redis_server"]
+__all__ = ["effect_done", "flush", "ledger", "redis_server"]
 
 QUEUE = "work"  # the queue of tests.apps.ledger's jobs
 
