@@ -14,6 +14,14 @@ Delayed messages wait on ``Q.DQ`` with Dramatiq's ``eta`` option: the transport 
 unacked until due, then publishes them onto ``Q`` and acks them (Dramatiq's own worker does
 the same). Delivery counts: ``jobkit-deliveries`` on copies made by release, plus one for a
 redelivered message (RabbitMQ's classic queues count no further).
+
+Receiving: a consumer per ready queue brings deliveries into the link's inbox ahead of
+`receive`, with a prefetch window of what is unsettled plus what the receiver asks for (the
+room it has, see `Link.consume`): nothing waits here that the worker could not start at once,
+and no round trip per message. What the consumers brought but no `receive` took was never
+started: `close` gives it back uncounted (a copy carrying its count, then an ack). Only a
+crash (or a delivery in transit as the consumers are cancelled) brings such a message back
+marked redelivered, one attempt counted. `export` takes with ``basic.get``: nothing prefetched.
 """
 
 from __future__ import annotations
