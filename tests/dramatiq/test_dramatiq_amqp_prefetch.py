@@ -49,3 +49,19 @@ def test_close_gives_back_prefetched_deliveries_uncounted(amqp_url: str) -> None
         second.close()
     assert sorted(d.id for d in again) == sorted({"m0", "m1", "m2"} - {started.id})
     assert [d.deliveries for d in again] == [1, 1]  # neither was started: no attempt counted
+
+
+def test_prefetch_window_stays_what_the_receiver_can_hold(amqp_url: str) -> None:
+    transport = AmqpTransport(parse_url(amqp_url), results=False)
+    try:
+        transport.send([Message(queue=QUEUE, body=b"{}", id=f"m{i}") for i in range(6)])
+        held = _receive_all(transport, 2)  # a worker with room for 2
+        transport.ack(held[:1])  # one finished: room for 1, which the consumer brings
+        link = transport._link
+        wait_until(lambda: len(link.inbox) == 1, what="the next delivery")
+        (taken,) = transport.receive([QUEUE], max_messages=1, wait=_WAIT, lease=_LEASE)
+        # 1 held + room for 1: the window is still 2, not 2 + the delivery already brought
+        assert link.windows[QUEUE] == 2
+        transport.ack([held[1], taken])
+    finally:
+        transport.close()

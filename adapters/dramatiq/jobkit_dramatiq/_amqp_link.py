@@ -145,15 +145,16 @@ class Link:
 
     def consume(self, queue: str, *, want: int) -> None:
         """Consume ``Q.DQ`` (every delayed message held until due) and `queue` with a prefetch
-        window of the deliveries not settled yet plus `want`, what the caller can hold (so
-        nothing waits in this process that a worker could not start). A window that must grow
+        window of the deliveries handed out and not settled yet plus `want`, what the caller
+        can hold besides (so nothing waits in this process that a worker could not start; the
+        inbox is not counted twice: it is part of `want`). A window that must grow
         gets one more consumer with the difference as its prefetch: basic.qos applies only to
         consumers started after it, and cancelling one would requeue, and so count, what is
         in transit. Call under `lock`."""
         self.declare(queue)
         ch = self.open()
         self.consume_delayed(queue)
-        needed = min(65_535, max(1, len(self.unsettled) + want))
+        needed = min(65_535, max(1, len(self.unsettled) - len(self.inbox) + want))
         window = self.windows.get(queue, 0)
         if window >= needed:
             return
