@@ -168,9 +168,18 @@ class Link:
         self.windows[queue] = needed
 
     def stop_consuming(self) -> None:
-        """Cancel the ready queues' consumers, after taking into `inbox` what has arrived (pika
-        gives back what arrives later, which the broker then marks redelivered). Call under
-        `lock` on an open connection."""
+        """Cancel the ready queues' consumers without RabbitMQ marking anything redelivered.
+        Call under `lock` on an open connection.
+
+        pika rejects (requeues, so RabbitMQ marks redelivered, so an attempt is counted) what
+        arrives for a consumer it is cancelling. So first a channel-wide prefetch limit no
+        higher than what the channel holds unsettled: RabbitMQ then sends no more to any of its
+        consumers, and what it sent before arrives before the qos-ok and goes to `inbox`. Only
+        when the channel holds nothing (limit 1) can one message still slip in and be counted.
+        """
+        self.conn.process_data_events(0)
+        held = len(self.unsettled) + len(self.delayed)
+        self.channel.basic_qos(prefetch_count=max(1, held), global_qos=True)
         self.conn.process_data_events(0)
         while self.consumers:
             self.channel.basic_cancel(self.consumers.pop())
