@@ -174,12 +174,20 @@ def _broker(broker: str, jobs: int, rounds: int, redis_url: str, amqp_url: str) 
     }
 
 
-def measure(*, quick: bool, brokers: tuple[str, ...] = ("redis", "amqp")) -> list[Measurement]:
-    """jobkit and plain Dramatiq on each broker; starts and stops its own servers."""
+def measure(
+    *,
+    quick: bool,
+    brokers: tuple[str, ...] = ("redis", "amqp"),
+    jobs: int | None = None,
+    rounds: int | None = None,
+) -> list[Measurement]:
+    """jobkit and plain Dramatiq on each broker; starts and stops its own servers. `jobs` and
+    `rounds` default to 200 in 2 rounds with `quick`, else 5,000 in 4."""
     from tests.servers.rabbitmq import start_rabbitmq
     from tests.servers.redis import start_redis
 
-    jobs, rounds = (200, 2) if quick else (5000, 4)
+    jobs = jobs or (200 if quick else 5000)
+    rounds = rounds or (2 if quick else 4)
     redis_server = start_redis(persistent=False)
     rabbit = start_rabbitmq() if "amqp" in brokers else None
     out: list[Measurement] = []
@@ -212,8 +220,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--broker", choices=["redis", "amqp"], action="append")
+    parser.add_argument("--jobs", type=int, help="jobs per system, all rounds (default 5000)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default 4)")
     args = parser.parse_args()
-    rows = measure(quick=args.quick, brokers=tuple(args.broker or ("redis", "amqp")))
+    rows = measure(
+        quick=args.quick,
+        brokers=tuple(args.broker or ("redis", "amqp")),
+        jobs=args.jobs,
+        rounds=args.rounds,
+    )
     by = {(r.backend, r.system): r for r in rows}
     for backend in sorted({r.backend for r in rows}):
         j, p = by[(backend, "jobkit")], by[(backend, "dramatiq")]

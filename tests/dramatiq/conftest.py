@@ -1,6 +1,7 @@
 """Fixtures for the Dramatiq adapter tests: the real redis-server and rabbitmq-server (one each
-per session, on 127.0.0.1 ports of their own, stopped by PID at the end), the ledger and
-`effect_done` are the Celery tests' (`tests.celery.conftest`); the URLs are Dramatiq's.
+per session, on 127.0.0.1 ports of their own, stopped by PID at the end; the rabbitmq-server is
+`tests.conftest`'s), the ledger and `effect_done` are the Celery tests' (`tests.celery.conftest`);
+the URLs are Dramatiq's.
 
 A server that cannot start makes the tests that need it fail (error), never skip.
 """
@@ -14,7 +15,7 @@ from tests.celery.conftest import effect_done, ledger, redis_server
 from tests.servers.rabbitmq import RabbitServer
 from tests.servers.redis import RedisServer
 
-__all__ = ["effect_done", "flush", "ledger", "redis_server"]  # rabbit_server: tests/conftest.py
+__all__ = ["effect_done", "flush", "ledger", "redis_server"]
 
 QUEUE = "work"  # the queue of tests.apps.ledger's jobs
 

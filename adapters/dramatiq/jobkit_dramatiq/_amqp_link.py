@@ -1,5 +1,6 @@
 """The AMQP connection and channel one root `AmqpTransport` and its clones share, with the
-queue declarations (Dramatiq's, see `amqp_transport`) and the delayed messages it holds."""
+queue declarations (Dramatiq's, see `amqp_transport`), its consumers, the deliveries they
+brought that no `receive` has taken yet (`inbox`) and the delayed messages it holds."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import heapq
 import itertools
 import logging
 import threading
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -54,6 +57,16 @@ def publish(
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Arrival:
+    """A delivery a consumer brought, waiting in `Link.inbox` for a `receive`."""
+
+    queue: str
+    method: Any
+    props: Any
+    body: bytes
+
+
 class Link:
     """The connection and channel shared by a root transport and its clones. All use under
     `lock`. `generation` changes at each reconnect: receipts of an older one are stale."""
@@ -72,7 +85,11 @@ class Link:
         self.conn: Any = None
         self.channel: Any = None
         self.declared: set[str] = set()
-        self.consuming: set[str] = set()
+        self.consuming: set[str] = set()  # queues whose ``Q.DQ`` is consumed
+        self.windows: dict[str, int] = {}  # queue -> prefetch window of its consumers
+        self.consumers: list[str] = []  # consumer tags on the ready queues
+        self.inbox: deque[Arrival] = deque()
+        self.unsettled: set[int] = set()  # delivery tags of ready-queue deliveries not settled
         self.delayed: list[tuple[int, int, Any, Any, bytes]] = []  # (eta, seq, ...)
         self.seq = itertools.count()
         self.closed = False
@@ -98,6 +115,10 @@ class Link:
         conn, self.conn, self.channel = self.conn, None, None
         self.declared.clear()
         self.consuming.clear()
+        self.windows.clear()
+        self.consumers.clear()
+        self.inbox.clear()
+        self.unsettled.clear()
         self.delayed.clear()
         if conn is not None and conn.is_open:
             try:
@@ -122,7 +143,50 @@ class Link:
         )
         self.declared.add(queue)
 
-    def consume(self, queue: str) -> None:
+    def consume(self, queue: str, *, want: int) -> None:
+        """Consume ``Q.DQ`` (every delayed message held until due) and `queue` with a prefetch
+        window of the deliveries handed out and not settled yet plus `want`, what the caller
+        can hold besides (so nothing waits in this process that a worker could not start; the
+        inbox is not counted twice: it is part of `want`). A window that must grow
+        gets one more consumer with the difference as its prefetch: basic.qos applies only to
+        consumers started after it, and cancelling one would requeue, and so count, what is
+        in transit. Call under `lock`."""
+        self.declare(queue)
+        ch = self.open()
+        self.consume_delayed(queue)
+        needed = min(65_535, max(1, len(self.unsettled) - len(self.inbox) + want))
+        window = self.windows.get(queue, 0)
+        if window >= needed:
+            return
+
+        def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+            self.unsettled.add(method.delivery_tag)
+            self.inbox.append(Arrival(queue=queue, method=method, props=props, body=body))
+
+        ch.basic_qos(prefetch_count=needed - window)
+        self.consumers.append(ch.basic_consume(queue=queue, on_message_callback=on_message))
+        self.windows[queue] = needed
+
+    def stop_consuming(self) -> None:
+        """Cancel the ready queues' consumers without RabbitMQ marking anything redelivered.
+        Call under `lock` on an open connection.
+
+        pika rejects (requeues, so RabbitMQ marks redelivered, so an attempt is counted) what
+        arrives for a consumer it is cancelling. So first a channel-wide prefetch limit no
+        higher than what the channel holds unsettled: RabbitMQ then sends no more to any of its
+        consumers, and what it sent before arrives before the qos-ok and goes to `inbox`. Only
+        when the channel holds nothing (limit 1) can one message still slip in and be counted.
+        """
+        self.conn.process_data_events(0)
+        held = len(self.unsettled) + len(self.delayed)
+        self.channel.basic_qos(prefetch_count=max(1, held), global_qos=True)
+        self.conn.process_data_events(0)
+        while self.consumers:
+            self.channel.basic_cancel(self.consumers.pop())
+        self.windows.clear()
+
+    def consume_delayed(self, queue: str) -> None:
+        """Consume ``Q.DQ``: its messages are held in `delayed` until due. Call under `lock`."""
         if queue in self.consuming:
             return
         self.declare(queue)

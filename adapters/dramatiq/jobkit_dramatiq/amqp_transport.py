@@ -14,6 +14,14 @@ Delayed messages wait on ``Q.DQ`` with Dramatiq's ``eta`` option: the transport 
 unacked until due, then publishes them onto ``Q`` and acks them (Dramatiq's own worker does
 the same). Delivery counts: ``jobkit-deliveries`` on copies made by release, plus one for a
 redelivered message (RabbitMQ's classic queues count no further).
+
+Receiving: a consumer per ready queue brings deliveries into the link's inbox ahead of
+`receive`, with a prefetch window of what is unsettled plus what the receiver asks for (the
+room it has, see `Link.consume`): nothing waits here that the worker could not start at once,
+and no round trip per message. What the consumers brought but no `receive` took was never
+started: `close` gives it back uncounted (a copy carrying its count, then an ack). Only a
+crash (or a delivery in transit as the consumers are cancelled) brings such a message back
+marked redelivered, one attempt counted. `export` takes with ``basic.get``: nothing prefetched.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from jobkit.spi import (
     Capabilities,
     DeadLetter,
     Delivery,
+    ExportedJob,
     Message,
     MigrationSupport,
     QueueStats,
@@ -41,7 +50,7 @@ from jobkit.spi import (
     replay_body,
 )
 from jobkit_dramatiq import _wire
-from jobkit_dramatiq._amqp_link import Link, publish
+from jobkit_dramatiq._amqp_link import Arrival, Link, publish
 from jobkit_dramatiq.config import STORE_OPTION, DramatiqConfig
 
 logger = logging.getLogger("jobkit.dramatiq")
@@ -81,13 +90,15 @@ def _translated(what: str) -> Iterator[None]:
 
 
 class AmqpTransport(Transport):
-    """Thread-safe: every call takes the shared link's lock (a poll holds it 20 ms at most)."""
+    """Thread-safe: every call takes the shared link's lock (`receive` does not hold it while
+    it waits)."""
 
     def __init__(self, config: DramatiqConfig, *, results: bool, link: Link | None = None):
         self.config = config
         self._results = results
         self._root = link is None
         self._link = link or Link(config)
+        self._exporting = False  # inside `export`: `receive` takes with basic.get
 
     @property
     def capabilities(self) -> Capabilities:
@@ -120,26 +131,20 @@ class AmqpTransport(Transport):
     def receive(
         self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
     ) -> list[Delivery]:
-        """``basic.get`` from each queue in turn until `max_messages` or the queues are empty;
-        polls (2 ms doubling to 50 ms) until a message comes or `wait` is over. Nothing is
-        prefetched: a message RabbitMQ marks redelivered was really handed out before."""
+        """Takes up to `max_messages` deliveries the queues' consumers brought (their prefetch
+        window is what is unsettled plus `max_messages`, see `Link.consume`); polls (2 ms
+        doubling to 50 ms, the lock free in between) until one comes or `wait` is over.
+        Inside `export`, takes with ``basic.get`` instead (see there)."""
         link = self._link
         deadline = time.monotonic() + wait.total_seconds()
         pause = _POLL_MIN_S
         while True:
-            got: list[Delivery] = []
             with _translated("receive messages"), link.lock:
                 try:
-                    for queue in queues:
-                        link.consume(queue)
-                    link.conn.process_data_events(0)
-                    self._promote()
-                    for queue in queues:
-                        while len(got) < max_messages:
-                            method, props, body = link.channel.basic_get(queue, auto_ack=False)
-                            if method is None:
-                                break
-                            got.append(self._delivery(queue, method, props, body))
+                    if self._exporting:
+                        got = self._get(queues, max_messages)
+                    else:
+                        got = self._take(queues, max_messages)
                 except (pika.exceptions.AMQPError, OSError):
                     link.drop()
                     raise
@@ -147,6 +152,63 @@ class AmqpTransport(Transport):
                 return got
             time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
             pause = min(pause * 2, _POLL_MAX_S)
+
+    def _take(self, queues: Sequence[str], max_messages: int) -> list[Delivery]:
+        """From the inbox, in arrival order. Under lock."""
+        link = self._link
+        for queue in queues:
+            link.consume(queue, want=max_messages)
+        link.conn.process_data_events(0)
+        self._promote()
+        names = set(queues)
+        got: list[Delivery] = []
+        kept: list[Arrival] = []
+        while link.inbox and len(got) < max_messages:
+            a = link.inbox.popleft()
+            if a.queue in names:
+                got.append(self._delivery(a.queue, a.method, a.props, a.body))
+            else:
+                kept.append(a)
+        link.inbox.extendleft(reversed(kept))
+        return got
+
+    def _get(self, queues: Sequence[str], max_messages: int) -> list[Delivery]:
+        """``basic.get`` from each queue in turn until `max_messages` or the queues are empty.
+        Under lock."""
+        link = self._link
+        for queue in queues:
+            link.consume_delayed(queue)
+        link.conn.process_data_events(0)
+        self._promote()
+        got: list[Delivery] = []
+        for queue in queues:
+            while len(got) < max_messages:
+                method, props, body = link.channel.basic_get(queue, auto_ack=False)
+                if method is None:
+                    break
+                link.unsettled.add(method.delivery_tag)
+                got.append(self._delivery(queue, method, props, body))
+        return got
+
+    def export(
+        self,
+        queues: Sequence[str],
+        *,
+        max_messages: int,
+        lease: timedelta,
+        include_dead: bool = False,
+    ) -> list[ExportedJob]:
+        """As `Transport.export`, taking with ``basic.get`` rather than the consumer: nothing
+        is prefetched for a migrator (a message it held but never exported would come back
+        marked redelivered, counting an attempt, if it were killed), and a take that does not
+        wait sees what is ready."""
+        self._exporting = True
+        try:
+            return super().export(
+                queues, max_messages=max_messages, lease=lease, include_dead=include_dead
+            )
+        finally:
+            self._exporting = False
 
     def _delivery(self, queue: str, method: Any, props: Any, body: bytes) -> Delivery:
         headers = props.headers or {}
@@ -184,6 +246,7 @@ class AmqpTransport(Transport):
         generation, _, tag = delivery.receipt.partition("|")
         if int(generation) != self._link.generation or self._link.channel is None:
             return None
+        self._link.unsettled.discard(int(tag))
         return int(tag)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -349,5 +412,26 @@ class AmqpTransport(Transport):
         return AmqpTransport(self.config, results=self._results, link=self._link)
 
     def close(self) -> None:
-        if self._root:
-            self._link.close()
+        """The root transport gives back what its consumers brought that no `receive` took,
+        uncounted (it was never started), then closes the connection; a clone's is a no-op."""
+        if not self._root:
+            return
+        link = self._link
+        with link.lock:
+            if link.conn is not None and link.conn.is_open and link.channel is not None:
+                try:
+                    self._give_back_inbox()
+                except (pika.exceptions.AMQPError, OSError):
+                    logger.warning("could not give back unused deliveries", exc_info=True)
+            link.close()
+
+    def _give_back_inbox(self) -> None:
+        """Stop consuming first (else the copies would come straight back), then release each
+        waiting delivery uncounted. A crash in between duplicates, never loses. Under lock."""
+        link = self._link
+        link.stop_consuming()
+        while link.inbox:
+            a = link.inbox.popleft()
+            self._requeue(
+                self._delivery(a.queue, a.method, a.props, a.body), timedelta(0), counted=False
+            )
