@@ -49,6 +49,7 @@ def redis_url(redis_server: RedisServer) -> str:
 def amqp_url(rabbit_server: RabbitServer, redis_server: RedisServer) -> Iterator[str]:
     """A Celery+RabbitMQ backend URL (job records in Redis db 1); its queues purged."""
     _flush(redis_server)
+    rabbit_server.delete_queues(QUEUE)  # another adapter's tests may have declared it otherwise
     url = f"celery+{rabbit_server.url}?store={redis_server.url}/1"
     from jobkit_celery.probe import probe_from_url
 

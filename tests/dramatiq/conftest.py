@@ -36,6 +36,7 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def amqp_url(rabbit_server: RabbitServer) -> str:
     """A dramatiq+amqp URL whose `work` queues are fresh."""
+    rabbit_server.delete_queues(QUEUE)  # another adapter's tests may have declared it otherwise
     url = f"dramatiq+{rabbit_server.url}"
     from jobkit_dramatiq.probe import probe_from_url
 

@@ -39,6 +39,21 @@ class RabbitServer:
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
+    def delete_queues(self, *names: str) -> None:
+        """Delete the queues `names` (those that exist), whatever arguments they were declared
+        with: the Celery, Dramatiq and jobkit-rabbitmq tests share this server and may use the
+        same queue name with different arguments."""
+        import amqp  # py-amqp (comes with kombu)
+
+        conn = amqp.Connection(host=f"127.0.0.1:{self.port}", userid="guest", password="guest")
+        conn.connect()
+        try:
+            channel = conn.channel()
+            for name in names:
+                channel.queue_delete(name)
+        finally:
+            conn.close()
+
     def ctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(_SBIN / "rabbitmqctl"), "-n", self.node, *args],
