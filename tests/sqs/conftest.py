@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import boto3  # type: ignore[import-untyped]
 import pytest
+from jobkit_sqs import SqsTransport, parse_url
 
 from tests.servers.moto import FAKE_AWS_ENV, MotoServer, start_moto
 
@@ -50,3 +53,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
+
+
+@pytest.fixture
+def transport(url: str) -> Iterator[SqsTransport]:
+    """An SQS transport on the module's `url` fixture."""
+    transport = SqsTransport(parse_url(url))
+    yield transport
+    transport.close()
+
+
+@pytest.fixture
+def sqs(moto: MotoServer) -> Any:
+    """A plain boto3 SQS client on the test moto server."""
+    return boto3.client("sqs", region_name="us-east-1", endpoint_url=moto.endpoint)
+
+
+def queue_url(sqs: Any, name: str) -> str:
+    found: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    return found

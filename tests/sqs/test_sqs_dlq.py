@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import pytest
-from jobkit_sqs import SqsTransport, batches, codec, hold, parse_url
+from jobkit_sqs import SqsTransport, batches, codec, hold
 from jobkit_sqs.client import SqsClient
 
 from tests.servers.moto import MotoServer
+from tests.sqs.conftest import queue_url
 
 
 @pytest.fixture
@@ -27,28 +26,11 @@ def url(moto: MotoServer, prefix: str) -> str:
     return moto.url(prefix=prefix)
 
 
-@pytest.fixture
-def transport(url: str) -> Iterator[SqsTransport]:
-    transport = SqsTransport(parse_url(url))
-    yield transport
-    transport.close()
-
-
-@pytest.fixture
-def sqs(moto: MotoServer) -> Any:
-    return boto3.client("sqs", region_name="us-east-1", endpoint_url=moto.endpoint)
-
-
-def _url_of(sqs: Any, name: str) -> str:
-    found: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    return found
-
-
 def _fill_dlq(transport: SqsTransport, sqs: Any, prefix: str, n: int, *, copies: int = 1) -> str:
     """`n` dead letters (job ids 0..n-1, each `copies` times) put straight on the DLQ, as
     `dead_letter` writes them."""
     transport.replay("q")  # makes the queue pair (nothing to replay yet)
-    dlq = _url_of(sqs, f"{prefix}q-dlq")
+    dlq = queue_url(sqs, f"{prefix}q-dlq")
     entries = []
     for i in range(n):
         for c in range(copies):
@@ -134,7 +116,7 @@ def test_replay_sends_one_copy_per_job_and_removes_every_letter_of_it(
     _fill_dlq(transport, sqs, prefix, 40, copies=2)  # an earlier replay left its letters
     assert transport.replay("q") == 40
     assert transport.stats(["q"])[0].dead == 0
-    seen = _drain_ids(sqs, _url_of(sqs, f"{prefix}q"))
+    seen = _drain_ids(sqs, queue_url(sqs, f"{prefix}q"))
     assert seen == Counter({f"job-{i}": 1 for i in range(40)})
 
 
@@ -151,7 +133,7 @@ def test_send_batch_failing_part_way_reports_what_was_confirmed(
     transport: SqsTransport, sqs: Any, prefix: str
 ) -> None:
     transport.replay("q")  # makes the queue pair
-    target = _url_of(sqs, f"{prefix}q")
+    target = queue_url(sqs, f"{prefix}q")
     entries: list[batches.Entry] = [{"Id": str(i), "MessageBody": f"m{i}"} for i in range(10)]
     # the second call is refused as a whole (two entries with one Id)
     entries += [{"Id": "dup", "MessageBody": "a"}, {"Id": "dup", "MessageBody": "b"}]
@@ -183,7 +165,7 @@ def test_redelay_of_many_early_messages_neither_loses_nor_duplicates(
     transport: SqsTransport, sqs: Any, prefix: str
 ) -> None:
     transport.replay("q")  # makes the queue pair
-    target = _url_of(sqs, f"{prefix}q")
+    target = queue_url(sqs, f"{prefix}q")
     due = time.time() + 2
     for start in range(0, 35, 10):
         sqs.send_message_batch(
@@ -223,5 +205,5 @@ def test_dlq_of_ten_thousand_lists_replays_and_purges_exactly(
     assert _visible(sqs, dlq) == (n, 0)
     assert transport.replay("q", ids=[f"job-{i}" for i in range(0, n, 2)]) == n // 2
     assert transport.purge("q") == n // 2
-    seen = _drain_ids(sqs, _url_of(sqs, f"{prefix}q"))
+    seen = _drain_ids(sqs, queue_url(sqs, f"{prefix}q"))
     assert seen == Counter({f"job-{i}": 1 for i in range(0, n, 2)})

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import pytest
 from jobkit_sqs import SqsTransport, backend_from_url, parse_url
 from jobkit_sqs.probe import probe_from_url
@@ -17,6 +16,7 @@ from jobkit import App, BrokerUnavailable, ConfigurationError, UnsupportedFeatur
 from jobkit.spi import Message, TransportBackend, open_backend
 from tests.servers import free_port
 from tests.servers.moto import MotoServer
+from tests.sqs.conftest import queue_url
 from tests.waiting import wait_until
 
 LONG = timedelta(seconds=60)
@@ -25,23 +25,6 @@ LONG = timedelta(seconds=60)
 @pytest.fixture
 def url(moto: MotoServer, prefix: str) -> str:
     return moto.url(prefix=prefix, visibility="5")
-
-
-@pytest.fixture
-def transport(url: str) -> Iterator[SqsTransport]:
-    transport = SqsTransport(parse_url(url))
-    yield transport
-    transport.close()
-
-
-@pytest.fixture
-def sqs(moto: MotoServer) -> Any:
-    return boto3.client("sqs", region_name="us-east-1", endpoint_url=moto.endpoint)
-
-
-def queue_url(sqs: Any, name: str) -> str:
-    found: str = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    return found
 
 
 def receive_n(transport: SqsTransport, queue: str, n: int, lease: timedelta = LONG) -> list[Any]:
