@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -80,13 +79,6 @@ def traced_run(backend: str, tmp_path: Path, x: int) -> tuple[Any, Any, dict[str
 def hooks(path: Path, **match: Any) -> list[dict[str, Any]]:
     """The hook calls recorded in `path` whose fields equal `match`, in order."""
     return [e for e in read_lines(str(path)) if all(e.get(k) == v for k, v in match.items())]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def scrape(port: int) -> str:

@@ -12,7 +12,8 @@ from opentelemetry.trace import SpanKind
 
 from jobkit.metrics import samples
 from tests.apps import observed as O
-from tests.operations import free_port, run_burst, scrape, start_observed_worker, traced_run
+from tests.operations import run_burst, scrape, start_observed_worker, traced_run
+from tests.servers import free_port
 from tests.waiting import wait_until
 from tests.workers import jobkit_cli, kill_group
 

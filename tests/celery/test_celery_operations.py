@@ -13,7 +13,6 @@ import pytest
 from jobkit.metrics import samples
 from tests.apps import observed as O
 from tests.operations import (
-    free_port,
     hooks,
     run_burst,
     scrape,
@@ -21,6 +20,7 @@ from tests.operations import (
     start_observed_worker,
     traced_run,
 )
+from tests.servers import free_port
 from tests.waiting import wait_until
 from tests.workers import kill_group
 

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import ServerProcess, launch
+from tests.servers import ServerProcess, free_port, launch
 from tests.servers.proxy import TcpProxy
 
 # moto needs some credentials and a region; these are fake and only ever sent to our moto.
@@ -85,4 +85,13 @@ def start_moto(timeout: float = 30.0, *, proxied: bool = True) -> MotoServer:
         return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
 
     server = launch("moto", argv, _answers, timeout=timeout)
-    return MotoServer(**vars(server), proxy=TcpProxy(server.port) if proxied else None)
+    return MotoServer(**vars(server), proxy=_proxy_to(server.port) if proxied else None)
+
+
+def _proxy_to(upstream: int) -> TcpProxy:
+    for _ in range(3):  # another process may take the free port before the proxy binds it
+        try:
+            return TcpProxy(upstream, free_port())
+        except OSError:
+            continue
+    return TcpProxy(upstream, free_port())

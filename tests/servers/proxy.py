@@ -18,7 +18,7 @@ class TcpProxy:
     """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream`. Thread-safe; `cut` and `resume` are
     idempotent and return once the proxy refuses (or accepts) connections."""
 
-    def __init__(self, upstream: int, port: int = 0) -> None:
+    def __init__(self, upstream: int, port: int) -> None:
         self.upstream = upstream
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
