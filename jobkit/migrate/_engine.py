@@ -16,7 +16,10 @@ from jobkit.records import ExportedJob, QueueStats
 
 RUNNING = "running on a source worker: not copied while leased (run migrate again when it ends)"
 HIDDEN_DELAYED = "delayed: the source hands it out only when due (run migrate again then)"
-DUE_SOON = "delayed, due within the export lease: left to fall due (run migrate again then)"
+DUE_SOON = (
+    "delayed, not exportable before due (due within the export lease, or sent without an "
+    "index entry): left to fall due (run migrate again then)"
+)
 ARRIVED = "arrived at the source during the migration (run migrate again)"
 BOTH_SIDES = "on both sides: its export lease ran out and a source worker took it"
 

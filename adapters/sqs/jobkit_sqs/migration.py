@@ -217,7 +217,8 @@ class DelayIndex:
         )
 
     def commit(self, jobs: Sequence[ExportedJob]) -> None:
-        """Tombstones first (the real messages are dropped when due), then the entries."""
+        """Tombstones first (the real messages are dropped when due), then the departures,
+        then the entries."""
         holds = [job for job in jobs if isinstance(job.native, IndexHold)]
         if not holds:
             return
@@ -231,7 +232,10 @@ class DelayIndex:
             ]
         )
         by_kind: dict[tuple[str, str], list[batches.Entry]] = {}
-        for job in holds:
+        # Two entries of one job (an import killed after indexing, before sending, then run
+        # again) stand for one real message: one departure. (In two batches: one too many,
+        # until it is pruned when due.)
+        for job in {(j.queue, j.id): j for j in holds}.values():
             entries = by_kind.setdefault((job.queue, job.native.kind), [])
             layout = codec.layout(job.id.encode(), job_id=job.id, due=job.native.due)
             body = {"MessageBody": layout.body, "MessageAttributes": layout.attributes}

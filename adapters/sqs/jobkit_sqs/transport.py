@@ -99,8 +99,9 @@ class SqsTransport(SqsQueues):
 
     def import_messages(self, jobs: Sequence[ExportedJob]) -> set[str]:
         """Live jobs are sent (delayed ones indexed); dead letters go to the DLQ with their
-        reason. Looks nothing up by id (the backend's store markers do)."""
-        self.send([message_of(job) for job in jobs if not job.dead])
+        reason. Looks nothing up by id (the backend's store markers do). Delayed jobs are
+        indexed before they are sent (see `_send`)."""
+        self._send([message_of(job) for job in jobs if not job.dead], index_first=True)
         dead: dict[str, list[ExportedJob]] = {}
         for job in jobs:
             if job.dead:
