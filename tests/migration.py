@@ -173,10 +173,11 @@ def rows(path: Path) -> int:
 def migrate_killed_then_whole(
     source: str, target: str, tmp_path: Path, watch: Callable[[], bool], *extra: str
 ) -> dict[str, Any]:
-    """`jobkit migrate ... extra` as a subprocess, SIGKILLed once `watch()` holds (or it
-    ended), then run again to the end (exit 0 asserted); the last run's JSON report."""
+    """`jobkit migrate --queue QUEUE ... extra` as a subprocess, SIGKILLed once `watch()` holds
+    (or it ended), then run again to the end (exit 0 asserted); the last run's JSON report.
+    (The queue is named: the report lists it even if the first run moved every job.)"""
     argv = [sys.executable, "-m", "jobkit.cli.main", "migrate", "--from", source, "--to", target,
-            "--batch", "10", "--lease", "1", "--wait", "20", *extra]  # fmt: skip
+            "--queue", QUEUE, "--batch", "10", "--lease", "1", "--wait", "20", *extra]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
