@@ -76,3 +76,24 @@ def test_moto_outage_refuses_connections_then_keeps_its_queues(
         assert [m["Body"] for m in received["Messages"]] == ["kept"]
     finally:
         server.stop()
+
+
+def test_proxy_listens_again_right_after_a_cut() -> None:
+    """A cut then an immediate resume (as a conformance scenario's stop/start may do): the port
+    is free again at once, every time."""
+    from tests.servers import free_port
+    from tests.servers.proxy import TcpProxy
+
+    with socket.socket() as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        upstream.listen()
+        proxy = TcpProxy(upstream.getsockname()[1], free_port())
+        try:
+            for _ in range(30):
+                proxy.cut()
+                proxy.resume()
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
+            proxy.cut()
+            assert _refuses(proxy.port)
+        finally:
+            proxy.close()

@@ -23,6 +23,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
         self.port = port
         self.resume()
 
@@ -43,14 +44,23 @@ class TcpProxy:
             listener.settimeout(0.1)
             self.port = listener.getsockname()[1]
             self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+            self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+            self._acceptor.start()
 
     def cut(self) -> None:
-        """Refuse new connections and cut the open ones."""
+        """Refuse new connections and cut the open ones. Returns once the port is free to
+        listen on again: the old listener is shut down and its accept thread has ended (a
+        listener closed while a thread still waits in accept stays listening until that wait
+        ends, and a `resume` meanwhile failed with EADDRINUSE)."""
         with self._lock:
             listener, self._listener = self._listener, None
             conns, self._open = self._open, set()
+            acceptor, self._acceptor = self._acceptor, None
         if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            if acceptor is not None:
+                acceptor.join()
             listener.close()
         for conn in conns:
             with contextlib.suppress(OSError):
