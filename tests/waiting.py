@@ -21,3 +21,22 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def wait_for_progress(
+    measure: Callable[[], int], goal: int, *, stall: float = 60.0, what: str = ""
+) -> int:
+    """Poll `measure` until it reaches `goal`; return it. Fail once it has not grown for `stall`
+    s: for long runs whose total time depends on the machine's load (a stalled run is the
+    failure; a slow one is not)."""
+    best, since = measure(), time.monotonic()
+    while best < goal:
+        time.sleep(0.1)
+        value = measure()
+        if value > best:
+            best, since = value, time.monotonic()
+        elif time.monotonic() - since >= stall:
+            raise AssertionError(
+                f"stalled at {best} of {goal} for {stall} s waiting for {what or measure}"
+            )
+    return best

@@ -15,7 +15,7 @@ import pytest
 
 from tests.apps import ledger as L
 from tests.celery.conftest import QUEUE
-from tests.waiting import wait_until
+from tests.waiting import wait_for_progress
 from tests.workers import kill_group, start_worker
 
 pytestmark = pytest.mark.slow
@@ -43,14 +43,14 @@ def test_every_job_runs_although_busy_workers_are_sigkilled_again_and_again(
             pair = [start_worker(redis_url, ledger, *WORKER) for _ in range(2)]
             workers.extend(pair)
             target = min(JOBS, _keys_run(ledger) + RUNS_BETWEEN_KILLS)
-            wait_until(lambda t=target: _keys_run(ledger) >= t, timeout=120, what="jobs ran")  # type: ignore[misc]
+            wait_for_progress(lambda: _keys_run(ledger), target, what="jobs ran")
             for proc in pair:  # SIGKILL mid-stream: both workers are taking messages
                 kill_group(proc)
             for proc in pair:
                 proc.wait(timeout=30)
         workers.append(start_worker(redis_url, ledger, *WORKER))
         try:
-            wait_until(lambda: _keys_run(ledger) >= JOBS, timeout=180, what="every job ran")
+            wait_for_progress(lambda: _keys_run(ledger), JOBS, what="every job ran")
         finally:
             ran = {str(r[0]) for r in L.rows(ledger, "SELECT DISTINCT key FROM runs")}
             missing = sorted(set(keys) - ran)
