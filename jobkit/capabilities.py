@@ -37,12 +37,17 @@ class MigrationSupport:
     marker sends that batch again, and the worker then acks the second copy without running it
     if the first has finished) or "none" (no durable way to tell: a re-run after a kill may send
     the last batch twice).
+    `killed_export_counts`: a ready job that a migrator was holding when it was killed comes back
+    to the queue counting one delivery more (the broker counts deliveries, not starts, as for
+    a crashed worker), so the next export carries one attempt more used than the job had; at
+    most one batch per kill.
     """
 
     exports: bool = True
     delayed_before_due: bool = True
     dead_letters: bool = True
     dedup: str = "native"
+    killed_export_counts: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,9 @@ def job(body: str = "a", attempts: int = 0, due: float | None = None, dead: str 
     return {"body": {"args": [body]}, "attempts": attempts, "due": due, "dead": dead}
 
 
-def history(expected: dict[str, Any], found: dict[str, list[Any]], reports: list[Any]) -> H:
+def history(
+    expected: dict[str, Any], found: dict[str, list[Any]], reports: list[Any], **declared: Any
+) -> H:
     return H().op(
         "migrator",
         OpType.OK,
@@ -25,7 +27,12 @@ def history(expected: dict[str, Any], found: dict[str, list[Any]], reports: list
         expected=expected,
         found=found,
         reports=reports,
+        **declared,
     )
+
+
+def killed_once(h: H) -> H:
+    return h.op("nemesis", OpType.OK, F.KILL, 0.5, migrator=True, killed=True)
 
 
 def test_passes_when_every_job_is_back_once_with_its_state() -> None:
@@ -57,3 +64,33 @@ def test_fails_a_delay_that_drifted_and_a_report_that_did_not_account() -> None:
 
 def test_fails_without_a_recorded_migration() -> None:
     assert not migration_exact(H().history).passed
+
+
+def test_an_attempt_more_on_jobs_the_killed_migrator_held_passes_only_where_declared() -> None:
+    expected = {"a": job(), "b": job(attempts=1), "c": job()}
+    found = {"a": [job(attempts=1)], "b": [job(attempts=2)], "c": [job()]}
+    declared = {"batch": 3, "killed_export_counts": True}
+    finding = migration_exact(
+        killed_once(history(expected, found, [REPORT_OK], **declared)).history
+    )
+    assert finding.passed, finding.details
+    assert finding.counts["recounted"] == 2
+    undeclared = killed_once(history(expected, found, [REPORT_OK], batch=3))
+    assert not migration_exact(undeclared.history).passed
+
+
+def test_more_jobs_with_an_attempt_more_than_the_killed_migrator_held_fail() -> None:
+    expected = {n: job() for n in "abcd"}
+    found = {n: [job(attempts=1)] for n in "abcd"}
+    declared = {"batch": 3, "killed_export_counts": True}
+    finding = migration_exact(
+        killed_once(history(expected, found, [REPORT_OK], **declared)).history
+    )
+    assert not finding.passed
+    assert any("4 jobs came back with one attempt more" in d for d in finding.details)
+
+
+def test_an_attempt_more_without_a_kill_fails_even_where_declared() -> None:
+    declared = {"batch": 3, "killed_export_counts": True}
+    h = history({"a": job()}, {"a": [job(attempts=1)]}, [REPORT_OK], **declared)
+    assert not migration_exact(h.history).passed

@@ -74,8 +74,12 @@ def amqp_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities:
         results=results,
         idempotency_keys=results,
         store_option=STORE_OPTION,
+        # a message a killed migrator held comes back marked redelivered: one attempt more
         migration=MigrationSupport(
-            delayed_before_due=False, dead_letters=False, dedup="marker" if results else "none"
+            delayed_before_due=False,
+            dead_letters=False,
+            dedup="marker" if results else "none",
+            killed_export_counts=True,
         ),
         survives_broker_restart=True,  # durable queues, persistent messages
     )

@@ -83,7 +83,10 @@ def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
         # delayed jobs and dead letters exported from their queues; ids deduplicated on import
         # through markers in the job store, which only a shared store keeps across processes
         migration=MigrationSupport(
-            delayed_before_due=True, dead_letters=True, dedup="marker" if results else "none"
+            delayed_before_due=True,
+            dead_letters=True,
+            dedup="marker" if results else "none",
+            killed_export_counts=True,  # a quorum queue counts the held message's delivery
         ),
     )
 

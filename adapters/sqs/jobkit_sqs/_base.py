@@ -75,8 +75,13 @@ def capabilities_for(config: SqsConfig, *, results: bool, indexed: bool = False)
         shared_across_processes=True,
         # due messages are received; delayed ones come from the delayed index (with a shared
         # store); dead letters are received from the DLQ; job ids are looked up in the store
+        # a killed export's receives are taken out again through the store, except one that
+        # fell between its receive and its record (and all of them without a shared store)
         migration=MigrationSupport(
-            delayed_before_due=indexed, dead_letters=True, dedup="marker" if results else "none"
+            delayed_before_due=indexed,
+            dead_letters=True,
+            dedup="marker" if results else "none",
+            killed_export_counts=True,
         ),
         survives_broker_restart=True,  # SQS stores messages redundantly until deleted
     )

@@ -71,6 +71,8 @@ def migration(ctx: Context) -> None:
             "seeded_at": seeded_at,
             "looked_at": time.time(),
             "reports": reports,
+            "batch": _BATCH,
+            "killed_export_counts": support.killed_export_counts,
         },
     )
 
