@@ -130,6 +130,25 @@ def test_job_past_its_time_limit_is_stopped_counted_and_the_worker_goes_on(
     assert all("TimeLimitExceeded" in e.error for e in stuck.errors)
 
 
+def test_jobs_queued_behind_a_job_past_its_time_limit_run_uncounted_after_it(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    """With --prefetch, time-limited jobs are queued in the job process behind the running one;
+    when that one is stopped at its limit, the queued ones were never started: they run next,
+    in their first attempt, and their own limits count from their own start."""
+    stuck = ledger.hang.enqueue("stuck", 60.0)
+    queued = [ledger.hang.enqueue(f"behind-{n}", 0.3) for n in range(3)]
+    args = ("-q", "work", "-c", "1", "--prefetch", "4", "--lease", "5")
+    with running_worker(backend, ledger_path, *args):
+        wait_until(lambda: stuck.state is JobState.DEAD, timeout=30, what="the stuck job stopped")
+        wait_until(
+            lambda: all(h.state is JobState.SUCCEEDED for h in queued), timeout=30,
+            what="the queued jobs",
+        )  # fmt: skip
+    assert [h.attempts for h in queued] == [1, 1, 1]
+    assert count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key LIKE 'behind-%'") == 3
+
+
 def test_undecodable_message_is_dead_lettered_and_the_worker_keeps_serving(
     app: App, backend: str, ledger_path: Path
 ) -> None:

@@ -78,7 +78,7 @@ class Buffer:
                 self._unmark(key_of(job))
                 self._jobs.appendleft(job)
 
-    def take(self, *, allow_time_limit: bool) -> tuple[Running | None, list[Running]]:
+    def take(self) -> tuple[Running | None, list[Running]]:
         """The next job to run (marked running), and the duplicates of succeeded keys found on
         the way (removed and no longer held; the caller acks them). Skips jobs whose key is
         running now."""
@@ -93,8 +93,6 @@ class Buffer:
                     duplicates.append(job)
                     continue
                 if self._running_keys.get(key):
-                    continue
-                if not allow_time_limit and job.envelope.time_limit is not None:
                     continue
                 self._jobs.remove(job)
                 self._running_keys[key] = 1

@@ -220,18 +220,18 @@ class Worker:
     # -- dispatching and outcomes -----------------------------------------------------------
 
     def _dispatch(self, now: float) -> None:
-        """Hand buffered jobs to idle processes first; then, with `prefetch` > 1 and for jobs
-        without a time limit, queue up to `prefetch - 1` more in each process so that it never
-        waits for the supervisor (at the cost of fairness: they wait behind the running job)."""
+        """Hand buffered jobs to idle processes first; then, with `prefetch` > 1, queue up to
+        `prefetch - 1` more in each process so that it never waits for the supervisor (at the
+        cost of fairness: they wait behind the running job). A queued job's time limit counts
+        from when the job before it is seen finished; if that one runs past its own limit, the
+        process is killed and the queued jobs, never started, go back to the buffer uncounted."""
         at = self.backend.clock.now()
         self._recheck_done()
         for depth in range(max(1, self.options.prefetch)):
             for proc in self._procs:
                 if not proc.ready or len(proc.jobs) != depth:
                     continue
-                if depth and proc.jobs[-1].envelope.time_limit is not None:
-                    continue
-                job, duplicates = self._buffer.take(allow_time_limit=depth == 0)
+                job, duplicates = self._buffer.take()
                 for dup in duplicates:
                     self._settling.acks.append(dup.delivery)
                     self._settling.record(dup, EventKind.SKIPPED, at=at)
