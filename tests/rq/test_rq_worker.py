@@ -122,6 +122,20 @@ def test_sigkilled_worker_job_reruns_within_the_declared_bound(backend, ledger_p
     assert second[2] - killed_at <= bound.total_seconds() + 5
 
 
+def test_a_job_that_swallows_its_time_limit_is_stopped_and_the_worker_goes_on(
+    backend, ledger_path, app, workers
+):
+    """RQ's alarm raises in the job, which may catch it; the limit is hard all the same (the
+    work-horse is killed; with SimpleWorker, the worker process, which is replaced)."""
+    spawn(workers, backend, ledger_path)
+    handle = L.stubborn.enqueue("stubborn", 120.0)
+    wait_until(lambda: handle.state is jobkit.JobState.DEAD, timeout=60, what="the job stopped")
+    after = L.record.enqueue("after")
+    assert after.result(timeout=60) == "after"
+    assert L.count(ledger_path, "SELECT COUNT(*) FROM effects WHERE key='stubborn'") == 0
+    assert workers[0].poll() is None
+
+
 def test_a_duplicate_job_id_never_runs_twice_nor_replaces_the_first(
     backend, ledger_path, app, workers
 ):

@@ -115,9 +115,11 @@ class Runtime:
             failure_ttl=ttl,
         )
         if self.settings.hardened:
-            # A job whose worker died is requeued at once by RQ's StartedJobRegistry cleanup
-            # while it has retries left; `execute` counts the attempts.
-            job.retries_left = max(env.max_attempts - env.attempt - 1, 0) or None
+            # A job whose worker (or work-horse) died is requeued at once by RQ's cleanup while
+            # it has retries left; `execute` counts the attempts. One more than the attempts
+            # left: a job lost in its last attempt comes back too, and `execute` dead-letters
+            # it with jobkit's reason and state (RQ alone would file it failed, unrecorded).
+            job.retries_left = max(env.max_attempts - env.attempt - 1, 0) + 1
             job.retry_intervals = [0]
         return job
 

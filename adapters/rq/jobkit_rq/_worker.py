@@ -80,29 +80,46 @@ class NativeWorker(Worker):
         super().main_work_horse(job, queue)
 
 
+def _past_hard_limit(job: Job) -> bool:
+    """The job has run `_HARD_LIMIT_MARGIN` past its time limit: RQ's alarm (which raises in
+    the job) did not stop it: the job caught the exception, or is stuck in a C call."""
+    started = job.started_at
+    if not job.timeout or job.timeout <= 0 or started is None:
+        return False
+    from rq.utils import now
+
+    return bool((now() - started).total_seconds() > job.timeout + _HARD_LIMIT_MARGIN)
+
+
 class JobkitWorker(_Hardened, NativeWorker):
     def maintain_heartbeats(self, job: Job, execution: Any) -> None:
-        started = job.started_at
-        if job.timeout and job.timeout > 0 and started is not None:
-            from rq.utils import now
-
-            if (now() - started).total_seconds() > job.timeout + _HARD_LIMIT_MARGIN:
-                logger.error(
-                    "job %s[%s] ran past its time limit: killing it", job.func_name, job.id
-                )
-                self.kill_horse()
+        if _past_hard_limit(job):
+            logger.error("job %s[%s] ran past its time limit: killing it", job.func_name, job.id)
+            self.kill_horse()
         super().maintain_heartbeats(job, execution)
 
 
 class JobkitSimpleWorker(_Hardened, SimpleWorker):
     def execute_job(self, job: Job, queue: Any) -> None:
         """As RQ's, with a thread that keeps the job's heartbeat while it runs (RQ's
-        SimpleWorker has none: its entry's TTL is the job's whole timeout)."""
+        SimpleWorker has none: its entry's TTL is the job's whole timeout) and makes the time
+        limit hard: the job runs in this process, so a job past its limit by the margin takes
+        the process down (SIGKILL), as a hard limit does in Celery's pool; the supervisor starts
+        a new worker, and the job, left in the StartedJobRegistry, is found by the maintenance
+        and counted as an attempt."""
         execution = self.prepare_execution(job)
         stop = threading.Event()
 
         def beat() -> None:
             while not stop.wait(self.job_monitoring_interval):
+                if _past_hard_limit(job):
+                    logger.error(
+                        "job %s[%s] ran past its time limit: stopping this worker process",
+                        job.func_name,
+                        job.id,
+                    )
+                    logging.shutdown()
+                    os.kill(os.getpid(), signal.SIGKILL)
                 try:
                     self.maintain_heartbeats(job, execution)
                 except Exception:
@@ -195,6 +212,24 @@ class Supervisor:
             for child in self.children:
                 child.join(timeout=1)
 
+    def _replace_dead_children(self) -> None:
+        """A worker process that died while we are not stopping (killed at a hard time limit,
+        or crashed) is replaced: the `jobkit worker` keeps serving with its concurrency. Its job
+        is recovered by the maintenance."""
+        ctx = multiprocessing.get_context("fork")
+        for index, child in enumerate(self.children):
+            if child.is_alive() or child.exitcode == 0:
+                continue
+            logger.warning(
+                "worker process %s ended (exit code %s): starting another",
+                child.pid,
+                child.exitcode,
+            )
+            child.join(timeout=0)
+            fresh = ctx.Process(target=self._serve, args=(index,), name=f"jobkit-rq-{index}")
+            fresh.start()
+            self.children[index] = fresh
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals == 1:
@@ -224,7 +259,11 @@ class Supervisor:
         next_check = 0.0
         empty_for = 0
         cold_sent = False
-        while any(child.is_alive() for child in self.children):
+        while True:
+            if not self._signals:
+                self._replace_dead_children()
+            if not any(child.is_alive() for child in self.children):
+                break
             if maintenance is not None:
                 maintenance.run_once()
                 restore_exports(self.runtime)
