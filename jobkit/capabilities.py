@@ -73,6 +73,9 @@ class Capabilities:
     broker process is stopped and started again (a file, durable queues and persistent
     messages, a broker with persistence configured): False for brokers that keep messages only
     in memory. Claim it only where it holds with this configuration.
+    `time_limit_margin` is how long past its time limit a job that does not stop when asked
+    (it catches what the worker raises in it, or is stuck in a C call) may still run before its
+    process is killed: 0 where the worker kills the job's process at the limit.
     `idempotency_keys` says whether a job carrying the key of a completed job is acked without
     running on every worker of this backend, which needs a job store they all share; `results`
     whether job states and results are kept where `job_record` (and `JobHandle.result`) can
@@ -92,6 +95,7 @@ class Capabilities:
     priorities: int = 10
     dedup_window: timedelta | None = None
     time_limits: bool = True
+    time_limit_margin: timedelta = timedelta(0)
     lease_extension: bool = True
     results: bool = True
     max_message_bytes: int | None = None

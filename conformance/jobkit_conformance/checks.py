@@ -241,7 +241,8 @@ CHECKS: tuple[Check, ...] = (
     _c("dlq.replay", "dead_letter", "retry",
        "replayed dead letters run again", checkers.replayed),
     _c("timeout.stopped_and_counted", "time_limits", "timeout",
-       "a job past its time limit is stopped, each stop counts, it ends in the DLQ",
+       "a job past its time limit is stopped (one that swallows the stop is killed within the "
+       "declared time_limit_margin), each stop counts, it ends in the DLQ",
        checkers.time_limit_enforced),
     _c("delay.not_before", "delay", "delay",
        "delayed jobs do not start before they are due", checkers.not_before),

@@ -45,6 +45,7 @@ def _run(
     seconds: float = 0.0,
     key: str | None = None,
     first: Callable[[Ledger], None] | None = None,
+    stubborn: bool = False,
 ) -> None:
     ledger = Ledger.from_env()
     context = current_job()
@@ -58,7 +59,11 @@ def _run(
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                time.sleep(min(_BEAT_EVERY, left))
+                try:
+                    time.sleep(min(_BEAT_EVERY, left))
+                except BaseException:
+                    if not stubborn:
+                        raise
                 ledger.beat(row)
         if body == "effect":
             ledger.effect(token, key)
@@ -124,6 +129,13 @@ def reject(token: str) -> None:
 def limited(token: str, seconds: float) -> None:
     """Run far past the 1 s time limit; the worker must stop it."""
     _run(token, "conformance.limited", "effect", seconds=seconds)
+
+
+@app.job(name="conformance.stubborn", retry=LIMITED, time_limit=TIME_LIMIT)
+def stubborn(token: str, seconds: float) -> None:
+    """Run far past the 1 s time limit, swallowing whatever is raised in it (as a job with a
+    broad ``except`` does): only killing its process stops it."""
+    _run(token, "conformance.stubborn", "effect", seconds=seconds, stubborn=True)
 
 
 @app.job(name="conformance.noop", retry=FAST)

@@ -130,6 +130,7 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "Capabilities.priorities": ("priority.order", "unsupported.raises_at_enqueue"),
     "Capabilities.dedup_window": ("duplicate.effect_once_with_key",),
     "Capabilities.time_limits": ("timeout.stopped_and_counted", "backend.check_close"),
+    "Capabilities.time_limit_margin": ("timeout.stopped_and_counted",),
     "Capabilities.lease_extension": ("lease.long_job_not_duplicated", "contract.lease"),
     "Capabilities.results": ("backend.job_record",),
     "Capabilities.idempotency_keys": ("duplicate.effect_once_with_key", "unsupported.raises_at_enqueue"),  # noqa: E501

@@ -201,6 +201,21 @@ def test_time_limit_enforced_catches_a_job_that_kept_running() -> None:
     assert "still running" in checkers.time_limit_enforced(ran_on.build()).summary
 
 
+def test_time_limit_enforced_gives_a_stubborn_job_the_declared_margin_only() -> None:
+    spec = {"kind": "stubborn", "time_limit": 1.0, "max_attempts": 1, "outcome": "dead"}
+
+    def killed_after(seen: float, margin: float) -> H:
+        h = H().op("harness", OpType.OK, F.CLAIM, 0.0, time_limit_margin_s=margin)
+        return h.enqueue("a", **spec).run("a", 1, None, seen=seen).dead(9, _dead_entry("a"))
+
+    assert checkers.time_limit_enforced(killed_after(6.5, margin=5.0).build()).passed
+    assert not checkers.time_limit_enforced(killed_after(6.5, margin=0.0).build()).passed
+    limited = {**spec, "kind": "limited"}  # a job that stops when asked gets no margin
+    h = H().op("harness", OpType.OK, F.CLAIM, 0.0, time_limit_margin_s=5.0)
+    h.enqueue("a", **limited).run("a", 1, None, seen=6.5).dead(9, _dead_entry("a"))
+    assert "must be stopped" in checkers.time_limit_enforced(h.build()).summary
+
+
 def test_started_once_catches_a_long_job_started_twice() -> None:
     h = H().enqueue("a", kind="long").run("a", 1, 7)
     assert checkers.started_once(h.build(), ("long",)).passed

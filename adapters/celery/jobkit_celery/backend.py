@@ -53,6 +53,9 @@ class CeleryBackend(spi.Backend):
     def capabilities(self) -> Capabilities:
         s = self.settings
         native = "" if s.hardened else " (native defaults)"
+        # soft_time_limit raises in the job; the pool kills the child at the hard limit, which
+        # is `hard_limit_margin` later (its timeout handler looks about once a second)
+        margin = s.hard_limit_margin + timedelta(seconds=1)
         if s.broker == "redis":
             return Capabilities(
                 name=f"celery+redis{native}",
@@ -70,6 +73,7 @@ class CeleryBackend(spi.Backend):
                 # Redis keeps the queues in memory: only AOF/RDB persistence, which the URL's
                 # `persistent=yes` declares, brings them back after a restart
                 survives_broker_restart=s.persistent,
+                time_limit_margin=margin,
             )
         return Capabilities(
             name=f"celery+amqp{native}",
@@ -86,6 +90,7 @@ class CeleryBackend(spi.Backend):
             store_option=STORE_OPTION,
             migration=_migration.support(self.runtime),
             survives_broker_restart=True,  # durable queues, persistent messages (delivery_mode 2)
+            time_limit_margin=margin,
         )
 
     def send(self, envelopes: Sequence[tuple[spi.Envelope, bytes]]) -> None:

@@ -44,6 +44,7 @@ class RqBackend(spi.Backend):
             results=True,
             migration=_migration.SUPPORT,
             survives_broker_restart=s.persistent,
+            time_limit_margin=s.time_limit_margin,
         )
 
     def send(self, envelopes: Sequence[tuple[spi.Envelope, bytes]]) -> None:

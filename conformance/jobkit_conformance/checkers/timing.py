@@ -5,29 +5,37 @@ from __future__ import annotations
 import itertools
 
 from jobkit_conformance.checkers._base import TOLERANCE, Finding, _accepted, _finding
+from jobkit_conformance.checkers.bounds import declared
 from jobkit_conformance.history import F, History, OpType
 from jobkit_conformance.views import jobs
 
 
 def time_limit_enforced(history: History, *, slack: float = 1.5) -> Finding:
     """A job past its time limit is stopped (it is not seen alive much past the limit), the
-    stop counts as a failed attempt, and the job ends in the DLQ after max attempts."""
+    stop counts as a failed attempt, and the job ends in the DLQ after max attempts. A
+    stubborn job (it swallows what the worker raises in it) may run the declared
+    `time_limit_margin` longer: then its process must be killed."""
     problems: list[str] = []
     checked = 0
     longest = 0.0
+    claim = declared(history) or {}
+    margin = float(claim.get("time_limit_margin_s", 0.0))
     for v in _accepted(history):
         if v.spec.time_limit is None:
             continue
         checked += 1
+        allowed = v.spec.time_limit + (margin if v.spec.kind == "stubborn" else 0.0)
         for run in v.runs:
             alive = run.seen_until - run.start
             longest = max(longest, alive)
             if run.outcome == "ok":
                 problems.append(f"job {v.job_id} finished although it runs past its limit")
-            elif alive > v.spec.time_limit + slack:
+            elif alive > allowed + slack:
+                stop = "killed" if v.spec.kind == "stubborn" else "stopped"
                 problems.append(
-                    f"job {v.job_id} was still running {alive:.2f} s after its start; its "
-                    f"time limit is {v.spec.time_limit} s"
+                    f"job {v.job_id} ({v.spec.kind}) was still running {alive:.2f} s after "
+                    f"its start; its time limit is {v.spec.time_limit} s and it must be {stop} "
+                    f"by {allowed:g} s (+{slack:g} s slack; declared margin {margin:g} s)"
                 )
         if len(v.runs) != v.spec.max_attempts:
             problems.append(

@@ -54,6 +54,7 @@ class Context:
                 "redelivery_bound_s": caps.redelivery_bound(lease).total_seconds(),
                 "scheduling_precision_s": caps.scheduling_precision.total_seconds(),
                 "delay_rounding": caps.delay_rounding,
+                "time_limit_margin_s": caps.time_limit_margin.total_seconds(),
             },
         )
 

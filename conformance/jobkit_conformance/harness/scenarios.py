@@ -182,12 +182,18 @@ def _backoffs(policy: RetryPolicy) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 def timeout(ctx: Context) -> None:
-    """A job running far past its time limit."""
+    """Two jobs running far past their time limit: one that stops when the worker raises in
+    it, one that swallows that (only killing its process stops it)."""
     ctx.start_worker()
     seconds = 30.0
-    job = ctx.enqueue(jobs.limited, [seconds],
-                      JobSpec(kind="limited", outcome="dead", duration=seconds))  # fmt: skip
-    ctx.settle(lambda: job in ctx.dead_ids(), "the time-limited job is dead-lettered", timeout=25)
+    ids = [
+        ctx.enqueue(job, [seconds], JobSpec(kind=kind, outcome="dead", duration=seconds))
+        for job, kind in ((jobs.limited, "limited"), (jobs.stubborn, "stubborn"))
+    ]
+    ctx.settle(
+        lambda: set(ids) <= set(ctx.dead_ids()), "the time-limited jobs are dead-lettered",
+        timeout=25,
+    )  # fmt: skip
     ctx.drained()
 
 
