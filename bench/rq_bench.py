@@ -14,18 +14,20 @@ and printed per job, by command: that says where they go.
 
     .venv/bin/python bench/rq_bench.py [--jobs 2000] [--rounds 2] [--worker fork|simple|both]
 
-Measured 2026-12-02 while the 2-core machine ran other helpers' test suites (load average 30-35:
-every figure is several times slower than on a quiet machine, and only the ratios of one run
-mean anything), medians of 2 alternated rounds:
+Measured 2026-12-02 on the quiet 2-core machine (load average 0.4), ``--jobs 2000 --rounds 2``,
+medians of 2 alternated rounds:
 
-* forking ``Worker``, 200 jobs: drain jobkit 5.9/s vs RQ 5.1/s, **1.15**; enqueue 193 vs 432/s,
-  **0.45**.
-* ``SimpleWorker``, 300 jobs: drain 37.9 vs 43.8/s, **0.87**; enqueue 231 vs 429/s, **0.54**.
+* forking ``Worker``: enqueue jobkit 2,754/s vs RQ 2,397/s, **1.15**; drain 77.7 vs 85.8/s,
+  **0.91**.
+* ``SimpleWorker``: enqueue 3,033 vs 2,318/s, **1.31**; drain 246.9 vs 273.6/s, **0.90**.
 
-The enqueue gap is jobkit's own per-call work (argument and envelope validation, the JSON
-round-trip check) plus RQ's unique-id Lua call instead of a pipeline; on this loaded machine
-RQ's own enqueue varied 94-183/s between repetitions of the same loop, so 0.45-0.54 is not a
-reliable figure. The 0.95 target is not shown to be met for enqueue.
+Enqueue is faster than RQ's own: one unique-id Lua call (``EVALSHA``) per job where RQ's
+``enqueue`` runs a MULTI/EXEC pipeline; jobkit's validation (arguments, envelope, the JSON
+round trip) costs less than that difference. (An earlier run under a load average of 30 gave
+0.45-0.54: RQ's own enqueue varied 2x between repetitions there; that figure was noise.)
+The drain misses the 0.95 target by 4-5%: each job costs jobkit two Lua calls of its own (the
+start count with the idempotency check, and the outcome record) and 8 more Redis commands in
+all (below), on top of RQ's 57.
 
 Where the Redis commands per job go during a drain (``INFO commandstats``, SimpleWorker):
 plain RQ 57.5 per job (EXPIRE 17, HSET 14, MULTI/EXEC 4+4, ZADD 3, ZREM 2, BLMOVE, LREM, ...:
