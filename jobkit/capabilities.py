@@ -161,10 +161,13 @@ class Capabilities:
                 change=change,
             )
         if envelope.time_limit is not None and not self.time_limits:
+            change = "Drop the time limit, or use a backend whose worker enforces it"
+            if self.store_option is not None:
+                change = f"Drop the time limit, or add {self.store_option} to the backend URL"
             raise UnsupportedFeature(
                 asked=f"job {envelope.job!r} has a time limit of {envelope.time_limit} s",
-                supported=f"{self.name} cannot stop a running job",
-                change="Drop the time limit, or use a backend whose worker enforces it",
+                supported=f"{self.name} does not enforce time limits as configured",
+                change=change,
             )
         if self.max_message_bytes is not None and body_size > self.max_message_bytes:
             raise UnsupportedFeature(

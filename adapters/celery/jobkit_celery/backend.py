@@ -90,6 +90,9 @@ class CeleryBackend(spi.Backend):
             store_option=STORE_OPTION,
             migration=_migration.support(self.runtime),
             survives_broker_restart=True,  # durable queues, persistent messages (delivery_mode 2)
+            # without a store a job its hard limit stopped comes back redelivered, which counts
+            # one attempt at most: one that runs into the hard limit every time would loop
+            time_limits=s.store_url is not None,
             time_limit_margin=margin,
         )
 

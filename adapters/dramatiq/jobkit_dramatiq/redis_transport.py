@@ -59,8 +59,12 @@ def redis_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities
         results=results,
         idempotency_keys=results,
         store_option=STORE_OPTION,
+        # a message a killed migrator held is requeued with its delivery counted
         migration=MigrationSupport(
-            delayed_before_due=False, dead_letters=False, dedup="marker" if results else "none"
+            delayed_before_due=False,
+            dead_letters=False,
+            dedup="marker" if results else "none",
+            killed_export_counts=True,
         ),
         survives_broker_restart=config.persistent,  # only a Redis with AOF keeps them
     )

@@ -55,6 +55,7 @@ class Context:
                 "scheduling_precision_s": caps.scheduling_precision.total_seconds(),
                 "delay_rounding": caps.delay_rounding,
                 "time_limit_margin_s": caps.time_limit_margin.total_seconds(),
+                "time_limits": caps.time_limits,
             },
         )
 
