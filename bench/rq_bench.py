@@ -188,7 +188,7 @@ def run(worker: str, n: int, rounds: int) -> list[Measurement]:
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(per_job.items())[:12])
         out.append(
             Measurement(
-                backend="rq+redis",
+                backend=f"rq+redis ({worker})",  # one ratio per worker class
                 system=system,
                 jobs=n,
                 enqueue_per_s=statistics.median(rates[system]["enqueue"]),
