@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 from jobkit import App, JobState
 from tests.apps import ledger
 from tests.apps.ledger import count, rows
-from tests.waiting import wait_until
+from tests.waiting import never, wait_until
 from tests.workers import jobkit_cli, kill_group, running_worker, start_worker
 
 pytestmark = pytest.mark.slow
@@ -197,6 +199,61 @@ def test_sigterm_lets_the_running_job_finish_and_releases_the_rest(
             timeout=30,
             what="the released jobs done by the next worker",
         )
+
+
+_LOCK_UNTIL_TOLD = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+"""
+
+
+def test_sigterm_reaches_job_processes_while_the_supervisor_waits_on_a_locked_database(
+    app: App, backend: str, ledger_path: Path, tmp_path: Path
+) -> None:
+    """The supervisor's main thread is stuck in an SQLite call (another process holds the
+    database locked) when SIGTERM comes; the job process, which runs the jobs queued in its pipe
+    one after the other, must still start nothing after the job it is running."""
+    ledger.once.enqueue_many([(f"held{i}", 1.0) for i in range(4)])
+    args = ("-q", "work", "-c", "1", "--prefetch", "4", "--grace", "60")
+    proc = start_worker(backend, ledger_path, *args)
+    locker: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until(
+            lambda: app.backend.stats(["work"])[0].in_flight == 4, timeout=30,
+            what="the four jobs leased",
+        )  # fmt: skip
+        locker = subprocess.Popen(
+            [sys.executable, "-c", _LOCK_UNTIL_TOLD, str(tmp_path / "jobs.db")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert locker.stdout is not None and locker.stdout.readline() == b"locked\n"
+        # The first job's outcome cannot be written now: the main thread waits on the lock
+        # while the job process goes on with the second job, from its pipe.
+        wait_until(
+            lambda: count(ledger_path, "SELECT COUNT(*) FROM runs") == 2, timeout=30,
+            what="the second job started",
+        )  # fmt: skip
+        proc.send_signal(signal.SIGTERM)
+        wait_until(
+            lambda: count(ledger_path, "SELECT COUNT(*) FROM effects") == 2, timeout=30,
+            what="the second job done",
+        )  # fmt: skip
+        assert never(lambda: count(ledger_path, "SELECT COUNT(*) FROM runs") > 2, within=1.0)
+        assert locker.stdin is not None
+        locker.stdin.write(b"go\n")
+        locker.stdin.flush()
+        assert locker.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 0
+    finally:
+        kill_group(proc)
+        if locker is not None and locker.poll() is None:
+            locker.kill()
+    stats = app.backend.stats(["work"])[0]
+    assert (stats.ready, stats.in_flight, stats.dead) == (2, 0, 0)  # released, none counted
 
 
 def test_status_prints_depths_as_json(app: App, backend: str) -> None:

@@ -40,3 +40,14 @@ def wait_for_progress(
                 f"stalled at {best} of {goal} for {stall} s waiting for {what or measure}"
             )
     return best
+
+
+def never(condition: Callable[[], object], *, within: float, interval: float = 0.02) -> bool:
+    """Poll `condition` for `within` s: False as soon as it is truthy, True if it never was. For
+    what must not happen after a cause whose effect would show within a known time."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return False
+        time.sleep(interval)
+    return not condition()

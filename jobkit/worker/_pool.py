@@ -1,7 +1,8 @@
 """Job processes as the supervisor sees them: start, submit, read outcomes, retire, kill.
 
-Each job process gets two pipes (frames: `_frames`) and nothing else of the supervisor's (every
-other descriptor is closed at exec). The supervisor never blocks on them: frames it cannot write
+Each job process gets two pipes of its own (frames: `_frames`), the read end of the worker's
+hold pipe (`_signals.Hold`), and nothing else of the supervisor's (every other descriptor is
+closed at exec). The supervisor never blocks on them: frames it cannot write
 yet wait in a per-process buffer, frames it reads are assembled as they come. A process's exit
 is seen through a pidfd (`os.pidfd_open`), not only through its pipe's end of file: a job that
 forked, or started a subprocess that inherited the pipe, and was then killed is still seen dead.
@@ -61,12 +62,11 @@ class JobProcess:
     retiring: bool = False  # its inbox is closed: it exits when its jobs are done
     handed: int = 0  # jobs handed to this process
     jobs: deque[Running] = field(default_factory=deque)
-    hold_w: int | None = None  # write end of the hold pipe: a byte there = start no more jobs
+    hold_r: int  # read end of the worker's `_signals.Hold` pipe: a byte there = start no more
 
     def start(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        hold_r, self.hold_w = os.pipe()
         env = dict(os.environ)
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
@@ -79,15 +79,14 @@ class JobProcess:
                 str(to_child_r),
                 str(from_child_w),
                 str(os.getpid()),
-                str(hold_r),
+                str(self.hold_r),
             ],
-            pass_fds=(to_child_r, from_child_w, hold_r),  # and 0-2: every other fd is closed
+            pass_fds=(to_child_r, from_child_w, self.hold_r),  # and 0-2: every other fd is closed
             env=env,
             stdin=subprocess.DEVNULL,
         )
         os.close(to_child_r)
         os.close(from_child_w)
-        os.close(hold_r)
         os.set_blocking(to_child_w, False)
         os.set_blocking(from_child_r, False)
         self.inbox = Outgoing(to_child_w)
@@ -160,16 +159,6 @@ class JobProcess:
             )
         return outcomes, self.outbox.eof
 
-    def hold(self) -> None:
-        """Tell the process to start no more jobs: each job already sent to it and not yet
-        started comes back as an outcome with `not_started` (in order, as usual). The job it
-        is running finishes. Permanent for this process; idempotent; never blocks."""
-        if self.hold_w is not None:
-            with contextlib.suppress(OSError):
-                os.write(self.hold_w, b"h")
-            os.close(self.hold_w)
-            self.hold_w = None
-
     def finish_head(self, now: float) -> Running:
         done = self.jobs.popleft()
         if self.jobs:
@@ -219,9 +208,6 @@ class JobProcess:
         self.inbox = self.outbox = None
         self.pidfd = None
         self.up = False
-        if self.hold_w is not None:
-            os.close(self.hold_w)
-            self.hold_w = None
 
     def close(self, timeout: float = 5.0) -> None:
         """Ask an idle process to exit (EOF on its inbox), kill it after `timeout`."""

@@ -7,7 +7,8 @@ processes (`_pool.JobProcess`), so a hard time limit can stop it and a crash can
 supervisor down.
 
 Shutdown: the first SIGTERM or SIGINT (or `stop()`) stops receiving, tells the job processes to
-start nothing more (`JobProcess.hold`), releases what was leased but not started without using
+start nothing more (`_signals.Hold`, at once from a watcher thread: the main thread may be
+inside a broker call), releases what was leased but not started without using
 an attempt (`Transport.release_uncounted`), and lets running jobs finish for up to `grace`; then
 (or at a second signal, or `stop(immediate=True)`) running jobs are killed and their messages
 released. Nothing that was not
@@ -24,11 +25,9 @@ import logging
 import os
 import random
 import select
-import signal
 import threading
 import time
 from datetime import timedelta
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from jobkit.errors import BrokerUnavailable, ConfigurationError, JobkitError
@@ -46,6 +45,7 @@ from jobkit.worker._receiver import Receiver
 from jobkit.worker._retrying import Streak
 from jobkit.worker._screen import Screen
 from jobkit.worker._settling import Settling
+from jobkit.worker._signals import Hold, StopSignals
 
 if TYPE_CHECKING:
     from jobkit.backend import WorkerOptions
@@ -92,6 +92,8 @@ class Worker:
         )
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        self._hold = Hold()
+        self._signals = StopSignals(self._on_signal, self._hold, self._poke)
         self._procs: list[JobProcess] = []
         self._start_failures = 0
         # Every broker and store call of this thread: batched, retried through outages.
@@ -115,7 +117,7 @@ class Worker:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"!")
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int) -> None:
         if self._stop.is_set():
             log.warning("second signal %d: stopping now, releasing running jobs", signum)
             self.stop(immediate=True)
@@ -131,7 +133,7 @@ class Worker:
 
     def run(self) -> None:
         """Serve until stopped. Blocks. Installs SIGTERM/SIGINT handlers on the main thread."""
-        previous = self._install_signals()
+        self._signals.install()
         transport = self.backend.transport.clone()
         receiver = Receiver(
             self.backend,
@@ -150,7 +152,11 @@ class Worker:
         self.hooks.worker_started(self._info)
         try:
             self._procs = [
-                JobProcess(app_path=self.options.app_path, max_jobs=self.options.max_jobs_per_child)
+                JobProcess(
+                    app_path=self.options.app_path,
+                    max_jobs=self.options.max_jobs_per_child,
+                    hold_r=self._hold.r,
+                )
                 for _ in range(self._n())
             ]
             for proc in self._procs:
@@ -166,7 +172,7 @@ class Worker:
                 ):
                     break
                 if self._stop.is_set():
-                    self._hold_processes()
+                    self._hold.hold()
                     self._release_buffered(transport)
                     if not self._running_count():
                         break
@@ -192,7 +198,8 @@ class Worker:
             for proc in self._procs:
                 proc.close(timeout=1.0)
             transport.close()
-            self._restore_signals(previous)
+            self._signals.restore()
+            self._hold.close()
             os.close(self._wake_w)
             os.close(self._wake_r)
             self.hooks.worker_stopped(self._info)
@@ -426,12 +433,6 @@ class Worker:
                 streak.succeeded(what, time.monotonic())
                 job.lease_until = now + lease
 
-    def _hold_processes(self) -> None:
-        """Graceful stop: job processes start nothing more; jobs already in their pipes come
-        back not started and are released uncounted (`_settle`)."""
-        for proc in self._procs:
-            proc.hold()
-
     def _release_buffered(self, transport: Transport) -> None:
         """Release leased jobs that never started without using an attempt."""
         for job in self._buffer.drain():
@@ -451,15 +452,3 @@ class Worker:
                     self.hooks.after_run(context_of(env, job.attempt), env, result)
                 self._settling.release(transport, job, timedelta(0))
                 self._buffer.ended(job, succeeded=False)
-
-    def _install_signals(self) -> dict[int, object]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous: dict[int, object] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, self._on_signal)
-        return previous
-
-    def _restore_signals(self, previous: dict[int, object]) -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
