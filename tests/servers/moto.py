@@ -1,6 +1,7 @@
 """moto's SQS in server mode (real HTTP) on 127.0.0.1, on a free port of its own.
 
-Started as a subprocess we own (``python -m moto.server``) and stopped by its PID. Needs
+Started as a subprocess we own (``python -m moto.server``, through `_moto_main`, which takes out
+moto's per-message cost in the depth of a queue) and stopped by its PID. Needs
 ``moto[server]`` in the test environment.
 
 Clients reach it through a loopback `TcpProxy`: moto keeps its queues in memory only, so a real
@@ -82,7 +83,9 @@ def start_moto(timeout: float = 30.0, *, proxied: bool = True) -> MotoServer:
         )
 
     def argv(port: int, directory: Path) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        main = str(Path(__file__).with_name("_moto_main.py"))  # moto.server, minus hot spots
+        # -P: its directory (this one, with moto.py) is not put first on sys.path
+        return [sys.executable, "-P", main, "-H", "127.0.0.1", "-p", str(port)]
 
     server = launch("moto", argv, _answers, timeout=timeout)
     return MotoServer(**vars(server), proxy=_proxy_to(server.port) if proxied else None)

@@ -1,0 +1,86 @@
+"""moto's server (``python -m moto.server``) with three of its SQS hot spots taken out.
+
+moto 5.2.5 answers every attribute read by building the queue's whole attribute dict, which
+counts the queue's messages three times (visible, delayed, in flight; a clock read per message):
+
+- `send_message` does it to read ``ContentBasedDeduplication``, once per message;
+- `receive_message` does it three times per message it returns, to read
+  ``MessageRetentionPeriod`` (through `get_queue_attributes`);
+- `get_queue_attributes` with attribute names does it three times per name.
+
+So a queue of N messages costs O(N) per message sent or received: with 10,000 jobs in one queue
+an import into SQS ran at about 3 messages/s (bench/migrate_chain.py). Here `send_message`
+builds the dict without the three counts (it reads none of them), and the other two build it
+once per call. Every answer is what moto itself gives; only its cost changes. Used by
+`tests/servers/moto.py` for the tests and benchmarks; real SQS has no such cost.
+
+Written here rather than upstream: no released moto has it (5.2.5 is the latest).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from moto.server import main
+from moto.sqs import models
+
+_COUNTS = (
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_delayed",
+    "approximate_number_of_messages_not_visible",
+)
+_call = threading.local()  # per request thread: .uncounted (bool), .memo (dict or None)
+
+
+def _uncounted(count: property) -> property:
+    def get(queue: Any) -> int:
+        return 0 if getattr(_call, "uncounted", False) else int(count.fget(queue))  # type: ignore[misc]
+
+    return property(get)
+
+
+def _memoized(attributes: property) -> property:
+    def get(queue: Any) -> dict[str, Any]:
+        memo: dict[int, dict[str, Any]] | None = getattr(_call, "memo", None)
+        if memo is None:
+            return attributes.fget(queue)  # type: ignore[misc,no-any-return]
+        if id(queue) not in memo:
+            memo[id(queue)] = attributes.fget(queue)  # type: ignore[misc]
+        return memo[id(queue)]
+
+    return property(get)
+
+
+def _within(flag: str, value: Callable[[Any], object], method: Any) -> Any:
+    """`method` with `_call.<flag>` set to `value(what it was)` while it runs."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before = getattr(_call, flag, None)
+        setattr(_call, flag, value(before))
+        try:
+            return method(*args, **kwargs)
+        finally:
+            setattr(_call, flag, before)
+
+    return wrapper
+
+
+def patch() -> None:
+    queue, backend = models.Queue, models.SQSBackend
+    for name in _COUNTS:
+        setattr(queue, name, _uncounted(getattr(queue, name)))
+    queue.attributes = _memoized(queue.__dict__["attributes"])  # type: ignore[method-assign,assignment]
+    backend.send_message = _within("uncounted", lambda _: True, backend.send_message)  # type: ignore[method-assign]
+    for name in ("receive_message", "get_queue_attributes"):
+        # receive_message calls get_queue_attributes per message: one memo for the outer call
+        memo = _within("memo", lambda outer: {} if outer is None else outer, getattr(backend, name))
+        setattr(backend, name, memo)
+
+
+if __name__ == "__main__":
+    patch()
+    main()
