@@ -173,3 +173,20 @@ def test_check_refuses_a_time_limit_longer_than_the_consumer_timeout(
         backend.close()
     assert [p for p in problems if "too_long" in p and "consumer_timeout" in p]
     assert not [p for p in problems if "fits" in p]
+
+
+def test_a_busy_worker_leaves_what_it_cannot_hold_ready_for_other_workers(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    """The prefetch window follows the worker's capacity (here 1 job process and 4 queued):
+    the rest of a deep queue stays ready at the broker, for any worker, however long this one
+    runs. (The window used to grow by the worker's free room on every receive while deliveries
+    waited in its inbox, until it held the whole queue.)"""
+    total = 300
+    ledger.record.enqueue_many([(f"deep{i}", 0.02) for i in range(total)])
+    done = "SELECT COUNT(*) FROM effects"
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1", "--prefetch", "4"):
+        wait_until(lambda: count(ledger_path, done) >= 60, timeout=60, what="60 jobs done")
+        (stats,) = app.backend.stats(["work"])
+        held = total - stats.ready - count(ledger_path, done)
+    assert held <= 30  # 5 it can hold, acks not yet flushed, deliveries in transit
