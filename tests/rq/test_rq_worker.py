@@ -155,6 +155,22 @@ def test_a_duplicate_job_id_never_runs_twice_nor_replaces_the_first(
     ) == []
 
 
+def test_a_job_queued_twice_runs_once_while_two_workers_take_both_copies(
+    backend, ledger_path, app, workers
+):
+    """RQ's registry cleanup, run by two processes at once (a worker's maintenance and `rq
+    info`), can push an abandoned job's id onto its queue twice. Two idle workers then take one
+    copy each: the copy that starts second finds the first running and is dropped."""
+    handle = L.record.enqueue("twice", sleep=2.0)
+    client = _client(backend)
+    client.rpush(f"rq:queue:{QUEUE}", handle.id)  # the second requeue of the race
+    spawn(workers, backend, ledger_path, "-c", "2")
+    assert handle.result(timeout=60) == "twice"
+    wait_until(lambda: client.llen(f"rq:queue:{QUEUE}") == 0, timeout=30, what="both taken")
+    wait_until(lambda: not client.zcard(f"rq:wip:{QUEUE}"), timeout=30, what="both copies ended")
+    assert [(key, attempt) for key, attempt, _ in runs(ledger_path, "twice")] == [(handle.id, 1)]
+
+
 def test_an_undecodable_rq_job_is_dead_lettered_and_the_worker_keeps_serving(
     backend, ledger_path, app, workers
 ):

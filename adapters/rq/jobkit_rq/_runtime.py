@@ -23,6 +23,7 @@ import redis
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 from rq.timeouts import JobTimeoutException
 
 import jobkit
@@ -38,7 +39,7 @@ from jobkit.spi import (
 )
 from jobkit_rq._settings import Settings
 from jobkit_rq._store import RedisJobStore
-from jobkit_rq._wire import META, REASON, SERIALIZER, envelope_of, meta_of
+from jobkit_rq._wire import EXECUTION, META, REASON, SERIALIZER, envelope_of, meta_of
 
 logger = logging.getLogger("jobkit.rq")
 T = TypeVar("T")
@@ -227,9 +228,20 @@ class Runtime:
             what = f"job {env.job!r} is not defined by this worker's app"
             return self._wait_for_a_worker(job, env, what)
         key = spi.dedup_key(env.id, env.idempotency_key)
-        starts = self._retry("count a start", functools.partial(self.store.begin, job.id, key))
+        execution = str(getattr(job, EXECUTION, "") or "")
+        begin = functools.partial(
+            self.store.begin, job.id, key, execution=execution,
+            registry=StartedJobRegistry.key_template.format(queue) if execution else "",
+        )  # fmt: skip
+        starts = self._retry("count a start", begin)
         if starts is None:
             self._record(self._event(env, EventKind.SKIPPED, env.attempt + 1))
+            return None
+        if starts == 0:
+            logger.warning(
+                "job %s[%s] is running in another execution: this copy of it (queued twice by "
+                "RQ's cleanup) is dropped without running", name, job.id,
+            )  # fmt: skip
             return None
         attempt = env.attempt + starts
         if attempt > env.max_attempts:

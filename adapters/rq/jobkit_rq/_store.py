@@ -3,12 +3,14 @@
 Keys (each with a TTL, so Redis deletes them itself): ``jobkit:rq:job:<id>`` (list of JSON
 events, folded when read; `Retention.records`), ``jobkit:rq:done:<dedup key>`` (set when the job
 succeeded; `Retention.keys`: the dedup window), ``jobkit:rq:starts:<id>`` (how often the RQ job
-has started: its attempt count; reset by a replay).
+has started: its attempt count; reset by a replay), ``jobkit:rq:running:<id>`` (the RQ
+execution that last started it; `Retention.records`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +28,10 @@ def starts_key(job_id: str) -> str:
 
 def _record_key(job_id: str) -> str:
     return f"jobkit:rq:job:{job_id}"
+
+
+def _running_key(job_id: str) -> str:
+    return f"jobkit:rq:running:{job_id}"
 
 
 def _done_key(key: str) -> str:
@@ -48,8 +54,20 @@ def _encode(event: JobEvent) -> str:
 
 
 # KEYS: dedup key, start counter. ARGV: ttl (s). -1 if the key is done, else the new count.
+# KEYS: the dedup key, the start counter, the job's running marker, its queue's
+# StartedJobRegistry. ARGV: ttl (s), this execution's registry member ('' if unknown), now (s).
+# -1: done already; 0: another execution whose registry entry is live runs the job (a copy
+# queued twice); else the start count, and the marker names this execution.
 _BEGIN = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if ARGV[2] ~= '' then
+  local holder = redis.call('GET', KEYS[3])
+  if holder and holder ~= ARGV[2] then
+    local live = redis.call('ZSCORE', KEYS[4], holder)
+    if live and (live == 'inf' or tonumber(live) > tonumber(ARGV[3])) then return 0 end
+  end
+  redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[1])
+end
 local n = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return n
@@ -107,12 +125,19 @@ class RedisJobStore(spi.JobStore):
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
 
-    def begin(self, job_id: str, key: str) -> int | None:
+    def begin(
+        self, job_id: str, key: str, *, execution: str = "", registry: str = ""
+    ) -> int | None:
         """About to start RQ job `job_id`: None if its dedup `key` succeeded already; else count
-        one more start and return the count (1 for a first start)."""
+        one more start and return the count (1 for a first start). With `execution` (this
+        run's member of the StartedJobRegistry `registry`): 0, counting nothing, while another
+        execution of the job holds a live entry there. RQ's cleanup, run by two processes at
+        once (a worker's maintenance and `rq info`), can queue an abandoned job twice; the
+        second copy must not run beside the first."""
         ttl = max(1, round(self.retention.records.total_seconds()))
+        keys = [_done_key(key), starts_key(job_id), _running_key(job_id), registry or "-"]
         try:
-            starts = int(self._begin(keys=[_done_key(key), starts_key(job_id)], args=[ttl]))
+            starts = int(self._begin(keys=keys, args=[ttl, execution, time.time()]))
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot read idempotency key: {exc}") from exc
         return None if starts < 0 else starts

@@ -15,6 +15,9 @@ from jobkit.spi import Envelope
 
 META = "jobkit"  # job.meta key holding the envelope's fields other than id, name and arguments
 REASON = "jobkit_reason"  # job.meta key: why jobkit dead-lettered the job
+# Attribute a jobkit worker sets on the Job object it performs (not saved): the execution's
+# StartedJobRegistry member, "<job id>:<execution id>"
+EXECUTION = "jobkit_execution"
 SERIALIZER = JSONSerializer
 
 _OWN = ("id", "job", "args", "kwargs", "queue")

@@ -31,7 +31,7 @@ from jobkit_rq._migration import Migration
 from jobkit_rq._ops import stats
 from jobkit_rq._runtime import Runtime
 from jobkit_rq._settings import Settings
-from jobkit_rq._wire import SERIALIZER
+from jobkit_rq._wire import EXECUTION, SERIALIZER
 
 logger = logging.getLogger("jobkit.rq")
 
@@ -55,6 +55,12 @@ class _Hardened:
         from rq.utils import now
 
         self.last_cleaned_at = now()
+
+    def perform_job(self, job: Job, queue: Any, execution: Any) -> bool:
+        """As RQ's, telling jobkit's runtime which execution this is (`EXECUTION`), so that a
+        copy of a job that another execution is running is dropped, not run beside it."""
+        setattr(job, EXECUTION, execution.composite_key if execution is not None else "")
+        return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]
 
 
 def die_with_parent() -> None:
