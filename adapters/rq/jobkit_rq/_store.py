@@ -53,7 +53,6 @@ def _encode(event: JobEvent) -> str:
     )
 
 
-# KEYS: dedup key, start counter. ARGV: ttl (s). -1 if the key is done, else the new count.
 # KEYS: the dedup key, the start counter, the job's running marker, its queue's
 # StartedJobRegistry. ARGV: ttl (s), this execution's registry member ('' if unknown), now (s).
 # -1: done already; 0: another execution whose registry entry is live runs the job (a copy
