@@ -36,7 +36,9 @@ class Hold:
     def __init__(self) -> None:
         self.r, self._w = os.pipe()
         os.set_blocking(self._w, False)
-        self._lock = threading.Lock()
+        # re-entrant: `hold` runs in the main thread's signal handler too, which may interrupt
+        # a `hold` of that same thread
+        self._lock = threading.RLock()
         self._closed = self._held = False
 
     def hold(self) -> None:

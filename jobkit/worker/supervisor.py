@@ -107,7 +107,9 @@ class Worker:
     # -- control ----------------------------------------------------------------------------
 
     def stop(self, *, immediate: bool = False) -> None:
-        """Ask the worker to stop (graceful unless `immediate`). Thread- and signal-safe."""
+        """Ask the worker to stop (graceful unless `immediate`): job processes start nothing
+        more from now on. Thread- and signal-safe."""
+        self._hold.hold()
         if immediate:
             self._immediate.set()
         self._stop.set()
@@ -172,7 +174,6 @@ class Worker:
                 ):
                     break
                 if self._stop.is_set():
-                    self._hold.hold()
                     self._release_buffered(transport)
                     if not self._running_count():
                         break
@@ -379,7 +380,7 @@ class Worker:
         self._buffer.ended(running, succeeded=decision.action is Action.ACK)
         self.finished += 1
         if self.options.max_jobs is not None and self.finished >= self.options.max_jobs:
-            self._stop.set()
+            self.stop()
 
     @staticmethod
     def _ran_for(running: Running) -> timedelta:
