@@ -35,6 +35,14 @@ from jobkit.envelope import (
 )
 from jobkit.job import JobSet
 from jobkit.loading import load_app
+from jobkit.markers import (
+    departure_marker,
+    marker_event,
+    migration_marker,
+    record_departures,
+    stays,
+)
+from jobkit.markers import marked as marked_jobs
 from jobkit.memory import MemoryTransport
 from jobkit.migrate import Migration, migrate
 from jobkit.migrate import Report as MigrationReport
@@ -50,10 +58,7 @@ from jobkit.store import (
     MemoryJobStore,
     apply_event,
     dedup_key,
-    marker_event,
-    migration_marker,
 )
-from jobkit.store import marked as marked_jobs
 from jobkit.transport import Transport, fold_attempts, message_of
 from jobkit.transport_backend import TransportBackend, replay_body
 from jobkit.worker._observe import worker_hooks
@@ -100,6 +105,7 @@ __all__ = [
     "check_round_trip",
     "decode",
     "dedup_key",
+    "departure_marker",
     "fold_attempts",
     "installed_schemes",
     "interpolate",
@@ -115,12 +121,14 @@ __all__ = [
     "open_backend",
     "parse_duration",
     "pop_retention",
+    "record_departures",
     "redact_url",
     "replay_body",
     "resolve_app_path",
     "resolve_backend_url",
     "salvage",
     "scheme_of",
+    "stays",
     "unknown_job_problems",
     "worker_hooks",
 ]

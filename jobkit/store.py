@@ -89,31 +89,6 @@ _STATE_OF = {
 }
 
 
-def migration_marker(job_id: str) -> str:
-    """The pseudo job id whose completed key says `jobkit migrate` sent job `job_id` to this
-    backend: the marker is a `SUCCEEDED` event for it (`marker_event`), looked up in batches
-    with `done([dedup_key(migration_marker(id), None)])`, which every store implements.
-
-    Kept apart from the job's own record and keys, so a store shared with the source (which
-    holds the job's earlier attempts) is not mistaken for a copy. Kept as long as
-    `retention.keys`.
-    """
-    return f"migrated:{job_id}"
-
-
-def marker_event(job_id: str, job: str, at: datetime) -> JobEvent:
-    """The event that records the migration marker of `job_id` (see `migration_marker`)."""
-    return JobEvent(
-        job_id=migration_marker(job_id), job=job, kind=EventKind.SUCCEEDED, attempt=0, at=at
-    )
-
-
-def marked(store: JobStore, ids: Sequence[str]) -> set[str]:
-    """The ids among `ids` with a migration marker in `store` (one batched `done` call)."""
-    keys = {dedup_key(migration_marker(i), None): i for i in ids}
-    return {keys[k] for k in store.done(list(keys))}
-
-
 def apply_event(record: JobRecord | None, event: JobEvent) -> JobRecord:
     """Fold one event into a job record (shared by every store implementation)."""
     if record is None:

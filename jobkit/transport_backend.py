@@ -17,8 +17,9 @@ from jobkit.clock import Clock, SystemClock
 from jobkit.envelope import Envelope, decode, salvage
 from jobkit.errors import SerializationError, UnsupportedFeature
 from jobkit.job import JobSet
+from jobkit.markers import marked, marker_event, record_departures, stays
 from jobkit.records import DeadLetter, ExportedJob, ImportOutcome, JobRecord, Message, QueueStats
-from jobkit.store import JobStore, marked, marker_event
+from jobkit.store import JobStore
 from jobkit.transport import Transport
 
 
@@ -121,11 +122,17 @@ class TransportBackend(Backend):
             return ImportOutcome(
                 copied=frozenset(job.id for job in jobs) - skipped, skipped=frozenset(skipped)
             )
-        already = marked(self.store, [job.id for job in jobs])
+        current = stays(self.store, [job.id for job in jobs])
+        already = marked(self.store, [job.id for job in jobs], current)
         fresh = [job for job in jobs if job.id not in already]
         native = self.transport.import_messages(fresh) if fresh else set()
         now = self.clock.now()
-        self.store.record([marker_event(job.id, salvage(job.body).job or "", now) for job in fresh])
+        self.store.record(
+            [
+                marker_event(job.id, salvage(job.body).job or "", now, current[job.id])
+                for job in fresh
+            ]
+        )
         return ImportOutcome(
             copied=frozenset(job.id for job in fresh if job.id not in native),
             skipped=frozenset(already | native),
@@ -145,6 +152,10 @@ class TransportBackend(Backend):
         return support is not None and support.dedup == "native"
 
     def commit_export(self, jobs: Sequence[ExportedJob]) -> list[str]:
+        """Without native lookups, the jobs' departures are recorded first (see
+        `jobkit.markers`), so that a job that comes back later is not taken for a copy."""
+        if not self._native_dedup():
+            record_departures(self.store, [job.id for job in jobs], self.clock.now())
         return self.transport.commit_export(jobs)
 
     def release_export(self, jobs: Sequence[ExportedJob]) -> None:

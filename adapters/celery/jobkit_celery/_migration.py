@@ -3,8 +3,9 @@ export on Redis is in `_redis_export`.
 
 An imported job is sent like an enqueued one (its remaining delay as `not_before`, its attempts
 already used in the envelope), a dead letter is added to the queue's dead-letter queue with its
-reason, and a marker per job id is recorded in the job store afterwards, which is how a re-run
-knows it (without a store there is no durable way: `dedup="none"`). Export: `_redis_export`
+reason, and a marker per job id (and stay, see `jobkit.markers`) is recorded in the job store
+afterwards, which is how a re-run knows it (without a store there is no durable way:
+`dedup="none"`); committing an export records the jobs' departures first. Export: `_redis_export`
 on Redis, `_amqp_export` on RabbitMQ (which needs the store to find its delay queues: without
 one, a Celery+RabbitMQ backend is a migration target only).
 """
@@ -32,7 +33,9 @@ def support(runtime: Runtime) -> spi.MigrationSupport:
 
 def import_jobs(runtime: Runtime, jobs: Sequence[spi.ExportedJob]) -> spi.ImportOutcome:
     """Sends what is not marked yet, then marks it. Raises `BrokerUnavailable`."""
-    present = _marked(runtime, [job.id for job in jobs])
+    ids = [job.id for job in jobs]
+    current = spi.stays(runtime.store, ids) if runtime.store is not None else {}
+    present = spi.marked_jobs(runtime.store, ids, current) if runtime.store is not None else set()
     now = runtime.clock.now()
     fresh: dict[str, spi.Envelope] = {}
     dead: list[spi.ExportedJob] = []
@@ -55,11 +58,20 @@ def import_jobs(runtime: Runtime, jobs: Sequence[spi.ExportedJob]) -> spi.Import
         )
     if runtime.store is not None:
         runtime.store.record(
-            [spi.marker_event(job_id, env.job, now) for job_id, env in fresh.items()]
+            [
+                spi.marker_event(job_id, env.job, now, current[job_id])
+                for job_id, env in fresh.items()
+            ]
         )
     return spi.ImportOutcome(
         copied=frozenset(fresh), skipped=frozenset(job.id for job in jobs) - frozenset(fresh)
     )
+
+
+def record_departures(runtime: Runtime, jobs: Sequence[spi.ExportedJob]) -> None:
+    """Before an export is committed: the jobs' markers stop counting (see `jobkit.markers`)."""
+    if runtime.store is not None:
+        spi.record_departures(runtime.store, [job.id for job in jobs], runtime.clock.now())
 
 
 def present_jobs(runtime: Runtime, ids: Sequence[str], sent: set[str]) -> set[str]:

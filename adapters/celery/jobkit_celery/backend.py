@@ -185,6 +185,7 @@ class CeleryBackend(spi.Backend):
         return out
 
     def commit_export(self, jobs: Sequence[spi.ExportedJob]) -> list[str]:
+        _migration.record_departures(self.runtime, jobs)
         if isinstance(self.runtime.ops, AmqpOps):
             return self._amqp_export().commit(jobs)
         return self._redis_export().commit(jobs)

@@ -1,5 +1,5 @@
-"""The migration checker: every job seeded before a migration there and back is at the backend
-again exactly once, by id, with its state (see `harness.migration`)."""
+"""The migration checker: every job seeded before two migrations there and back is at the
+backend again exactly once, by id, with its state (see `harness.migration`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ DELAY_TOLERANCE = 2.0
 def migration_exact(history: History) -> Finding:
     """Each seeded job present once, with the same envelope (args, headers, key, priority, time
     limit...), the same attempts used, the same due time (within `DELAY_TOLERANCE`), and dead
-    letters dead with their reason; both migrations' reports exact (exit 0, all accounted)."""
+    letters dead with their reason; every migration's report exact (exit 0, all accounted)."""
     ops = history.select(f=F.MIGRATE, type=OpType.OK)
     if not ops:
         return Finding(passed=False, summary="no migration was recorded")
@@ -23,7 +23,7 @@ def migration_exact(history: History) -> Finding:
     expected: dict[str, dict[str, Any]] = value["expected"]
     found: dict[str, list[dict[str, Any]]] = value["found"]
     problems = [
-        f"job {job_id} is missing after the migration there and back"
+        f"job {job_id} is missing after the migrations there and back"
         for job_id in expected
         if job_id not in found
     ]
