@@ -53,11 +53,17 @@ class DeadLetter:
 
 @dataclass(frozen=True, kw_only=True)
 class QueueStats:
+    """A queue's counts. `stale`: of `delayed`, up to this many may be copies of jobs that
+    were migrated away, which the broker still counts until they fall due and are dropped
+    (SQS, after a migration into it was killed between a send and its markers; see
+    `jobkit_sqs.migration`). They are not jobs; 0 where a backend knows its jobs exactly."""
+
     queue: str
     ready: int
     in_flight: int
     delayed: int
     dead: int
+    stale: int = 0
 
 
 class JobState(StrEnum):

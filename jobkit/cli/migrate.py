@@ -110,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
                 f"queue {q.queue}: waited for {q.waited_for} job(s) running on source workers "
                 f"(still running at the end: {q.left[RUNNING]})"
             )
+        if q.stale_at_source:
+            console.print(
+                f"queue {q.queue}: the source still counts up to {q.stale_at_source} delayed "
+                "message(s) that may be copies of jobs already moved (a migration into it was "
+                "killed between a send and its markers); they are not jobs, and are dropped "
+                "when they fall due"
+            )
     Console().print(_table(report))
     if args.json_file:
         Path(args.json_file).write_text(json.dumps(report.to_dict(), indent=2) + "\n")

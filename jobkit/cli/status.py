@@ -77,7 +77,8 @@ def _table(
         table.add_column(column, justify="left" if column == "queue" else "right")
     rates = _rates(stats, before, elapsed)
     for s in stats:
-        row = [s.queue, str(s.ready), str(s.in_flight), str(s.delayed), str(s.dead)]
+        delayed = f"{s.delayed} (≤{s.stale} stale)" if s.stale else str(s.delayed)
+        row = [s.queue, str(s.ready), str(s.in_flight), delayed, str(s.dead)]
         if args.watch:
             ready, dead = rates.get(s.queue, (0.0, 0.0))
             row += [f"{ready:+.1f}", f"{dead:+.1f}"]

@@ -189,7 +189,7 @@ class _Queue:
         worker, held by a killed migrator's export lease, or due within the export lease (our
         refused ones and delayed ones the source hides until due aside)."""
         stats = self.source.stats([self.report.queue])[0]
-        hidden = stats.delayed if not self.support.delayed_before_due else 0
+        hidden = stats.delayed if not self.support.delayed_before_due else stats.stale
         pending = _depth(stats, self.options) - hidden - len(self.refused)
         if pending <= 0:
             return None
@@ -255,7 +255,8 @@ class _Queue:
     def _reconcile(self) -> None:
         """Jobs still at the source that no batch saw, by why."""
         stats = self.source.stats([self.report.queue])[0]
-        remaining = _depth(stats, self.options)
+        self.report.stale_at_source = stats.stale  # copies of moved jobs, dropped when due
+        remaining = _depth(stats, self.options) - stats.stale
         self.report.remaining_at_source = remaining
         unseen = remaining - len(self.refused)
         running = min(stats.in_flight, unseen)

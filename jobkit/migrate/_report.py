@@ -13,8 +13,10 @@ class QueueReport:
     counts the jobs not moved, by reason; `at_target` is how many of the moved jobs the target
     confirmed having. `waited_for` is the most jobs source workers were seen running while the
     migration waited for them (those that ended at the source are not jobs to move; those
-    still running at the end are in `left`). Mutable while the migration runs; read it when
-    `migrate` returns."""
+    still running at the end are in `left`). `stale_at_source`: messages the source still
+    counts that may be copies of jobs already moved, not jobs (`QueueStats.stale`); they are
+    not in `remaining_at_source`. Mutable while the migration runs; read it when `migrate`
+    returns."""
 
     queue: str
     expected: int = 0  # the source's depth when the migration started (for progress)
@@ -24,6 +26,7 @@ class QueueReport:
     left: Counter[str] = field(default_factory=Counter)
     at_target: int = 0
     remaining_at_source: int = 0
+    stale_at_source: int = 0
     waited_for: int = 0
 
     @property
@@ -51,6 +54,7 @@ class QueueReport:
             "left_reasons": dict(sorted(self.left.items())),
             "found_at_target": self.at_target,
             "remaining_at_source": self.remaining_at_source,
+            "stale_copies_at_source": self.stale_at_source,
             "waited_for_running": self.waited_for,
             "accounted": self.accounted,
         }

@@ -3,13 +3,14 @@ cannot is left at the source and reported, never altered."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from jobkit.migrate import Migration, migrate
-from jobkit.spi import Backend, Envelope, TransportBackend, open_backend
+from jobkit.spi import Backend, Envelope, ExportedJob, TransportBackend, open_backend
 from jobkit.transport_backend import message_for
 from tests.migration import (
     QUEUE,
@@ -190,3 +191,61 @@ def test_a_receive_by_an_export_that_never_ended_is_not_counted_as_an_attempt(
     (second,) = again
     assert first.id == second.id == job.id
     assert first.body == second.body == job.encode()  # attempt 2: no receive counted
+
+
+def _delayed_import(job_id_seed: int) -> ExportedJob:
+    env = Envelope(job="record", args=(job_id_seed,), queue=QUEUE)
+    return ExportedJob(queue=QUEUE, id=env.id, body=env.encode(), delay=timedelta(minutes=10))
+
+
+def test_a_delayed_job_an_import_killed_before_its_markers_sent_twice_is_moved_once(
+    moto: MotoServer, prefix: str, tmp_path: Path
+) -> None:
+    """A kill between an import's send and its markers: the re-run sends the job again, so
+    SQS holds two real messages of it. Moved on, it is one job at the target, and the copy SQS
+    still counts is reported as stale (at most), not as a job left behind."""
+    sqs = open_backend(moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}"))
+    assert isinstance(sqs, TransportBackend)
+    back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    job = _delayed_import(1)
+    try:
+        sqs.transport.import_messages([job])  # the killed run: sent, no marker
+        assert sqs.import_jobs([job]).copied == {job.id}  # the re-run sends it again
+        report = run(sqs, back)
+        (stats,) = sqs.stats([QUEUE])
+    finally:
+        sqs.close()
+        back.close()
+    (q,) = report.queues
+    assert report.ok and q.moved == 2 and q.remaining_at_source == 0, report.to_dict()
+    assert q.stale_at_source == 1 and (stats.delayed, stats.stale) == (1, 1)
+    assert list(snapshot_sqlite(str(tmp_path / "back.db"))) == [job.id]
+
+
+def test_an_index_entry_whose_message_an_import_never_sent_hides_no_job_from_the_counts(
+    moto: MotoServer, prefix: str, tmp_path: Path
+) -> None:
+    """A kill between an import's index entry and its send: the re-run writes a second entry
+    and the only message. Moved on, SQS counts nothing, and another delayed job still there is
+    counted as one."""
+    sqs = open_backend(moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}"))
+    assert isinstance(sqs, TransportBackend)
+    back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    job = _delayed_import(1)
+    try:
+        index = sqs.transport._index  # the killed run got as far as its entry
+        assert index is not None
+        due = time.time() + 600
+        index.add(QUEUE, [(job.id, job.body, due, 0, "never-sent")], stays={job.id: 0})
+        sqs.import_jobs([job])
+        report = run(sqs, back)
+        other = Envelope(job="record", args=(2,), queue=QUEUE)
+        sqs.transport.send([message_for(other, other.encode(), timedelta(minutes=10))])
+        (stats,) = sqs.stats([QUEUE])
+    finally:
+        sqs.close()
+        back.close()
+    (q,) = report.queues
+    assert report.ok and q.moved == 2 and q.remaining_at_source == 0, report.to_dict()
+    assert (stats.delayed, stats.stale) == (1, 1)  # the other job; up to one stale (it is not)
+    assert list(snapshot_sqlite(str(tmp_path / "back.db"))) == [job.id]

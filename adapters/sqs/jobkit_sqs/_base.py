@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -134,15 +134,15 @@ class SqsQueues(Transport):
     def send(self, messages: Sequence[Message]) -> None:
         """Validates every message first (size, delay, priority), then sends per queue in
         batches of 10. All or nothing per batch call only: SQS has no multi-batch transaction."""
-        self._send(messages, index_first=False)
+        self._send(messages)
 
-    def _send(self, messages: Sequence[Message], *, index_first: bool) -> None:
+    def _send(self, messages: Sequence[Message], *, stays: Mapping[str, int] | None = None) -> None:
         """`send`, with delayed messages indexed after them (a producer killed in between leaves
         an unindexed message, which moves once due; never an entry naming a job not sent) or,
-        `index_first`, before them: for a migration import, which is run again after a kill
-        until its marker is written (an entry whose message was not sent names a job that the
-        re-run sends again, under a new entry; without it, the first copy would stay unindexed
-        and could not be exported before due)."""
+        given the jobs' `stays`, before them: for a migration import, which is run again after
+        a kill until its marker is written (an entry whose message was not sent names a job
+        that the re-run sends again, under a new entry; without it, the first copy would stay
+        unindexed and could not be exported before due)."""
         now = time.time()
         by_queue: dict[str, list[batches.Entry]] = {}
         indexed: dict[str, list[tuple[str, bytes, float, int, str]]] = {}
@@ -158,8 +158,8 @@ class SqsQueues(Transport):
                     (message.id, message.body, due, 0, gen)
                 )
         pairs = {queue: self._queues.ensure(self._client, queue) for queue in by_queue}
-        if index_first:
-            self._add_to_index(indexed)
+        if stays is not None:
+            self._add_to_index(indexed, stays)
         for queue, entries in by_queue.items():
             _, failed = batches.send(
                 self._client, self.config, pairs[queue].url, entries, f"send to SQS queue {queue!r}"
@@ -169,15 +169,19 @@ class SqsQueues(Transport):
                     f"SQS refused {len(failed)} of {len(entries)} messages for {queue!r}: "
                     f"{failed[0][1]}"
                 )
-        if not index_first:
+        if stays is None:
             self._add_to_index(indexed)
 
-    def _add_to_index(self, indexed: dict[str, list[tuple[str, bytes, float, int, str]]]) -> None:
+    def _add_to_index(
+        self,
+        indexed: dict[str, list[tuple[str, bytes, float, int, str]]],
+        stays: Mapping[str, int] | None = None,
+    ) -> None:
         if self._index is None:
             return
         for queue, rows in indexed.items():
             try:
-                self._index.add(queue, rows)
+                self._index.add(queue, rows, stays=stays)
             except JobkitError as exc:  # the jobs are queued: they move once due instead
                 log.warning("%s", exc)
 

@@ -21,6 +21,15 @@ puts a *departure* (job id, due time) on ``<queue>-jobkit-gone-delayed`` or ``-g
 their counts, and the migrator prunes departures once due (the real message surfaces then, and
 the next receive drops it).
 
+A migration *into* SQS writes each entry before its message (``jobkit-stay``: the job's stay,
+see `jobkit.markers`), so that a kill between them leaves an entry naming a job the re-run
+sends again, never a message nobody can export before due. A kill after the send and before
+the markers makes the re-run send the job again too. Either way one job has two entries and one
+or two real messages, and nothing can tell which. So the first entry of a job's stay that is
+committed gets a departure, as above; each further one gets an uncertain one
+(``-jobkit-gone-maybe``): `stats` reports their count as ``stale`` (up to that many of the
+delayed messages may be such copies, which are dropped when due) instead of guessing.
+
 Dead letters are received from the DLQ under the export lease, with the reason; committing
 deletes them, releasing makes them visible again. An imported dead letter is sent straight to
 the DLQ with its reason.
@@ -31,7 +40,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,8 +62,10 @@ from jobkit_sqs.queues import DLQ_RETENTION, QueueDirectory
 
 INDEX_SUFFIX = "-jobkit-delayed"
 GONE_SUFFIX = {"delayed": "-jobkit-gone-delayed", "leased": "-jobkit-gone-leased"}
+MAYBE_SUFFIX = "-jobkit-gone-maybe"  # departures of messages that may never have been sent
 KIND = "jobkit-kind"  # on an index entry: "delayed" (SQS counts it delayed) or "leased"
-RESERVED = (INDEX_SUFFIX, *GONE_SUFFIX.values())
+STAY = "jobkit-stay"  # on an index entry written by a migration into SQS: the job's stay
+RESERVED = (INDEX_SUFFIX, *GONE_SUFFIX.values(), MAYBE_SUFFIX)
 _MAX_VISIBILITY_S = int(MAX_VISIBILITY.total_seconds())
 _MARGIN_S = 5.0  # an entry is exported only if due this long after its export lease ends
 
@@ -70,6 +81,7 @@ class IndexHold:
     tombstone: str
     kind: str
     due: float
+    stay: int | None = None  # the job's stay, on an entry a migration into SQS wrote
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,11 @@ def tombstone(job_id: str, gen: str) -> str:
 
 def _tombstone_key(job_id: str, gen: str) -> str:
     return dedup_key(tombstone(job_id, gen), None)
+
+
+def _departed(job_id: str, stay: int) -> str:
+    """The pseudo job id recorded when the first index entry of a job's stay is committed."""
+    return f"index-departed:{job_id}#{stay}"
 
 
 def may_be_indexed(raw: Raw) -> bool:
@@ -121,15 +138,20 @@ class DelayIndex:
         entries: Sequence[tuple[str, bytes, float, int, str]],
         *,
         kind: str = "delayed",
+        stays: Mapping[str, int] | None = None,
     ) -> None:
         """Index (job id, body, due, deliveries so far, gen) entries; `kind` is how SQS counts
-        the real messages ("delayed" or "leased"). Raises `JobkitError` if SQS refuses one (the
-        real message is sent: the job then moves when due, not before)."""
+        the real messages ("delayed" or "leased"); `stays`: written by a migration into SQS,
+        before the messages are sent (the jobs' stays, see the module docstring). Raises
+        `JobkitError` if SQS refuses one (the real message is sent: the job then moves when
+        due, not before)."""
         if not entries:
             return
         wire: list[batches.Entry] = []
         for index, (job_id, body, due, prior, gen) in enumerate(entries):
             extra = {codec.GEN: codec.string_attr(gen), KIND: codec.string_attr(kind)}
+            if stays is not None:
+                extra[STAY] = codec.number_attr(stays.get(job_id, 0))
             layout = codec.layout(body, job_id=job_id, due=due, prior=prior, extra=extra)
             wire.append(
                 {
@@ -213,6 +235,7 @@ class DelayIndex:
                 tombstone=tombstone(job_id, codec.gen_of(raw)),
                 kind=codec.attr_str(raw, KIND) or "delayed",
                 due=time.time() + remaining,
+                stay=_int_or_none(codec.attr_float(raw, STAY)),
             ),
         )
 
@@ -222,26 +245,25 @@ class DelayIndex:
         holds = [job for job in jobs if isinstance(job.native, IndexHold)]
         if not holds:
             return
+        certain, maybe = self._sort_departures(holds)
         now = datetime.now(UTC)
         self._store.record(
             [
-                JobEvent(
-                    job_id=j.native.tombstone, job="", kind=EventKind.SUCCEEDED, attempt=0, at=now
-                )
-                for j in holds
+                JobEvent(job_id=name, job="", kind=EventKind.SUCCEEDED, attempt=0, at=now)
+                for name in [j.native.tombstone for j in holds]
+                + [_departed(j.id, j.native.stay) for j in certain if j.native.stay is not None]
             ]
         )
-        by_kind: dict[tuple[str, str], list[batches.Entry]] = {}
-        # Two entries of one job (an import killed after indexing, before sending, then run
-        # again) stand for one real message: one departure. (In two batches: one too many,
-        # until it is pruned when due.)
-        for job in {(j.queue, j.id): j for j in holds}.values():
-            entries = by_kind.setdefault((job.queue, job.native.kind), [])
-            layout = codec.layout(job.id.encode(), job_id=job.id, due=job.native.due)
-            body = {"MessageBody": layout.body, "MessageAttributes": layout.attributes}
-            entries.append({"Id": str(len(entries)), **body})
-        for (queue, kind), entries in by_kind.items():
-            url = self._url(queue, GONE_SUFFIX.get(kind, GONE_SUFFIX["delayed"]))
+        by_suffix: dict[tuple[str, str], list[batches.Entry]] = {}
+        for suffix, departing in (("", certain), (MAYBE_SUFFIX, maybe)):
+            for job in departing:
+                name = suffix or GONE_SUFFIX.get(job.native.kind, GONE_SUFFIX["delayed"])
+                entries = by_suffix.setdefault((job.queue, name), [])
+                layout = codec.layout(job.id.encode(), job_id=job.id, due=job.native.due)
+                body = {"MessageBody": layout.body, "MessageAttributes": layout.attributes}
+                entries.append({"Id": str(len(entries)), **body})
+        for (queue, suffix), entries in by_suffix.items():
+            url = self._url(queue, suffix)
             batches.send(self._client, self.config, url, entries, f"departures of {queue!r}")
         by_url: dict[str, list[str]] = {}
         for job in holds:
@@ -249,17 +271,42 @@ class DelayIndex:
         for url, receipts in by_url.items():
             batches.delete(self._client, self.config, url, receipts, "remove exported index")
 
+    def _sort_departures(
+        self, holds: Sequence[ExportedJob]
+    ) -> tuple[list[ExportedJob], list[ExportedJob]]:
+        """(certain, uncertain) departures: an entry a producer or worker wrote stands for a
+        message sent before it; of the entries a migration into SQS wrote for one stay of a
+        job, the first committed stands for the message the completed import sent, and each
+        further one for a message that may or may not have been sent (see the docstring)."""
+        imported = {_departed(j.id, j.native.stay): j for j in holds if j.native.stay is not None}
+        seen = self._store.done([dedup_key(name, None) for name in imported]) if imported else set()
+        certain: list[ExportedJob] = []
+        maybe: list[ExportedJob] = []
+        firsts: set[str] = set()
+        for job in holds:
+            if job.native.stay is None:
+                certain.append(job)
+                continue
+            name = _departed(job.id, job.native.stay)
+            if dedup_key(name, None) in seen or name in firsts:
+                maybe.append(job)
+            else:
+                firsts.add(name)
+                certain.append(job)
+        return certain, maybe
+
     def departed(self, queue: str) -> dict[str, int]:
-        """Tombstoned messages SQS still counts, by how it counts them ("delayed", "leased")."""
+        """Tombstoned messages SQS still counts, by how it counts them ("delayed", "leased"),
+        and "maybe": departures of messages that may never have been sent."""
         out = {}
-        for kind, suffix in GONE_SUFFIX.items():
+        for kind, suffix in [*GONE_SUFFIX.items(), ("maybe", MAYBE_SUFFIX)]:
             url = self._lookup(queue, suffix)
             out[kind] = _count(self._client, self.config, url) if url is not None else 0
         return out
 
     def _prune_departures(self, queue: str) -> None:
         """Delete the departures that are due (their real message surfaces now)."""
-        for suffix in GONE_SUFFIX.values():
+        for suffix in [*GONE_SUFFIX.values(), MAYBE_SUFFIX]:
             url = self._lookup(queue, suffix)
             if url is None:
                 continue
@@ -453,6 +500,10 @@ def delete_dead(client: SqsClient, config: SqsConfig, holds: Sequence[DeadHold])
                 f"SQS did not delete {len(failures)} exported dead letters (they are at the "
                 f"target too; run migrate again to remove them): {failures[0][1]}"
             )
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _key_of(body: bytes) -> str | None:

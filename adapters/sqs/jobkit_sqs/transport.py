@@ -17,6 +17,7 @@ from jobkit.spi import (
     ExportedJob,
     QueueStats,
     message_of,
+    stays,
 )
 from jobkit_sqs import batches, migration
 from jobkit_sqs._base import SqsQueues, capabilities_for
@@ -100,8 +101,11 @@ class SqsTransport(SqsQueues):
     def import_messages(self, jobs: Sequence[ExportedJob]) -> set[str]:
         """Live jobs are sent (delayed ones indexed); dead letters go to the DLQ with their
         reason. Looks nothing up by id (the backend's store markers do). Delayed jobs are
-        indexed before they are sent (see `_send`)."""
-        self._send([message_of(job) for job in jobs if not job.dead], index_first=True)
+        indexed before they are sent, with their stays (see `_send`)."""
+        live = [job for job in jobs if not job.dead]
+        ids = [job.id for job in live if job.delay > timedelta(0)]
+        current = stays(self._store, ids) if self._store is not None and ids else {}
+        self._send([message_of(job) for job in live], stays=current)
         dead: dict[str, list[ExportedJob]] = {}
         for job in jobs:
             if job.dead:
@@ -136,7 +140,8 @@ class SqsTransport(SqsQueues):
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """From ApproximateNumberOfMessages(/NotVisible/Delayed): approximate on real SQS. A
         message released with a delay is in flight to SQS (invisible), not delayed. Messages
-        migrated away before they were due (see `jobkit_sqs.migration`) are not counted."""
+        migrated away before they were due (see `jobkit_sqs.migration`) are not counted; those
+        that may or may not be such copies are counted in `delayed` and in `stale`."""
         names = list(queues) if queues is not None else self._queues.known(self._client)
         out = []
         for queue in names:
@@ -147,13 +152,15 @@ class SqsTransport(SqsQueues):
             main = self._counts(pair.url)
             dead = self._counts(pair.dlq_url)
             gone = self._index.departed(queue) if self._index is not None else {}
+            delayed = max(0, main[2] - gone.get("delayed", 0))
             out.append(
                 QueueStats(
                     queue=queue,
                     ready=main[0],
                     in_flight=max(0, main[1] - gone.get("leased", 0)),
-                    delayed=max(0, main[2] - gone.get("delayed", 0)),
+                    delayed=delayed,
                     dead=sum(dead),
+                    stale=min(delayed, gone.get("maybe", 0)),
                 )
             )
         return out
