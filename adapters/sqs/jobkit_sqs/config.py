@@ -25,6 +25,15 @@ SQS_MESSAGE_LIMIT = 262_144  # 256 KiB, the limit this adapter configures on its
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
+# The queues of the delayed index and its departures (`jobkit_sqs.migration`): not job queues.
+INDEX_SUFFIXES = (
+    "-jobkit-delayed",
+    "-jobkit-gone-delayed",
+    "-jobkit-gone-leased",
+    "-jobkit-gone-maybe",
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SqsConfig:
     """One configured SQS backend.
@@ -62,7 +71,7 @@ class SqsConfig:
             raise ConfigurationError(
                 f"queue {queue!r}: names ending in '-dlq' are reserved for dead-letter queues"
             )
-        if queue.endswith(("-jobkit-delayed", "-jobkit-gone-delayed", "-jobkit-gone-leased")):
+        if queue.endswith(INDEX_SUFFIXES):
             raise ConfigurationError(
                 f"queue {queue!r}: names ending in '-jobkit-delayed' or '-jobkit-gone-...' are "
                 "reserved for the index of delayed jobs; choose another name"
@@ -77,9 +86,7 @@ class SqsConfig:
         if native_name.endswith(".fifo") != self.fifo:
             return None
         name = native_name.removesuffix(".fifo")
-        if not name.startswith(self.prefix) or name.endswith(
-            ("-dlq", "-jobkit-delayed", "-jobkit-gone-delayed", "-jobkit-gone-leased")
-        ):
+        if not name.startswith(self.prefix) or name.endswith(("-dlq", *INDEX_SUFFIXES)):
             return None
         return name[len(self.prefix) :]
 

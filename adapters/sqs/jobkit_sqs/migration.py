@@ -27,8 +27,11 @@ sends again, never a message nobody can export before due. A kill after the send
 the markers makes the re-run send the job again too. Either way one job has two entries and one
 or two real messages, and nothing can tell which. So the first entry of a job's stay that is
 committed gets a departure, as above; each further one gets an uncertain one
-(``-jobkit-gone-maybe``): `stats` reports their count as ``stale`` (up to that many of the
-delayed messages may be such copies, which are dropped when due) instead of guessing.
+(``-jobkit-gone-maybe``): `stats` reports up to that many of the delayed messages as
+``stale`` (such copies, which are dropped when due) instead of guessing; never more than the
+delayed messages beyond the entries still indexed, as each of those stands for a job still
+here (a killed migrator's export lease hides entries for a while, and the re-run must wait
+for them, not take them for stale copies).
 
 Dead letters are received from the DLQ under the export lease, with the reason; committing
 deletes them, releasing makes them visible again. An imported dead letter is sent straight to
@@ -57,15 +60,13 @@ from jobkit.spi import (
 )
 from jobkit_sqs import batches, codec
 from jobkit_sqs.client import SqsClient, translated
-from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
+from jobkit_sqs.config import INDEX_SUFFIXES, MAX_VISIBILITY, SqsConfig
 from jobkit_sqs.queues import DLQ_RETENTION, QueueDirectory
 
-INDEX_SUFFIX = "-jobkit-delayed"
-GONE_SUFFIX = {"delayed": "-jobkit-gone-delayed", "leased": "-jobkit-gone-leased"}
-MAYBE_SUFFIX = "-jobkit-gone-maybe"  # departures of messages that may never have been sent
+INDEX_SUFFIX, _GONE_DELAYED, _GONE_LEASED, MAYBE_SUFFIX = INDEX_SUFFIXES  # MAYBE: see above
+GONE_SUFFIX = {"delayed": _GONE_DELAYED, "leased": _GONE_LEASED}
 KIND = "jobkit-kind"  # on an index entry: "delayed" (SQS counts it delayed) or "leased"
 STAY = "jobkit-stay"  # on an index entry written by a migration into SQS: the job's stay
-RESERVED = (INDEX_SUFFIX, *GONE_SUFFIX.values(), MAYBE_SUFFIX)
 _MAX_VISIBILITY_S = int(MAX_VISIBILITY.total_seconds())
 _MARGIN_S = 5.0  # an entry is exported only if due this long after its export lease ends
 
@@ -296,10 +297,12 @@ class DelayIndex:
         return certain, maybe
 
     def departed(self, queue: str) -> dict[str, int]:
-        """Tombstoned messages SQS still counts, by how it counts them ("delayed", "leased"),
-        and "maybe": departures of messages that may never have been sent."""
+        """Tombstoned messages SQS still counts, by how it counts them ("delayed", "leased");
+        "maybe": departures of messages that may never have been sent; "indexed": the entries
+        not exported yet (visible, or held by an export lease: a killed migrator's too)."""
         out = {}
-        for kind, suffix in [*GONE_SUFFIX.items(), ("maybe", MAYBE_SUFFIX)]:
+        suffixes = [*GONE_SUFFIX.items(), ("maybe", MAYBE_SUFFIX), ("indexed", INDEX_SUFFIX)]
+        for kind, suffix in suffixes:
             url = self._lookup(queue, suffix)
             out[kind] = _count(self._client, self.config, url) if url is not None else 0
         return out

@@ -160,7 +160,7 @@ class SqsTransport(SqsQueues):
                     in_flight=max(0, main[1] - gone.get("leased", 0)),
                     delayed=delayed,
                     dead=sum(dead),
-                    stale=min(delayed, gone.get("maybe", 0)),
+                    stale=min(gone.get("maybe", 0), max(0, delayed - gone.get("indexed", 0))),
                 )
             )
         return out
