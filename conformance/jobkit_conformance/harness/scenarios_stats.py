@@ -276,7 +276,7 @@ def _observe(
         observe(
             ctx,
             "cli.status",
-            match and len(numbers) == 4,
+            match and {"ready", "in_flight", "delayed", "dead"} <= numbers.keys(),
             f"`jobkit status --json` printed {numbers}; Backend.stats read {readings}",
         )
     else:
