@@ -4,8 +4,10 @@ cannot is left at the source and reported, never altered."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,86 +200,86 @@ def _delayed_import(job_id_seed: int) -> ExportedJob:
     return ExportedJob(queue=QUEUE, id=env.id, body=env.encode(), delay=timedelta(minutes=10))
 
 
-def test_a_delayed_job_an_import_killed_before_its_markers_sent_twice_is_moved_once(
+@pytest.fixture
+def sqs_and_back(
     moto: MotoServer, prefix: str, tmp_path: Path
+) -> Iterator[tuple[TransportBackend, Backend]]:
+    """An SQS backend with a shared store, and an SQLite file to migrate to."""
+    sqs = open_backend(moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}"))
+    assert isinstance(sqs, TransportBackend)
+    back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    try:
+        yield sqs, back
+    finally:
+        sqs.close()
+        back.close()
+
+
+def _index_entry_never_sent(sqs: TransportBackend, job: ExportedJob) -> None:
+    """What an import killed between a job's index entry and its send leaves."""
+    index = sqs.transport._index
+    assert index is not None
+    index.add(QUEUE, [(job.id, job.body, time.time() + 600, 0, "never-sent")], stays={job.id: 0})
+
+
+def _moved_exactly(report: Any, moved: int) -> Any:
+    (q,) = report.queues
+    assert report.ok and q.moved == moved and q.remaining_at_source == 0, report.to_dict()
+    return q
+
+
+def test_a_delayed_job_an_import_killed_before_its_markers_sent_twice_is_moved_once(
+    sqs_and_back: tuple[TransportBackend, Backend], tmp_path: Path
 ) -> None:
     """A kill between an import's send and its markers: the re-run sends the job again, so
     SQS holds two real messages of it. Moved on, it is one job at the target, and the copy SQS
     still counts is reported as stale (at most), not as a job left behind."""
-    sqs = open_backend(moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}"))
-    assert isinstance(sqs, TransportBackend)
-    back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    sqs, back = sqs_and_back
     job = _delayed_import(1)
-    try:
-        sqs.transport.import_messages([job])  # the killed run: sent, no marker
-        assert sqs.import_jobs([job]).copied == {job.id}  # the re-run sends it again
-        report = run(sqs, back)
-        (stats,) = sqs.stats([QUEUE])
-    finally:
-        sqs.close()
-        back.close()
-    (q,) = report.queues
-    assert report.ok and q.moved == 2 and q.remaining_at_source == 0, report.to_dict()
+    sqs.transport.import_messages([job])  # the killed run: sent, no marker
+    assert sqs.import_jobs([job]).copied == {job.id}  # the re-run sends it again
+    q = _moved_exactly(run(sqs, back), 2)
+    (stats,) = sqs.stats([QUEUE])
     assert q.stale_at_source == 1 and (stats.delayed, stats.stale) == (1, 1)
     assert list(snapshot_sqlite(str(tmp_path / "back.db"))) == [job.id]
 
 
 def test_an_index_entry_whose_message_an_import_never_sent_hides_no_job_from_the_counts(
-    moto: MotoServer, prefix: str, tmp_path: Path
+    sqs_and_back: tuple[TransportBackend, Backend], tmp_path: Path
 ) -> None:
     """A kill between an import's index entry and its send: the re-run writes a second entry
     and the only message. Moved on, SQS counts nothing, and another delayed job still there is
     counted as one."""
-    sqs = open_backend(moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}"))
-    assert isinstance(sqs, TransportBackend)
-    back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    sqs, back = sqs_and_back
     job = _delayed_import(1)
-    try:
-        index = sqs.transport._index  # the killed run got as far as its entry
-        assert index is not None
-        due = time.time() + 600
-        index.add(QUEUE, [(job.id, job.body, due, 0, "never-sent")], stays={job.id: 0})
-        sqs.import_jobs([job])
-        report = run(sqs, back)
-        other = Envelope(job="record", args=(2,), queue=QUEUE)
-        sqs.transport.send([message_for(other, other.encode(), timedelta(minutes=10))])
-        (stats,) = sqs.stats([QUEUE])
-    finally:
-        sqs.close()
-        back.close()
-    (q,) = report.queues
-    assert report.ok and q.moved == 2 and q.remaining_at_source == 0, report.to_dict()
+    _index_entry_never_sent(sqs, job)
+    sqs.import_jobs([job])
+    _moved_exactly(run(sqs, back), 2)
+    other = Envelope(job="record", args=(2,), queue=QUEUE)
+    sqs.transport.send([message_for(other, other.encode(), timedelta(minutes=10))])
+    (stats,) = sqs.stats([QUEUE])
     assert (stats.delayed, stats.stale) == (1, 0)  # the other job, still indexed: not stale
     assert list(snapshot_sqlite(str(tmp_path / "back.db"))) == [job.id]
 
 
 def test_jobs_a_killed_migrator_holds_are_waited_for_not_taken_for_stale_copies(
-    moto: MotoServer, prefix: str, tmp_path: Path
+    sqs_and_back: tuple[TransportBackend, Backend], tmp_path: Path
 ) -> None:
     """Job `a` was sent three times by an import killed twice (once before its send): after
     it moved on, SQS still counts one copy of it, and two may exist. Job `b`'s entry is held by
     the export lease of a migrator killed since. The next migration waits for the lease to
     end and moves `b`: it is not taken for one of `a`'s copies."""
-    sqs = open_backend(moto.url(prefix=prefix, store=f"sqlite:///{tmp_path / 'sqs-jobs.db'}"))
-    assert isinstance(sqs, TransportBackend)
-    back = open_backend(f"sqlite:///{tmp_path / 'back.db'}")
+    sqs, back = sqs_and_back
     a, b = _delayed_import(1), _delayed_import(2)
-    try:
-        index = sqs.transport._index
-        assert index is not None
-        sqs.transport.import_messages([a])  # killed after its send
-        index.add(QUEUE, [(a.id, a.body, time.time() + 600, 0, "never-sent")], stays={a.id: 0})
-        sqs.import_jobs([a])
-        assert run(sqs, back).ok
-        sqs.import_jobs([b])
-        (held,) = sqs.export_jobs([QUEUE], limit=10, lease=timedelta(seconds=3))  # killed
-        assert held.id == b.id
-        (stats,) = sqs.stats([QUEUE])
-        report = run(sqs, back, Migration(wait=timedelta(seconds=30), batch=10))
-    finally:
-        sqs.close()
-        back.close()
+    sqs.transport.import_messages([a])  # killed after its send
+    _index_entry_never_sent(sqs, a)
+    sqs.import_jobs([a])
+    assert run(sqs, back).ok
+    sqs.import_jobs([b])
+    (held,) = sqs.export_jobs([QUEUE], limit=10, lease=timedelta(seconds=3))  # then killed
+    assert held.id == b.id
+    (stats,) = sqs.stats([QUEUE])
     assert (stats.delayed, stats.stale) == (2, 1)  # `b`, and one copy of `a`
-    (q,) = report.queues
-    assert report.ok and q.moved == 1 and q.stale_at_source == 1, report.to_dict()
+    q = _moved_exactly(run(sqs, back, Migration(wait=timedelta(seconds=30), batch=10)), 1)
+    assert q.stale_at_source == 1
     assert set(snapshot_sqlite(str(tmp_path / "back.db"))) == {a.id, b.id}
