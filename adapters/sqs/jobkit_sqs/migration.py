@@ -33,9 +33,7 @@ delayed messages beyond the entries still indexed, as each of those stands for a
 here (a killed migrator's export lease hides entries for a while, and the re-run must wait
 for them, not take them for stale copies).
 
-Dead letters are received from the DLQ under the export lease, with the reason; committing
-deletes them, releasing makes them visible again. An imported dead letter is sent straight to
-the DLQ with its reason.
+Dead letters: `jobkit_sqs.migration_dead`.
 """
 
 from __future__ import annotations
@@ -83,14 +81,6 @@ class IndexHold:
     kind: str
     due: float
     stay: int | None = None  # the job's stay, on an entry a migration into SQS wrote
-
-
-@dataclass(frozen=True)
-class DeadHold:
-    """The export lease on a dead letter (`ExportedJob.native`)."""
-
-    url: str
-    receipt: str
 
 
 def new_gen() -> str:
@@ -193,7 +183,7 @@ class DelayIndex:
         if queue not in self._pruned:
             self._pruned.add(queue)
             self._prune_departures(queue)
-        hold = min(_MAX_VISIBILITY_S, max(1, int(lease.total_seconds() + 0.999)))
+        hold = lease_seconds(lease)
         out: list[ExportedJob] = []
         stale: list[str] = []
         soon: list[tuple[str, int]] = []
@@ -228,7 +218,7 @@ class DelayIndex:
             body=(fold_attempts(body, prior) or body) if prior else body,
             delay=timedelta(seconds=remaining),
             priority=0,
-            dedup_key=_key_of(body),
+            dedup_key=key_of(body),
             receipt=raw["ReceiptHandle"],
             native=IndexHold(
                 url=url,
@@ -408,6 +398,11 @@ def uncount_export_receives(store: JobStore, jobs: Sequence[ExportedJob]) -> lis
     return out
 
 
+def lease_seconds(lease: timedelta) -> int:
+    """An export lease as an SQS visibility timeout: whole seconds, 1 s to 12 h."""
+    return min(_MAX_VISIBILITY_S, max(1, int(lease.total_seconds() + 0.999)))
+
+
 def receive_held(
     client: SqsClient, config: SqsConfig, url: str, n: int, hold: int, what: str
 ) -> list[Raw]:
@@ -424,92 +419,12 @@ def receive_held(
     return messages
 
 
-def export_dead(
-    client: SqsClient,
-    config: SqsConfig,
-    queue: str,
-    dlq_url: str,
-    *,
-    limit: int,
-    lease: timedelta,
-) -> list[ExportedJob]:
-    """Up to `limit` dead letters of `queue`, each held for `lease`, with its reason and the
-    deliveries it used folded into its body."""
-    hold = min(_MAX_VISIBILITY_S, max(1, int(lease.total_seconds() + 0.999)))
-    out: list[ExportedJob] = []
-    while len(out) < limit:
-        raws = receive_held(
-            client, config, dlq_url, min(batches.BATCH, limit - len(out)), hold, "read a DLQ"
-        )
-        if not raws:
-            break
-        for raw in raws:
-            reason = codec.attr_str(raw, codec.REASON)
-            deliveries = codec.attr_float(raw, codec.DELIVERIES)
-            if reason is None:  # moved by the redrive policy, not by jobkit
-                reason = (
-                    f"moved by the SQS redrive policy after {config.max_receives} receives "
-                    "(the job was never settled: worker crash loop?)"
-                )
-                deliveries = codec.prior_of(raw) + config.max_receives
-            body = codec.body_of(raw)
-            used = int(deliveries or 0)
-            out.append(
-                ExportedJob(
-                    queue=queue,
-                    id=codec.job_id_of(raw),
-                    body=(fold_attempts(body, used) or body) if used else body,
-                    dedup_key=_key_of(body),
-                    dead_reason=reason,
-                    receipt=raw["ReceiptHandle"],
-                    native=DeadHold(url=dlq_url, receipt=raw["ReceiptHandle"]),
-                )
-            )
-    return out
-
-
-def dead_entries(jobs: Sequence[ExportedJob]) -> list[batches.Entry]:
-    """DLQ entries for imported dead letters (their attempts are folded in the body already)."""
-    now = datetime.now(UTC)
-    entries: list[batches.Entry] = []
-    for index, job in enumerate(jobs):
-        extra = codec.dead_attributes(job.dead_reason or "", 0, now)
-        layout = codec.layout(job.body, job_id=job.id, extra=extra)
-        entries.append(
-            {"Id": str(index), "MessageBody": layout.body, "MessageAttributes": layout.attributes}
-        )
-    return entries
-
-
-def release_holds(
-    client: SqsClient, config: SqsConfig, holds: Sequence[IndexHold | DeadHold]
-) -> None:
-    """Make held index entries and dead letters visible again."""
-    by_url: dict[str, list[str]] = {}
-    for hold in holds:
-        by_url.setdefault(hold.url, []).append(hold.receipt)
-    for url, receipts in by_url.items():
-        batches.change_visibility(client, config, url, receipts, 0, "release exported")
-
-
-def delete_dead(client: SqsClient, config: SqsConfig, holds: Sequence[DeadHold]) -> None:
-    by_url: dict[str, list[str]] = {}
-    for hold in holds:
-        by_url.setdefault(hold.url, []).append(hold.receipt)
-    for url, receipts in by_url.items():
-        failures = batches.delete(client, config, url, receipts, "remove exported dead letters")
-        if failures:
-            raise JobkitError(
-                f"SQS did not delete {len(failures)} exported dead letters (they are at the "
-                f"target too; run migrate again to remove them): {failures[0][1]}"
-            )
-
-
 def _int_or_none(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _key_of(body: bytes) -> str | None:
+def key_of(body: bytes) -> str | None:
+    """The idempotency key in an envelope body, if it has one."""
     try:
         value = json.loads(body).get("idempotency_key")
     except (ValueError, AttributeError):

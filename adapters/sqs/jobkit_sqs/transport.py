@@ -2,7 +2,8 @@
 
 The queue semantics (send, receive, settle, delays beyond 15 minutes) are `SqsQueues` in
 `jobkit_sqs._base`; this layer adds what operations need: the migration primitives (see
-`jobkit_sqs.migration`), the dead-letter queue (`jobkit_sqs.dlq`) and the counts.
+`jobkit_sqs.migration`, `jobkit_sqs.migration_dead`), the dead-letter queue (`jobkit_sqs.dlq`)
+and the counts.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from jobkit.spi import (
     message_of,
     stays,
 )
-from jobkit_sqs import batches, migration
+from jobkit_sqs import batches, migration, migration_dead
 from jobkit_sqs._base import SqsQueues, capabilities_for
 from jobkit_sqs.client import translated
 
@@ -63,7 +64,7 @@ class SqsTransport(SqsQueues):
                 pair = self._queues.lookup(self._client, queue)
                 if pair is not None:
                     out.extend(
-                        migration.export_dead(
+                        migration_dead.export_dead(
                             self._client,
                             self.config,
                             queue,
@@ -79,22 +80,22 @@ class SqsTransport(SqsQueues):
         super().commit_export(received)
         if self._index is not None:
             self._index.commit(jobs)
-        migration.delete_dead(
+        migration_dead.delete_dead(
             self._client,
             self.config,
-            [job.native for job in jobs if isinstance(job.native, migration.DeadHold)],
+            [job.native for job in jobs if isinstance(job.native, migration_dead.DeadHold)],
         )
         return []
 
     def release_export(self, jobs: Sequence[ExportedJob]) -> None:
         super().release_export(jobs)
-        migration.release_holds(
+        migration_dead.release_holds(
             self._client,
             self.config,
             [
                 job.native
                 for job in jobs
-                if isinstance(job.native, migration.IndexHold | migration.DeadHold)
+                if isinstance(job.native, migration.IndexHold | migration_dead.DeadHold)
             ],
         )
 
@@ -116,7 +117,7 @@ class SqsTransport(SqsQueues):
                 self._client,
                 self.config,
                 pair.dlq_url,
-                migration.dead_entries(letters),
+                migration_dead.dead_entries(letters),
                 f"import dead letters to {queue!r}",
             )
             if failed:
