@@ -269,21 +269,19 @@ class DelayIndex:
         message sent before it; of the entries a migration into SQS wrote for one stay of a
         job, the first committed stands for the message the completed import sent, and each
         further one for a message that may or may not have been sent (see the docstring)."""
-        imported = {_departed(j.id, j.native.stay): j for j in holds if j.native.stay is not None}
-        seen = self._store.done([dedup_key(name, None) for name in imported]) if imported else set()
+        names = {_departed(j.id, j.native.stay) for j in holds if j.native.stay is not None}
+        done = self._store.done([dedup_key(name, None) for name in names]) if names else set()
+        taken = {name for name in names if dedup_key(name, None) in done}
         certain: list[ExportedJob] = []
         maybe: list[ExportedJob] = []
-        firsts: set[str] = set()
         for job in holds:
-            if job.native.stay is None:
-                certain.append(job)
-                continue
-            name = _departed(job.id, job.native.stay)
-            if dedup_key(name, None) in seen or name in firsts:
+            name = None if job.native.stay is None else _departed(job.id, job.native.stay)
+            if name in taken:
                 maybe.append(job)
-            else:
-                firsts.add(name)
-                certain.append(job)
+                continue
+            if name is not None:
+                taken.add(name)
+            certain.append(job)
         return certain, maybe
 
     def departed(self, queue: str) -> dict[str, int]:
