@@ -116,6 +116,25 @@ def test_lateness_on_a_loaded_machine_is_allowed_what_an_undelayed_job_took_then
     assert finding.counts["pickup_max_s"] == 2.8
 
 
+def test_the_load_counts_the_pulses_next_to_a_window_the_loaded_producer_sent_none_in() -> None:
+    h = _claimed(H().enqueue("a", not_before=5.0)).run("a", 13.0, 13.1)
+    h.enqueue("p1", t=3.7, kind="pulse").run("p1", 12.9, 13.0, pid=2)  # sent before the window
+    h.enqueue("p2", t=6.2, kind="pulse").run("p2", 12.95, 13.0, pid=2)  # and after it
+    finding = checkers.delays_on_time(h.build())
+    assert finding.passed, finding.summary
+    assert finding.counts["pickup_max_s"] == 9.2
+
+
+def test_prompt_pulses_around_the_due_time_leave_a_late_delayed_job_late() -> None:
+    h = _claimed(H().enqueue("a", not_before=5.0)).run("a", 13.0, 13.1)
+    for i, t in enumerate((2.0, 3.7, 4.5, 5.2, 6.2, 9.0)):
+        h.enqueue(f"p{i}", t=t, kind="pulse").run(f"p{i}", t + 0.1, t + 0.2, pid=2)
+    h.enqueue("slow", t=0.5, kind="pulse").run("slow", 12.0, 12.1, pid=2)  # two pulses before
+    finding = checkers.delays_on_time(h.build())
+    assert not finding.passed
+    assert "started 8.00 s after it was due" in finding.summary
+
+
 def test_the_lateness_bound_grows_with_a_declared_delay_rounding() -> None:
     h = _claimed(H().enqueue("a", not_before=600.0), delay_rounding=0.1).run("a", 650.0, 651.0)
     assert checkers.delays_on_time(h.build()).passed

@@ -290,3 +290,13 @@ def test_not_before_fails_a_delayed_job_that_never_ran_or_ran_far_too_late() -> 
     assert "never ran" in never.summary
     late = checkers.not_before(H().enqueue("a", not_before=5.0).run("a", 60, 61).build())
     assert "after its due time" in late.summary
+
+
+def test_not_before_allows_a_late_start_what_an_undelayed_job_took_then() -> None:
+    h = H().enqueue("a", not_before=5.0).run("a", 17.0, 17.1)
+    h.enqueue("p", t=4.5, kind="pulse").run("p", 16.9, 17.0, pid=2)  # 12.4 s to start
+    assert checkers.not_before(h.build()).passed
+    prompt = H().enqueue("a", not_before=5.0).run("a", 17.0, 17.1)
+    prompt.enqueue("p", t=4.5, kind="pulse").run("p", 4.6, 4.7, pid=2)
+    summary = checkers.not_before(prompt.build()).summary
+    assert "started 12.0 s after its due time (the limit is 10 s + 0.1 s" in summary

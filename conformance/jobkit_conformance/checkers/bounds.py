@@ -18,6 +18,7 @@ Each checker reports the measured figures (p50, p99, max) whether it passes or n
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ PULSE_WINDOW = (1.0, 0.5)
 """Pulse jobs sent this long before / after a due time measure the load at that time."""
 
 
-def _pulses(history: History) -> list[tuple[float, float]]:
+def pulses(history: History) -> list[tuple[float, float]]:
     """(enqueue time, seconds until it started) of every pulse job that ran."""
     return sorted(
         (v.enqueue_time, v.runs[0].start - v.enqueue_time)
@@ -51,10 +52,18 @@ def _pulses(history: History) -> list[tuple[float, float]]:
     )
 
 
-def _load(pulses: list[tuple[float, float]], due: float) -> float:
-    """The longest start delay of an undelayed job sent around `due` (0 without pulses)."""
+def load_at(pulses: list[tuple[float, float]], due: float) -> float:
+    """The longest start delay of an undelayed job sent around `due` (0 without pulses):
+    those sent in the `PULSE_WINDOW`, and the last one sent before it and the first one sent
+    after it. The neighbours count because a producer slowed down by the same load may send
+    none inside the window (one enqueue blocked for 1.5 s on a loaded 2-core machine), and a
+    job sent before `due` that started long after it shows the worker was not starting jobs
+    then. `pulses`: (enqueue time, start delay) sorted by enqueue time, as `pulses` returns."""
     before, after = PULSE_WINDOW
-    return max((d for t, d in pulses if due - before <= t <= due + after), default=0.0)
+    sent = [t for t, _ in pulses]
+    first = max(0, bisect.bisect_left(sent, due - before) - 1)
+    last = bisect.bisect_right(sent, due + after) + 1
+    return max((d for _, d in pulses[first:last]), default=0.0)
 
 
 def declared(history: History) -> dict[str, Any] | None:
@@ -177,14 +186,14 @@ def _lateness(history: History, samples: list[_Due], slack: float, noun: str) ->
     claim = declared(history)
     if claim is None:
         return _no_claim()
-    pulses = _pulses(history)
+    sent = pulses(history)
     problems: list[str] = []
     late: list[float] = []
     loads: list[float] = []
     for d in samples:
         lateness = d.start - d.due
         late.append(max(0.0, lateness))
-        load = _load(pulses, d.due)
+        load = load_at(sent, d.due)
         loads.append(load)
         bound = _due_bound(claim, d.delay, slack) + load
         if lateness > bound:
