@@ -96,4 +96,7 @@ fi
 # own broker servers on free ports. A later -n in the arguments wins.
 workers=${JOBKIT_TEST_WORKERS:-$(($(nproc) + 1 < 4 ? $(nproc) + 1 : 4))}
 say "pytest ($workers workers)"
-exec .venv/bin/python -m pytest -p no:cacheprovider -n "$workers" --dist loadfile "$@"
+# --durations: the slowest tests in the log, to see where the run's time goes (budget: 45 min
+# for this whole script on 2 cores)
+exec .venv/bin/python -m pytest -p no:cacheprovider -n "$workers" --dist loadfile --durations=25 \
+  "$@"
