@@ -1,36 +1,23 @@
-"""The conformance suite against Celery on a real redis-server and a real rabbitmq-server.
+"""The conformance suite against Celery on a real rabbitmq-server, with real worker processes:
+with a Redis store (hardened settings, every check passes but those declared below), and
+without a store as the README's URL is written (keys refused).
 
-Hardened settings (jobkit's) must pass every check; Celery's native defaults (early ack) must
-fail ``crash.no_loss``: that proves the suite catches the loss Celery's defaults cause.
-
-The suite gets broker control (`tests.servers.control.relay`): it restarts the broker between
-enqueue and run, and stops it for an outage while a worker serves. The test redis-server
-persists (append-only file), so its URL declares ``persistent=yes``.
+The run with a store gets broker control (`tests.servers.control.relay`): it restarts the
+broker between enqueue and run, and stops it for an outage while a worker serves.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
 
+from tests.celery.conformance_runs import all_pass, fresh, outcomes_of, run
 from tests.servers.control import relay
 from tests.servers.rabbitmq import RabbitServer
 from tests.servers.redis import RedisServer
-from tests.workers import run_conformance
 
 pytestmark = pytest.mark.slow
-
-
-def _run(url: str, tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
-    return run_conformance(url, tmp_path, *extra, timeout=600)
-
-
-def _outcomes(data: dict[str, Any]) -> dict[str, str]:
-    return {c["id"]: c["outcome"] for c in data.get("checks", [])}
-
 
 # What the suite finds wrong with celery+amqp today, declared (strict: a pass fails the run).
 AMQP_XFAILS = {
@@ -50,43 +37,18 @@ STORELESS_AMQP_XFAILS = {
 }
 
 
-def _all_pass(data: dict[str, Any], xfails: dict[str, str] | None = None) -> bool:
-    """Every check passes, except the Transport contract's (Celery implements Backend directly,
-    n/a) and the declared expected failures."""
-    outcomes = _outcomes(data)
-    transport = {outcomes.pop(k) for k in list(outcomes) if k.startswith("contract.")}
-    declared = {outcomes.pop(k) for k in xfails or {}}
-    return transport == {"n/a"} and declared <= {"xfail"} and set(outcomes.values()) == {"pass"}
-
-
-def _fresh(server: RedisServer) -> None:
-    client = redis.Redis.from_url(f"{server.url}/0")
-    client.flushall()
-    client.close()
-
-
-def test_the_suite_passes_on_celery_redis(redis_server: RedisServer, tmp_path: Path) -> None:
-    _fresh(redis_server)
-    with relay(redis_server) as control:
-        code, data, out = _run(
-            f"celery+{redis_server.url}/0?persistent=yes", tmp_path, "--broker-control", control
-        )
-    assert code == 0, out
-    assert _all_pass(data), out
-
-
 def test_the_suite_passes_on_celery_rabbitmq(
     rabbit_server: RabbitServer, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    _fresh(redis_server)
+    fresh(redis_server)
     with relay(rabbit_server) as control:
-        code, data, out = _run(
+        code, data, out = run(
             f"celery+{rabbit_server.url}?store={redis_server.url}/1", tmp_path,
             "--broker-control", control,
             *[arg for check, why in AMQP_XFAILS.items() for arg in ("--xfail", f"{check}={why}")],
         )  # fmt: skip
     assert code == 0, out
-    assert _all_pass(data, AMQP_XFAILS), out
+    assert all_pass(data, AMQP_XFAILS), out
 
 
 def test_the_suite_passes_on_celery_rabbitmq_without_a_store_with_keys_refused(
@@ -94,12 +56,12 @@ def test_the_suite_passes_on_celery_rabbitmq_without_a_store_with_keys_refused(
 ) -> None:
     # the README's URL as written: no store=, so no idempotency keys and no job records
     xfails = {**AMQP_XFAILS, **STORELESS_AMQP_XFAILS}
-    code, data, out = _run(
+    code, data, out = run(
         f"celery+{rabbit_server.url}", tmp_path,
         *[arg for check, why in xfails.items() for arg in ("--xfail", f"{check}={why}")],
     )  # fmt: skip
     assert code == 0, out
-    outcomes = _outcomes(data)
+    outcomes = outcomes_of(data)
     assert outcomes.pop("duplicate.effect_once_with_key") == "refused", out
     # without a store, a job stopped at its hard limit could not be counted more than once
     assert outcomes.pop("timeout.stopped_and_counted") == "refused", out
@@ -112,19 +74,3 @@ def test_the_suite_passes_on_celery_rabbitmq_without_a_store_with_keys_refused(
     assert transport == {"n/a"} and declared <= {"xfail"}, out
     assert broker <= {"not run"}, out  # no --broker-control in this run
     assert set(outcomes.values()) == {"pass"}, out
-
-
-def test_the_suite_catches_celery_native_defaults_losing_jobs(
-    redis_server: RedisServer, tmp_path: Path
-) -> None:
-    _fresh(redis_server)
-    code, data, out = _run(
-        f"celery+{redis_server.url}/0?profile=native", tmp_path,
-        "-k", "crash", "-k", "delivery.no_loss", "--timeout", "20",
-    )  # fmt: skip
-    assert code == 1, out
-    # The crashed jobs never come back: the check fails (or its scenario's wait for them runs
-    # out, an error), and so does the check that they are redelivered.
-    outcomes = _outcomes(data)
-    assert outcomes["crash.no_loss"] in ("fail", "error"), out
-    assert outcomes["crash.redelivered"] in ("fail", "error"), out
