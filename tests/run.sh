@@ -93,10 +93,11 @@ fi
 # --pdb needs). --dist loadfile runs each test module whole on one worker, so module-scoped
 # fixtures run once (loadgroup's xdist_group marks have no effect with pytest 9.2 and
 # xdist 3.8: xdist sets Item._nodeid, which pytest no longer reads). Every worker starts its
-# own broker servers on free ports. A later -n in the arguments wins.
+# own broker servers on free ports. A later -n in the arguments wins. --no-loadscope-reorder:
+# modules are handed out in collection order, where tests/conftest.py puts the longest first.
 workers=${JOBKIT_TEST_WORKERS:-$(($(nproc) + 1 < 4 ? $(nproc) + 1 : 4))}
 say "pytest ($workers workers)"
 # --durations: the slowest tests in the log, to see where the run's time goes (budget: 45 min
 # for this whole script on 2 cores)
-exec .venv/bin/python -m pytest -p no:cacheprovider -n "$workers" --dist loadfile --durations=25 \
-  "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider -n "$workers" --dist loadfile \
+  --no-loadscope-reorder --durations=25 "$@"
