@@ -20,37 +20,6 @@ from jobkit import App
 from tests.apps import ledger
 from tests.servers.rabbitmq import RabbitServer, start_rabbitmq
 
-LONGEST_FIRST = (
-    "tests/celery/test_celery_conformance_amqp.py",
-    "tests/sqs/test_sqs_conformance.py",
-    "tests/conformance/test_suite_runs.py",
-    "tests/rq/test_rq_conformance.py",
-    "tests/rabbitmq/test_rabbitmq_conformance.py",
-    "tests/dramatiq/test_dramatiq_conformance_amqp.py",
-    "tests/celery/test_celery_conformance_redis.py",
-    "tests/test_bench_runner.py",
-    "tests/dramatiq/test_dramatiq_conformance_redis.py",
-)
-"""The modules that take longest (whole conformance runs: 4-11 minutes each on a loaded 2-core
-machine, measured 2026-12-02), slowest first. They are handed out first (with tests/run.sh's
-``--no-loadscope-reorder``), so that no test worker starts one of them when the others are
-nearly done: started last, they made the run's tail several minutes long."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Move the modules of `LONGEST_FIRST` to the front, in its order; the rest keep theirs."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    root = Path(__file__).resolve().parent.parent
-
-    def key(item: pytest.Item) -> int:
-        try:
-            name = item.path.resolve().relative_to(root).as_posix()
-        except ValueError:
-            return len(rank)
-        return rank.get(name, len(rank))
-
-    items.sort(key=key)  # stable: the order within a module and among the others is kept
-
 
 @pytest.fixture(scope="session")
 def rabbit_server() -> Iterator[RabbitServer]:

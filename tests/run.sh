@@ -72,26 +72,20 @@ export PYTHONUNBUFFERED=1
 
 # jobkit-celery on the LOWEST Celery/kombu it declares (.venv above has the highest): a second
 # venv, running the Celery tests that go through its private-API subclasses (the Redis transport
-# and the consumer). On a whole-suite run (no pytest args), or with JOBKIT_CELERY_LOW=1. It runs
-# beside the main pytest run (it mostly waits on its worker processes; in series it added about
-# 3 minutes to the run), and its output follows the main run's.
+# and the consumer). On a whole-suite run (no pytest args), or with JOBKIT_CELERY_LOW=1.
 celery_low=(celery==5.3.0 kombu==5.3.0)  # keep in step with adapters/celery/jobkit_celery/_versions.py
-low_pid=""
 if [ $# -eq 0 ] || [ "${JOBKIT_CELERY_LOW:-0}" = 1 ]; then
-  say "pytest: tests/celery subset on ${celery_low[*]} (.venv-celery-low), beside the main run"
+  say "pytest: tests/celery subset on ${celery_low[*]} (.venv-celery-low)"
   [ -x .venv-celery-low/bin/python ] || "$python_bin" -m venv .venv-celery-low
   .venv-celery-low/bin/python -m pip install -q --disable-pip-version-check -e . -e conformance \
     -e adapters/celery "pytest>=8" "${celery_low[@]}" 2>&1 \
     | { grep -v '^WARNING: Location .* is ignored' || true; }
-  low_log=$(mktemp)
-  # (the kill-loop soak of the Redis hand-over and the 30 s delay trap run on the newest only:
-  # the 3x-visibility delay trap covers the same path)
+  # (about 7 min on a loaded 2-core machine; the kill-loop soak of the Redis hand-over and the
+  # 30 s delay trap run on the newest only: the 3x-visibility delay trap covers the same path)
   .venv-celery-low/bin/python -m pytest -p no:cacheprovider -q tests/celery/test_celery_poison.py \
     tests/celery/test_celery_redis_traps.py tests/celery/test_celery_settings.py \
     tests/celery/test_celery_status.py tests/celery/test_celery_worker.py \
-    tests/celery/test_celery_worker_options.py -k "not 30s_delay" >"$low_log" 2>&1 &
-  low_pid=$!
-  trap 'kill "$low_pid" 2>/dev/null || true; rm -f "$low_log"' EXIT
+    tests/celery/test_celery_worker_options.py -k "not 30s_delay"
 fi
 
 # In parallel: the tests mostly wait on brokers and worker processes, so one pytest worker per
@@ -99,21 +93,10 @@ fi
 # --pdb needs). --dist loadfile runs each test module whole on one worker, so module-scoped
 # fixtures run once (loadgroup's xdist_group marks have no effect with pytest 9.2 and
 # xdist 3.8: xdist sets Item._nodeid, which pytest no longer reads). Every worker starts its
-# own broker servers on free ports. A later -n in the arguments wins. --no-loadscope-reorder:
-# modules are handed out in collection order, where tests/conftest.py puts the longest first.
+# own broker servers on free ports. A later -n in the arguments wins.
 workers=${JOBKIT_TEST_WORKERS:-$(($(nproc) + 1 < 4 ? $(nproc) + 1 : 4))}
 say "pytest ($workers workers)"
 # --durations: the slowest tests in the log, to see where the run's time goes (budget: 45 min
 # for this whole script on 2 cores)
-status=0
-.venv/bin/python -m pytest -p no:cacheprovider -n "$workers" --dist loadfile \
-  --no-loadscope-reorder --durations=25 "$@" || status=$?
-if [ -n "$low_pid" ]; then
-  low_status=0
-  wait "$low_pid" || low_status=$?
-  trap 'rm -f "$low_log"' EXIT  # it has ended: its PID is no longer ours to signal
-  say "pytest: tests/celery subset on ${celery_low[*]} (.venv-celery-low): exit $low_status"
-  cat "$low_log"
-  [ "$status" -ne 0 ] || status=$low_status
-fi
-exit "$status"
+exec .venv/bin/python -m pytest -p no:cacheprovider -n "$workers" --dist loadfile --durations=25 \
+  "$@"
