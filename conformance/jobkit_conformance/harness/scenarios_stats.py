@@ -25,7 +25,8 @@ from .scenarios_contract import observe, observe_second_close, row
 from .settings import NotApplicable
 from .workers import wait_for
 
-DELAY = 15.0  # seconds the delayed jobs wait: longer than the observations take
+DELAY = 30.0  # seconds the delayed jobs wait: longer than the observations take (15 s was not
+# always, on a loaded 2-core machine; a reading taken too late is not judged, see `_observe`)
 
 
 def _cli(ctx: Context, *argv: str) -> tuple[int, str]:
@@ -84,7 +85,7 @@ def stats(ctx: Context) -> None:
         delayed = [
             ctx.enqueue(jobs.effect, [], JobSpec(kind="delay"), not_before=due) for _ in range(2)
         ]
-        _observe(ctx, backend, dead=dead, ready=ready, delayed=delayed)
+        _observe(ctx, backend, dead=dead, ready=ready, delayed=delayed, due=due)
     finally:
         opened.touch()
     big, size = _large_message(ctx)
@@ -210,12 +211,29 @@ def _check_and_close(ctx: Context) -> None:
 
 
 def _observe(
-    ctx: Context, backend: Any, *, dead: list[str], ready: list[str], delayed: list[str]
+    ctx: Context,
+    backend: Any,
+    *,
+    dead: list[str],
+    ready: list[str],
+    delayed: list[str],
+    due: float,
 ) -> None:
+    """Read the stats before and after the CLI reads them, and judge both. A reading that
+    started once the delayed jobs may be due (`due` less the declared scheduling precision)
+    is not judged on the delayed and waiting counts: they may have become ready then."""
     q = ctx.queue
     previous: list[QueueStats | None] = [None]
+    in_time = due - backend.capabilities.scheduling_precision.total_seconds()
+    late: set[str] = set()
 
-    def read() -> QueueStats | None:
+    def read(label: str = "") -> QueueStats | None:
+        if label and time.time() >= in_time:
+            late.add(label)
+            ctx.notes.append(
+                f"stats: the reading {label} the CLI started {time.time() - due:+.1f} s from "
+                "the delayed jobs' due time; its delayed and waiting counts are not judged"
+            )
         with ctx.suite.lock:
             return row(backend.stats([q]), q)
 
@@ -226,11 +244,11 @@ def _observe(
         return same
 
     wait_for(steady, timeout=5, interval=0.3)
-    before = read()
+    before = read("before")
     status = {"status_json": ("status", "-q", q, "--json"), "status": ("status", "-q", q)}
     with ThreadPoolExecutor(max_workers=len(status)) as pool:
         outs = dict(zip(status, pool.map(lambda a: _cli(ctx, *a), status.values()), strict=True))
-    after = read()
+    after = read("after")
     # one at a time: a broker that cannot peek (SQS) hides what one listing is reading from
     # another running at the same moment
     outs["dlq_json"] = _cli(ctx, "dlq", "list", q, "--json")
@@ -248,19 +266,20 @@ def _observe(
             s.dead == len(dead),
             f"{len(dead)} dead letters: stats ({label} the CLI) said dead={s.dead}",
         )
-        observe(
-            ctx,
-            "stats.counts",
-            s.delayed == len(delayed),
-            f"{len(delayed)} jobs due in {DELAY:g} s: stats said delayed={s.delayed}",
-        )
-        observe(
-            ctx,
-            "stats.counts",
-            s.ready + s.in_flight == waiting,
-            f"{len(ready)} ready behind {running} running job(s): stats said "
-            f"ready={s.ready} + in_flight={s.in_flight}, {waiting} expected in all",
-        )
+        if label not in late:
+            observe(
+                ctx,
+                "stats.counts",
+                s.delayed == len(delayed),
+                f"{len(delayed)} jobs due in {DELAY:g} s: stats said delayed={s.delayed}",
+            )
+            observe(
+                ctx,
+                "stats.counts",
+                s.ready + s.in_flight == waiting,
+                f"{len(ready)} ready behind {running} running job(s): stats said "
+                f"ready={s.ready} + in_flight={s.in_flight}, {waiting} expected in all",
+            )
         observe(
             ctx,
             "stats.in_flight",
