@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,6 +72,8 @@ _PARALLEL_FROM = 8  # writes in one record call from which they run in parallel
 _WRITERS = 8
 _BATCH_GET = 100  # keys per BatchGetItem, DynamoDB's limit
 _MAX_CONFLICTS = 20  # re-reads of a record whose version moved before giving up
+_CONFLICT_BACKOFF = 0.01  # seconds: the first wait after a conflict, doubling up to...
+_CONFLICT_BACKOFF_MAX = 0.5  # ...this; each wait is drawn uniformly below it (full jitter)
 _TTL_ATTRIBUTE = "expires"
 
 
@@ -149,6 +153,7 @@ class DynamoJobStore(JobStore):
         self._pid = 0
         self._lock = threading.Lock()
         self._ready = False
+        self._jitter = random.Random()
 
     # -- the JobStore interface ------------------------------------------------------------
 
@@ -214,8 +219,10 @@ class DynamoJobStore(JobStore):
         self, job_id: str, events: list[JobEvent], item: dict[str, Any] | None, now: float
     ) -> None:
         """Fold `events` into the record read as `item` and write it if its version has not
-        moved; else read it again and retry."""
-        for _ in range(_MAX_CONFLICTS):
+        moved; else wait a jittered, growing moment, read it again and retry. (Retrying at
+        once, writers in step kept losing to each other: 20 conflicts in a row for one of four
+        threads writing one record, a few runs in a hundred.)"""
+        for conflict in range(_MAX_CONFLICTS):
             fresh = item is not None and not _expired(item, now, self.retention.records)
             record = _record_of(item) if item is not None and fresh else None
             for event in events:
@@ -223,6 +230,8 @@ class DynamoJobStore(JobStore):
             assert record is not None
             if self._put(self._record_item(record, item, now), "record job events"):
                 return
+            ceiling = min(_CONFLICT_BACKOFF_MAX, _CONFLICT_BACKOFF * 2**conflict)
+            time.sleep(self._jitter.uniform(0, ceiling))
             item = self._item(job_id)
         raise BrokerUnavailable(
             f"could not record the events of job {job_id} in DynamoDB table "
