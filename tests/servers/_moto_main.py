@@ -83,34 +83,24 @@ def _within(flag: str, value: Callable[[Any], object], method: Any) -> Any:
     return wrapper
 
 
-def _locked(method: Any) -> Any:
-    """`method` of a queue, run holding the queue's message lock (the one `add_message` takes)."""
+def _holding(method: Any, lock_of: Callable[[Any], Any]) -> Any:
+    """`method`, run holding the lock `lock_of(its first argument)` returns."""
 
     @functools.wraps(method)
-    def wrapper(queue: Any, *args: Any, **kwargs: Any) -> Any:
-        with queue._messages_lock:
-            return method(queue, *args, **kwargs)
-
-    return wrapper
-
-
-def _one_at_a_time(method: Any, lock: threading.RLock) -> Any:
-    """`method`, run holding `lock` (reentrant: a transaction's writes call the others)."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return method(*args, **kwargs)
+    def wrapper(first: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock_of(first):
+            return method(first, *args, **kwargs)
 
     return wrapper
 
 
 def patch() -> None:
-    writes = threading.RLock()
+    writes = threading.RLock()  # reentrant: a transaction's writes call the others
     for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
-        setattr(DynamoDBBackend, name, _one_at_a_time(getattr(DynamoDBBackend, name), writes))
+        setattr(DynamoDBBackend, name, _holding(getattr(DynamoDBBackend, name), lambda _: writes))
     queue, backend = models.Queue, models.SQSBackend
-    queue.delete_message = _locked(queue.delete_message)  # type: ignore[method-assign]
+    # the lock add_message appends under
+    queue.delete_message = _holding(queue.delete_message, lambda q: q._messages_lock)  # type: ignore[method-assign]
     for name in _COUNTS:
         setattr(queue, name, _uncounted(getattr(queue, name)))
     queue.attributes = _memoized(queue.__dict__["attributes"])  # type: ignore[method-assign,assignment]
