@@ -135,6 +135,26 @@ def test_prompt_pulses_around_the_due_time_leave_a_late_delayed_job_late() -> No
     assert "started 8.00 s after it was due" in finding.summary
 
 
+def test_a_due_job_may_join_the_backlog_an_undelayed_job_met_within_the_precision() -> None:
+    h = _claimed(H().enqueue("a", not_before=5.0), scheduling_precision_s=3.0).run("a", 14, 14.1)
+    for i, t in enumerate((4.5, 5.2, 6.0)):
+        h.enqueue(f"p{i}", t=t, kind="pulse").run(f"p{i}", t + 0.1, t + 0.2, pid=2)
+    h.enqueue("backlog", t=7.8, kind="pulse").run("backlog", 13.8, 13.9, pid=2)  # 6 s behind
+    finding = checkers.delays_on_time(h.build())
+    assert finding.passed, finding.summary
+    assert finding.counts["pickup_max_s"] == 6.0
+
+
+def test_a_backlog_met_only_after_the_precision_leaves_a_late_due_job_late() -> None:
+    h = _claimed(H().enqueue("a", not_before=5.0), scheduling_precision_s=3.0).run("a", 14, 14.1)
+    for i, t in enumerate((4.5, 5.2, 6.0, 8.0, 8.6)):
+        h.enqueue(f"p{i}", t=t, kind="pulse").run(f"p{i}", t + 0.1, t + 0.2, pid=2)
+    h.enqueue("backlog", t=9.5, kind="pulse").run("backlog", 13.8, 13.9, pid=2)
+    finding = checkers.delays_on_time(h.build())
+    assert not finding.passed
+    assert "started 9.00 s after it was due; the bound is 4.80 s" in finding.summary
+
+
 def test_the_lateness_bound_grows_with_a_declared_delay_rounding() -> None:
     h = _claimed(H().enqueue("a", not_before=600.0), delay_rounding=0.1).run("a", 650.0, 651.0)
     assert checkers.delays_on_time(h.build()).passed

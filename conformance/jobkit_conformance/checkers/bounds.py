@@ -8,10 +8,11 @@ the ledger on a loaded 2-core machine (measured: well under 1 s; the slack is ge
 a correct backend passes run after run, and small enough that a backend several seconds late
 fails).
 
-The lateness bounds also add how long the worker took, at that moment, to start an undelayed
-job: the scenarios send a "pulse" of such jobs while they measure (`harness.pulse`), so a
-machine slowed down by other work does not fail a correct backend, while a backend that makes
-due jobs late, and not others, still fails.
+The lateness bounds also add how long the worker took to start an undelayed job sent between
+the due time and the end of the declared precision: the scenarios send a "pulse" of such jobs
+while they measure (`harness.pulse`), so a machine slowed down by other work, or a backlog the
+due job joins, does not fail a correct backend, while a backend that makes due jobs late, and
+not others, still fails.
 
 Each checker reports the measured figures (p50, p99, max) whether it passes or not.
 """
@@ -52,17 +53,22 @@ def pulses(history: History) -> list[tuple[float, float]]:
     )
 
 
-def load_at(pulses: list[tuple[float, float]], due: float) -> float:
+def load_at(pulses: list[tuple[float, float]], due: float, *, spread: float = 0.0) -> float:
     """The longest start delay of an undelayed job sent around `due` (0 without pulses):
-    those sent in the `PULSE_WINDOW`, and the last one sent before it and the first one sent
-    after it. The neighbours count because a producer slowed down by the same load may send
-    none inside the window (one enqueue blocked for 1.5 s on a loaded 2-core machine), and a
-    job sent before `due` that started long after it shows the worker was not starting jobs
-    then. `pulses`: (enqueue time, start delay) sorted by enqueue time, as `pulses` returns."""
+    those sent from `PULSE_WINDOW` before `due` to `PULSE_WINDOW` after `due + spread`, and
+    the last one sent before that window and the first one sent after it.
+
+    `spread` is the declared scheduling precision for the job: a backend may make it ready
+    any time up to then, and from then it waits as long as an undelayed job sent then (behind
+    the same backlog). The neighbours count because a producer slowed down by the same load
+    may send none inside the window (one enqueue blocked for 1.5 s on a loaded 2-core
+    machine), and a job sent before `due` that started long after it shows the worker was not
+    starting jobs then. `pulses`: (enqueue time, start delay) sorted by enqueue time, as
+    `pulses` returns."""
     before, after = PULSE_WINDOW
     sent = [t for t, _ in pulses]
     first = max(0, bisect.bisect_left(sent, due - before) - 1)
-    last = bisect.bisect_right(sent, due + after) + 1
+    last = bisect.bisect_right(sent, due + max(0.0, spread) + after) + 1
     return max((d for _, d in pulses[first:last]), default=0.0)
 
 
@@ -154,13 +160,15 @@ def _target(value: dict[str, Any]) -> str:
     return str(value.get("target") or "its worker")
 
 
-def _due_bound(claim: dict[str, Any], delay: float, slack: float) -> float:
-    return (
-        float(claim["scheduling_precision_s"])
-        + max(0.0, delay) * float(claim.get("delay_rounding", 0.0))
-        + float(claim["poll_s"])
-        + slack
+def _precision(claim: dict[str, Any], delay: float) -> float:
+    """The declared scheduling precision for a job delayed by `delay` s."""
+    return float(claim["scheduling_precision_s"]) + max(0.0, delay) * float(
+        claim.get("delay_rounding", 0.0)
     )
+
+
+def _due_bound(claim: dict[str, Any], delay: float, slack: float) -> float:
+    return _precision(claim, delay) + float(claim["poll_s"]) + slack
 
 
 def _parts(claim: dict[str, Any], slack: float, load: float) -> str:
@@ -193,7 +201,7 @@ def _lateness(history: History, samples: list[_Due], slack: float, noun: str) ->
     for d in samples:
         lateness = d.start - d.due
         late.append(max(0.0, lateness))
-        load = load_at(sent, d.due)
+        load = load_at(sent, d.due, spread=_precision(claim, d.delay))
         loads.append(load)
         bound = _due_bound(claim, d.delay, slack) + load
         if lateness > bound:

@@ -18,6 +18,7 @@ from typing import Any
 
 from jobkit import App, EnqueueOptions, JobDef, JobkitError
 from jobkit.spi import Envelope
+from jobkit_conformance import jobs
 from jobkit_conformance.history import F, History, JobSpec, Op, OpType
 from jobkit_conformance.ledger import RunRow
 
@@ -380,6 +381,13 @@ class Context:
             F.DEPTH,
             value={"queue": queue, "depth": last[0], "final": True},
         )
+
+    def serving(self, queue: str | None = None) -> bool:
+        """Block until a worker has run a job of kind "ready" sent now on `queue` (this
+        scenario's by default): from then a worker is polling it. At most the run's timeout;
+        False if none ran (noted, as `settle` does)."""
+        job_id = self.enqueue(jobs.effect, [], JobSpec(kind="ready"), queue=queue)
+        return self.settle(lambda: self.succeeded([job_id]), "a worker served its first job")
 
     def try_wait(self, condition: Any, timeout: float) -> bool:
         return wait_for(condition, timeout=timeout, interval=0.05)
