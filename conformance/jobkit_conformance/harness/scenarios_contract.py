@@ -16,51 +16,22 @@ Each observation is recorded as an ``observe`` operation: the promise (a key of
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
 
-from jobkit.spi import Backend, Delivery, Message, QueueStats, Transport, TransportBackend
-from jobkit_conformance.history import F, OpType
+from jobkit.spi import Delivery, Message, QueueStats, Transport, TransportBackend
 
 from .context import Context
+from .contract_waits import receive_waits
+from .observations import HOUR, SLACK, observe, observe_second_close, row
 from .settings import NotApplicable
-
-HOUR = timedelta(hours=1)
-LONG_WAIT = timedelta(seconds=20)  # the longest long poll SQS allows
-_SLACK = 3.0  # seconds a blocking call may overrun on a loaded machine
-
-
-def observe(ctx: Context, promise: str, ok: bool, observed: str, **extra: Any) -> bool:
-    ctx.record(
-        "client",
-        OpType.OK,
-        F.OBSERVE,
-        value={"promise": promise, "ok": bool(ok), "observed": observed, **extra},
-    )
-    return ok
-
-
-def observe_second_close(ctx: Context, promise: str, closed: Transport | Backend) -> None:
-    """`close` is idempotent: a second call on a closed instance raises nothing."""
-    try:
-        closed.close()
-    except Exception as exc:
-        observe(ctx, promise, False, f"a second close() raised {type(exc).__name__}: {exc}")
-    else:
-        observe(ctx, promise, True, "close() twice raised nothing")
 
 
 def _counts(s: QueueStats | None) -> str:
     if s is None:
         return "no row for the queue"
     return f"ready={s.ready} in_flight={s.in_flight} delayed={s.delayed} dead={s.dead}"
-
-
-def row(rows: Sequence[QueueStats], queue: str) -> QueueStats | None:
-    return next((s for s in rows if s.queue == queue), None)
 
 
 def _stats_until(
@@ -263,54 +234,7 @@ def _transport(ctx: Context, original: Transport, t: Transport) -> None:
     )
     t.ack(got)
 
-    # receive: wait honoured on an empty queue, and a long poll ends when a message arrives
-    started = time.monotonic()
-    empty = t.receive([q], max_messages=1, wait=timedelta(seconds=1.5), lease=HOUR)
-    took = time.monotonic() - started
-    observe(
-        ctx,
-        "receive.wait",
-        not empty and 1.5 - 0.25 <= took <= 1.5 + _SLACK,
-        f"receive(wait=1.5 s) with nothing due returned {len(empty)} message(s) after {took:.2f} s",
-    )
-    held.update({d.id: d for d in empty})
-    started = time.monotonic()
-    nothing = t.receive([q], max_messages=1, wait=timedelta(0), lease=HOUR)
-    took = time.monotonic() - started
-    observe(
-        ctx,
-        "receive.wait",
-        took <= 1.0 + _SLACK / 3,
-        f"receive(wait=0) with nothing due returned after {took:.2f} s",
-    )
-    held.update({d.id: d for d in nothing})
-    sender = original.clone()
-    timer = threading.Timer(
-        0.5, lambda: sender.send([Message(queue=q, body=b"contract-late", id="c-late")])
-    )
-    started = time.monotonic()
-    timer.start()
-    late = t.receive([q], max_messages=1, wait=LONG_WAIT, lease=HOUR)
-    took = time.monotonic() - started
-    timer.join()
-    if sender is not original:
-        sender.close()
-    observe(
-        ctx,
-        "receive.wait",
-        [d.id for d in late] == ["c-late"] and took < 0.5 + _SLACK + 1,
-        f"receive(wait=20 s), a message sent 0.5 s in: returned "
-        f"{[d.id for d in late]} after {took:.2f} s",
-    )
-    held.update({d.id: d for d in late})
-    if not late:  # collect the late message, so that what follows counts right
-
-        def arrived() -> bool:
-            got = t.receive([q], max_messages=1, wait=timedelta(0), lease=HOUR)
-            held.update({d.id: d for d in got})
-            return "c-late" in held
-
-        ctx.try_wait(arrived, timeout=_SLACK)
+    receive_waits(ctx, t, original, q, held)
 
     # release with a delay: not before it, then delivered again with one more delivery
     first = held.get("c-late") or next(iter(held.values()))
@@ -325,7 +249,7 @@ def _transport(ctx: Context, original: Transport, t: Transport) -> None:
         back.extend(d for d in got if d.id == first.id)
         return bool(back)
 
-    ctx.try_wait(returned, timeout=2 + _SLACK + 2)
+    ctx.try_wait(returned, timeout=2 + SLACK + 2)
     after = time.monotonic() - released_at
     observe(
         ctx,
@@ -441,7 +365,7 @@ def _release_uncounted(ctx: Context, t: Transport, q: str) -> None:
         back.extend(t.receive([q], max_messages=1, wait=timedelta(0), lease=HOUR))
         return bool(back)
 
-    ctx.try_wait(returned, timeout=1 + _SLACK + 2)
+    ctx.try_wait(returned, timeout=1 + SLACK + 2)
     after = time.monotonic() - released
     if not back:
         observe(ctx, "release_uncounted", False, f"not delivered again within {after:.1f} s")

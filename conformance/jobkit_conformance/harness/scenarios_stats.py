@@ -21,7 +21,7 @@ from jobkit_conformance import jobs
 from jobkit_conformance.history import F, JobSpec, OpType
 
 from .context import Context
-from .scenarios_contract import observe, observe_second_close, row
+from .observations import observe, observe_second_close, row
 from .settings import NotApplicable
 from .workers import wait_for
 
