@@ -60,7 +60,7 @@ class Settings:
     def time_limit_margin(self) -> timedelta:
         """How long past its limit a job that swallows RQ's alarm runs at most: RQ's timeout is
         whole seconds (rounded up), the worker checks once per heartbeat and kills 1 s past the
-        timeout (`_worker._HARD_LIMIT_MARGIN`); RQ's own worker waits 60 s, checking every 30."""
+        timeout (`_heartbeat.HARD_LIMIT_MARGIN`); RQ's own worker waits 60 s, checking every 30."""
         if not self.hardened:
             return timedelta(seconds=91)
         beat = max(1, round(self.heartbeat.total_seconds()))

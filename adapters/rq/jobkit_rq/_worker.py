@@ -15,7 +15,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
@@ -26,6 +25,7 @@ from rq.job import Job
 from rq.worker import BaseWorker, WorkerStatus
 
 from jobkit.spi import WorkerOptions
+from jobkit_rq._heartbeat import Heartbeat, past_hard_limit
 from jobkit_rq._maintenance import Maintenance
 from jobkit_rq._migration import Migration
 from jobkit_rq._ops import stats
@@ -36,7 +36,6 @@ from jobkit_rq._wire import EXECUTION, SERIALIZER
 logger = logging.getLogger("jobkit.rq")
 
 _PR_SET_PDEATHSIG = 1
-_HARD_LIMIT_MARGIN = 1.0  # s after a job's time limit that its work-horse is killed
 
 
 class _Hardened:
@@ -86,58 +85,24 @@ class NativeWorker(Worker):
         super().main_work_horse(job, queue)
 
 
-def _past_hard_limit(job: Job) -> bool:
-    """The job has run `_HARD_LIMIT_MARGIN` past its time limit: RQ's alarm (which raises in
-    the job) did not stop it: the job caught the exception, or is stuck in a C call."""
-    started = job.started_at
-    if not job.timeout or job.timeout <= 0 or started is None:
-        return False
-    from rq.utils import now
-
-    return bool((now() - started).total_seconds() > job.timeout + _HARD_LIMIT_MARGIN)
-
-
 class JobkitWorker(_Hardened, NativeWorker):
     def maintain_heartbeats(self, job: Job, execution: Any) -> None:
-        if _past_hard_limit(job):
+        if past_hard_limit(job):
             logger.error("job %s[%s] ran past its time limit: killing it", job.func_name, job.id)
             self.kill_horse()
         super().maintain_heartbeats(job, execution)
 
 
 class JobkitSimpleWorker(_Hardened, SimpleWorker):
+    _heartbeat: Heartbeat | None = None
+
     def execute_job(self, job: Job, queue: Any) -> None:
-        """As RQ's, with a thread that keeps the job's heartbeat while it runs (RQ's
-        SimpleWorker has none: its entry's TTL is the job's whole timeout) and makes the time
-        limit hard: the job runs in this process, so a job past its limit by the margin takes
-        the process down (SIGKILL), as a hard limit does in Celery's pool; the supervisor starts
-        a new worker, and the job, left in the StartedJobRegistry, is found by the maintenance
-        and counted as an attempt."""
+        """As RQ's, keeping the job's heartbeat and making its time limit hard (`Heartbeat`)."""
         execution = self.prepare_execution(job)
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(self.job_monitoring_interval):
-                if _past_hard_limit(job):
-                    logger.error(
-                        "job %s[%s] ran past its time limit: stopping this worker process",
-                        job.func_name,
-                        job.id,
-                    )
-                    logging.shutdown()
-                    os.kill(os.getpid(), signal.SIGKILL)
-                try:
-                    self.maintain_heartbeats(job, execution)
-                except Exception:
-                    logger.exception("heartbeat of job %s failed", job.id)
-
-        thread = threading.Thread(target=beat, name="jobkit-rq-heartbeat", daemon=True)
-        thread.start()
-        try:
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(self, self.job_monitoring_interval)
+        with self._heartbeat.running(job, execution):
             self.perform_job(job, queue, execution)
-        finally:
-            stop.set()
-            thread.join()
         self.set_state(WorkerStatus.IDLE)
 
 
