@@ -29,6 +29,16 @@ The drain misses the 0.95 target by 4-5%: each job costs jobkit two Lua calls of
 start count with the idempotency check, and the outcome record) and 8 more Redis commands in
 all (below), on top of RQ's 57.
 
+Re-measured 2026-12-02 20:00 UTC after the SimpleWorker's heartbeat became one thread per
+process (a thread started and joined per job cost ~0.2 ms of a ~4 ms job), ``--jobs 2000
+--rounds 3``, load ~1: the SimpleWorker drain went from 0.78-0.82 (three runs of the old code,
+alternated with the new, at that hour) to 0.85-0.88 (four runs). The forking worker read 0.99
+and 0.81 in two runs minutes apart (RQ's own drain 54 and 53/s, jobkit's 53 and 43/s): on this
+VM the forking figures vary more between runs than the gap they measure. In one process,
+without the supervisor (``SimpleWorker.work(burst=True)`` on 3,000 jobs, alternated): jobkit
+246-258/s, RQ 268-295/s: the two Lua calls and jobkit's per-job Python (envelope, signature
+check, result's JSON round trip), about 0.3-0.5 ms a job.
+
 Where the Redis commands per job go during a drain (``INFO commandstats``, SimpleWorker):
 plain RQ 57.5 per job (EXPIRE 17, HSET 14, MULTI/EXEC 4+4, ZADD 3, ZREM 2, BLMOVE, LREM, ...:
 RQ's execution records, registries and results), jobkit 65.8: RQ's same commands plus
