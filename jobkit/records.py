@@ -10,7 +10,9 @@ from typing import Any
 
 @dataclass(frozen=True, kw_only=True)
 class Message:
-    """A message to send. `body` is the encoded envelope (or, in tests, anything)."""
+    """A message to send. `body` is the encoded envelope (or, in tests, anything). `job` is
+    the envelope's job name where the sender has it at hand (enqueue does), so a transport that
+    labels messages by job (Dramatiq's actor name) need not decode `body`; None otherwise."""
 
     queue: str
     body: bytes
@@ -18,6 +20,7 @@ class Message:
     delay: timedelta = timedelta(0)
     priority: int = 0
     dedup_key: str | None = None
+    job: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

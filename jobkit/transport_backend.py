@@ -31,6 +31,7 @@ def message_for(envelope: Envelope, body: bytes, now_delay: timedelta) -> Messag
         delay=max(now_delay, timedelta(0)),
         priority=envelope.priority,
         dedup_key=envelope.idempotency_key,
+        job=envelope.job,
     )
 
 

@@ -1,7 +1,10 @@
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jobkit import SerializationError
 from jobkit.spi import Envelope, Salvage, UnsupportedEnvelopeVersion, decode, salvage
@@ -110,3 +113,31 @@ def test_salvage_reads_what_it_can_of_a_broken_body() -> None:
     assert found.since == datetime(2026, 1, 1, tzinfo=UTC)
     assert salvage(b"\x80 not json") == Salvage()
     assert salvage(b'{"id": 5, "enqueued_at": "garbage"}') == Salvage()
+
+
+_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+_keys = st.text() | st.integers() | st.booleans()
+
+
+@given(
+    args=st.lists(_scalars | st.tuples(_scalars) | st.lists(_scalars), max_size=4),
+    kwargs=st.dictionaries(st.text(), _scalars | st.tuples(_scalars), max_size=3),
+    headers=st.dictionaries(_keys, st.text(), max_size=2),
+)
+def test_encode_exact_accepts_exactly_what_json_gives_back(
+    args: list[Any], kwargs: dict[str, Any], headers: dict[Any, str]
+) -> None:
+    env = Envelope(job="j", args=tuple(args), kwargs=kwargs, headers=headers)
+    try:
+        back = json.loads(json.dumps(env.to_dict(), allow_nan=False))
+    except ValueError:  # inf
+        exact = False
+    else:
+        exact = back["args"] == args and back["kwargs"] == kwargs and back["headers"] == headers
+    try:
+        body = env.encode_exact()
+    except SerializationError:
+        assert not exact
+    else:
+        assert exact
+        assert json.loads(body)["args"] == args

@@ -43,6 +43,7 @@ class CeleryBackend(spi.Backend):
         self._imported: set[str] = set()  # this process's imports (used without a store)
         self._export: RedisExport | None = None
         self._amqp: AmqpExport | None = None
+        self._caps: tuple[Settings, object, Capabilities] | None = None
 
     @property
     def celery(self) -> Any:
@@ -51,7 +52,14 @@ class CeleryBackend(spi.Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        s = self.settings
+        """Computed once per configuration (every enqueue reads them): `run_worker` replaces
+        the settings, and the runtime's store follows them."""
+        s, store = self.settings, self.runtime.store
+        if self._caps is None or self._caps[0] is not s or self._caps[1] is not store:
+            self._caps = (s, store, self._capabilities_for(s))
+        return self._caps[2]
+
+    def _capabilities_for(self, s: Settings) -> Capabilities:
         native = "" if s.hardened else " (native defaults)"
         # soft_time_limit raises in the job; the pool kills the child at the hard limit, which
         # is `hard_limit_margin` later (its timeout handler looks about once a second)

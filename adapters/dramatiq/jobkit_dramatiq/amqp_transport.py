@@ -100,13 +100,14 @@ class AmqpTransport(Transport):
     def __init__(self, config: DramatiqConfig, *, results: bool, link: Link | None = None):
         self.config = config
         self._results = results
+        self._caps = amqp_capabilities(config, results=results)  # read on every enqueue
         self._root = link is None
         self._link = link or Link(config)
         self._exporting = False  # inside `export`: `receive` takes with basic.get
 
     @property
     def capabilities(self) -> Capabilities:
-        return amqp_capabilities(self.config, results=self._results)
+        return self._caps
 
     def send(self, messages: Sequence[Message]) -> None:
         """Each message published persistent with a confirm; returns once all are confirmed."""
@@ -125,11 +126,11 @@ class AmqpTransport(Transport):
         if m.delay > timedelta(0):
             eta = int(time.time() * 1000 + m.delay.total_seconds() * 1000)
             data = _wire.encode(
-                queue=f"{m.queue}.DQ", job_id=m.id, body=m.body, options={"eta": eta}
+                queue=f"{m.queue}.DQ", job_id=m.id, body=m.body, options={"eta": eta}, actor=m.job
             )
             link.publish(f"{m.queue}.DQ", data, priority=m.priority, headers=headers or {})
         else:
-            data = _wire.encode(queue=m.queue, job_id=m.id, body=m.body, options={})
+            data = _wire.encode(queue=m.queue, job_id=m.id, body=m.body, options={}, actor=m.job)
             link.publish(m.queue, data, priority=m.priority, headers=headers or {})
 
     def receive(

@@ -91,6 +91,7 @@ class RedisTransport(Transport):
     ) -> None:
         self.config = config
         self._results = results
+        self._caps = redis_capabilities(config, results=results)  # read on every enqueue
         self._root = client is None
         # redis-py's return types are unions of every reply shape: typed as Any here
         self.client: Any = client or redis.Redis.from_url(
@@ -112,7 +113,7 @@ class RedisTransport(Transport):
 
     @property
     def capabilities(self) -> Capabilities:
-        return redis_capabilities(self.config, results=self._results)
+        return self._caps
 
     def _key(self, queue: str) -> str:
         return f"{self._ns}:{queue}"
@@ -133,7 +134,7 @@ class RedisTransport(Transport):
                 queue = f"{m.queue}.DQ"
             else:
                 eta, options, queue = 0, {"redis_message_id": rid}, m.queue
-            data = _wire.encode(queue=queue, job_id=m.id, body=m.body, options=options)
+            data = _wire.encode(queue=queue, job_id=m.id, body=m.body, options=options, actor=m.job)
             args += [m.queue, rid, data, eta]
         with _translated(f"send {len(messages)} message(s)"):
             self._enqueue(args=args)
