@@ -9,8 +9,10 @@
    the delayed set, or the unacked hash+index. ``QoS.append`` then skips its (same) write. An
    idle worker blocks on XREAD of the queues' doorbell streams, from the last ids the script
    saw, so no push is missed; every push of this transport (``_put``, the delayed-message mover)
-   rings the doorbell, and the wait times out after ``brpop_timeout`` (1 s) so a message pushed
-   without a ring (kombu's restores, a DLQ replay) is taken within about a second.
+   that makes a list non-empty rings the doorbell (`_redis_scripts.PUSH`), and the wait times
+   out after ``brpop_timeout`` (1 s) so a message pushed without a ring (kombu's restores, a
+   DLQ replay, and the pushes onto a list such a message made non-empty) is taken within about
+   a second.
 2. **Poison messages** (measured: one undecodable entry makes the whole worker exit
    with ``Unrecoverable error: JSONDecodeError`` and the entry is gone). An entry the pop
    script cannot read as a kombu message (Redis's cjson: no JSON object with a delivery tag and
@@ -56,7 +58,7 @@ from redis.exceptions import NoScriptError
 
 from jobkit_celery._dlq_record import encode_record
 from jobkit_celery._names import bell_name, delayed_name, dlq_name
-from jobkit_celery._redis_scripts import BELL_MAXLEN, MOVE_DUE, POP
+from jobkit_celery._redis_scripts import BELL_MAXLEN, MOVE_DUE, POP, PUSH
 from jobkit_celery._wire import DUE_HEADER
 
 logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
@@ -203,12 +205,12 @@ class Channel(kombu_redis.Channel):
                         _ring(client, queue)
                 return
             pri = self._get_message_priority(message, reverse=False)
-            # no MULTI: one connection runs them in order, so the ring never comes before
-            # the push it announces (and a lost ring only delays a pop by `jobkit_poll`)
-            with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-                pipe.lpush(self._q_for_pri(queue, pri), dumps(message))
-                _ring(pipe, queue)
-                pipe.execute()
+            keys = [self._q_for_pri(queue, pri), bell_name(queue)]
+            with self.conn_or_acquire() as client:
+                push = getattr(self, "_jobkit_push", None)
+                if push is None:
+                    push = self._jobkit_push = client.register_script(PUSH)
+                push(keys=keys, args=[dumps(message), BELL_MAXLEN], client=client)
             return
         kwargs.pop("_publish_batch", None)
         pri = self._get_message_priority(message, reverse=False)
