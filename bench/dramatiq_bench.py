@@ -7,8 +7,9 @@ with no worker running, then start the worker and time the drain from marks the 
 (every job INCRs a counter in Redis db 1; jobs ``i < 4`` and the one that brings the counter to
 ``n`` RPUSH ``time.time()`` to a list there: the same per-job cost on both sides). Workers:
 plain ``dramatiq -p 2 -t 1`` (its default middleware, a broker configured
-like jobkit's: same namespace, confirms on RabbitMQ) against ``jobkit worker -c 2`` (two job
-processes; jobkit's own worker, job records in memory). Each figure is the median of the
+like jobkit's: same namespace, confirms on RabbitMQ) against ``jobkit worker -c 2 --prefetch 2``
+(two job processes, each holding what a one-thread Dramatiq process prefetches; jobkit's own
+worker, job records in memory). Each figure is the median of the
 rounds' rates.
 
     .venv/bin/python bench/dramatiq_bench.py [--jobs 5000] [--rounds 4] [--broker redis|amqp]
@@ -41,6 +42,10 @@ import jobkit  # noqa: E402
 QUEUE = "bench"
 PLAIN_QUEUE = "bench-plain"
 PROCESSES = 2
+PREFETCH = 2
+"""Messages each worker process holds: plain Dramatiq's default for one thread (its consumers
+prefetch ``threads * 2``: one running, one waiting), jobkit's ``--prefetch`` (one running, one
+queued in the job process's pipe)."""
 MARKS_ENV = "DRAMATIQ_BENCH_MARKS"
 PLAIN_ENV = "DRAMATIQ_BENCH_PLAIN_URL"  # set: this module declares the plain Dramatiq actor
 
@@ -102,7 +107,8 @@ def _start_worker(kind: str, url: str, marks_url: str) -> subprocess.Popen[bytes
                 "-Q", PLAIN_QUEUE]  # fmt: skip
     else:
         argv = ["-m", "jobkit.cli.main", "--app", "dramatiq_bench:app", "--backend", url,
-                "worker", "-q", QUEUE, "-c", str(PROCESSES)]  # fmt: skip
+                "worker", "-q", QUEUE, "-c", str(PROCESSES),
+                "--prefetch", str(PREFETCH)]  # fmt: skip
     return subprocess.Popen(
         [sys.executable, *argv],
         cwd=HERE,
@@ -218,7 +224,7 @@ def measure(
                         drain_per_s=drain,
                         latency_p50_ms=None,
                         latency_p99_ms=None,
-                        notes=f"{PROCESSES} processes x 1 thread; jobkit: store=memory",
+                        notes=f"{PROCESSES} processes x 1 thread, prefetch {PREFETCH} each; jobkit: store=memory",
                     )
                 )
     finally:

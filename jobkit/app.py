@@ -165,9 +165,11 @@ class App:
             prepare(job, args, kwargs, opts, now=now, caps=caps)
             for job, args, kwargs, opts in calls
         ]
+        if not self.middleware:
+            backend.send(prepared)
+            return [JobHandle(backend, env.id, env.job) for env, _ in prepared]
         hooks = Hooks(self.middleware)
-        if hooks:
-            prepared = [_with_headers(hooks, env, body) for env, body in prepared]
+        prepared = [_with_headers(hooks, env, body) for env, body in prepared]
         try:
             backend.send(prepared)
         except BaseException as exc:

@@ -36,6 +36,9 @@ class EnqueueOptions:
     headers: Mapping[str, str] | None = None
 
 
+_NO_OPTIONS = EnqueueOptions()  # frozen: one instance serves every plain `enqueue`
+
+
 class Options(TypedDict, total=False):
     """The keywords of `JobDef.options`: the fields of `EnqueueOptions`."""
 
@@ -110,7 +113,7 @@ class JobDef(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Enqueue one call with the job's defaults. Returns once the backend has it."""
-        return self.app.enqueue_many([(self, args, kwargs, EnqueueOptions())])[0]
+        return self.app.enqueue_many([(self, args, kwargs, _NO_OPTIONS)])[0]
 
     async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """`enqueue` from asyncio code: the broker I/O runs in a thread."""
@@ -126,7 +129,7 @@ class JobDef(Generic[P, R]):
     def enqueue_many(self, calls: Iterable[tuple[Any, ...]]) -> list[JobHandle[R]]:
         """Enqueue one job per argument tuple in as few broker round trips as the backend can.
         Nothing is sent if any call is invalid."""
-        return self.app.enqueue_many([(self, tuple(args), {}, EnqueueOptions()) for args in calls])
+        return self.app.enqueue_many([(self, tuple(args), {}, _NO_OPTIONS) for args in calls])
 
     async def aenqueue_many(self, calls: Iterable[tuple[Any, ...]]) -> list[JobHandle[R]]:
         """`enqueue_many` from asyncio code: the broker I/O runs in a thread."""
