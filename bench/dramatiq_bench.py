@@ -224,7 +224,10 @@ def measure(
                         drain_per_s=drain,
                         latency_p50_ms=None,
                         latency_p99_ms=None,
-                        notes=f"{PROCESSES} processes x 1 thread, prefetch {PREFETCH} each; jobkit: store=memory",
+                        notes=(
+                            f"{PROCESSES} processes x 1 thread, prefetch {PREFETCH} each; "
+                            "jobkit: store=memory"
+                        ),
                     )
                 )
     finally:
