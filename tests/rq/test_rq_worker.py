@@ -171,6 +171,39 @@ def test_a_job_queued_twice_runs_once_while_two_workers_take_both_copies(
     assert [(key, attempt) for key, attempt, _ in runs(ledger_path, "twice")] == [(handle.id, 1)]
 
 
+def test_a_job_rq_keeps_no_result_for_is_still_recorded_succeeded(
+    backend, ledger_path, app, workers
+):
+    """jobkit's success record commits in RQ's transaction that saves the job's result; a job
+    sent by plain RQ code with ``result_ttl=0`` has none, and the worker records it itself."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    queue = Queue(QUEUE, connection=_client(backend), serializer=JSONSerializer)
+    queue.enqueue(L.record.name, "no-result", job_id="no-result-1", result_ttl=0)
+    spawn(workers, backend, ledger_path)
+    assert L.app.handle("no-result-1").result(timeout=30) == "no-result"
+    assert [(key, attempt) for key, attempt, _ in runs(ledger_path, "no-result")] == [
+        ("no-result-1", 1)
+    ]
+
+
+def test_a_succeeded_key_is_done_in_the_same_transaction_that_finishes_the_job(
+    backend, ledger_path, app, workers
+):
+    """The record and the done key go with RQ's own success bookkeeping: once RQ says the job
+    finished, a second job with the same idempotency key is acked without running."""
+    spawn(workers, backend, ledger_path)
+    first = L.record.options(idempotency_key="once").enqueue("keyed-1")
+    assert first.result(timeout=30) == "keyed-1"
+    second = L.record.options(idempotency_key="once").enqueue("keyed-2")
+    wait_until(
+        lambda: L.app.handle(second.id).state is jobkit.JobState.SUCCEEDED, timeout=30,
+        what="the duplicate acked",
+    )  # fmt: skip
+    assert runs(ledger_path, "keyed-2") == [] and len(runs(ledger_path, "keyed-1")) == 1
+
+
 def test_an_undecodable_rq_job_is_dead_lettered_and_the_worker_keeps_serving(
     backend, ledger_path, app, workers
 ):
