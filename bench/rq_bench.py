@@ -25,28 +25,37 @@ Enqueue is faster than RQ's own: one unique-id Lua call (``EVALSHA``) per job wh
 ``enqueue`` runs a MULTI/EXEC pipeline; jobkit's validation (arguments, envelope, the JSON
 round trip) costs less than that difference. (An earlier run under a load average of 30 gave
 0.45-0.54: RQ's own enqueue varied 2x between repetitions there; that figure was noise.)
-The drain misses the 0.95 target by 4-5%: each job costs jobkit two Lua calls of its own (the
-start count with the idempotency check, and the outcome record) and 8 more Redis commands in
-all (below), on top of RQ's 57.
+Until 2026-12-03 the drain missed the 0.95 target: each job cost jobkit two Lua calls of its
+own, each a round trip (the start count with the idempotency check; the outcome record).
 
-Re-measured 2026-12-02 20:00 UTC after the SimpleWorker's heartbeat became one thread per
-process (a thread started and joined per job cost ~0.2 ms of a ~4 ms job), ``--jobs 2000
---rounds 3``, load ~1: the SimpleWorker drain went from 0.78-0.82 (three runs of the old code,
-alternated with the new, at that hour) to 0.85-0.88 (four runs). The forking worker read 0.99
-and 0.81 in two runs minutes apart (RQ's own drain 54 and 53/s, jobkit's 53 and 43/s): on this
-VM the forking figures vary more between runs than the gap they measure. In one process,
-without the supervisor (``SimpleWorker.work(burst=True)`` on 3,000 jobs, alternated): jobkit
-246-258/s, RQ 268-295/s: the two Lua calls and jobkit's per-job Python (envelope, signature
-check, result's JSON round trip), about 0.3-0.5 ms a job.
+Since 2026-12-03 both ride in the MULTI/EXEC transactions RQ's worker runs anyway (the one that
+files the job started, the one that files it finished; see `jobkit_rq._runtime`): a jobkit job
+makes as many round trips as a plain RQ job. Measured on the 2-core AMD EPYC VM (noisy: the same
+code's drain varies by 10-20% from round to round there):
+
+* Old and new code alternated with plain RQ in one run (``SimpleWorker``, 6 rounds of 2,000):
+  CPU per job in the worker process 3.61 ms before, 3.44 ms after, plain RQ 3.29 ms; drain
+  ratio (medians) 0.89 before, 0.95 after. Forking ``Worker`` (4 rounds of 1,000, CPU of the
+  worker and its work-horses): 20.9 ms before, 18.2 ms after, RQ 17.8 ms; drain ratio 0.85
+  before, 0.98 after.
+* This script, ``--jobs 2000``: forking ``Worker`` (3 rounds) enqueue **1.14**, drain **1.02**
+  (45.5 vs 44.4/s); ``SimpleWorker`` (5 rounds) enqueue **1.10**, drain **0.96** (234.0 vs
+  243.7/s). A 3-round ``SimpleWorker`` run the same hour read 0.83: run 5 rounds or more.
+
+In one process, without the supervisor, before the change (``SimpleWorker.work(burst=True)``
+on 3,000 jobs, alternated): jobkit 246-258/s, RQ 268-295/s. What is left is jobkit's per-job
+Python (envelope, signature check, the result's JSON round trip) and its commands inside RQ's
+transactions, about 0.15 ms of CPU a job.
 
 Where the Redis commands per job go during a drain (``INFO commandstats``, SimpleWorker):
-plain RQ 57.5 per job (EXPIRE 17, HSET 14, MULTI/EXEC 4+4, ZADD 3, ZREM 2, BLMOVE, LREM, ...:
-RQ's execution records, registries and results), jobkit 65.8: RQ's same commands plus
-jobkit's start count (one EVALSHA: the idempotency check and the attempt counter), its outcome
-record (one EVALSHA: RPUSH, PEXPIRE and, on success, the done key), and its supervisor's
-maintenance (per queue and second: one EVALSHA moving due jobs, the lock's SET NX and DEL, RQ's
-StartedJobRegistry and intermediate-queue reads, the export-lease read), amortised over the
-jobs. LLEN in both columns is this script's own progress polling.
+plain RQ 57.1 per job (EXPIRE 17, HSET 14, MULTI/EXEC 4+4, ZADD 3, ZREM 2, BLMOVE, LREM, ...:
+RQ's execution records, registries and results), jobkit 66.1: RQ's same commands plus, inside
+RQ's transactions, jobkit's start count (one EVAL: the idempotency check and the attempt
+counter, which runs EXISTS, GET, SET, INCR and EXPIRE) and its success record (RPUSH, PEXPIRE,
+and the done key's SET); plus its supervisor's maintenance (per queue and second: one EVALSHA
+moving due jobs, the lock's SET NX and DEL, RQ's StartedJobRegistry and intermediate-queue
+reads, the export-lease read), amortised over the jobs. LLEN in both columns is this script's
+own progress polling.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ jobkit's semantics (attempt counting, idempotency, retry policy, dead letters, t
 around the job function. Retries and dead letters use RQ's own machinery: `execute` sets the
 job's ``retries_left`` / ``retry_intervals`` before it re-raises, so RQ's worker schedules the
 retry (ScheduledJobRegistry) or moves the job to its FailedJobRegistry, where RQ tools see it.
+On jobkit's workers the start count and the success record cost no round trip of their own:
+`prepare` and `success_in` queue them into the transactions RQ's worker runs to file the job
+started and finished (`JobkitJob` calls them); `execute` counts and records itself otherwise.
 """
 
 from __future__ import annotations
