@@ -10,9 +10,13 @@ start the worker and time the drain from marks the job writes (jobs ``i < 4`` an
 goes first.
 
 The Redis commands of each drain are counted with ``INFO commandstats`` (reset before, read after)
-and printed per job, by command: that says where they go.
+and printed per job, by command: that says where they go. Each drain also reads the worker's CPU
+time (its processes and the work-horses they reaped, from /proc) from the first job's mark to
+the end, per job, a second view of what jobkit costs beside the rate (on the shared VM both
+move with the neighbours' load: the same code read 3.29 and 4.29 ms per job for plain RQ an
+hour apart).
 
-    .venv/bin/python bench/rq_bench.py [--jobs 2000] [--rounds 2] [--worker fork|simple|both]
+    .venv/bin/python bench/rq_bench.py [--jobs 2000] [--rounds 3] [--worker fork|simple|both]
 
 Measured 2026-12-02 on the quiet 2-core machine (load average 0.4), ``--jobs 2000 --rounds 2``,
 medians of 2 alternated rounds:
@@ -40,7 +44,11 @@ code's drain varies by 10-20% from round to round there):
   before, 0.98 after.
 * This script, ``--jobs 2000``: forking ``Worker`` (3 rounds) enqueue **1.14**, drain **1.02**
   (45.5 vs 44.4/s); ``SimpleWorker`` (5 rounds) enqueue **1.10**, drain **0.96** (234.0 vs
-  243.7/s). A 3-round ``SimpleWorker`` run the same hour read 0.83: run 5 rounds or more.
+  243.7/s). A 3-round ``SimpleWorker`` run the same hour read 0.83; ``bench/run.py --only rq``
+  (``measure``: 3 and 5 rounds) read 1.11 and 0.88 at 09:16 UTC, and at 09:29 drain 0.92
+  (forking) and 0.88 (``SimpleWorker``), worker CPU per job 0.92 and 0.88 (21.3 vs 19.6 ms,
+  4.88 vs 4.29 ms) on a machine slower than an hour before. So the forking worker is at about
+  RQ's speed, and the ``SimpleWorker`` between 0.83 and 0.96: not yet reliably at 0.95.
 
 In one process, without the supervisor, before the change (``SimpleWorker.work(burst=True)``
 on 3,000 jobs, alternated): jobkit 246-258/s, RQ 268-295/s. What is left is jobkit's per-job
@@ -62,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -144,10 +153,36 @@ def _commands(client: object) -> Counter[str]:
     return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process `pid`, its live descendants, and the children each
+    of them has reaped (an RQ worker's work-horses), from /proc; 0 where /proc is missing."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+        times[int(entry)] = sum(int(x) for x in fields[11:15]) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo.extend(parents.get(current, []))
+    return total
+
+
 def _drain(
     system: str, redis_url: str, url: str, worker: str, n: int
-) -> tuple[float, Counter[str]]:
-    """Start a worker on the filled queue; (jobs per second, Redis commands during the drain)."""
+) -> tuple[float, float | None, Counter[str]]:
+    """Start a worker on the filled queue; (jobs per second, the worker's CPU ms per job, Redis
+    commands during the drain). The CPU is counted from the first jobs' marks to the end, over
+    the jobs left then: on a shared VM it varies much less than the rate."""
     import redis
 
     marks_url = redis_url.rsplit("/", 1)[0] + "/15"
@@ -157,14 +192,20 @@ def _drain(
     client.config_resetstat()
     proc = _worker(system, redis_url, url, worker, marks_url)
     queue_key = f"rq:queue:{PLAIN_QUEUE if system == 'rq' else QUEUE}"
+    cpu_from: tuple[float, int] | None = None  # (CPU s, jobs left) once the first job ran
     try:
         # wait for the last marks; give up only when the queue stops shrinking for 60 s
         left, moved_at = client.llen(queue_key), time.monotonic()
         while marks.llen("marks") < min(n, 12) and time.monotonic() - moved_at < 60:
-            time.sleep(0.2)
+            if cpu_from is None and marks.llen("marks"):
+                cpu_from = (_cpu_seconds(proc.pid), client.llen(queue_key))
+            time.sleep(0.02 if cpu_from is None else 0.2)
             now_left = client.llen(queue_key)
             if now_left != left:
                 left, moved_at = now_left, time.monotonic()
+        cpu_ms = None
+        if cpu_from is not None and cpu_from[1] > 0:
+            cpu_ms = 1000 * (_cpu_seconds(proc.pid) - cpu_from[0]) / cpu_from[1]
         commands = _commands(client)
     finally:
         _stop(proc)
@@ -173,7 +214,7 @@ def _drain(
     client.close()
     if len(times) < min(n, 12):
         raise RuntimeError(f"{system}: only {len(times)} marks; the drain did not finish")
-    return (n - 1) / (times[-1] - times[0]), commands
+    return (n - 1) / (times[-1] - times[0]), cpu_ms, commands
 
 
 def run(worker: str, n: int, rounds: int) -> list[Measurement]:
@@ -188,6 +229,7 @@ def run(worker: str, n: int, rounds: int) -> list[Measurement]:
         s: {"enqueue": [], "drain": []} for s in ("jobkit", "rq")
     }
     commands: dict[str, Counter[str]] = {"jobkit": Counter(), "rq": Counter()}
+    cpu: dict[str, list[float]] = {"jobkit": [], "rq": []}
     try:
         for r in range(rounds):
             order = ("jobkit", "rq") if r % 2 == 0 else ("rq", "jobkit")
@@ -196,8 +238,10 @@ def run(worker: str, n: int, rounds: int) -> list[Measurement]:
                 client.flushdb()
                 client.close()
                 rates[system]["enqueue"].append(_enqueue(system, redis_url, url, n))
-                drain, used = _drain(system, redis_url, url, worker, n)
+                drain, cpu_ms, used = _drain(system, redis_url, url, worker, n)
                 rates[system]["drain"].append(drain)
+                if cpu_ms is not None:
+                    cpu[system].append(cpu_ms)
                 commands[system] += used
     finally:
         server.stop()
@@ -215,22 +259,29 @@ def run(worker: str, n: int, rounds: int) -> list[Measurement]:
                 drain_per_s=statistics.median(rates[system]["drain"]),
                 latency_p50_ms=None,
                 latency_p99_ms=None,
-                notes=f"worker={worker}, 1 process; Redis commands per job during the drain: "
-                f"{sum(per_job.values()):.1f} ({top})",
+                notes=f"worker={worker}, 1 process; worker CPU per job {_median_ms(cpu[system])}; "
+                f"Redis commands per job during the drain: {sum(per_job.values()):.1f} ({top})",
             )
         )
     return out
 
 
+def _median_ms(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ms" if values else "not measured"
+
+
 def measure(*, quick: bool) -> list[Measurement]:
-    n, rounds = (200, 1) if quick else (2000, 2)
-    return run("fork", n, rounds) + run("simple", n, rounds)
+    """Both worker classes, 2,000 jobs: medians of 3 rounds (forking) and 5 (``SimpleWorker``,
+    whose drain varies most between rounds on a shared VM); `quick`: 200 jobs, one round."""
+    if quick:
+        return run("fork", 200, 1) + run("simple", 200, 1)
+    return run("fork", 2000, 3) + run("simple", 2000, 5)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker", choices=("fork", "simple", "both"), default="both")
     args = parser.parse_args()
     for worker in ("fork", "simple") if args.worker == "both" else (args.worker,):
@@ -242,7 +293,9 @@ def main() -> None:
         assert plain.drain_per_s
         enqueue = jobkit.enqueue_per_s / plain.enqueue_per_s
         drain = jobkit.drain_per_s / plain.drain_per_s
-        print(f"{worker:6} ratio jobkit/rq: enqueue {enqueue:.2f}  drain {drain:.2f}")
+        cpu = [re.search(r"CPU per job ([0-9.]+) ms", m.notes) for m in (jobkit, plain)]
+        cost = f"  worker CPU per job {float(cpu[0][1]) / float(cpu[1][1]):.2f}" if all(cpu) else ""
+        print(f"{worker:6} ratio jobkit/rq: enqueue {enqueue:.2f}  drain {drain:.2f}{cost}")
 
 
 if __name__ == "__main__":
