@@ -31,7 +31,7 @@ from jobkit_rq._migration import Migration
 from jobkit_rq._ops import stats
 from jobkit_rq._runtime import Runtime
 from jobkit_rq._settings import Settings
-from jobkit_rq._wire import DEFER_SUCCESS, EXECUTION, SERIALIZER
+from jobkit_rq._wire import EXECUTION, SERIALIZER
 
 logger = logging.getLogger("jobkit.rq")
 
@@ -59,19 +59,7 @@ class _Hardened:
         """As RQ's, telling jobkit's runtime which execution this is (`EXECUTION`), so that a
         copy of a job that another execution is running is dropped, not run beside it."""
         setattr(job, EXECUTION, execution.composite_key if execution is not None else "")
-        setattr(job, DEFER_SUCCESS, True)  # committed in `handle_job_success`'s transaction
         return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]
-
-    def handle_job_success(
-        self, job: Job, queue: Any, started_job_registry: Any, execution: Any
-    ) -> None:
-        """As RQ's; then jobkit's success record, unless RQ's transaction carried it."""
-        super().handle_job_success(  # type: ignore[misc]
-            job=job, queue=queue, started_job_registry=started_job_registry, execution=execution
-        )
-        runtime = getattr(type(job), "jobkit_runtime", None)
-        if runtime is not None:
-            runtime.success_committed(job)
 
 
 def die_with_parent() -> None:
