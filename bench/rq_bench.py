@@ -55,20 +55,18 @@ code's drain varies by 10-20% from round to round there):
   4.88 vs 4.29 ms) on a machine slower than an hour before. So the forking worker is at about
   RQ's speed, and the ``SimpleWorker`` between 0.83 and 0.96: not yet reliably at 0.95.
 
-In one process, without the supervisor, before the change (``SimpleWorker.work(burst=True)``
-on 3,000 jobs, alternated): jobkit 246-258/s, RQ 268-295/s. What is left is jobkit's per-job
-Python (envelope, signature check, the result's JSON round trip) and its commands inside RQ's
-transactions, about 0.15 ms of CPU a job.
+In one process, without the supervisor, on the code on main (``SimpleWorker.work(burst=True)``
+on 3,000 jobs, alternated): jobkit 246-258/s, RQ 268-295/s: the two Lua calls and jobkit's
+per-job Python (envelope, signature check, result's JSON round trip).
 
-Where the Redis commands per job go during a drain (``INFO commandstats``, SimpleWorker):
-plain RQ 57.1 per job (EXPIRE 17, HSET 14, MULTI/EXEC 4+4, ZADD 3, ZREM 2, BLMOVE, LREM, ...:
-RQ's execution records, registries and results), jobkit 66.1: RQ's same commands plus, inside
-RQ's transactions, jobkit's start count (one EVAL: the idempotency check and the attempt
-counter, which runs EXISTS, GET, SET, INCR and EXPIRE) and its success record (RPUSH, PEXPIRE,
-and the done key's SET); plus its supervisor's maintenance (per queue and second: one EVALSHA
-moving due jobs, the lock's SET NX and DEL, RQ's StartedJobRegistry and intermediate-queue
-reads, the export-lease read), amortised over the jobs. LLEN in both columns is this script's
-own progress polling.
+Where the Redis commands per job go during a drain on the code on main (``INFO commandstats``,
+SimpleWorker): plain RQ 57.5 per job (EXPIRE 17, HSET 14, MULTI/EXEC 4+4, ZADD 3, ZREM 2, BLMOVE,
+LREM, ...: RQ's execution records, registries and results), jobkit 65.8: RQ's same commands plus
+jobkit's start count (one EVALSHA: the idempotency check and the attempt counter), its outcome
+record (one EVALSHA: RPUSH, PEXPIRE and, on success, the done key), and its supervisor's
+maintenance (per queue and second: one EVALSHA moving due jobs, the lock's SET NX and DEL, RQ's
+StartedJobRegistry and intermediate-queue reads, the export-lease read), amortised over the
+jobs. LLEN in both columns is this script's own progress polling.
 """
 
 from __future__ import annotations
@@ -187,7 +185,7 @@ def _drain(
 ) -> tuple[float, float | None, Counter[str]]:
     """Start a worker on the filled queue; (jobs per second, the worker's CPU ms per job, Redis
     commands during the drain). The CPU is counted from the first jobs' marks to the end, over
-    the jobs left then: on a shared VM it varies much less than the rate."""
+    the jobs left then."""
     import redis
 
     marks_url = redis_url.rsplit("/", 1)[0] + "/15"
