@@ -174,8 +174,8 @@ def test_a_job_queued_twice_runs_once_while_two_workers_take_both_copies(
 def test_a_job_rq_keeps_no_result_for_is_still_recorded_succeeded(
     backend, ledger_path, app, workers
 ):
-    """jobkit's success record commits in RQ's transaction that saves the job's result; a job
-    sent by plain RQ code with ``result_ttl=0`` has none, and the worker records it itself."""
+    """A job sent by plain RQ code with ``result_ttl=0`` (RQ saves no result for it) still gets
+    jobkit's SUCCEEDED record and its result."""
     from rq import Queue
     from rq.serializers import JSONSerializer
 
@@ -188,11 +188,11 @@ def test_a_job_rq_keeps_no_result_for_is_still_recorded_succeeded(
     ]
 
 
-def test_a_succeeded_key_is_done_in_the_same_transaction_that_finishes_the_job(
+def test_a_second_job_with_a_succeeded_key_is_acked_without_running(
     backend, ledger_path, app, workers
 ):
-    """The record and the done key go with RQ's own success bookkeeping: once RQ says the job
-    finished, a second job with the same idempotency key is acked without running."""
+    """Once the first job with an idempotency key has succeeded, a second job with the same
+    key is acked without running."""
     spawn(workers, backend, ledger_path)
     first = L.record.options(idempotency_key="once").enqueue("keyed-1")
     assert first.result(timeout=30) == "keyed-1"
