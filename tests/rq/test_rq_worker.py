@@ -204,6 +204,29 @@ def test_a_second_job_with_a_succeeded_key_is_acked_without_running(
     assert runs(ledger_path, "keyed-2") == [] and len(runs(ledger_path, "keyed-1")) == 1
 
 
+OUTAGE = 6.0  # seconds redis-server stays down: past the job's end and a few backoffs
+
+
+def test_a_job_that_ends_while_redis_is_down_is_filed_finished_when_it_is_back(
+    backend, redis_server, ledger_path, app, workers
+):
+    """The job's success meets the outage (its record rides in RQ's own transaction): the
+    worker waits for Redis and files it, once, rather than failing the job or quitting; then
+    it serves the next job."""
+    spawn(workers, backend, ledger_path)
+    handle = L.record.enqueue("outlived", sleep=1.0)
+    wait_until(lambda: runs(ledger_path, "outlived"), timeout=30, what="the job started")
+    redis_server.stop_broker()
+    try:
+        time.sleep(OUTAGE)  # the outage itself, not a wait for a condition
+    finally:
+        redis_server.start_broker()
+    assert handle.result(timeout=60) == "outlived"
+    assert L.record.enqueue("after").result(timeout=60) == "after"
+    assert len(runs(ledger_path, "outlived")) == 1
+    assert workers[0].poll() is None
+
+
 def test_an_undecodable_rq_job_is_dead_lettered_and_the_worker_keeps_serving(
     backend, ledger_path, app, workers
 ):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
+from redis.client import Pipeline
 from rq.job import Job
 
 if TYPE_CHECKING:
@@ -27,6 +28,22 @@ class JobkitJob(Job):
         if runtime is None or self.func_name is None:
             return super().func
         return functools.partial(runtime.execute, self)
+
+    def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
+        """As RQ's, and the start count joins RQ's transaction (`Runtime.prepare`)."""
+        super().prepare_for_execution(worker_name, pipeline)
+        runtime = type(self).jobkit_runtime
+        if runtime is not None:
+            runtime.prepare(self, pipeline)
+
+    def _handle_success(
+        self, result_ttl: Any, pipeline: Pipeline, *args: Any, **kwargs: Any
+    ) -> None:
+        """As RQ's, and the success record joins RQ's transaction (`Runtime.success_in`)."""
+        super()._handle_success(result_ttl, pipeline, *args, **kwargs)
+        runtime = type(self).jobkit_runtime
+        if runtime is not None:
+            runtime.success_in(self, pipeline)
 
 
 def job_class_for(runtime: Runtime) -> type[Job]:

@@ -8,6 +8,11 @@
   RQ's own cleanup, which requeues them while they have retries left (jobkit counts attempts),
   and jobs stuck between dequeue and start are handled by RQ's intermediate-queue cleanup. Both
   run under a lock per queue that expires after three maintenance periods.
+
+After a pass that could not reach Redis, the abandoned-job cleanup waits `grace` (a heartbeat
+TTL and a beat) once Redis answers again: running jobs' heartbeats lapsed during the outage
+because their workers could not write them, not because the workers died, and they resume
+within a beat.
 """
 
 from __future__ import annotations
@@ -50,20 +55,33 @@ class Maintenance:
     outage is waited out by the next pass)."""
 
     def __init__(
-        self, client: redis.Redis, queues: Sequence[Queue], worker: BaseWorker, every: timedelta
+        self,
+        client: redis.Redis,
+        queues: Sequence[Queue],
+        worker: BaseWorker,
+        every: timedelta,
+        grace: timedelta,
     ) -> None:
         self.client = client
         self.queues = list(queues)
         self.worker = worker  # an RQ worker object, for RQ's intermediate-queue cleanup
         self.every = every
+        self.grace = grace
         self._move_due = client.register_script(_MOVE_DUE)
+        self._unreachable = False
+        self._clean_from = 0.0  # time.monotonic() before which abandoned jobs are left alone
 
     def run_once(self) -> None:
         for queue in self.queues:
             try:
                 self.move_due(queue)
-                self._clean(queue)
+                if self._unreachable:  # Redis answers again: let running jobs beat first
+                    self._unreachable = False
+                    self._clean_from = time.monotonic() + self.grace.total_seconds()
+                if time.monotonic() >= self._clean_from:
+                    self._clean(queue)
             except redis.RedisError as exc:
+                self._unreachable = True
                 logger.warning("maintenance of RQ queue %s: %s (retrying)", queue.name, exc)
             except Exception:
                 logger.exception("maintenance of RQ queue %s failed", queue.name)

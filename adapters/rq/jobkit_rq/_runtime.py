@@ -6,6 +6,9 @@ jobkit's semantics (attempt counting, idempotency, retry policy, dead letters, t
 around the job function. Retries and dead letters use RQ's own machinery: `execute` sets the
 job's ``retries_left`` / ``retry_intervals`` before it re-raises, so RQ's worker schedules the
 retry (ScheduledJobRegistry) or moves the job to its FailedJobRegistry, where RQ tools see it.
+On jobkit's workers the start count and the success record cost no round trip of their own:
+`prepare` and `success_in` queue them into the transactions RQ's worker runs to file the job
+started and finished (`JobkitJob` calls them); `execute` counts and records itself otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
+from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
@@ -39,7 +43,18 @@ from jobkit.spi import (
 )
 from jobkit_rq._settings import Settings
 from jobkit_rq._store import RedisJobStore
-from jobkit_rq._wire import EXECUTION, META, REASON, SERIALIZER, envelope_of, meta_of
+from jobkit_rq._wire import (
+    CARRIED,
+    DEFER_SUCCESS,
+    EXECUTION,
+    META,
+    PREPARED,
+    REASON,
+    SERIALIZER,
+    SUCCESS,
+    envelope_of,
+    meta_of,
+)
 
 logger = logging.getLogger("jobkit.rq")
 T = TypeVar("T")
@@ -173,6 +188,20 @@ class Runtime:
             self._retrier = Retrier()
         return self._retrier.call(what, fn)
 
+    def through_outage(self, what: str, fn: Callable[[], T]) -> T:
+        """Call `fn`, a piece of RQ's own bookkeeping, until Redis answers: its redis
+        ``ConnectionError`` / ``TimeoutError`` are waited out as `_retry` waits out the store's
+        (blocks as long as the outage; any other error is raised at once). `fn` must be safe
+        to call again after it failed that way."""
+
+        def translated() -> T:
+            try:
+                return fn()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise jobkit.BrokerUnavailable(f"cannot {what}: {exc}") from exc
+
+        return self._retry(what, translated)
+
     def _record(self, event: JobEvent) -> None:
         self._retry("record a job event", functools.partial(self.store.record, [event]))
 
@@ -213,27 +242,26 @@ class Runtime:
 
     def _execute(self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = str(job.func_name)
-        queue = str(job.origin)
-        try:
-            env = envelope_of(
-                job_id=job.id, name=name, args=args, kwargs=kwargs, meta=job.meta, queue=queue
+        prepared = job.__dict__.pop(PREPARED, None)
+        if prepared is not None:  # `prepare` counted the start in RQ's preparation
+            env, definition, starts = prepared
+        else:
+            try:
+                env = self._envelope(job, args, kwargs)
+            except UnsupportedEnvelopeVersion as exc:
+                return self._wait_for_a_worker(job, None, str(exc))
+            except jobkit.SerializationError as exc:
+                raise self._dead(job, None, 0, f"undecodable: {exc}") from exc
+            assert self.app is not None
+            definition = self.app.jobs.get(env.job)
+            if definition is None:
+                what = f"job {env.job!r} is not defined by this worker's app"
+                return self._wait_for_a_worker(job, env, what)
+            job_id, key, execution, registry = self._begin_args(job, env)
+            begin = functools.partial(
+                self.store.begin, job_id, key, execution=execution, registry=registry
             )
-        except UnsupportedEnvelopeVersion as exc:
-            return self._wait_for_a_worker(job, None, str(exc))
-        except jobkit.SerializationError as exc:
-            raise self._dead(job, None, 0, f"undecodable: {exc}") from exc
-        assert self.app is not None
-        definition = self.app.jobs.get(env.job)
-        if definition is None:
-            what = f"job {env.job!r} is not defined by this worker's app"
-            return self._wait_for_a_worker(job, env, what)
-        key = spi.dedup_key(env.id, env.idempotency_key)
-        execution = str(getattr(job, EXECUTION, "") or "")
-        begin = functools.partial(
-            self.store.begin, job.id, key, execution=execution,
-            registry=StartedJobRegistry.key_template.format(queue) if execution else "",
-        )  # fmt: skip
-        starts = self._retry("count a start", begin)
+            starts = self._retry("count a start", begin)
         if starts is None:
             self._record(self._event(env, EventKind.SKIPPED, env.attempt + 1))
             return None
@@ -274,8 +302,73 @@ class Runtime:
         except Exception as exc:
             self._failed(job, env, definition, attempt, exc)
             raise
-        self._record(self._event(env, EventKind.SUCCEEDED, attempt, result=result))
+        succeeded = self._event(env, EventKind.SUCCEEDED, attempt, result=result)
+        if getattr(job, DEFER_SUCCESS, False):
+            setattr(job, SUCCESS, succeeded)  # see `success_in` and `success_committed`
+        else:
+            self._record(succeeded)
         return result
+
+    # -- carried in RQ's own transactions: a round trip less for each, per job ----------------
+
+    def _envelope(self, job: Job, args: Any, kwargs: Any) -> Envelope:
+        return envelope_of(
+            job_id=job.id, name=str(job.func_name), args=args, kwargs=kwargs, meta=job.meta,
+            queue=str(job.origin),
+        )  # fmt: skip
+
+    def _begin_args(self, job: Job, env: Envelope) -> tuple[str, str, str, str]:
+        """`RedisJobStore.begin`'s arguments for starting `job`: id, dedup key, the execution
+        (set by jobkit's workers) and its StartedJobRegistry."""
+        execution = str(getattr(job, EXECUTION, "") or "")
+        registry = StartedJobRegistry.key_template.format(job.origin) if execution else ""
+        return job.id, spi.dedup_key(env.id, env.idempotency_key), execution, registry
+
+    def prepare(self, job: Job, pipe: Pipeline) -> None:
+        """Called by `JobkitJob.prepare_for_execution` while RQ builds the transaction that
+        files `job` started (in the work-horse, or the SimpleWorker's process): queue the start
+        count there, and `_execute` uses its answer. Anything unusual (undecodable, a newer
+        envelope, a job this app does not define, a pipeline that is not a plain transaction)
+        is left to `_execute`, which counts the start itself. Never raises."""
+        if self.app is None or not isinstance(pipe, Pipeline) or pipe.watching:
+            return
+        try:
+            env = self._envelope(job, job.args, job.kwargs)
+        except Exception:  # `_execute` meets it again and handles it
+            return
+        definition = self.app.jobs.get(env.job)
+        if definition is None:
+            return
+        job_id, key, execution, registry = self._begin_args(job, env)
+        answer = self.store.begin_in(pipe, job_id, key, execution=execution, registry=registry)
+        execute = pipe.execute
+
+        def execute_and_read(raise_on_error: bool = True) -> list[Any]:
+            results = execute(raise_on_error)
+            try:
+                setattr(job, PREPARED, (env, definition, answer(results)))
+            except (IndexError, TypeError, ValueError):  # an error reply: `_execute` counts
+                pass
+            return results
+
+        pipe.execute = execute_and_read  # type: ignore[method-assign]
+
+    def success_in(self, job: Job, pipe: Pipeline) -> None:
+        """Called by `JobkitJob._handle_success` while RQ builds the transaction that files
+        `job` finished: the SUCCEEDED record (and done key) `_execute` left on the job commits
+        with it. RQ may build that transaction again (a WatchError); each build carries it."""
+        event = getattr(job, SUCCESS, None)
+        if event is not None:
+            self.store.record_in(pipe, event)
+            setattr(job, CARRIED, True)
+
+    def success_committed(self, job: Job) -> None:
+        """RQ's success handling of `job` has returned: record the success here if its
+        transaction did not carry it (RQ saves no result when the job's ``result_ttl`` is 0)."""
+        event = job.__dict__.pop(SUCCESS, None)
+        carried = job.__dict__.pop(CARRIED, False)
+        if event is not None and not carried:
+            self._record(event)
 
     def _failed(
         self, job: Job, env: Envelope, definition: jobkit.JobDef[Any, Any], attempt: int,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 import jobkit
 from jobkit import JobRecord, spi
@@ -103,12 +104,7 @@ class RedisJobStore(spi.JobStore):
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 for event in events:
-                    key = _record_key(event.job_id)
-                    pipe.rpush(key, _encode(event))
-                    pipe.pexpire(key, self._records_ms)
-                    if event.kind is EventKind.SUCCEEDED:
-                        done = _done_key(spi.dedup_key(event.job_id, event.key))
-                        pipe.set(done, 1, px=self._keys_ms)
+                    self.record_in(pipe, event)
                 pipe.execute()
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot record job events: {exc}") from exc
@@ -133,13 +129,46 @@ class RedisJobStore(spi.JobStore):
         execution of the job holds a live entry there. RQ's cleanup, run by two processes at
         once (a worker's maintenance and `rq info`), can queue an abandoned job twice; the
         second copy must not run beside the first."""
-        ttl = max(1, round(self.retention.records.total_seconds()))
-        keys = [_done_key(key), starts_key(job_id), _running_key(job_id), registry or "-"]
+        keys, args = self._begin_call(job_id, key, execution, registry)
         try:
-            starts = int(self._begin(keys=keys, args=[ttl, execution, time.time()]))
+            starts = int(self._begin(keys=keys, args=args))
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(f"cannot read idempotency key: {exc}") from exc
         return None if starts < 0 else starts
+
+    def begin_in(
+        self, pipe: Pipeline, job_id: str, key: str, *, execution: str = "", registry: str = ""
+    ) -> Callable[[Sequence[Any]], int | None]:
+        """`begin`, queued on `pipe`: a transaction that someone else executes (RQ's preparation
+        of the job), which saves `begin` its own round trip. Returns how to read `begin`'s
+        answer out of the list `pipe.execute()` returns. Sent as EVAL, not EVALSHA: a Redis
+        whose script cache was emptied still runs it, and redis-py's pipeline would otherwise
+        ask SCRIPT EXISTS first, a round trip of its own. Never raises (queues only)."""
+        keys, args = self._begin_call(job_id, key, execution, registry)
+        index = len(pipe.command_stack)
+        pipe.eval(_BEGIN, len(keys), *keys, *args)
+
+        def answer(results: Sequence[Any]) -> int | None:
+            starts = int(results[index])
+            return None if starts < 0 else starts
+
+        return answer
+
+    def _begin_call(
+        self, job_id: str, key: str, execution: str, registry: str
+    ) -> tuple[list[str], list[Any]]:
+        ttl = max(1, round(self.retention.records.total_seconds()))
+        keys = [_done_key(key), starts_key(job_id), _running_key(job_id), registry or "-"]
+        return keys, [ttl, execution, time.time()]
+
+    def record_in(self, pipe: Pipeline, event: JobEvent) -> None:
+        """`record` of one event, queued on `pipe` (RQ's transaction that files the job
+        finished, so that the record and the done key commit with it). Never raises."""
+        key = _record_key(event.job_id)
+        pipe.rpush(key, _encode(event))
+        pipe.pexpire(key, self._records_ms)
+        if event.kind is EventKind.SUCCEEDED:
+            pipe.set(_done_key(spi.dedup_key(event.job_id, event.key)), 1, px=self._keys_ms)
 
     def get(self, job_id: str) -> JobRecord | None:
         try:

@@ -18,6 +18,13 @@ REASON = "jobkit_reason"  # job.meta key: why jobkit dead-lettered the job
 # Attribute a jobkit worker sets on the Job object it performs (not saved): the execution's
 # StartedJobRegistry member, "<job id>:<execution id>"
 EXECUTION = "jobkit_execution"
+# More such attributes, set while a jobkit worker performs the job (see `Runtime.prepare`,
+# `Runtime.success_in`): the start counted in RQ's preparation (envelope, definition, count);
+# that the worker commits the success record in RQ's transaction; the record; that it did.
+PREPARED = "jobkit_prepared"
+DEFER_SUCCESS = "jobkit_defer_success"
+SUCCESS = "jobkit_success"
+CARRIED = "jobkit_success_carried"
 SERIALIZER = JSONSerializer
 
 _OWN = ("id", "job", "args", "kwargs", "queue")

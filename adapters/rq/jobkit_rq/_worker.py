@@ -6,20 +6,30 @@ or `SimpleWorker`, and supervises them: it runs the maintenance (`_maintenance`)
 SIGTERM/SIGINT (RQ's warm shutdown: running jobs finish), and after `WorkerOptions.grace`
 signals again (RQ's cold shutdown: running jobs are stopped; they are retried). It also stops
 the workers for `burst` (queues, delayed jobs and running jobs all empty) and `max_jobs`.
+
+A Redis outage is waited out, never a reason to stop: the RQ worker's bookkeeping of a job that
+has run (`handle_execution_ended`, `handle_job_success`, which carries jobkit's success record)
+waits for Redis; the forking worker keeps watching its work-horse through failed heartbeats;
+and an RQ `work()` loop that ends on an error it was not asked to stop for is started again in
+the same process once Redis answers.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
+import itertools
 import logging
 import multiprocessing
 import os
 import signal
 import time
+from datetime import timedelta
 from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
 from typing import Any
 
+import redis
 from rq import SimpleWorker, Worker
 from rq.job import Job
 from rq.worker import BaseWorker, WorkerStatus
@@ -31,7 +41,7 @@ from jobkit_rq._migration import Migration
 from jobkit_rq._ops import stats
 from jobkit_rq._runtime import Runtime
 from jobkit_rq._settings import Settings
-from jobkit_rq._wire import EXECUTION, SERIALIZER
+from jobkit_rq._wire import DEFER_SUCCESS, EXECUTION, SERIALIZER
 
 logger = logging.getLogger("jobkit.rq")
 
@@ -59,7 +69,41 @@ class _Hardened:
         """As RQ's, telling jobkit's runtime which execution this is (`EXECUTION`), so that a
         copy of a job that another execution is running is dropped, not run beside it."""
         setattr(job, EXECUTION, execution.composite_key if execution is not None else "")
+        setattr(job, DEFER_SUCCESS, True)  # committed in `handle_job_success`'s transaction
         return bool(super().perform_job(job, queue, execution))  # type: ignore[misc]
+
+    def handle_execution_ended(self, job: Job, queue: Any, heartbeat_ttl: int) -> None:
+        """As RQ's (the job's end time and a heartbeat), waiting out a Redis outage as
+        `handle_job_success` does, which follows it."""
+        handle = functools.partial(
+            super().handle_execution_ended,  # type: ignore[misc]
+            job, queue, heartbeat_ttl,
+        )  # fmt: skip
+        runtime = getattr(type(job), "jobkit_runtime", None)
+        if runtime is None:
+            handle()
+        else:
+            runtime.through_outage(f"file job {job.id} ended", handle)
+
+    def handle_job_success(
+        self, job: Job, queue: Any, started_job_registry: Any, execution: Any
+    ) -> None:
+        """As RQ's, waiting out a Redis outage; then jobkit's success record, unless RQ's
+        transaction carried it.
+
+        RQ lets a Redis error here fail the job it has just run, or end `work()`; jobkit's
+        success record rides in this transaction, so it waits for Redis and commits instead
+        (RQ's success handling builds its transaction afresh on each call)."""
+        handle = functools.partial(
+            super().handle_job_success,  # type: ignore[misc]
+            job=job, queue=queue, started_job_registry=started_job_registry, execution=execution,
+        )  # fmt: skip
+        runtime = getattr(type(job), "jobkit_runtime", None)
+        if runtime is None:
+            handle()
+            return
+        runtime.through_outage(f"file job {job.id} finished", handle)
+        runtime.success_committed(job)
 
 
 def die_with_parent() -> None:
@@ -90,7 +134,12 @@ class JobkitWorker(_Hardened, NativeWorker):
         if past_hard_limit(job):
             logger.error("job %s[%s] ran past its time limit: killing it", job.func_name, job.id)
             self.kill_horse()
-        super().maintain_heartbeats(job, execution)
+        try:
+            super().maintain_heartbeats(job, execution)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # RQ's monitor would end `work()` here, leaving the work-horse unwatched: keep
+            # watching, and beat again next interval (the maintenance allows for the lapse)
+            logger.warning("heartbeat of job %s: %s (retrying)", job.id, exc)
 
 
 class JobkitSimpleWorker(_Hardened, SimpleWorker):
@@ -104,6 +153,21 @@ class JobkitSimpleWorker(_Hardened, SimpleWorker):
         with self._heartbeat.running(job, execution):
             self.perform_job(job, queue, execution)
         self.set_state(WorkerStatus.IDLE)
+
+
+def _stop_listening(worker: BaseWorker) -> None:
+    """End the pubsub thread of an RQ worker whose `work()` ended without its teardown (RQ's
+    teardown needs Redis). Never raises."""
+    thread = worker.pubsub_thread
+    if thread is None:
+        return
+    thread.stop()
+    thread.join(timeout=3)
+    try:
+        if worker.pubsub is not None:
+            worker.pubsub.close()
+    except redis.RedisError:
+        pass
 
 
 def worker_class(settings: Settings) -> type[BaseWorker]:
@@ -163,10 +227,38 @@ class Supervisor:
                 counter.value += 1
 
         self.runtime.ended = ended
-        name = self.options.extra.get("hostname") or f"jobkit-{os.getpid()}"
-        worker = build_worker(self.runtime, self.options, name=f"{name}.{index}")
+        name = f"{self.options.extra.get('hostname') or f'jobkit-{os.getpid()}'}.{index}"
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        worker.work(logging_level=level, with_scheduler=False)
+        for restart in itertools.count():
+            worker = build_worker(
+                self.runtime, self.options, name=f"{name}.{restart}" if restart else name
+            )
+            try:
+                worker.work(logging_level=level, with_scheduler=False)
+            except Exception:  # SystemExit (RQ's cold shutdown) ends the process
+                logger.exception("RQ worker %s failed", worker.name)
+            if not self.runtime.settings.hardened or worker._shutdown_requested_date is not None:
+                return  # asked to stop (or the native profile: RQ's own behaviour)
+            # RQ's work() ends on any error outside its dequeue (a Redis outage meeting the
+            # worker's bookkeeping): serve on, as RQ's dequeue does through an outage. A job
+            # the old worker held is recovered by the maintenance.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # idle here: nothing to finish
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            logger.warning("RQ worker %s quit without being asked to: starting another", name)
+            _stop_listening(worker)
+            self._wait_for_redis()
+
+    def _wait_for_redis(self) -> None:
+        """Block until Redis answers a PING (backing off to 5 s between tries)."""
+        wait = 0.1
+        while True:
+            try:
+                self.runtime.client.ping()
+                return
+            except redis.RedisError as exc:
+                logger.warning("waiting for Redis: %s", exc)
+            time.sleep(wait)
+            wait = min(wait * 2, 5.0)
 
     def run(self) -> None:
         ctx = multiprocessing.get_context("fork")
@@ -224,6 +316,7 @@ class Supervisor:
                 [self.runtime.queue(q) for q in self.options.queues],
                 build_worker(self.runtime, self.options, name=f"jobkit-maint-{os.getpid()}"),
                 settings.maintenance,
+                grace=timedelta(seconds=settings.heartbeat_ttl) + settings.heartbeat,
             )
         every = settings.maintenance.total_seconds()
         poll = max(self.options.poll.total_seconds(), 0.2)
