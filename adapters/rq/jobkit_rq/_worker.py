@@ -56,9 +56,27 @@ class _Hardened:
 
     jobkit_settings: Settings
     last_cleaned_at: Any
+    _state: str
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.jobkit_settings.heartbeat_ttl
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """As RQ's, in one round trip: RQ sends its three commands (HSET, EXPIRE, EXPIRE) one at
+        a time when no pipeline is given, which its work loop does twice per job."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)  # type: ignore[misc]
+            return
+        with self.connection.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
+            super().heartbeat(timeout, pipeline=pipe)  # type: ignore[misc]
+            pipe.execute()
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """As RQ's, without writing again a state the worker is in: RQ's loop sets IDLE after
+        each job and again before the next dequeue. The worker alone writes its state."""
+        if pipeline is None and state == self._state:
+            return
+        super().set_state(state, pipeline)  # type: ignore[misc]
 
     def clean_registries(self) -> None:
         from rq.utils import now
