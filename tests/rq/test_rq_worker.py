@@ -80,6 +80,28 @@ def test_rq_info_shows_jobkit_queues_and_failed_jobs(backend, ledger_path, app, 
     assert dead.id in failed.stdout and waiting.id in failed.stdout, failed.stdout + failed.stderr
 
 
+def test_rq_sees_the_worker_idle_with_a_fresh_heartbeat_after_a_job(
+    backend, ledger_path, app, workers
+):
+    """jobkit's workers send RQ's worker heartbeat in one round trip and skip rewriting an
+    unchanged state: RQ's view of the worker stays what RQ's own loop would write."""
+    from rq import Worker
+
+    spawn(workers, backend, ledger_path)
+    assert L.record.enqueue("seen").result(timeout=30) == "seen"
+    client = _client(backend)
+
+    def idle_and_fresh() -> bool:
+        found = [w for w in Worker.all(connection=client) if w.name.startswith("jobkit-")]
+        if len(found) != 1 or found[0].get_state() != "idle":
+            return False
+        beat = found[0].last_heartbeat
+        return beat is not None and abs(time.time() - beat.timestamp()) < 10
+
+    wait_until(idle_and_fresh, timeout=30, what="RQ sees the worker idle, its heartbeat fresh")
+    assert client.ttl(Worker.all(connection=client)[0].key) > 0
+
+
 def test_a_delayed_job_runs_on_a_plain_jobkit_worker_never_early(
     backend, ledger_path, app, workers
 ):
