@@ -124,16 +124,26 @@ class _Hardened:
         runtime.success_committed(job)
 
 
-def die_with_parent() -> None:
+def libc_prctl() -> Any:
+    """libc's prctl, or None where there is none. A worker looks it up once and passes it to
+    `die_with_parent` in each work-horse it forks: a `ctypes.CDLL` made in the horse costs it
+    page faults, on every job."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def die_with_parent(prctl: Any = None) -> None:
     """Linux: this process gets SIGKILL when its parent dies (a killed worker takes its
     running job with it, as a killed process group would, so the job is retried rather than
-    finished by an orphan nobody watches)."""
+    finished by an orphan nobody watches). `prctl`: `libc_prctl()`'s answer, looked up here
+    if not given."""
     parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
+    prctl = prctl if prctl is not None else libc_prctl()
+    if prctl is None:
         return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl
         os._exit(1)
 
@@ -142,8 +152,10 @@ class NativeWorker(Worker):
     """RQ's forking `Worker` as it is (``profile=native``), except that its work-horse dies with
     it, as in a container kill (RQ puts the work-horse in a process group of its own)."""
 
+    _prctl: Any = None
+
     def main_work_horse(self, job: Job, queue: Any) -> None:
-        die_with_parent()
+        die_with_parent(self._prctl)
         super().main_work_horse(job, queue)
 
 
@@ -235,7 +247,8 @@ class Supervisor:
 
     def _serve(self, index: int) -> None:
         """One RQ worker (in a child process)."""
-        die_with_parent()
+        prctl = libc_prctl()
+        die_with_parent(prctl)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         counter = self.ended
@@ -251,6 +264,8 @@ class Supervisor:
             worker = build_worker(
                 self.runtime, self.options, name=f"{name}.{restart}" if restart else name
             )
+            if isinstance(worker, NativeWorker):
+                worker._prctl = prctl
             try:
                 worker.work(logging_level=level, with_scheduler=False)
             except Exception:  # SystemExit (RQ's cold shutdown) ends the process
