@@ -32,41 +32,35 @@ round trip) costs less than that difference. (An earlier run under a load averag
 Until 2026-12-03 the drain missed the 0.95 target: each job cost jobkit two Lua calls of its
 own, each a round trip (the start count with the idempotency check; the outcome record).
 
-REVERTED the same day: the change below broke the conformance suite's broker-outage scenario
-on the ``SimpleWorker`` (the success record inside RQ's transaction no longer waits out a Redis
-outage, so RQ's failure handling raised and the worker exited; 1 of 2 full test runs). The
-figures below are of that reverted code, kept for whoever retries it with outage handling.
+Since 2026-12-03 both ride in the MULTI/EXEC transactions RQ's worker runs anyway (the one that
+files the job started, the one that files it finished), and the worker waits out a Redis outage
+in them instead of quitting (a first version without that was reverted the same morning: the
+conformance suite's outage scenario caught a `SimpleWorker` that exited). jobkit's RQ workers
+also send RQ's worker heartbeat (HSET, EXPIRE, EXPIRE: three round trips when RQ sends it
+alone, twice per job) as one pipeline, and do not write IDLE a second time before the next
+dequeue. Round trips per job, counted at the socket (``SimpleWorker``, in one process): jobkit
+13.3, plain RQ 20.4. Measured on the 2-core AMD EPYC VM, noisy (plain RQ's own drain moved
+between 175 and 305 jobs/s over the day):
 
-For a few hours on 2026-12-03 both rode in the MULTI/EXEC transactions RQ's worker runs
-anyway (the one that files the job started, the one that files it finished): a jobkit job
-makes as many round trips as a plain RQ job. Measured on the 2-core AMD EPYC VM (noisy: the same
-code's drain varies by 10-20% from round to round there):
+* ``bench/run.py --only rq`` at 12:08 and 12:26 UTC: ``SimpleWorker`` drain **1.06** and
+  **1.01** (worker CPU per job 4.47 vs 4.79 ms, 3.63 vs 3.65 ms), enqueue 1.13 and 1.18;
+  forking ``Worker`` drain **0.94** and **0.91**, enqueue 1.44 and 1.20. A 4-round run
+  alternating with plain RQ (forking, 1,000 jobs) the same hour: **1.08**.
+* The forking worker's remaining cost is in its work-horses: a jobkit horse takes about 1,890
+  minor page faults against RQ's 1,670 and 1.5-2 ms more system time (counted from the
+  worker's reaped children over 300 jobs): copy-on-write of the memory jobkit's code touches
+  in each fresh fork. (Looking libc's prctl up once per worker instead of in each horse took
+  30 of those faults away; `gc.freeze()` before forking took none.)
 
-* Old and new code alternated with plain RQ in one run (``SimpleWorker``, 6 rounds of 2,000):
-  CPU per job in the worker process 3.61 ms before, 3.44 ms after, plain RQ 3.29 ms; drain
-  ratio (medians) 0.89 before, 0.95 after. Forking ``Worker`` (4 rounds of 1,000, CPU of the
-  worker and its work-horses): 20.9 ms before, 18.2 ms after, RQ 17.8 ms; drain ratio 0.85
-  before, 0.98 after.
-* This script, ``--jobs 2000``: forking ``Worker`` (3 rounds) enqueue **1.14**, drain **1.02**
-  (45.5 vs 44.4/s); ``SimpleWorker`` (5 rounds) enqueue **1.10**, drain **0.96** (234.0 vs
-  243.7/s). A 3-round ``SimpleWorker`` run the same hour read 0.83; ``bench/run.py --only rq``
-  (``measure``: 3 and 5 rounds) read 1.11 and 0.88 at 09:16 UTC, and at 09:29 drain 0.92
-  (forking) and 0.88 (``SimpleWorker``), worker CPU per job 0.92 and 0.88 (21.3 vs 19.6 ms,
-  4.88 vs 4.29 ms) on a machine slower than an hour before. So the forking worker is at about
-  RQ's speed, and the ``SimpleWorker`` between 0.83 and 0.96: not yet reliably at 0.95.
-
-In one process, without the supervisor, on the code on main (``SimpleWorker.work(burst=True)``
-on 3,000 jobs, alternated): jobkit 246-258/s, RQ 268-295/s: the two Lua calls and jobkit's
-per-job Python (envelope, signature check, result's JSON round trip).
-
-Where the Redis commands per job go during a drain on the code on main (``INFO commandstats``,
-SimpleWorker): plain RQ 57.5 per job (EXPIRE 17, HSET 14, MULTI/EXEC 4+4, ZADD 3, ZREM 2, BLMOVE,
-LREM, ...: RQ's execution records, registries and results), jobkit 65.8: RQ's same commands plus
-jobkit's start count (one EVALSHA: the idempotency check and the attempt counter), its outcome
-record (one EVALSHA: RPUSH, PEXPIRE and, on success, the done key), and its supervisor's
-maintenance (per queue and second: one EVALSHA moving due jobs, the lock's SET NX and DEL, RQ's
-StartedJobRegistry and intermediate-queue reads, the export-lease read), amortised over the
-jobs. LLEN in both columns is this script's own progress polling.
+Where the Redis commands per job go during a drain (``INFO commandstats``, ``SimpleWorker``):
+plain RQ 57.1 per job (EXPIRE 17, HSET 14, MULTI/EXEC 4+4, ZADD 3, ZREM 2, BLMOVE, LREM, ...:
+RQ's execution records, registries and results), jobkit 65.2: RQ's same commands (one HSET
+fewer: the second IDLE) plus jobkit's start count (an EVAL in RQ's start transaction: the
+idempotency check and the attempt counter), its success record (RPUSH, PEXPIRE and the done
+key's SET in RQ's finish transaction), and its supervisor's maintenance (per queue and second:
+one EVALSHA moving due jobs, the lock's SET NX and DEL, RQ's StartedJobRegistry and
+intermediate-queue reads, the export-lease read), amortised over the jobs. LLEN in both
+columns is this script's own progress polling.
 """
 
 from __future__ import annotations
