@@ -45,7 +45,9 @@ between 175 and 305 jobs/s over the day):
 * ``bench/run.py --only rq`` at 12:08 and 12:26 UTC: ``SimpleWorker`` drain **1.06** and
   **1.01** (worker CPU per job 4.47 vs 4.79 ms, 3.63 vs 3.65 ms), enqueue 1.13 and 1.18;
   forking ``Worker`` drain **0.94** and **0.91**, enqueue 1.44 and 1.20. A 4-round run
-  alternating with plain RQ (forking, 1,000 jobs) the same hour: **1.08**.
+  alternating with plain RQ (forking, 1,000 jobs) the same hour: **1.08**. At 13:07, with
+  the prctl change below: ``SimpleWorker`` drain **1.23**, enqueue 1.05; forking drain
+  **0.98**, enqueue 1.26.
 * The forking worker's remaining cost is in its work-horses: a jobkit horse takes about 1,890
   minor page faults against RQ's 1,670 and 1.5-2 ms more system time (counted from the
   worker's reaped children over 300 jobs): copy-on-write of the memory jobkit's code touches
