@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
@@ -97,11 +98,7 @@ class _Hardened:
             super().handle_execution_ended,  # type: ignore[misc]
             job, queue, heartbeat_ttl,
         )  # fmt: skip
-        runtime = getattr(type(job), "jobkit_runtime", None)
-        if runtime is None:
-            handle()
-        else:
-            runtime.through_outage(f"file job {job.id} ended", handle)
+        _through_outage(job, f"file job {job.id} ended", handle)
 
     def handle_job_success(
         self, job: Job, queue: Any, started_job_registry: Any, execution: Any
@@ -116,12 +113,20 @@ class _Hardened:
             super().handle_job_success,  # type: ignore[misc]
             job=job, queue=queue, started_job_registry=started_job_registry, execution=execution,
         )  # fmt: skip
-        runtime = getattr(type(job), "jobkit_runtime", None)
-        if runtime is None:
-            handle()
-            return
-        runtime.through_outage(f"file job {job.id} finished", handle)
-        runtime.success_committed(job)
+        runtime = _through_outage(job, f"file job {job.id} finished", handle)
+        if runtime is not None:
+            runtime.success_committed(job)
+
+
+def _through_outage(job: Job, what: str, fn: Callable[[], object]) -> Runtime | None:
+    """`fn()` through `Runtime.through_outage` of `job`'s runtime (a jobkit job: it waits for
+    Redis), or once (a job of another class). Returns the runtime, if any."""
+    runtime: Runtime | None = getattr(type(job), "jobkit_runtime", None)
+    if runtime is None:
+        fn()
+    else:
+        runtime.through_outage(what, fn)
+    return runtime
 
 
 def libc_prctl() -> Any:
@@ -279,19 +284,7 @@ class Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             logger.warning("RQ worker %s quit without being asked to: starting another", name)
             _stop_listening(worker)
-            self._wait_for_redis()
-
-    def _wait_for_redis(self) -> None:
-        """Block until Redis answers a PING (backing off to 5 s between tries)."""
-        wait = 0.1
-        while True:
-            try:
-                self.runtime.client.ping()
-                return
-            except redis.RedisError as exc:
-                logger.warning("waiting for Redis: %s", exc)
-            time.sleep(wait)
-            wait = min(wait * 2, 5.0)
+            self.runtime.through_outage("reach Redis", self.runtime.client.ping)
 
     def run(self) -> None:
         ctx = multiprocessing.get_context("fork")
