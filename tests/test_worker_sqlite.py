@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -314,3 +315,38 @@ def test_same_envelope_delivered_twice_runs_once_with_its_key(
         )
     assert count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key='dup'") == 1
     assert first.state is JobState.SUCCEEDED and again.state is JobState.SUCCEEDED
+
+
+def test_a_buffered_job_whose_lease_lapsed_is_not_started_while_another_worker_runs_it(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    """A worker stalled (SIGSTOP) past its lease holds a job it never started; another worker
+    takes it meanwhile. Resumed, the first worker must not start its stale copy."""
+    ledger.record.enqueue("first", 3.0)
+    ledger.record.enqueue("second", 6.0)
+    runs = "SELECT COUNT(*) FROM runs WHERE key = ?"
+    args = ("-q", "work", "-c", "1", "--prefetch", "1", "--lease", "2")
+    with running_worker(backend, ledger_path, *args) as stalled:
+        wait_until(lambda: count(ledger_path, runs, "first") == 1, timeout=30, what="first")
+        wait_until(
+            lambda: app.backend.stats(["work"])[0].in_flight == 2,
+            timeout=30,
+            what="the second job leased into the buffer",
+        )
+        os.kill(stalled.pid, signal.SIGSTOP)  # the supervisor only: its job process goes on
+        try:
+            with running_worker(backend, ledger_path, "-q", "work", "-c", "2", "--lease", "2"):
+                wait_until(
+                    lambda: count(ledger_path, runs, "second") == 1,
+                    timeout=60,
+                    what="the other worker to start the second job",
+                )
+                os.kill(stalled.pid, signal.SIGCONT)
+                wait_until(
+                    lambda: count(ledger_path, "SELECT COUNT(*) FROM effects") == 2,
+                    timeout=60,
+                    what="both jobs done",
+                )
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)
+    assert count(ledger_path, runs, "second") == 1

@@ -42,6 +42,13 @@ class Running:
     started: float | None = None
     lease_until: float = 0.0  # monotonic; when our lease on the message ends
 
+    def lapsed(self, now: float) -> bool:
+        """Whether the broker's lease on this delivery has run out by `now` (monotonic): only
+        for timed leases (`Delivery.leased_until` set); a lease held until the delivery is
+        settled never lapses. Once lapsed, the broker may have handed the message to another
+        consumer, and this copy must not start."""
+        return self.delivery.leased_until is not None and self.lease_until <= now
+
 
 def _pidfd(pid: int) -> int | None:
     try:

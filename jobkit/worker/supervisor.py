@@ -38,11 +38,11 @@ from jobkit.store import EventKind
 from jobkit.transport import Transport
 from jobkit.worker._buffer import Buffer
 from jobkit.worker._execute import run_result
+from jobkit.worker._leases import Leases
 from jobkit.worker._observe import worker_hooks
 from jobkit.worker._outcome import Action, Outcome, decide
 from jobkit.worker._pool import JobProcess, Running
 from jobkit.worker._receiver import Receiver
-from jobkit.worker._retrying import Streak
 from jobkit.worker._screen import Screen
 from jobkit.worker._settling import Settling
 from jobkit.worker._signals import Hold, StopSignals
@@ -98,7 +98,11 @@ class Worker:
         self._start_failures = 0
         # Every broker and store call of this thread: batched, retried through outages.
         self._settling = Settling(backend.store, backend.clock)
-        self._extend_streak = Streak()
+        self._leases = Leases(
+            lease=options.lease,
+            buffer=self._buffer,
+            extendable=backend.capabilities.lease_extension,
+        )
         self.hooks = worker_hooks(app)
         self._info = WorkerInfo(
             app=app.name, queues=tuple(options.queues), concurrency=options.concurrency
@@ -184,7 +188,7 @@ class Worker:
                 self._wait_and_read(transport, self._timeout(now, grace_deadline))
                 now = time.monotonic()
                 self._enforce_time_limits(transport, now)
-                self._extend_leases(transport, now)
+                self._leases.extend(transport, (j for p in self._procs for j in p.jobs), now)
                 if self._settling.due():
                     self._settling.flush(transport)
         finally:
@@ -235,6 +239,7 @@ class Worker:
         process is killed and the queued jobs, never started, go back to the buffer uncounted."""
         at = self.backend.clock.now()
         self._recheck_done()
+        self._leases.drop_lapsed(time.monotonic())  # after the store call, right before `take`
         for depth in range(max(1, self.options.prefetch)):
             for proc in self._procs:
                 if not proc.ready or len(proc.jobs) != depth:
@@ -414,28 +419,10 @@ class Worker:
             if not self._stop.is_set():
                 proc.start()
 
-    def _extend_leases(self, transport: Transport, now: float) -> None:
-        if not self.backend.capabilities.lease_extension:
-            return
-        lease = self.lease.total_seconds()
-        held = [*self._buffer.snapshot(), *(job for p in self._procs for job in p.jobs)]
-        streak = self._extend_streak
-        for job in held:
-            if job.lease_until - now < lease * 2 / 3 and streak.due(now):
-                what = f"extend the lease of {job.delivery.id}"
-                try:
-                    transport.extend(job.delivery, lease=self.lease)
-                except BrokerUnavailable as exc:
-                    streak.failed(what, exc, time.monotonic())
-                    return
-                except JobkitError as exc:
-                    log.error("could not %s: %s", what, exc)
-                    continue
-                streak.succeeded(what, time.monotonic())
-                job.lease_until = now + lease
-
     def _release_buffered(self, transport: Transport) -> None:
-        """Release leased jobs that never started without using an attempt."""
+        """Release leased jobs that never started without using an attempt (those whose lease
+        lapsed are dropped instead: a release with a stale receipt could free another copy)."""
+        self._leases.drop_lapsed(time.monotonic())
         for job in self._buffer.drain():
             self._settling.release_uncounted(transport, job)
 

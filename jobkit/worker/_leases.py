@@ -1,0 +1,82 @@
+"""Keeping the worker's leases on the messages it holds (buffered and running).
+
+A timed lease (SQS's visibility timeout, SQLite's lease column) is extended once less than two
+thirds of it remain. One that ran out anyway (a broker or store call slower than the lease, a
+stalled machine) means the broker may have delivered the message to another worker already:
+a buffered job in that state is dropped, never started (an extension with its stale receipt
+would not stop the other copy), and the broker delivers it again. A running one can only be
+reported. Leases held until the delivery is settled (RabbitMQ) never lapse.
+
+Not thread-safe: used by the supervisor's main thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+
+from jobkit.errors import BrokerUnavailable, JobkitError
+from jobkit.logcontext import job_fields
+from jobkit.transport import Transport
+from jobkit.worker._buffer import Buffer
+from jobkit.worker._pool import Running
+from jobkit.worker._retrying import Streak
+
+log = logging.getLogger("jobkit.worker")
+
+
+class Leases:
+    """Extends the leases of held jobs and drops buffered ones whose lease lapsed."""
+
+    def __init__(self, *, lease: timedelta, buffer: Buffer, extendable: bool) -> None:
+        self.lease = lease
+        self.buffer = buffer
+        self.extendable = extendable  # the backend's `Capabilities.lease_extension`
+        self._streak = Streak()
+
+    def drop_lapsed(self, now: float) -> None:
+        """Take buffered jobs whose lease ran out by `now` (monotonic) out of the buffer,
+        unsettled: they are the broker's again. Call before dispatching. Never blocks."""
+        for job in self.buffer.drop_lapsed(now):
+            log.warning(
+                "lease on job %s ran out %.1f s before it could start; not running this copy "
+                "(the broker delivers it again). If this recurs, the lease is short for this "
+                "broker's round trips: consider a longer --lease",
+                job.envelope.id,
+                now - job.lease_until,
+                extra=job_fields(job.envelope, job.attempt),
+            )
+
+    def extend(self, transport: Transport, running: Iterable[Running], now: float) -> None:
+        """Extend every held lease with less than two thirds left: one `Transport.extend`
+        call each, blocking for its round trip. During an outage, retried with backoff on
+        later calls rather than blocking."""
+        if not self.extendable:
+            return
+        lease = self.lease.total_seconds()
+        # A buffered job whose lease lapsed is not extended (its receipt may be stale, and
+        # extending would let it start): `drop_lapsed` takes it out before the next dispatch.
+        buffered = [job for job in self.buffer.snapshot() if not job.lapsed(now)]
+        for job in [*buffered, *running]:
+            if job.lease_until - now >= lease * 2 / 3 or not self._streak.due(now):
+                continue
+            if job.lapsed(now):  # running: too late to stop; the broker may run it again
+                log.warning(
+                    "lease on running job %s ran out %.1f s before it was extended",
+                    job.envelope.id,
+                    now - job.lease_until,
+                    extra=job_fields(job.envelope, job.attempt),
+                )
+            what = f"extend the lease of {job.delivery.id}"
+            try:
+                transport.extend(job.delivery, lease=self.lease)
+            except BrokerUnavailable as exc:
+                self._streak.failed(what, exc, time.monotonic())
+                return
+            except JobkitError as exc:
+                log.error("could not %s: %s", what, exc)
+                continue
+            self._streak.succeeded(what, time.monotonic())
+            job.lease_until = now + lease
