@@ -76,6 +76,12 @@ class JobStore(ABC):
     def done(self, keys: Sequence[str]) -> set[str]:
         """The subset of `keys` (from `dedup_key`) whose job has succeeded."""
 
+    def connect(self) -> None:  # noqa: B027 - optional hook
+        """Open what the first call would open (clients, connections, tables) now. A worker
+        calls it before it leases anything, so that no lease is spent waiting for it. Blocks
+        for the round trips it needs; idempotent; raises `BrokerUnavailable` when the store
+        cannot be reached. Default: nothing (stores that open lazily and cheaply)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Idempotent."""
 

@@ -221,6 +221,12 @@ class Transport(ABC):
         for transports that are thread-safe."""
         return self
 
+    def connect(self) -> None:  # noqa: B027 - optional hook
+        """Open what the first call would open (clients, connections) now. A worker calls it
+        on each of its instances before it leases anything, so that no lease is spent waiting
+        for it. Blocks for the round trips it needs; idempotent; raises `BrokerUnavailable`
+        when the broker cannot be reached. Default: nothing."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Idempotent."""
 

@@ -16,7 +16,7 @@ from jobkit.records import Delivery
 from jobkit.transport import Transport
 from jobkit.worker._buffer import Buffer
 from jobkit.worker._pool import Running
-from jobkit.worker._retrying import Retrier, Stopped
+from jobkit.worker._retrying import Retrier, Stopped, connect
 from jobkit.worker._screen import Screen
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class Receiver(threading.Thread):
 
     def run(self) -> None:
         transport = self.backend.transport.clone()
+        connect("connect to the broker to receive", transport.connect)
         try:
             while not self.stop.is_set():
                 if not self.buffer.wait_for_room(0.2, batch=self.batch):

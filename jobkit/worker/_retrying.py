@@ -168,3 +168,12 @@ class CallQueue:
                 return False
             time.sleep(max(wait, 0.0))
         return True
+
+
+def connect(what: str, call: Callable[[], None]) -> None:
+    """Open a client ahead of its first use (`Transport.connect`, `JobStore.connect`). A
+    failure is logged, not raised: the first real call retries through outages as usual."""
+    try:
+        call()
+    except JobkitError as exc:
+        log.warning("could not %s yet (retried on first use): %s", what, exc)

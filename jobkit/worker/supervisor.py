@@ -43,6 +43,7 @@ from jobkit.worker._observe import worker_hooks
 from jobkit.worker._outcome import Action, Outcome, decide
 from jobkit.worker._pool import JobProcess, Running
 from jobkit.worker._receiver import Receiver
+from jobkit.worker._retrying import connect
 from jobkit.worker._screen import Screen
 from jobkit.worker._settling import Settling
 from jobkit.worker._signals import Hold, StopSignals
@@ -167,6 +168,10 @@ class Worker:
             ]
             for proc in self._procs:
                 proc.start()
+            # Clients opened now, not on the first call of the loop: on a busy machine that
+            # took longer than a short lease, and the leases received meanwhile lapsed.
+            connect("connect to the broker", transport.connect)
+            connect("connect to the job store", self.backend.store.connect)
             receiver.start()
             grace_deadline: float | None = None
             while True:

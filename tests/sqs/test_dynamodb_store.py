@@ -115,6 +115,18 @@ def test_the_store_makes_its_table_with_ttl_on_expires(moto: MotoServer) -> None
     assert written + 86_400 <= float(item["expires"]["N"]) <= written + 86_402
 
 
+def test_connect_makes_the_table_before_any_record(moto: MotoServer) -> None:
+    config = _config(moto)
+    DynamoJobStore(config).connect()  # what a worker does before it leases anything
+    client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto.endpoint)
+    assert client.describe_table(TableName=config.table)["Table"]["ItemCount"] == 0
+
+
+def test_connect_names_a_missing_table_with_create_false(moto: MotoServer) -> None:
+    with pytest.raises(ConfigurationError, match=r"does not exist and create=false"):
+        DynamoJobStore(_config(moto, create=False)).connect()
+
+
 def test_a_missing_table_with_create_false_is_a_configuration_error(moto: MotoServer) -> None:
     store = DynamoJobStore(_config(moto, create=False))
     with pytest.raises(ConfigurationError, match=r"does not exist and create=false"):

@@ -126,6 +126,11 @@ class SqsQueues(Transport):
     def capabilities(self) -> Capabilities:
         return self._caps
 
+    def connect(self) -> None:
+        """Create this instance's boto3 client (loading botocore's service model takes a
+        second or more on a busy machine; no request is sent)."""
+        self._client.get()
+
     def close(self) -> None:
         self._client.close()
 

@@ -197,6 +197,10 @@ class DynamoJobStore(JobStore):
             if not _expired(item, now, window)
         }
 
+    def connect(self) -> None:
+        """Create this process's DynamoDB client and check (or create) the table."""
+        self._db()
+
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
