@@ -190,12 +190,16 @@ class Worker:
                     self._dispatch(now)
                     if self._burst_done(receiver):
                         break
+                # Leases are looked at after each phase that can take broker or store round
+                # trips (a second and more each on a loaded machine), not once per turn.
+                self._extend_leases(transport)
                 self._wait_and_read(transport, self._timeout(now, grace_deadline))
                 now = time.monotonic()
                 self._enforce_time_limits(transport, now)
-                self._leases.extend(transport, (j for p in self._procs for j in p.jobs), now)
+                self._extend_leases(transport)
                 if self._settling.due():
                     self._settling.flush(transport)
+                    self._extend_leases(transport)
         finally:
             self._stop.set()
             self._buffer.wake_all()
@@ -317,6 +321,7 @@ class Worker:
                 self._start_failures = 0
                 continue
             self._settle(transport, proc.finish_head(now), outcome)
+            self._extend_leases(transport)  # settling may have taken round trips
         if ended or proc.exited:
             self._on_process_exit(transport, proc)
         elif proc.used_up:
@@ -423,6 +428,10 @@ class Worker:
             self._buffer.requeue(held[1:])
             if not self._stop.is_set():
                 proc.start()
+
+    def _extend_leases(self, transport: Transport) -> None:
+        running = (job for proc in self._procs for job in proc.jobs)
+        self._leases.extend(transport, running, time.monotonic())
 
     def _release_buffered(self, transport: Transport) -> None:
         """Release leased jobs that never started without using an attempt (those whose lease
