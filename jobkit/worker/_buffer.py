@@ -78,11 +78,13 @@ class Buffer:
                 self._unmark(key_of(job))
                 self._jobs.appendleft(job)
 
-    def take(self) -> tuple[Running | None, list[Running]]:
-        """The next job to run (marked running), and the duplicates of succeeded keys found on
-        the way (removed and no longer held; the caller acks them). Skips jobs whose key is
-        running now."""
+    def take(self, now: float) -> tuple[Running | None, list[Running], list[Running]]:
+        """The next job to run (marked running); the duplicates of succeeded keys found on the
+        way (removed and no longer held; the caller acks them); and the jobs found on the way
+        whose lease lapsed by `now` (monotonic; removed and no longer held: see
+        `Running.lapsed`). Skips jobs whose key is running now."""
         duplicates: list[Running] = []
+        lapsed: list[Running] = []
         with self._cond:
             self._forget_expired()
             for job in list(self._jobs):
@@ -92,12 +94,21 @@ class Buffer:
                     self._held -= 1
                     duplicates.append(job)
                     continue
+                if job.lapsed(now):
+                    self._jobs.remove(job)
+                    self._held -= 1
+                    lapsed.append(job)
+                    continue
                 if self._running_keys.get(key):
                     continue
                 self._jobs.remove(job)
                 self._running_keys[key] = 1
-                return job, duplicates
-            return None, duplicates
+                break
+            else:
+                job = None
+            if lapsed:
+                self._cond.notify_all()  # room for the receiver
+            return job, duplicates, lapsed
 
     def keys_ahead(self, n: int) -> list[str]:
         """The keys of the next `n` buffered jobs not yet known to have succeeded (the ones
@@ -147,18 +158,6 @@ class Buffer:
             self._running_keys[key] = count - 1
         else:
             self._running_keys.pop(key, None)
-
-    def drop_lapsed(self, now: float) -> list[Running]:
-        """Remove and return the buffered jobs whose lease has lapsed by `now` (monotonic; see
-        `Running.lapsed`). They are no longer held: the broker delivers them again."""
-        with self._cond:
-            lapsed = [job for job in self._jobs if job.lapsed(now)]
-            for job in lapsed:
-                self._jobs.remove(job)
-                self._held -= 1
-            if lapsed:
-                self._cond.notify_all()
-            return lapsed
 
     def drain(self) -> list[Running]:
         """Remove and return every buffered job (to release them at shutdown)."""

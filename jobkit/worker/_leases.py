@@ -26,6 +26,10 @@ from jobkit.worker._retrying import Streak
 
 log = logging.getLogger("jobkit.worker")
 
+# `extend` is called after every phase of the supervisor's loop, so it looks at the held jobs
+# at most this often (and at least 12 times per lease): leases are extended with a third gone.
+_LOOK_EVERY = 0.05
+
 
 class Leases:
     """Extends the leases of held jobs and drops buffered ones whose lease lapsed."""
@@ -35,11 +39,12 @@ class Leases:
         self.buffer = buffer
         self.extendable = extendable  # the backend's `Capabilities.lease_extension`
         self._streak = Streak()
+        self._next_look = 0.0  # monotonic; `extend` looks at the held jobs no sooner
 
-    def drop_lapsed(self, now: float) -> None:
-        """Take buffered jobs whose lease ran out by `now` (monotonic) out of the buffer,
-        unsettled: they are the broker's again. Call before dispatching. Never blocks."""
-        for job in self.buffer.drop_lapsed(now):
+    def dropped(self, jobs: Iterable[Running], now: float) -> None:
+        """Report buffered jobs left unstarted because their lease lapsed by `now`: they are
+        the broker's again, unsettled."""
+        for job in jobs:
             log.warning(
                 "lease on job %s ran out %.1f s before it could start; not running this copy "
                 "(the broker delivers it again). If this recurs, the lease is short for this "
@@ -52,21 +57,24 @@ class Leases:
     def extend(self, transport: Transport, running: Iterable[Running], now: float) -> None:
         """Extend every held lease with less than two thirds left: one `Transport.extend`
         call each, blocking for its round trip. During an outage, retried with backoff on
-        later calls rather than blocking."""
-        if not self.extendable:
+        later calls rather than blocking. Looks at the held jobs at most every `_LOOK_EVERY`."""
+        if not self.extendable or now < self._next_look:
             return
         lease = self.lease.total_seconds()
-        # A buffered job whose lease lapsed is not extended (its receipt may be stale, and
-        # extending would let it start): `drop_lapsed` takes it out before the next dispatch.
-        buffered = [job for job in self.buffer.snapshot() if not job.lapsed(now)]
-        for job in [*buffered, *running]:
-            if job.lease_until - now >= lease * 2 / 3 or not self._streak.due(now):
+        self._next_look = now + min(_LOOK_EVERY, lease / 12)
+        held = [(job, True) for job in self.buffer.snapshot()]
+        held += [(job, False) for job in running]
+        for job, buffered in held:
+            at = time.monotonic()  # the calls before may have taken a while
+            if job.lease_until - at >= lease * 2 / 3 or not self._streak.due(at):
                 continue
-            if job.lapsed(now):  # running: too late to stop; the broker may run it again
-                log.warning(
+            if job.lapsed(at):
+                if buffered:  # its receipt may be stale: `Buffer.take` drops it instead
+                    continue
+                log.warning(  # running: too late to stop; the broker may run it again
                     "lease on running job %s ran out %.1f s before it was extended",
                     job.envelope.id,
-                    now - job.lease_until,
+                    at - job.lease_until,
                     extra=job_fields(job.envelope, job.attempt),
                 )
             what = f"extend the lease of {job.delivery.id}"
@@ -79,4 +87,4 @@ class Leases:
                 log.error("could not %s: %s", what, exc)
                 continue
             self._streak.succeeded(what, time.monotonic())
-            job.lease_until = now + lease
+            job.lease_until = at + lease  # the new lease starts no earlier than the call

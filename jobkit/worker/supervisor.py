@@ -248,12 +248,13 @@ class Worker:
         process is killed and the queued jobs, never started, go back to the buffer uncounted."""
         at = self.backend.clock.now()
         self._recheck_done()
-        self._leases.drop_lapsed(time.monotonic())  # after the store call, right before `take`
         for depth in range(max(1, self.options.prefetch)):
             for proc in self._procs:
                 if not proc.ready or len(proc.jobs) != depth:
                     continue
-                job, duplicates = self._buffer.take()
+                taken_at = time.monotonic()  # after the store call
+                job, duplicates, lapsed = self._buffer.take(taken_at)
+                self._leases.dropped(lapsed, taken_at)
                 for dup in duplicates:
                     self._settling.acks.append(dup.delivery)
                     self._settling.record(dup, EventKind.SKIPPED, at=at)
@@ -436,8 +437,11 @@ class Worker:
     def _release_buffered(self, transport: Transport) -> None:
         """Release leased jobs that never started without using an attempt (those whose lease
         lapsed are dropped instead: a release with a stale receipt could free another copy)."""
-        self._leases.drop_lapsed(time.monotonic())
+        now = time.monotonic()
         for job in self._buffer.drain():
+            if job.lapsed(now):
+                self._leases.dropped([job], now)
+                continue
             self._settling.release_uncounted(transport, job)
 
     def _kill_running(self, transport: Transport) -> None:
