@@ -328,8 +328,9 @@ CHECKS += (
        "a message released uncounted comes back after its delay with the same attempt number",
        _observed("release_uncounted")),
     _c("contract.clone_close", "contract", "contract",
-       "a clone works on the same queues; close is idempotent",
-       _observed("clone", "close")),
+       "a clone, connected ahead of use, works on the same queues; connect and close are "
+       "idempotent",
+       _observed("clone", "connect", "close")),
     _c("stats.counts", "contract", "stats",
        "Backend.stats counts dead, delayed, ready and in-flight jobs while a worker runs one",
        _observed("stats.counts", "stats.in_flight")),

@@ -68,6 +68,7 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "Transport.stats": ("contract.stats",),
     "Transport.stats(queues)": ("contract.stats",),
     "Transport.clone": ("contract.clone_close",),
+    "Transport.connect": ("contract.clone_close",),
     "Transport.close": ("contract.clone_close",),
     # Backend
     "Backend.capabilities": ("unsupported.raises_at_enqueue", "backend.message_size"),

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from jobkit.errors import JobkitError
 from jobkit.spi import Delivery, Message, QueueStats, Transport, TransportBackend
 
 from .context import Context
@@ -319,8 +320,16 @@ def _transport(ctx: Context, original: Transport, t: Transport) -> None:
         f"stats(None) listed {len(everything)} queue(s); this one: {_counts(mine)}",
     )
 
-    # clone and close: a clone sees the same queues; close twice is harmless
+    # clone, connect and close: a clone, connected ahead of use (twice: idempotent), sees the
+    # same queues; close twice is harmless
     twin = t.clone()
+    try:
+        twin.connect()
+        twin.connect()
+        failed = ""
+    except JobkitError as exc:
+        failed = f"{type(exc).__name__}: {exc}"
+    observe(ctx, "connect", not failed, f"connect() twice on a clone: {failed or 'returned'}")
     got = twin.receive([q], max_messages=1, wait=timedelta(seconds=1), lease=HOUR)
     observe(
         ctx,
