@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -52,6 +51,7 @@ class Heartbeat:
         self._lock = threading.Lock()
         self._current: tuple[Job, Any] | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     @contextmanager
     def running(self, job: Job, execution: Any) -> Iterator[None]:
@@ -70,9 +70,16 @@ class Heartbeat:
             with self._lock:
                 self._current = None
 
+    def stop(self) -> None:
+        """End the beats thread (the worker is done: RQ's `work()` returned). Idempotent; waits
+        up to a beat in flight."""
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self._every + 5)
+
     def _beats(self) -> None:
-        while True:
-            time.sleep(self._every)
+        while not self._stopped.wait(self._every):
             with self._lock:
                 if self._current is not None:
                     self._beat(*self._current)

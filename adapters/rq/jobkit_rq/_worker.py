@@ -284,6 +284,8 @@ class Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             logger.warning("RQ worker %s quit without being asked to: starting another", name)
             _stop_listening(worker)
+            if isinstance(worker, JobkitSimpleWorker) and worker._heartbeat is not None:
+                worker._heartbeat.stop()  # the next worker starts its own
             self.runtime.through_outage("reach Redis", self.runtime.client.ping)
 
     def run(self) -> None:
