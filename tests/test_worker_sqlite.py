@@ -350,3 +350,31 @@ def test_a_buffered_job_whose_lease_lapsed_is_not_started_while_another_worker_r
         finally:
             os.kill(stalled.pid, signal.SIGCONT)
     assert count(ledger_path, runs, "second") == 1
+
+
+def test_a_job_left_unstarted_when_its_lease_lapsed_comes_back_in_its_first_attempt(
+    app: App, backend: str, ledger_path: Path
+) -> None:
+    """A worker stalled (SIGSTOP) past its lease drops the job it held unstarted; the broker
+    counted that delivery, but when the job comes back to this worker it runs as attempt 1."""
+    ledger.record.enqueue("first", 3.0)
+    second = ledger.record.enqueue("second")
+    args = ("-q", "work", "-c", "1", "--prefetch", "1", "--lease", "1")
+    with running_worker(backend, ledger_path, *args) as stalled:
+        wait_until(
+            lambda: count(ledger_path, "SELECT COUNT(*) FROM runs WHERE key = 'first'") == 1,
+            timeout=30,
+            what="the first job started",
+        )
+        wait_until(
+            lambda: app.backend.stats(["work"])[0].in_flight == 2,
+            timeout=30,
+            what="the second job leased into the buffer",
+        )
+        os.kill(stalled.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.0)  # the stall itself (twice the lease), not a wait for a condition
+        finally:
+            os.kill(stalled.pid, signal.SIGCONT)
+        wait_until(lambda: second.state is JobState.SUCCEEDED, timeout=30, what="the second job")
+    assert rows(ledger_path, "SELECT attempt FROM runs WHERE key = 'second'") == [(1,)]

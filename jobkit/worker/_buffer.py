@@ -159,6 +159,16 @@ class Buffer:
         else:
             self._running_keys.pop(key, None)
 
+    def drop_lapsed(self, now: float) -> list[Running]:
+        """Remove and return the buffered jobs whose lease lapsed by `now` (monotonic; see
+        `Running.lapsed`): no longer held, the broker delivers them again."""
+        with self._cond:
+            lapsed = [job for job in self._jobs if job.lapsed(now)]
+            for job in lapsed:
+                self._jobs.remove(job)
+                self._held -= 1
+            return lapsed
+
     def drain(self) -> list[Running]:
         """Remove and return every buffered job (to release them at shutdown)."""
         with self._cond:

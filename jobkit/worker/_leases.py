@@ -13,12 +13,15 @@ Not thread-safe: used by the supervisor's main thread only.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import timedelta
 
 from jobkit.errors import BrokerUnavailable, JobkitError
 from jobkit.logcontext import job_fields
+from jobkit.records import Delivery
 from jobkit.transport import Transport
 from jobkit.worker._buffer import Buffer
 from jobkit.worker._pool import Running
@@ -31,6 +34,31 @@ log = logging.getLogger("jobkit.worker")
 _LOOK_EVERY = 0.05
 
 
+class Unstarted:
+    """Deliveries this worker left unstarted because their lease lapsed, per message. The
+    broker counted each (SQS's receive count cannot be lowered); `Screen` takes them off the
+    attempt number when the message comes back to this worker, so a lapse costs no attempt
+    here. Thread-safe (the supervisor adds, the receiver reads). Bounded: the oldest of more
+    than `limit` messages are forgotten."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, delivery: Delivery) -> None:
+        key = (delivery.queue, delivery.id)
+        with self._lock:
+            self._counts[key] = self._counts.pop(key, 0) + 1
+            if len(self._counts) > self._limit:
+                self._counts.popitem(last=False)
+
+    def of(self, delivery: Delivery) -> int:
+        """How many of `delivery`'s earlier deliveries this worker left unstarted."""
+        with self._lock:
+            return self._counts.get((delivery.queue, delivery.id), 0)
+
+
 class Leases:
     """Extends the leases of held jobs and drops buffered ones whose lease lapsed."""
 
@@ -38,17 +66,21 @@ class Leases:
         self.lease = lease
         self.buffer = buffer
         self.extendable = extendable  # the backend's `Capabilities.lease_extension`
+        self.unstarted = Unstarted()
         self._streak = Streak()
         self._next_look = 0.0  # monotonic; `extend` looks at the held jobs no sooner
 
     def dropped(self, jobs: Iterable[Running], now: float) -> None:
         """Report buffered jobs left unstarted because their lease lapsed by `now`: they are
-        the broker's again, unsettled."""
+        the broker's again, unsettled, and noted in `unstarted`. Thread-safe (the supervisor
+        calls it for what `Buffer.take` dropped, the receiver before it screens a batch)."""
         for job in jobs:
+            self.unstarted.add(job.delivery)
             log.warning(
                 "lease on job %s ran out %.1f s before it could start; not running this copy "
-                "(the broker delivers it again). If this recurs, the lease is short for this "
-                "broker's round trips: consider a longer --lease",
+                "(the broker delivers it again, to this worker without using an attempt). If "
+                "this recurs, the lease is short for this broker's round trips: consider a "
+                "longer --lease",
                 job.envelope.id,
                 now - job.lease_until,
                 extra=job_fields(job.envelope, job.attempt),

@@ -41,6 +41,7 @@ class Receiver(threading.Thread):
         wake: Callable[[], None],
         on_crash: Callable[[], None],
         screener: Screen,
+        on_lapsed: Callable[[list[Running], float], None],
     ) -> None:
         super().__init__(name="jobkit-receiver", daemon=True)
         self.backend = backend
@@ -50,6 +51,7 @@ class Receiver(threading.Thread):
         self.wake = wake
         self.on_crash = on_crash
         self.screener = screener
+        self.on_lapsed = on_lapsed  # `Leases.dropped`
         self.queues_empty = threading.Event()
         self.retry = Retrier(stop)  # every broker and store call: retried through outages
         # While jobs wait in the buffer, lease in batches of at least this many: one broker
@@ -84,6 +86,11 @@ class Receiver(threading.Thread):
                     self.wake()
                     continue
                 self.queues_empty.clear()
+                if deliveries[0].leased_until is not None:  # timed leases
+                    # A buffered copy of a message received again has lapsed: dropped (and
+                    # noted, so the new copy's attempt leaves it out) before it is screened.
+                    now = time.monotonic()
+                    self.on_lapsed(self.buffer.drop_lapsed(now), now)
                 try:
                     runnable = self.screen(transport, deliveries, leased_at)
                 except JobkitError as exc:  # not transient: those leases lapse, then redelivery

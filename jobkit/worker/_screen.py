@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from jobkit.records import Delivery
 from jobkit.store import EventKind, JobEvent, JobStore
 from jobkit.transport import Transport
 from jobkit.worker._buffer import key_of
+from jobkit.worker._leases import Unstarted
 from jobkit.worker._pool import Running
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Screen:
     known: frozenset[str]
     timeout: timedelta
     now: Callable[[], datetime]
+    unstarted: Unstarted = field(default_factory=Unstarted)  # shared with `Leases`
 
     def screen(
         self,
@@ -76,7 +78,7 @@ class Screen:
             envelope = self._decode(transport, delivery, now, call)
             if envelope is None:
                 continue
-            attempt = envelope.attempt + delivery.deliveries
+            attempt = envelope.attempt + delivery.deliveries - self.unstarted.of(delivery)
             if envelope.job not in self.known:
                 self._unknown(
                     transport,

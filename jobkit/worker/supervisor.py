@@ -154,7 +154,9 @@ class Worker:
                 known=frozenset(self.app.jobs),
                 timeout=self.options.unknown_job_timeout,
                 now=self.backend.clock.now,
+                unstarted=self._leases.unstarted,
             ),
+            on_lapsed=self._leases.dropped,
         )
         self.hooks.worker_started(self._info)
         try:
