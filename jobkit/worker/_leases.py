@@ -7,7 +7,8 @@ a buffered job in that state is dropped, never started (an extension with its st
 would not stop the other copy), and the broker delivers it again. A running one can only be
 reported. Leases held until the delivery is settled (RabbitMQ) never lapse.
 
-Not thread-safe: used by the supervisor's main thread only.
+`Leases.extend` is used by the supervisor's main thread only; `Leases.dropped` and `Unstarted`
+are thread-safe (the receiver thread drops lapsed copies too).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class Screen:
             envelope = self._decode(transport, delivery, now, call)
             if envelope is None:
                 continue
-            attempt = envelope.attempt + delivery.deliveries - self.unstarted.of(delivery)
+            attempt = max(1, envelope.attempt + delivery.deliveries - self.unstarted.of(delivery))
             if envelope.job not in self.known:
                 self._unknown(
                     transport,
