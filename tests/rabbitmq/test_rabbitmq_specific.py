@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from jobkit_rabbitmq import RabbitTransport, parse_url
+from jobkit_rabbitmq import _wire as wire
 
 from jobkit import App, ConfigurationError, UnsupportedFeature
 from jobkit.spi import Message, redact_url
@@ -47,6 +48,16 @@ def test_bad_option_is_refused_naming_it_without_the_password(query: str, named:
         backend_from_url(url)
     assert "topsecret" not in str(info.value)
     assert "topsecret" not in redact_url(url)
+
+
+@pytest.mark.parametrize("delay_s", [0.0004, 0.0015, 1.0, 5.0004, 8.0, 86_400.0009])
+def test_a_due_time_on_the_wire_is_never_before_the_delay_has_passed(delay_s: float) -> None:
+    """`jobkit-due` is compared with the current epoch ms rounded down: a due time rounded
+    down too would let a job start up to 1 ms before its delay ends (seen: 8 s ran at 7.9999)."""
+    for _ in range(200):
+        before = time.time()
+        due = wire.due_after(delay_s)
+        assert due / 1000 >= before + delay_s
 
 
 def test_reserved_queue_names_are_refused() -> None:

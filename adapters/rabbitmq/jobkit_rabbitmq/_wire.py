@@ -27,6 +27,7 @@ queues, uncounted).
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,7 +91,14 @@ def due_of(props: Any) -> int:
 
 
 def now_ms() -> int:
+    """The time in epoch ms, rounded down (what `jobkit-due` is compared with)."""
     return int(time.time() * 1000)
+
+
+def due_after(delay_s: float) -> int:
+    """The ``jobkit-due`` of a message delayed `delay_s` from now: rounded up, so that a
+    comparison with `now_ms` (rounded down) never finds it due before the delay has passed."""
+    return math.ceil((time.time() + delay_s) * 1000)
 
 
 def prior_of(props: Any) -> int:

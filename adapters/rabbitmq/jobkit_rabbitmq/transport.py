@@ -157,11 +157,12 @@ class RabbitTransport(ExportingTransport):
                 change="Use queue_type=classic (x-max-priority) for priorities, or drop them",
             )
         headers: dict[str, Any] = {wire.PRIOR: prior} if prior else {}
-        delay_ms = int(message.delay.total_seconds() * 1000)
         target = self.config.queue_name(message.queue)
-        if delay_ms > 0:
-            headers[wire.DUE] = now_ms + delay_ms
-            target = self.config.delay_name(message.queue, self._level(delay_ms))
+        if message.delay > timedelta(0):
+            # rounded up: never due early (a due time rounded down ran jobs up to 1 ms early)
+            due = wire.due_after(message.delay.total_seconds())
+            headers[wire.DUE] = due
+            target = self.config.delay_name(message.queue, self._level(due - now_ms))
         return wire.Outgoing(
             routing_key=target,
             body=message.body,
