@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+from jobkit_dramatiq import _wire
 from jobkit_dramatiq.probe import probe_from_url
 
 import jobkit
@@ -39,3 +42,13 @@ def test_priority_on_redis_is_refused_naming_what_is_supported(
     L.app.use(redis_url)
     with pytest.raises(jobkit.UnsupportedFeature, match="no priorities"):
         L.record.options(priority=5).enqueue("urgent")
+
+
+@pytest.mark.parametrize("delay_s", [0.0004, 0.0015, 1.0, 5.0004, 8.0, 86_400.0009])
+def test_an_eta_on_the_wire_is_never_before_the_delay_has_passed(delay_s: float) -> None:
+    """Dramatiq's ``eta`` is compared with the current epoch ms rounded down: an eta rounded
+    down too would let a job start up to 1 ms before its delay ends."""
+    for _ in range(200):
+        before = time.time()
+        eta = _wire.eta_after(timedelta(seconds=delay_s))
+        assert eta / 1000 >= before + delay_s

@@ -10,10 +10,19 @@ envelope back with `envelope_of`.
 from __future__ import annotations
 
 import json
+import math
 import time
+from datetime import timedelta
 from typing import Any
 
 _SEPARATORS = (",", ":")  # Dramatiq's JSONEncoder's
+
+
+def eta_after(delay: timedelta) -> int:
+    """Dramatiq's ``eta`` (epoch ms) for a message delayed `delay` from now, rounded up: the
+    brokers compare it with the current ms rounded down, and a job must never start before its
+    delay has passed (rounded down, it could start up to 1 ms early)."""
+    return math.ceil((time.time() + delay.total_seconds()) * 1000)
 
 
 def job_name(body: bytes) -> str:

@@ -124,7 +124,7 @@ class AmqpTransport(Transport):
         link = self._link
         link.declare(m.queue)
         if m.delay > timedelta(0):
-            eta = int(time.time() * 1000 + m.delay.total_seconds() * 1000)
+            eta = _wire.eta_after(m.delay)
             data = _wire.encode(
                 queue=f"{m.queue}.DQ", job_id=m.id, body=m.body, options={"eta": eta}, actor=m.job
             )
@@ -280,7 +280,7 @@ class AmqpTransport(Transport):
                 return
             data = _wire.with_options(raw, eta=None)
             if delay > timedelta(0):
-                eta = int(time.time() * 1000 + delay.total_seconds() * 1000)
+                eta = _wire.eta_after(delay)
                 data = _wire.with_options(data, eta=eta)
                 target = f"{delivery.queue}.DQ"
             else:

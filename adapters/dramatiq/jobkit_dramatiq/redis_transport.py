@@ -124,12 +124,11 @@ class RedisTransport(Transport):
         """One script call for the batch: all or nothing. Raises `BrokerUnavailable`."""
         if not messages:
             return
-        now_ms = int(time.time() * 1000)
         args: list[Any] = [self._ns]
         for m in messages:
             rid = str(uuid.uuid4())
             if m.delay > timedelta(0):
-                eta = now_ms + int(m.delay.total_seconds() * 1000)
+                eta = _wire.eta_after(m.delay)
                 options: dict[str, Any] = {"redis_message_id": rid, "eta": eta}
                 queue = f"{m.queue}.DQ"
             else:
@@ -230,7 +229,7 @@ class RedisTransport(Transport):
         eta = 0
         data = b""
         if delay > timedelta(0):
-            eta = int(time.time() * 1000 + delay.total_seconds() * 1000)
+            eta = _wire.eta_after(delay)
             raw = delivery.native if isinstance(delivery.native, bytes) else delivery.body
             data = _wire.with_options(raw, eta=eta)
         with _translated(f"release {delivery.id}"):
