@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,9 @@ import jobkit
 from jobkit import spi
 from jobkit_celery._names import delay_queue_name, dlq_name
 from jobkit_celery._wire import envelope_from_message
+
+_REQUEUE_WAIT_S = 2.0
+"""How long a listing of dead letters waits for RabbitMQ to put back what it fetched."""
 
 MAX_PRIORITY = 10
 
@@ -169,9 +173,16 @@ class AmqpOps:
 
     def dead_letters(self, queue: str, limit: int) -> list[spi.DeadLetter]:
         """Read without removing: the messages are fetched unacked, then the channel closes and
-        RabbitMQ puts them back in order."""
+        RabbitMQ puts them back in order. Returns once they are back (or after
+        `_REQUEUE_WAIT_S`): RabbitMQ requeues them after the close has returned, and a replay
+        issued right after a listing found the dead-letter queue empty."""
+        before = self.depth(dlq_name(queue))
         with self._channel("list dead letters") as channel:
-            return [dead for _, dead in self._get_all(channel, queue, max(limit, 1))]
+            letters = [dead for _, dead in self._get_all(channel, queue, max(limit, 1))]
+        deadline = time.monotonic() + _REQUEUE_WAIT_S
+        while self.depth(dlq_name(queue)) < before and time.monotonic() < deadline:
+            time.sleep(0.005)  # the broker's requeue has no event to wait on over AMQP
+        return letters
 
     def replay(
         self, queue: str, ids: Sequence[str] | None, send: Callable[[spi.DeadLetter], None]
