@@ -30,10 +30,6 @@ AMQP_XFAILS = {
 STORELESS_AMQP_XFAILS = {
     "cli.status": "without a store the delay queues are known only to the process that made "
     "them: `jobkit status` in a fresh process counts no delayed job",
-    "shutdown.buffered_run_once": "without a store attempts are RabbitMQ's redelivered flag: a "
-    "job prefetched at SIGTERM comes back redelivered and counts an attempt it never ran",
-    "delivery.outcomes_as_specified": "the same jobs: allowed one attempt, they are "
-    "dead-lettered unrun after the SIGTERM of the shutdown scenario",
 }
 
 

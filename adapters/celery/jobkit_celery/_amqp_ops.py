@@ -235,6 +235,17 @@ class AmqpOps:
                 routing_key=queue,
             )
 
+    def republish(
+        self, *, exchange: str, routing_key: str, body: bytes, properties: dict[str, Any]
+    ) -> None:
+        """Publish a copy of a delivered message (its body and AMQP properties, headers
+        included) through `exchange` with `routing_key`; returns once RabbitMQ confirmed it."""
+        with self._channel("publish a message again") as channel:
+            channel.confirm_select()
+            channel.basic_publish_confirm(
+                amqp.Message(body, **properties), exchange=exchange, routing_key=routing_key
+            )
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():

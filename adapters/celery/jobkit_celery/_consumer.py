@@ -20,6 +20,7 @@ import jobkit
 from jobkit.spi import salvage
 from jobkit_celery import _task_message
 from jobkit_celery._celery_app import runtime_of
+from jobkit_celery._handback import hand_back_unstarted
 from jobkit_celery._wire import envelope_from_message
 
 logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
@@ -48,6 +49,24 @@ def _recovered_id(message: Any, body: bytes) -> tuple[str | None, str | None]:
 
 
 class JobkitConsumer(Consumer):  # type: ignore[misc]
+    _stopping = False
+
+    def stop(self) -> None:
+        """Warm shutdown: the consumer closes inside this call (see `on_close`)."""
+        self._stopping = True
+        super().stop()
+
+    def on_close(self) -> None:
+        """Called when the consumer's connection closes: at a warm shutdown (connection still
+        open), first hand back the prefetched messages no pool process was given, so they come
+        back unflagged (`_handback`); on a lost connection, nothing can be done."""
+        if self._stopping:
+            try:
+                hand_back_unstarted(self, runtime_of(self.app))
+            except Exception:  # Celery's own cleanup below must still run
+                logger.exception("handing back prefetched jobs failed; RabbitMQ redelivers them")
+        super().on_close()
+
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's handler of each task message, behind a check of what Celery needs from it:
         a message it cannot build a request from is dead-lettered instead."""
