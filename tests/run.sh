@@ -84,8 +84,9 @@ if [ $# -eq 0 ] || [ "${JOBKIT_CELERY_LOW:-0}" = 1 ]; then
   # 30 s delay trap run on the newest only: the 3x-visibility delay trap covers the same path)
   .venv-celery-low/bin/python -m pytest -p no:cacheprovider -q tests/celery/test_celery_poison.py \
     tests/celery/test_celery_redis_traps.py tests/celery/test_celery_settings.py \
-    tests/celery/test_celery_status.py tests/celery/test_celery_worker.py \
-    tests/celery/test_celery_worker_options.py -k "not 30s_delay"
+    tests/celery/test_celery_shutdown.py tests/celery/test_celery_status.py \
+    tests/celery/test_celery_worker.py tests/celery/test_celery_worker_options.py \
+    -k "not 30s_delay"
 fi
 
 # In parallel: the tests mostly wait on brokers and worker processes, so one pytest worker per
