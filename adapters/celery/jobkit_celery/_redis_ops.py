@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,32 @@ SEP = "\x06\x16"  # kombu's Redis priority separator
 PRIORITY_STEPS = list(range(10))
 
 
+REPLAY_CLAIM_MS = 15_000
+"""How long a replay holds a dead letter it is sending. A claim is held for one send; if the
+replay dies, the letter can be replayed again once the claim lapses."""
+
+# KEYS: dead-letter list, claim key. ARGV: entry, claim ms. 1 if claimed; 0 if the entry is
+# gone (replayed or purged) or claimed by another replay.
+_CLAIM = """
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
+if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+# KEYS: dead-letter list, claim key. ARGV: entry.
+_REPLAYED = """
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
+def claim_name(queue: str, raw: bytes | str) -> str:
+    """The key a replay sets while it sends the dead-letter entry `raw` of `queue`."""
+    data = raw if isinstance(raw, bytes) else raw.encode()
+    return f"jobkit.replaying.{queue}.{hashlib.sha1(data).hexdigest()}"
+
+
 def list_keys(queue: str) -> list[str]:
     """The Redis lists kombu keeps `queue` in, one per priority step."""
     return [queue if pri == 0 else f"{queue}{SEP}{pri}" for pri in PRIORITY_STEPS]
@@ -27,6 +54,8 @@ class RedisOps:
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
+        self._claim = self.client.register_script(_CLAIM)
+        self._replayed = self.client.register_script(_REPLAYED)
 
     def _guard(self, what: str) -> Any:
         return _Guard(what)
@@ -59,15 +88,27 @@ class RedisOps:
                 out.append((item, dead))
         return out
 
-    def remove_dead(self, queue: str, raw: bytes | str) -> bool:
-        """Remove one dead-letter entry; False if it was gone (another replay took it)."""
-        with self._guard("remove a replayed dead letter"):
-            return bool(self.client.lrem(dlq_name(queue), 1, raw))  # type: ignore[arg-type]
+    def claim_dead(self, queue: str, raw: bytes | str) -> bool:
+        """Claim one dead-letter entry for a replay, for `REPLAY_CLAIM_MS`: False if it is gone
+        (another replay sent it) or another replay holds it. The entry stays in the dead-letter
+        queue until `replayed`, so a replay killed before its send loses nothing: the claim
+        lapses and a later replay sends it."""
+        with self._guard("claim a dead letter"):
+            return bool(
+                self._claim(
+                    keys=[dlq_name(queue), claim_name(queue, raw)], args=[raw, REPLAY_CLAIM_MS]
+                )
+            )
 
-    def restore_dead(self, queue: str, raw: bytes | str) -> None:
-        """Put back an entry `remove_dead` took (its replay could not be sent)."""
-        with self._guard("restore a dead letter"):
-            self.client.rpush(dlq_name(queue), raw)
+    def replayed(self, queue: str, raw: bytes | str) -> None:
+        """Remove a claimed entry that has been sent, and its claim (one step)."""
+        with self._guard("remove a replayed dead letter"):
+            self._replayed(keys=[dlq_name(queue), claim_name(queue, raw)], args=[raw])
+
+    def unclaim(self, queue: str, raw: bytes | str) -> None:
+        """Drop the claim on an entry whose send failed (it stays in the dead-letter queue)."""
+        with self._guard("release a dead letter"):
+            self.client.delete(claim_name(queue, raw))
 
     def push_raw(self, queue: str, body: bytes) -> None:
         """Put `body` on `queue`'s list as is (how an undecodable message is replayed)."""

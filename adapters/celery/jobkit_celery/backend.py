@@ -255,15 +255,16 @@ class CeleryBackend(spi.Backend):
             return ops.replay(queue, ids, self._replay_one)
         count = 0
         for raw, dead in ops.take_dead(queue, ids):
-            # claimed (removed) before it is sent, so two replays at once send it once; put
-            # back if the send fails
-            if not ops.remove_dead(queue, raw):
+            # claimed before it is sent (two replays at once send it once), removed only after
+            # (a replay killed in between loses nothing: the claim lapses)
+            if not ops.claim_dead(queue, raw):
                 continue
             try:
                 self._replay_one(dead)
             except BaseException:
-                ops.restore_dead(queue, raw)
+                ops.unclaim(queue, raw)
                 raise
+            ops.replayed(queue, raw)
             count += 1
         return count
 
