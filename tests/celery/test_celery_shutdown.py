@@ -23,8 +23,15 @@ JOBS = 5
 def storeless_amqp_url(rabbit_server: RabbitServer) -> Iterator[str]:
     """celery+amqp as the README writes it: no store=, attempts counted from RabbitMQ's
     redelivered flag."""
+    from jobkit_celery.probe import probe_from_url
+
     rabbit_server.delete_queues(QUEUE)
     url = f"celery+{rabbit_server.url}"
+    # declared again with its binding: kombu's producers in this process remember having
+    # declared it, and would publish to its exchange with no queue bound
+    probe = probe_from_url(url)
+    probe.cleanup([QUEUE])
+    probe.close()
     L.app.use(url)
     yield url
     L.app.close()
