@@ -54,7 +54,7 @@ class TestCeleryWorkerSemantics(semantics.CommonSemantics):
         def send() -> str:
             env = Envelope(job=ledger.record.name, args=("v2",), queue="work")
             runtime = app.backend.runtime  # type: ignore[attr-defined]
-            runtime._send_raw(env, {**meta_of(env), "v": 2, "something_new": [1]})
+            runtime.send_raw(env, {**meta_of(env), "v": 2, "something_new": [1]})
             return env.id
 
         semantics.newer_envelope_waits_then_is_dead(app, backend, ledger_path, tmp_path, send)

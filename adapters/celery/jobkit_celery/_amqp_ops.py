@@ -25,6 +25,7 @@ import amqp
 import jobkit
 from jobkit import spi
 from jobkit_celery._names import delay_queue_name, dlq_name
+from jobkit_celery._returns import Returns
 from jobkit_celery._wire import envelope_from_message
 
 _REQUEUE_WAIT_S = 2.0
@@ -132,17 +133,10 @@ class AmqpOps:
             "x-jobkit-dead-at": spi.SystemClock().now().isoformat(),
             "x-jobkit-deliveries": deliveries,
         }
-        with self._channel("dead-letter a job") as channel:
-            self.declare(channel, queue)
-            channel.confirm_select()
-            channel.basic_publish_confirm(
-                amqp.Message(
-                    body, content_type="application/json", delivery_mode=2,
-                    application_headers=headers,
-                ),
-                exchange="",
-                routing_key=dlq_name(queue),
-            )  # fmt: skip
+        message = amqp.Message(
+            body, content_type="application/json", delivery_mode=2, application_headers=headers
+        )
+        self._publish_to(queue, message, dlq_name(queue), "dead-letter a job")
 
     def _get_all(
         self, channel: Any, queue: str, limit: int | None
@@ -224,16 +218,32 @@ class AmqpOps:
     def publish_raw(
         self, queue: str, body: bytes, content_type: str | None, *, message_id: str | None = None
     ) -> None:
-        with self._channel("publish a message") as channel:
-            self.declare(channel, queue)
-            channel.confirm_select()
-            channel.basic_publish_confirm(
-                amqp.Message(
-                    body, content_type=content_type, delivery_mode=2, message_id=message_id
-                ),
-                exchange="",
-                routing_key=queue,
-            )
+        message = amqp.Message(
+            body, content_type=content_type, delivery_mode=2, message_id=message_id
+        )
+        self._publish_to(queue, message, queue, "publish a message")
+
+    def _publish_to(self, queue: str, message: Any, routing_key: str, what: str) -> None:
+        """Publish `message` through the default exchange to `routing_key` (`queue` or its
+        dead-letter queue), mandatory and confirmed. If RabbitMQ returns it (the queue was
+        deleted since this process declared it), declare `queue` again and publish once more.
+        Raises `BrokerUnavailable`, or `JobkitError` if it is returned twice."""
+        for _ in range(2):
+            returns = Returns()
+            with self._channel(what) as channel:
+                channel.events["basic_return"].add(returns)
+                self.declare(channel, queue)
+                channel.confirm_select()
+                channel.basic_publish_confirm(
+                    message, exchange="", routing_key=routing_key, mandatory=True
+                )
+            if not returns.take():
+                return
+            self._declared.discard(queue)
+        raise jobkit.JobkitError(
+            f"cannot {what}: RabbitMQ had no queue {routing_key!r}, even after declaring it "
+            "again; nothing was stored"
+        )
 
     def republish(
         self, *, exchange: str, routing_key: str, body: bytes, properties: dict[str, Any]

@@ -21,6 +21,7 @@ from jobkit.spi import salvage
 from jobkit_celery import _task_message
 from jobkit_celery._celery_app import runtime_of
 from jobkit_celery._handback import hand_back_unstarted
+from jobkit_celery._waiting import wait_for_a_worker
 from jobkit_celery._wire import envelope_from_message
 
 logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
@@ -127,7 +128,7 @@ class JobkitConsumer(Consumer):  # type: ignore[misc]
                 self._dead_letter(message, f"{what}, and its message is malformed: {exc}")
                 return
             try:
-                if runtime.wait_for_a_worker(env, what):
+                if wait_for_a_worker(runtime, env, what):
                     message.ack()
                     return
             except jobkit.BrokerUnavailable:

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
 import celery.exceptions as celery_exc
@@ -33,7 +33,6 @@ from jobkit.spi import (
     Retrier,
     UnsupportedEnvelopeVersion,
     check_round_trip,
-    salvage,
 )
 from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
@@ -43,16 +42,15 @@ from jobkit_celery._celery_app import (
     work_queue,
 )
 from jobkit_celery._redis_ops import RedisOps
+from jobkit_celery._returns import forget_declarations, returns_of
 from jobkit_celery._settings import Settings
 from jobkit_celery._store import RedisJobStore
+from jobkit_celery._waiting import wait_newer_for_a_worker
 from jobkit_celery._wire import DUE_HEADER, HEADER, envelope_of, meta_of
 
 logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
-UNKNOWN_JOB_RETRY = timedelta(seconds=30)
-_SHORTEST_RETRY = timedelta(seconds=1)
 SEND_ID = "send"  # in the jobkit header: an id of each message sent
-WAITING_SINCE = "jobkit-waiting-since"  # envelope header: when a job nobody knew became due
 T = TypeVar("T")
 
 _PERMANENT = (jobkit.SerializationError, jobkit.UnknownJob)
@@ -69,14 +67,6 @@ class JobTask(Task):  # type: ignore[misc]
     jobkit_job: jobkit.JobDef[Any, Any]
     typing = False  # jobkit checks arguments itself, and dead-letters a mismatch
     Request = "jobkit_celery._request:JobkitRequest"  # a hard time limit requeues
-
-
-def _parse_time(text: Any) -> datetime | None:
-    try:
-        value = datetime.fromisoformat(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-    return value if value is not None and value.tzinfo is not None else None
 
 
 def _run(task: JobTask, *args: Any, **kwargs: Any) -> Any:
@@ -142,11 +132,25 @@ class Runtime:
 
     def send(self, envelopes: Sequence[Envelope]) -> None:
         """Send each envelope as a Celery task message. Raises `BrokerUnavailable`."""
+        self._publish([(env, None) for env in envelopes])
+
+    def _publish(self, items: Sequence[tuple[Envelope, dict[str, Any] | None]]) -> None:
+        """`_send_one` each (envelope, jobkit header or None); on RabbitMQ a job returned as
+        unroutable is sent once more after kombu forgets its declarations (`_returns`)."""
         now = self.clock.now()
         try:
             with self.celery.producer_or_acquire() as producer:
-                for env in envelopes:
-                    self._send_one(env, producer, now)
+                returns = returns_of(producer) if self.settings.broker == "amqp" else None
+                for env, meta in items:
+                    self._send_one(env, producer, now, meta)
+                    if returns is not None and returns.take():
+                        forget_declarations(producer)  # its queue was deleted: declare again
+                        self._send_one(env, producer, now, meta)
+                        if returns.take():
+                            raise jobkit.JobkitError(
+                                f"RabbitMQ had no queue for job {env.id} on {env.queue!r}, "
+                                "even after declaring it again; nothing was stored: send again"
+                            )
         except (OSError, KombuError, OperationalError) as exc:
             raise jobkit.BrokerUnavailable(
                 f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
@@ -185,6 +189,7 @@ class Runtime:
                 headers[DUE_HEADER] = env.not_before.timestamp()  # type: ignore[union-attr]
         else:
             options["priority"] = env.priority
+            options["mandatory"] = True  # an unroutable job comes back (`_returns`)
             target = self.queue(env.queue)
             if delay > 0:
                 ttl = delay_ttl_ms(delay)
@@ -224,58 +229,9 @@ class Runtime:
             )
         self.ops.dead_letter(queue=queue, job_id=job_id, body=body, reason=reason, deliveries=1)
 
-    def wait_newer_for_a_worker(self, env: Envelope, meta: dict[str, Any], what: str) -> bool:
-        """`wait_for_a_worker` for a message whose jobkit header is from a newer jobkit: `env`
-        holds what this jobkit could read (id, name, arguments, queue); the header is sent on
-        unchanged but for when it started waiting."""
-        now = self.clock.now()
-        found = salvage(json.dumps({**meta, "id": env.id, "job": env.job}))
-        since = _parse_time(meta.get(WAITING_SINCE)) or found.since or now
-        delay = self._retry_delay(env, since, now, what)
-        if delay is None:
-            return False
-        waiting = {**meta, WAITING_SINCE: since.isoformat()}
-        self._send_raw(replace(env, not_before=now + delay), waiting)
-        return True
-
-    def _send_raw(self, env: Envelope, meta: dict[str, Any]) -> None:
-        try:
-            with self.celery.producer_or_acquire() as producer:
-                self._send_one(env, producer, self.clock.now(), meta)
-        except (OSError, KombuError, OperationalError) as exc:
-            raise jobkit.BrokerUnavailable(
-                f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
-            ) from exc
-
-    def _retry_delay(
-        self, env: Envelope, since: datetime, now: datetime, what: str
-    ) -> timedelta | None:
-        """How long a job nobody here can run waits before it is offered again; None once it
-        has waited `unknown_job_timeout`."""
-        waited = now - since
-        if waited >= self.unknown_job_timeout:
-            return None
-        delay = max(min(UNKNOWN_JOB_RETRY, self.unknown_job_timeout - waited), _SHORTEST_RETRY)
-        logger.warning(
-            "job %s[%s] on %s: %s; sent again in %s for a worker that can run it "
-            "(dead-lettered once it has waited %s; it has waited %s)",
-            env.job, env.id, env.queue, what, delay, self.unknown_job_timeout, waited,
-        )  # fmt: skip
-        return delay
-
-    def wait_for_a_worker(self, env: Envelope, what: str) -> bool:
-        """A job this worker cannot run (its name is not defined here): send it again after a
-        delay, without counting an attempt, for a worker that knows it; True if sent. False
-        once it has waited `unknown_job_timeout` since it became due: then dead-letter it.
-        Raises `BrokerUnavailable`."""
-        now = self.clock.now()
-        since = _parse_time(env.headers.get(WAITING_SINCE)) or env.not_before or env.enqueued_at
-        delay = self._retry_delay(env, since, now, what)
-        if delay is None:
-            return False
-        headers = {**env.headers, WAITING_SINCE: since.isoformat()}
-        self.send([replace(env, not_before=now + delay, headers=headers)])
-        return True
+    def send_raw(self, env: Envelope, meta: dict[str, Any]) -> None:
+        """Send `env` with `meta` as its jobkit header (a newer jobkit's, kept as is)."""
+        self._publish([(env, meta)])
 
     # -- the worker side ----------------------------------------------------------------------
 
@@ -372,7 +328,7 @@ class Runtime:
         dead-lettered (and recorded DEAD) after `unknown_job_timeout`."""
         env = Envelope(id=task.request.id, job=task.name, args=args, kwargs=kwargs, queue=queue)
         try:
-            if self.wait_newer_for_a_worker(env, meta, str(exc)):
+            if wait_newer_for_a_worker(self, env, meta, str(exc)):
                 raise celery_exc.Ignore(str(exc))
             reason = f"no worker could run it within {self.unknown_job_timeout} "
             reason += f"(unknown-job timeout): {exc}"
