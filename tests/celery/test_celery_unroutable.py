@@ -48,3 +48,17 @@ def test_a_dead_letter_after_its_queue_was_deleted_declares_it_again(
         assert [d.id for d in L.app.backend.dead_letters(QUEUE)] == [second.id]
     finally:
         L.app.close()
+
+
+def test_listing_dead_letters_after_the_queue_was_deleted_declares_it_again(
+    amqp_url: str, rabbit_server: RabbitServer
+) -> None:
+    L.app.use(amqp_url)
+    try:
+        assert L.app.backend.dead_letters(QUEUE) == []  # declared by this process
+        rabbit_server.delete_queues(f"jobkit.dlq.{QUEUE}")
+        assert L.app.backend.dead_letters(QUEUE) == []
+        assert L.app.backend.replay(QUEUE) == 0
+        assert L.app.backend.purge(QUEUE) == 0
+    finally:
+        L.app.close()

@@ -9,6 +9,7 @@ from their Celery headers and ``x-death``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import amqp
@@ -72,8 +73,31 @@ def connection_params(broker_url: str) -> dict[str, Any]:
     }
 
 
+class _QueueGone(jobkit.BrokerUnavailable):
+    """A queue this process had declared is gone (deleted while it ran)."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _again_if_gone(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run `method` once more if a queue it uses was deleted meanwhile (it declares them again
+    then). Raises `BrokerUnavailable` if it is gone again."""
+
+    @functools.wraps(method)
+    def again(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except _QueueGone:
+            return method(*args, **kwargs)
+
+    return again
+
+
 class AmqpOps:
-    """Thread-safe (one lock around one connection); reconnects after fork or a broken link."""
+    """Thread-safe (one lock around one connection); reconnects after fork or a broken link.
+    Queues are declared once per connection; one deleted since is declared again."""
 
     def __init__(self, broker_url: str) -> None:
         self.params = connection_params(broker_url)
@@ -100,6 +124,10 @@ class AmqpOps:
             except (OSError, amqp.exceptions.ConnectionError) as exc:
                 self._conn = None
                 raise jobkit.BrokerUnavailable(f"cannot {what} on RabbitMQ: {exc}") from exc
+            except amqp.exceptions.NotFound as exc:
+                # a queue this process declared was deleted since: declare again next time
+                self._declared.clear()
+                raise _QueueGone(f"cannot {what} on RabbitMQ: {exc}") from exc
             finally:
                 try:
                     if channel.is_open:
@@ -119,6 +147,7 @@ class AmqpOps:
         channel.queue_bind(queue, queue, routing_key=queue)
         self._declared.add(queue)
 
+    @_again_if_gone
     def ensure_queues(self, queues: Sequence[str]) -> None:
         with self._channel("declare queues") as channel:
             for queue in queues:
@@ -150,6 +179,7 @@ class AmqpOps:
             taken += 1
             yield message, to_dead_letter(queue, message)
 
+    @_again_if_gone
     def task_names(self, queue: str, limit: int) -> list[str]:
         """The task names of up to `limit` messages waiting in `queue`: fetched unacked, then
         the channel closes and RabbitMQ puts them back (marked redelivered, which jobkit does
@@ -165,6 +195,7 @@ class AmqpOps:
                 names.append(str(headers.get("task") or "(undecodable)"))
         return names
 
+    @_again_if_gone
     def dead_letters(self, queue: str, limit: int) -> list[spi.DeadLetter]:
         """Read without removing: the messages are fetched unacked, then the channel closes and
         RabbitMQ puts them back in order. Returns once they are back (or after
@@ -178,6 +209,7 @@ class AmqpOps:
             time.sleep(0.005)  # the broker's requeue has no event to wait on over AMQP
         return letters
 
+    @_again_if_gone
     def replay(
         self, queue: str, ids: Sequence[str] | None, send: Callable[[spi.DeadLetter], None]
     ) -> int:
@@ -193,6 +225,7 @@ class AmqpOps:
                 count += 1
         return count
 
+    @_again_if_gone
     def purge(self, queue: str) -> int:
         with self._channel("purge dead letters") as channel:
             self.declare(channel, queue)
