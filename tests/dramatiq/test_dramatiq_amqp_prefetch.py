@@ -1,5 +1,6 @@
 """dramatiq+amqp takes messages from a consumer with a prefetch window: what the consumer brought
-but no `receive` took (never started) is given back uncounted when the transport closes."""
+but no `receive` took (never started) is given back uncounted when the transport closes; a queue
+deleted under that consumer is declared and consumed again."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from jobkit_dramatiq.config import parse_url
 
 from jobkit.spi import Delivery, Message
 from tests.dramatiq.conftest import QUEUE
+from tests.servers.rabbitmq import RabbitServer
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -63,5 +65,26 @@ def test_prefetch_window_stays_what_the_receiver_can_hold(amqp_url: str) -> None
         # 1 held + room for 1: the window is still 2, not 2 + the delivery already brought
         assert link.windows[QUEUE] == 2
         transport.ack([held[1], taken])
+    finally:
+        transport.close()
+
+
+def test_a_queue_deleted_under_its_consumer_is_declared_and_consumed_again(
+    amqp_url: str, rabbit_server: RabbitServer
+) -> None:
+    transport = AmqpTransport(parse_url(amqp_url), results=False)
+    short = timedelta(seconds=0.2)
+    try:
+        assert transport.receive([QUEUE], max_messages=1, wait=short, lease=_LEASE) == []
+        rabbit_server.delete_queues(QUEUE)  # RabbitMQ cancels the consumer
+        wait_until(
+            lambda: not transport.receive([QUEUE], max_messages=1, wait=short, lease=_LEASE)
+            and rabbit_server.queue_exists(QUEUE),
+            timeout=30, what="the queue declared again",
+        )  # fmt: skip
+        transport.send([Message(queue=QUEUE, body=b'{"n": 1}', id="after")])
+        got = _receive_all(transport, 1)
+        transport.ack(got)
+        assert [d.id for d in got] == ["after"]
     finally:
         transport.close()

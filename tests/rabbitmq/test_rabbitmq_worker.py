@@ -190,3 +190,18 @@ def test_a_busy_worker_leaves_what_it_cannot_hold_ready_for_other_workers(
         (stats,) = app.backend.stats(["work"])
         held = total - stats.ready - count(ledger_path, done)
     assert held <= 30  # 5 it can hold, acks not yet flushed, deliveries in transit
+
+
+def test_a_worker_whose_queue_was_deleted_declares_it_again_and_serves_it(
+    app: App, backend: str, ledger_path: Path, rabbit_server: RabbitServer, prefix: str
+) -> None:
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1"):
+        before = ledger.record.enqueue("before")
+        wait_until(lambda: before.state is JobState.SUCCEEDED, timeout=60, what="the first job")
+        rabbit_server.delete_queues(f"{prefix}work")  # RabbitMQ cancels the worker's consumer
+        wait_until(
+            lambda: rabbit_server.queue_exists(f"{prefix}work"), timeout=30, interval=0.2,
+            what="the worker declaring its queue again",
+        )  # fmt: skip
+        after = ledger.record.enqueue("after")
+        wait_until(lambda: after.state is JobState.SUCCEEDED, timeout=60, what="the job after")

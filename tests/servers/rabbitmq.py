@@ -54,6 +54,20 @@ class RabbitServer:
         finally:
             conn.close()
 
+    def queue_exists(self, name: str) -> bool:
+        """Whether the queue `name` exists (a passive declare)."""
+        import amqp
+
+        conn = amqp.Connection(host=f"127.0.0.1:{self.port}", userid="guest", password="guest")
+        conn.connect()
+        try:
+            conn.channel().queue_declare(name, passive=True)
+        except amqp.exceptions.NotFound:
+            return False
+        finally:
+            conn.close()
+        return True
+
     def ctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(_SBIN / "rabbitmqctl"), "-n", self.node, *args],

@@ -88,6 +88,7 @@ class Link:
         self.consuming: set[str] = set()  # queues whose ``Q.DQ`` is consumed
         self.windows: dict[str, int] = {}  # queue -> prefetch window of its consumers
         self.consumers: list[str] = []  # consumer tags on the ready queues
+        self.tags: dict[str, tuple[str, bool]] = {}  # consumer tag -> (queue, its ``Q.DQ``?)
         self.inbox: deque[Arrival] = deque()
         self.unsettled: set[int] = set()  # delivery tags of ready-queue deliveries not settled
         self.delayed: list[tuple[int, int, Any, Any, bytes]] = []  # (eta, seq, ...)
@@ -104,6 +105,7 @@ class Link:
         self.conn = pika.BlockingConnection(self.params)
         self.channel = self.conn.channel()
         self.channel.confirm_delivery()
+        self.channel.add_on_cancel_callback(self._on_cancelled)
         self.generation += 1
         if self._keeper is None:
             self._keeper = threading.Thread(target=self._keep, name="jobkit-amqp-keep", daemon=True)
@@ -117,6 +119,7 @@ class Link:
         self.consuming.clear()
         self.windows.clear()
         self.consumers.clear()
+        self.tags.clear()
         self.inbox.clear()
         self.unsettled.clear()
         self.delayed.clear()
@@ -164,8 +167,29 @@ class Link:
             self.inbox.append(Arrival(queue=queue, method=method, props=props, body=body))
 
         ch.basic_qos(prefetch_count=needed - window)
-        self.consumers.append(ch.basic_consume(queue=queue, on_message_callback=on_message))
+        tag = ch.basic_consume(queue=queue, on_message_callback=on_message)
+        self.consumers.append(tag)
+        self.tags[tag] = (queue, False)
         self.windows[queue] = needed
+
+    def _on_cancelled(self, frame: Any) -> None:
+        """RabbitMQ cancelled one of our consumers (its queue was deleted, or the node holding
+        it failed): forget that queue's declaration and consumer, so that the next receive
+        declares it again and consumes from it (else the worker would wait on it forever)."""
+        tag = frame.method.consumer_tag
+        queue, delayed = self.tags.pop(tag, ("", False))
+        if not queue:
+            return
+        self.declared.discard(queue)
+        if delayed:
+            self.consuming.discard(queue)
+        else:
+            if tag in self.consumers:
+                self.consumers.remove(tag)
+            self.windows.pop(queue, None)
+        logger.warning(
+            "RabbitMQ cancelled the consumer of %s; it is declared and consumed again", queue
+        )
 
     def stop_consuming(self) -> None:
         """Cancel the ready queues' consumers without RabbitMQ marking anything redelivered.
@@ -182,7 +206,9 @@ class Link:
         self.channel.basic_qos(prefetch_count=max(1, held), global_qos=True)
         self.conn.process_data_events(0)
         while self.consumers:
-            self.channel.basic_cancel(self.consumers.pop())
+            tag = self.consumers.pop()
+            self.tags.pop(tag, None)
+            self.channel.basic_cancel(tag)
         self.windows.clear()
 
     def consume_delayed(self, queue: str) -> None:
@@ -199,7 +225,8 @@ class Link:
             heapq.heappush(self.delayed, (int(eta), next(self.seq), method, props, body))
 
         ch.basic_qos(prefetch_count=0)  # delayed: held until due, however many
-        ch.basic_consume(queue=f"{queue}.DQ", on_message_callback=on_delayed)
+        tag = ch.basic_consume(queue=f"{queue}.DQ", on_message_callback=on_delayed)
+        self.tags[tag] = (queue, True)
         self.consuming.add(queue)
 
     def publish(

@@ -75,6 +75,7 @@ class Session:
     generation: int
     windows: dict[str, int] = field(default_factory=dict)  # native queue -> prefetch window
     consumers: list[str] = field(default_factory=list)  # consumer tags
+    tags: dict[str, str] = field(default_factory=dict)  # consumer tag -> native queue
     unsettled: dict[int, str] = field(default_factory=dict)  # delivery tag -> jobkit queue
     next_tag: int = 0  # the last publish's delivery tag
     confirmed: int = 0  # every publish tag <= this is confirmed (acked or nacked)
@@ -239,6 +240,21 @@ class Link:
         except BaseException as exc:
             request.fail(exc)
 
+    def _on_cancelled(self, s: Session, frame: Any) -> None:
+        """RabbitMQ cancelled one of our consumers (its queue was deleted, or the node holding
+        it failed): forget that queue's window and declaration, so that the next receive
+        declares it again and consumes from it (else the worker would wait on it forever)."""
+        tag = frame.method.consumer_tag
+        native = s.tags.pop(tag, None)
+        if tag in s.consumers:
+            s.consumers.remove(tag)
+        if native is not None:
+            s.windows.pop(native, None)
+            self.declared.discard(native)
+        log.warning(
+            "RabbitMQ cancelled the consumer of %s; it is declared and consumed again", native
+        )
+
     def _connect(self) -> Session:
         connection = pika.BlockingConnection(self.parameters())
         try:
@@ -251,6 +267,7 @@ class Link:
                 admin=connection.channel(),
                 generation=self.generation,
             )
+            consume.add_on_cancel_callback(lambda frame: self._on_cancelled(session, frame))
             impl = publish._impl  # pika's async Channel: confirms without waiting per message
             ready = threading.Event()
             impl.confirm_delivery(

@@ -283,7 +283,9 @@ def consume(link: Link, s: Session, queues: Sequence[str], want: int) -> int:
             )
 
         s.consume.basic_qos(prefetch_count=needed - window)
-        s.consumers.append(s.consume.basic_consume(native, on_message, auto_ack=False))
+        tag = s.consume.basic_consume(native, on_message, auto_ack=False)
+        s.consumers.append(tag)
+        s.tags[tag] = native
         s.windows[native] = needed
     return s.generation
 
@@ -294,6 +296,7 @@ def stop_consuming(s: Session) -> None:
     while s.consumers:
         s.consume.basic_cancel(s.consumers.pop())
     s.windows.clear()
+    s.tags.clear()
 
 
 def ack(s: Session, generation: int, tags: Sequence[int]) -> None:
