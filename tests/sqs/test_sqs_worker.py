@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,16 @@ def test_async_job_runs_to_completion_and_its_effect_is_visible(
         kill_group(proc)
         proc.wait(timeout=30)
     assert async_ledger.effects(str(ledger_path), "sqs-async") == 1
+
+
+def test_a_queue_deleted_under_a_worker_is_created_again_and_served(
+    app: App, backend: str, ledger_path: Path, sqs: Any, prefix: str
+) -> None:
+    with running_worker(backend, ledger_path, "-q", "work", "-c", "1", "--lease", "2"):
+        before = ledger.record.enqueue("before")
+        wait_until(lambda: before.state is JobState.SUCCEEDED, timeout=60, what="the first job")
+        sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=f"{prefix}work")["QueueUrl"])
+        # the producer's next send and the worker's next receive create it again (moto allows
+        # that at once; SQS after 60 s)
+        after = ledger.record.enqueue("after")
+        wait_until(lambda: after.state is JobState.SUCCEEDED, timeout=60, what="the job after")

@@ -31,60 +31,22 @@ from jobkit.spi import (
     Delivery,
     JobStore,
     Message,
-    MigrationSupport,
     Transport,
 )
 from jobkit_sqs import batches, codec, migration
+from jobkit_sqs._capabilities import capabilities_for
 from jobkit_sqs._redelay import redelay
-from jobkit_sqs.client import GONE, SqsClient, error_code, translated
+from jobkit_sqs.client import GONE, QueueGone, SqsClient, error_code, translated
 from jobkit_sqs.config import MAX_VISIBILITY, SqsConfig
 from jobkit_sqs.dlq import DeadLetters
 from jobkit_sqs.queues import QueueDirectory
 
 log = logging.getLogger("jobkit.sqs")
 
-FIFO_DEDUP_WINDOW = timedelta(minutes=5)
-STORE_OPTION = "store=dynamodb://TABLE (or store=sqlite:///PATH on one machine)"
-"""The URL option named when keys or results are refused for want of a shared store."""
 _MAX_VISIBILITY_S = int(MAX_VISIBILITY.total_seconds())
 _DEAD_LETTER_HOLD_S = 60  # lease held on a message while it is moved to the DLQ
 _FINISHED_MEMORY = 4096
 _WAIT_SLACK_S = 0.25  # a long poll may end this much after `wait` (SQS waits in whole seconds)
-
-
-def capabilities_for(config: SqsConfig, *, results: bool, indexed: bool = False) -> Capabilities:
-    """`indexed`: delayed messages have entries in the delayed index (a shared job store on a
-    standard queue, see `jobkit_sqs.migration`), so they can be migrated before they are due."""
-    return Capabilities(
-        name="sqs-fifo" if config.fifo else "sqs",
-        redelivery="visibility timeout (lease) expiry",
-        # receive sets each message's visibility timeout to the worker's lease
-        redelivery_after=None,
-        # leases and delays are rounded up to whole seconds; SQS's own timers add up to 1 s
-        scheduling_precision=timedelta(seconds=2),
-        dead_letter=True,
-        max_delay=timedelta(0) if config.fifo else None,
-        priorities=1,
-        dedup_window=FIFO_DEDUP_WINDOW if config.fifo else None,
-        time_limits=True,
-        lease_extension=True,
-        results=results,
-        idempotency_keys=results,
-        store_option=STORE_OPTION,
-        max_message_bytes=config.max_message_bytes - codec.ATTRIBUTE_RESERVE,
-        shared_across_processes=True,
-        # due messages are received; delayed ones come from the delayed index (with a shared
-        # store); dead letters are received from the DLQ; job ids are looked up in the store
-        # a killed export's receives are taken out again through the store, except one that
-        # fell between its receive and its record (and all of them without a shared store)
-        migration=MigrationSupport(
-            delayed_before_due=indexed,
-            dead_letters=True,
-            dedup="marker" if results else "none",
-            killed_export_counts=True,
-        ),
-        survives_broker_restart=True,  # SQS stores messages redundantly until deleted
-    )
 
 
 def _seconds_up(delta: timedelta) -> int:
@@ -166,9 +128,13 @@ class SqsQueues(Transport):
         if stays is not None:
             self._add_to_index(indexed, stays)
         for queue, entries in by_queue.items():
-            _, failed = batches.send(
-                self._client, self.config, pairs[queue].url, entries, f"send to SQS queue {queue!r}"
-            )
+            what = f"send to SQS queue {queue!r}"
+            try:
+                _, failed = batches.send(self._client, self.config, pairs[queue].url, entries, what)
+            except QueueGone:  # deleted since it was looked up: create it again, send once more
+                self._queues.forget(queue)
+                url = self._queues.ensure(self._client, queue).url
+                _, failed = batches.send(self._client, self.config, url, entries, what)
             if failed:
                 raise JobkitError(
                     f"SQS refused {len(failed)} of {len(entries)} messages for {queue!r}: "
@@ -270,15 +236,19 @@ class SqsQueues(Transport):
         pair = self._queues.ensure(self._client, queue)
         # Taken before the call: the lease may start later (a long poll), never earlier.
         leased_until = datetime.now(UTC) + timedelta(seconds=visibility)
-        with translated(f"receive from SQS queue {queue!r}", self.config):
-            response = self._client.get().receive_message(
-                QueueUrl=pair.url,
-                MaxNumberOfMessages=n,
-                WaitTimeSeconds=wait_s,
-                VisibilityTimeout=visibility,
-                MessageSystemAttributeNames=codec.SYSTEM_ATTRIBUTES,
-                MessageAttributeNames=["All"],
-            )
+        try:
+            with translated(f"receive from SQS queue {queue!r}", self.config):
+                response = self._client.get().receive_message(
+                    QueueUrl=pair.url,
+                    MaxNumberOfMessages=n,
+                    WaitTimeSeconds=wait_s,
+                    VisibilityTimeout=visibility,
+                    MessageSystemAttributeNames=codec.SYSTEM_ATTRIBUTES,
+                    MessageAttributeNames=["All"],
+                )
+        except QueueGone:
+            self._queues.forget(queue)  # deleted: the next receive creates it again
+            raise
         now = time.time()
         due: list[Delivery] = []
         early: list[dict[str, Any]] = []

@@ -117,6 +117,10 @@ class Endpoint(Protocol):
     def region(self) -> str | None: ...
 
 
+class QueueGone(JobkitError):
+    """A queue jobkit had looked up does not exist any more (deleted since)."""
+
+
 @contextmanager
 def translated(what: str, config: Endpoint, *, service: str = "SQS") -> Iterator[None]:
     """Turn botocore's exceptions raised while doing `what` on `service` into jobkit errors."""
@@ -157,6 +161,8 @@ def translated(what: str, config: Endpoint, *, service: str = "SQS") -> Iterator
                 f"could not {what}: {service} refused the credentials or permissions ({code}): "
                 f"{message}"
             ) from exc
+        if code in NO_QUEUE:
+            raise QueueGone(f"could not {what}: {service} answered {code}: {message}") from exc
         raise JobkitError(f"could not {what}: {service} answered {code}: {message}") from exc
     except BotoCoreError as exc:
         raise BrokerUnavailable(f"could not {what}: {type(exc).__name__}: {exc}") from exc

@@ -68,6 +68,12 @@ class QueueDirectory:
             self._pairs[queue] = pair
         return pair
 
+    def forget(self, queue: str) -> None:
+        """Drop the cached URLs of `queue` (it was deleted): the next `ensure` creates it
+        again (SQS refuses that for 60 s after a deletion: the error says so)."""
+        with self._lock:
+            self._pairs.pop(queue, None)
+
     def lookup(self, client: SqsClient, queue: str) -> QueuePair | None:
         """The queue and its DLQ if both exist; never creates."""
         pair = self._pairs.get(queue)

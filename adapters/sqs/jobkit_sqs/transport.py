@@ -21,7 +21,8 @@ from jobkit.spi import (
     stays,
 )
 from jobkit_sqs import batches, migration, migration_dead
-from jobkit_sqs._base import SqsQueues, capabilities_for
+from jobkit_sqs._base import SqsQueues
+from jobkit_sqs._capabilities import capabilities_for
 from jobkit_sqs.client import translated
 
 __all__ = ["SqsTransport", "capabilities_for"]
