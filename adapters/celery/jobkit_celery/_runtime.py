@@ -131,7 +131,8 @@ class Runtime:
         return sorted(self.delay_ttls | stored)
 
     def send(self, envelopes: Sequence[Envelope]) -> None:
-        """Send each envelope as a Celery task message. Raises `BrokerUnavailable`."""
+        """Send each envelope as a Celery task message. Raises `BrokerUnavailable`, or
+        `JobkitError` when RabbitMQ has no queue for a job even after declaring it again."""
         self._publish([(env, None) for env in envelopes])
 
     def _publish(self, items: Sequence[tuple[Envelope, dict[str, Any] | None]]) -> None:
