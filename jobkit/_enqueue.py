@@ -36,7 +36,7 @@ def prepare(
 ) -> tuple[Envelope, bytes]:
     """The envelope for one call and its exact JSON bytes. Raises; never sends. Thread-safe."""
     try:
-        job.signature.bind(*args, **kwargs)
+        job.check_arguments(args, kwargs)
     except TypeError as exc:
         raise SerializationError(f"job {job.name!r}: {exc}") from exc
     not_before = _not_before(job.name, opts, now)

@@ -25,17 +25,25 @@ def is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
-def invoke(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def invoke(
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    asynchronous: bool | None = None,
+) -> Any:
     """Call `fn` and return its result; an ``async def`` job runs on a fresh event loop.
 
     Blocks until the job ends. Must not be called from a running event loop (job processes and
     Celery's pool children have none). Raises what the job raises, and `NotAwaited` if a plain
     ``def`` job returns an awaitable (it would otherwise be recorded as succeeded without running).
+    `asynchronous`: `is_async(fn)` if the caller knows it (``JobDef.is_async``), else computed.
     """
-    if is_async(fn):
+    if is_async(fn) if asynchronous is None else asynchronous:
         return asyncio.run(fn(*args, **kwargs))
     result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
+    if result is not None and inspect.isawaitable(result):
         close = getattr(result, "close", None)
         if callable(close):
             close()  # no "coroutine was never awaited" warning: this error says it instead

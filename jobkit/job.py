@@ -103,6 +103,22 @@ class JobDef(Generic[P, R]):
         self.idempotency_key = idempotency_key
         self.signature = inspect.signature(fn)
         self.is_async = is_async(fn)
+        self._fitting: set[tuple[int, frozenset[str]]] = set()
+
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Raise `TypeError` (``signature.bind``'s message) unless `args` and `kwargs` fit the
+        job function's signature. Thread-safe.
+
+        Whether a call binds depends only on how many positional arguments it has and which
+        keyword names, so a shape that bound once is remembered and not bound again: this runs
+        for every enqueue and every run.
+        """
+        shape = (len(args), frozenset(kwargs))
+        if shape in self._fitting:
+            return
+        self.signature.bind(*args, **kwargs)
+        if len(self._fitting) < _SHAPES_KEPT:
+            self._fitting.add(shape)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         result: R = self.fn(*args, **kwargs)
@@ -134,6 +150,10 @@ class JobDef(Generic[P, R]):
     async def aenqueue_many(self, calls: Iterable[tuple[Any, ...]]) -> list[JobHandle[R]]:
         """`enqueue_many` from asyncio code: the broker I/O runs in a thread."""
         return await asyncio.to_thread(self.enqueue_many, list(calls))
+
+
+_SHAPES_KEPT = 64
+"""Call shapes remembered per job as fitting (`JobDef.check_arguments`)."""
 
 
 class AsyncJobDef(JobDef[P, R]):

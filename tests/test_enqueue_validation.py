@@ -156,3 +156,21 @@ def test_one_invalid_call_in_a_batch_sends_none(app: App) -> None:
     with pytest.raises(SerializationError, match=r"args\[0\]"):
         store.enqueue_many([(i,) for i in range(100)] + [((1, 2),)])
     assert ready(app) == 0
+
+
+def test_arguments_that_do_not_fit_are_refused_after_a_call_that_did(app: App) -> None:
+    @app.job
+    def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    add.enqueue(1)
+    add.enqueue(1, b=2)  # shapes that fit, now remembered
+    with pytest.raises(
+        SerializationError, match=r"job '.*add': got an unexpected keyword argument 'c'"
+    ):
+        add.enqueue(1, c=2)
+    with pytest.raises(SerializationError, match=r"job '.*add': too many positional arguments"):
+        add.enqueue(1, 2, 3)
+    with pytest.raises(SerializationError, match=r"job '.*add': multiple values for argument 'a'"):
+        add.enqueue(1, a=2)
+    assert ready(app) == 2

@@ -46,7 +46,7 @@ def run(app: JobSet, envelope: Envelope, attempt: int, hooks: Hooks | None = Non
             error=f"UnknownJob: {envelope.job!r} is not defined in app {app.name!r}",
         )
     try:
-        job.signature.bind(*envelope.args, **envelope.kwargs)
+        job.check_arguments(envelope.args, envelope.kwargs)
     except TypeError as exc:
         return Outcome(ok=False, transient=False, error=f"arguments do not fit: {exc}")
     context = context_of(envelope, attempt)
@@ -87,7 +87,7 @@ def run_result(outcome: Outcome, decision: Decision, duration: timedelta) -> Run
 
 def _call(job: JobDef[Any, Any], envelope: Envelope, attempt: int) -> Outcome:
     try:
-        result = invoke(job.name, job.fn, envelope.args, envelope.kwargs)
+        result = invoke(job.name, job.fn, envelope.args, envelope.kwargs, asynchronous=job.is_async)
     except Retry as exc:
         delay = exc.delay.total_seconds() if exc.delay is not None else None
         return Outcome(ok=False, error=describe(exc), transient=True, retry_delay=delay)

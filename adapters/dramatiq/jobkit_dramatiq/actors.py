@@ -93,7 +93,9 @@ def _runner(app: JobSet, name: str, broker: Any) -> Callable[[str], Any]:
         )
         try:
             with job_context(context):
-                return invoke_job(name, job.fn, tuple(env.args), dict(env.kwargs))
+                return invoke_job(
+                    name, job.fn, tuple(env.args), dict(env.kwargs), asynchronous=job.is_async
+                )
         except Exception as exc:
             if attempt >= env.max_attempts or not job.retry.is_transient(exc):
                 raise

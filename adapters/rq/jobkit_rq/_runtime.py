@@ -280,7 +280,7 @@ class Runtime:
             raise self._dead(job, env, attempt - 1, reason)
         try:
             try:
-                definition.signature.bind(*env.args, **env.kwargs)
+                definition.check_arguments(env.args, env.kwargs)
             except TypeError as exc:
                 raise _BadArguments(f"arguments do not fit {definition.name}: {exc}") from exc
             context = JobContext(
@@ -288,7 +288,13 @@ class Runtime:
                 max_attempts=env.max_attempts, idempotency_key=env.idempotency_key,
             )  # fmt: skip
             with spi.job_context(context):
-                result = spi.invoke_job(definition.name, definition.fn, env.args, env.kwargs)
+                result = spi.invoke_job(
+                    definition.name,
+                    definition.fn,
+                    env.args,
+                    env.kwargs,
+                    asynchronous=definition.is_async,
+                )
             check_round_trip(
                 result, "result", what=f"job {definition.name!r} ran, but its result is not JSON"
             )
