@@ -307,8 +307,7 @@ class Runtime:
         job = task.jobkit_job
         try:
             send_id = meta.get(SEND_ID) if isinstance(meta, dict) else None
-            message_id = str(send_id) if send_id else f"{env.id}.{env.attempt}"
-            return self._execute(env, job, bool(delivery_info.get("redelivered")), message_id)
+            return self._execute(env, job, bool(delivery_info.get("redelivered")), send_id)
         except (celery_exc.Retry, celery_exc.Reject, celery_exc.Ignore):
             raise
         except jobkit.BrokerUnavailable as exc:
@@ -342,13 +341,15 @@ class Runtime:
         raise celery_exc.Ignore(reason)
 
     def _execute(
-        self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool, message_id: str
+        self, env: Envelope, job: jobkit.JobDef[Any, Any], redelivered: bool, send_id: Any
     ) -> Any:
-        key = spi.dedup_key(env.id, env.idempotency_key)
+        """`send_id`: the ``send`` field of the message's jobkit header (None if absent)."""
         if self.store is not None:
             # Attempts are counted by starts, not deliveries: a prefetched message given back
             # at shutdown (redelivered, never started) uses no attempt.
             store = self.store
+            key = spi.dedup_key(env.id, env.idempotency_key)
+            message_id = str(send_id) if send_id else f"{env.id}.{env.attempt}"
             starts = self._retry("count a start", functools.partial(store.begin, key, message_id))
             if starts is None:
                 self._record(self._event(env, EventKind.SKIPPED, env.attempt + 1))
@@ -377,13 +378,15 @@ class Runtime:
         started = time.monotonic()
         try:
             try:
-                job.signature.bind(*env.args, **env.kwargs)
+                job.check_arguments(env.args, env.kwargs)
             except TypeError as exc:
                 raise _BadArguments(f"arguments do not fit {job.name}: {exc}") from exc
             context = context_of(env, attempt)
             with spi.job_context(context):
                 self.hooks.before_run(context, env)
-                result = spi.invoke_job(job.name, job.fn, env.args, env.kwargs)
+                result = spi.invoke_job(
+                    job.name, job.fn, env.args, env.kwargs, asynchronous=job.is_async
+                )
             check_round_trip(
                 result, "result", what=f"job {job.name!r} ran, but its result is not JSON"
             )
@@ -395,7 +398,8 @@ class Runtime:
             return self._failed(env, job, attempt, stopped, started)
         except Exception as exc:
             return self._failed(env, job, attempt, exc, started)
-        self._record(self._event(env, EventKind.SUCCEEDED, attempt, result=result))
+        if self.store is not None:
+            self._record(self._event(env, EventKind.SUCCEEDED, attempt, result=result))
         self._ran(env, attempt, started, RunStatus.SUCCEEDED)
         return result
 

@@ -30,7 +30,6 @@ class Stopper:
         self.stats = stats
         self.worker = worker
         self.options = options
-        self.ended = 0
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._stopping = False
@@ -38,17 +37,12 @@ class Stopper:
 
     def install(self) -> None:
         celery_signals.worker_shutting_down.connect(self._on_shutdown, weak=False)
-        celery_signals.task_postrun.connect(self._noop, weak=False)
         celery_signals.worker_ready.connect(self._on_ready, weak=False)
 
     def uninstall(self) -> None:
         self._done.set()
         celery_signals.worker_shutting_down.disconnect(self._on_shutdown)
-        celery_signals.task_postrun.disconnect(self._noop)
         celery_signals.worker_ready.disconnect(self._on_ready)
-
-    def _noop(self, **_: Any) -> None:
-        return None
 
     def _on_ready(self, **_: Any) -> None:
         if self.options.burst or self.options.max_jobs is not None:

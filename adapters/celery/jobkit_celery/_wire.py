@@ -22,19 +22,26 @@ DUE_HEADER = "x-jobkit-due"
 
 
 def meta_of(env: Envelope) -> dict[str, Any]:
-    """The envelope fields that go into the ``jobkit`` header."""
-    return {
+    """The envelope fields that go into the ``jobkit`` header. The optional ones are left out
+    when unset (`envelope_of` reads a missing one as unset): on RabbitMQ every header field is
+    encoded by the producer and decoded by the worker, in Python, for every message."""
+    meta: dict[str, Any] = {
         "v": env.version,
         "queue": env.queue,
         "attempt": env.attempt,
         "max_attempts": env.max_attempts,
         "enqueued_at": env.enqueued_at.isoformat(),
-        "not_before": env.not_before.isoformat() if env.not_before else None,
         "priority": env.priority,
-        "idempotency_key": env.idempotency_key,
-        "time_limit": env.time_limit,
-        "headers": env.headers,
     }
+    if env.not_before is not None:
+        meta["not_before"] = env.not_before.isoformat()
+    if env.idempotency_key is not None:
+        meta["idempotency_key"] = env.idempotency_key
+    if env.time_limit is not None:
+        meta["time_limit"] = env.time_limit
+    if env.headers:
+        meta["headers"] = env.headers
+    return meta
 
 
 def envelope_of(
