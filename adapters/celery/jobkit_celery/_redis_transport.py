@@ -45,6 +45,8 @@ from __future__ import annotations
 import binascii
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from queue import Empty
 from time import monotonic, time
 from typing import Any
@@ -135,6 +137,7 @@ class Channel(kombu_redis.Channel):
     _jobkit_keys: dict[tuple[str, ...], tuple[list[str], list[str]]] | None = None
     _jobkit_bells: dict[str, str] | None = None
     _jobkit_sent: str = "EVALSHA"
+    _jobkit_client: tuple[Any, Any] | None = None  # (kombu's pool, a client on it)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Delivery tags the pop script recorded as unacked whose QoS.append is still to come.
@@ -148,6 +151,21 @@ class Channel(kombu_redis.Channel):
                 "jobkit's Redis transport does not support kombu's global_keyprefix: "
                 "use a Redis database of its own instead (the db number in the URL)"
             )
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        """kombu's, but without building a new redis-py client for every command (kombu does,
+        and a client's construction costs about as much as the command's round trip on a
+        local Redis): one client per connection pool is kept. redis-py clients are
+        thread-safe; a fork replaces the pool (kombu's ``_after_fork``), and so the client."""
+        if client:
+            yield client
+            return
+        pool = self.pool
+        kept = self._jobkit_client
+        if kept is None or kept[0] is not pool:
+            kept = self._jobkit_client = (pool, self._create_client())
+        yield kept[1]
 
     def _keys_for(self, queues: list[str]) -> tuple[list[str], list[str]]:
         """The list keys (queues x priority steps, in BRPOP's order) and the doorbells."""
