@@ -1,10 +1,14 @@
 """Benchmark jobkit-on-Celery against plain Celery: same broker, same no-op task, same worker.
 
 Both run a Celery prefork worker with the same settings (late ack, reject on worker lost,
-prefetch multiplier 1, JSON, concurrency 2, log level WARNING, no gossip/mingle). The only
-differences are what jobkit adds: its envelope header, its Redis transport subclass (delays,
-heartbeat, poison check) and its job records (per job: an EXISTS of the done key before the
-run, and one Lua call writing the outcome and the done key before the ack).
+prefetch multiplier 1, JSON, concurrency 2, log level WARNING, no gossip/mingle); on RabbitMQ
+both declare their queue alike, with ``x-max-priority: 10`` and a dead-letter exchange (the
+priority queue alone costs plain Celery about 5% of its drain rate on RabbitMQ;
+``PLAIN_QUEUE_ARGS=none`` in the environment declares plain Celery's queue without arguments).
+The only differences are what jobkit adds: its envelope header, its consumer's check of each
+message, its Redis transport subclass (delays, heartbeat, poison check) and its job records
+(per job: a start counted before the run and the outcome written before the ack). On RabbitMQ
+jobkit runs twice, with the README's URL (no job records) and with ``store=`` Redis.
 
 The N jobs per system run in blocks (``--rounds``, default 5 of N/5), alternating which system
 goes first, so that noise from a shared machine falls on both alike. In a block: enqueue the
@@ -16,8 +20,8 @@ db; the other jobs do nothing.
     .venv/bin/python bench/celery_bench.py [--jobs 10000] [--broker redis|amqp]
 
 It starts its own redis-server (and rabbitmq-server for amqp) on free ports and stops them.
-Speed figures live here, never in tests. ``--options store=none`` (both brokers) runs jobkit
-without job records, to see what the records cost.
+Speed figures live here, never in tests. ``--options K=V&...`` runs jobkit once, on its URL
+with these options added (``--options store=none`` on Redis: without job records).
 
 Measured 2026-11-23, ``--jobs 5000``, shared 2-core machine (runs vary by about ±0.2), drain
 ratio jobkit / plain Celery:
@@ -73,6 +77,19 @@ def _mark(i: int, n: int) -> None:
 # -- the two systems ---------------------------------------------------------------------------
 
 
+def _plain_queue_arguments(broker_url: str) -> dict[str, Any] | None:
+    """On RabbitMQ, plain Celery's queue is declared as jobkit declares its own: a priority
+    queue (``x-max-priority``, which makes RabbitMQ do more per message) with a dead-letter
+    exchange. `PLAIN_QUEUE_ARGS=none` in the environment declares a queue without arguments."""
+    if not broker_url.startswith("amqp") or os.environ.get("PLAIN_QUEUE_ARGS") == "none":
+        return None
+    return {  # as jobkit-celery's work queues (jobkit_celery._amqp_ops.work_queue_arguments)
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": f"{PLAIN_QUEUE}.dead",
+        "x-max-priority": 10,
+    }
+
+
 def plain_celery(broker_url: str) -> Any:
     from celery import Celery
     from kombu import Queue
@@ -88,7 +105,7 @@ def plain_celery(broker_url: str) -> Any:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=PLAIN_QUEUE,
-        task_queues=[Queue(PLAIN_QUEUE)],
+        task_queues=[Queue(PLAIN_QUEUE, queue_arguments=_plain_queue_arguments(broker_url))],
         worker_hijack_root_logger=False,
         broker_transport_options={"confirm_publish": True}
         if broker_url.startswith("amqp")
@@ -214,9 +231,12 @@ def _enqueue_many_s(url: str, n: int) -> float:
 
 
 def compare(broker: str, jobs: int, rounds: int, options: str = "") -> dict[str, dict[str, float]]:
-    """Run both systems on `broker` ("redis" or "amqp"), `jobs` each in `rounds` alternating
-    blocks, on servers of its own; returns per system the rates in jobs/s ("enqueue", "drain",
-    and for jobkit "enqueue_many"). Prints one line per block."""
+    """Run plain Celery and jobkit on `broker` ("redis" or "amqp"), `jobs` each in `rounds`
+    blocks (the order rotating each round), on servers of its own; returns per system the
+    rates in jobs/s ("enqueue", "drain", and for jobkit "enqueue_many"). Prints one line per
+    block. On RabbitMQ jobkit runs twice: "jobkit" with the URL as the README writes it (no
+    job records) and "jobkit-store" with its job records in Redis (``store=``); `options`
+    (extra URL options) replaces both with one "jobkit" run."""
     import redis
 
     from tests.servers.redis import start_redis
@@ -226,36 +246,40 @@ def compare(broker: str, jobs: int, rounds: int, options: str = "") -> dict[str,
     try:
         marks_url = f"{redis_server.url}/1"
         if broker == "redis":
-            plain_url = f"{redis_server.url}/0"
-            jobkit_url = f"celery+{redis_server.url}/2?visibility_timeout=60"
-            if options:
-                jobkit_url += f"&{options}"
+            urls = {
+                "plain": f"{redis_server.url}/0",
+                "jobkit": f"celery+{redis_server.url}/2?visibility_timeout=60"
+                + (f"&{options}" if options else ""),
+            }
         else:
             from tests.servers.rabbitmq import start_rabbitmq
 
             rabbit = start_rabbitmq()
-            plain_url = rabbit.url
-            jobkit_url = f"celery+{rabbit.url}?store={redis_server.url}/2"
+            urls = {"plain": rabbit.url}
             if options:
-                jobkit_url = f"celery+{rabbit.url}?{options}"
-        urls = {"plain": plain_url, "jobkit": jobkit_url}
-        totals = {"plain": [0.0, 0.0], "jobkit": [0.0, 0.0]}
+                urls["jobkit"] = f"celery+{rabbit.url}?{options}"
+            else:
+                urls["jobkit"] = f"celery+{rabbit.url}"
+                urls["jobkit-store"] = f"celery+{rabbit.url}?store={redis_server.url}/2"
+        totals = {kind: [0.0, 0.0] for kind in urls}
         block = max(jobs // rounds, 20)
+        kinds = list(urls)
         for r in range(rounds):
-            order = ("plain", "jobkit") if r % 2 == 0 else ("jobkit", "plain")
+            order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
             for kind in order:
                 enq, drain = _block(kind, urls[kind], marks_url, block)
                 totals[kind][0] += enq
                 totals[kind][1] += drain
                 redis.Redis.from_url(f"{redis_server.url}/0").flushall()
                 print(
-                    f"celery+{broker} round {r + 1} {kind:>7}: enqueue {block / enq:6.0f} jobs/s"
-                    f"   drain {block / drain:6.0f} jobs/s",
+                    f"celery+{broker} round {r + 1} {kind:>12}: enqueue {block / enq:6.0f} "
+                    f"jobs/s   drain {block / drain:6.0f} jobs/s",
                     flush=True,
                 )
         done = block * rounds
         results = {k: {"enqueue": done / v[0], "drain": done / v[1]} for k, v in totals.items()}
-        results["jobkit"]["enqueue_many"] = done / _enqueue_many_s(jobkit_url, done)
+        for kind in kinds[1:]:
+            results[kind]["enqueue_many"] = done / _enqueue_many_s(urls[kind], done)
         return results
     finally:
         if rabbit is not None:
@@ -264,8 +288,8 @@ def compare(broker: str, jobs: int, rounds: int, options: str = "") -> dict[str,
 
 
 def measure(*, quick: bool) -> list[Measurement]:
-    """`bench._rows` convention: jobkit and plain Celery on celery+redis and celery+amqp.
-    Latency is not measured here (None)."""
+    """`bench._rows` convention: jobkit and plain Celery on celery+redis and celery+amqp (and
+    jobkit with job records on celery+amqp). Latency is not measured here (None)."""
     from _rows import Measurement
 
     jobs, rounds = (40, 2) if quick else (5000, 5)
@@ -273,20 +297,26 @@ def measure(*, quick: bool) -> list[Measurement]:
     for broker in ("redis", "amqp"):
         results = compare(broker, jobs, rounds)
         done = max(jobs // rounds, 20) * rounds
-        notes = f"concurrency {CONCURRENCY}, prefetch 1, acks late" + (
-            ", records in Redis" if broker == "amqp" else ", records in the broker's Redis"
-        )
-        for system, key in (("jobkit", "jobkit"), ("celery", "plain")):
-            figures = results[key]
-            out.append(
-                Measurement(
-                    backend=f"celery+{broker}", system=system, jobs=done,
-                    enqueue_per_s=figures["enqueue"],
-                    enqueue_many_per_s=figures.get("enqueue_many"),
-                    drain_per_s=figures["drain"], latency_p50_ms=None, latency_p99_ms=None,
-                    notes=notes,
-                )
-            )  # fmt: skip
+        notes = f"concurrency {CONCURRENCY}, prefetch 1, acks late"
+        rows = [("jobkit", f"celery+{broker}", notes + ", records in the broker's Redis")]
+        if broker == "amqp":
+            notes += ", both declare the queue with x-max-priority 10 and a dead-letter exchange"
+            rows = [
+                ("jobkit", "celery+amqp", notes + ", no job records (the README's URL)"),
+                ("jobkit-store", "celery+amqp (store=redis)", notes + ", records in Redis"),
+            ]
+        for kind, backend, row_notes in rows:
+            for system, key in (("jobkit", kind), ("celery", "plain")):
+                figures = results[key]
+                out.append(
+                    Measurement(
+                        backend=backend, system=system, jobs=done,
+                        enqueue_per_s=figures["enqueue"],
+                        enqueue_many_per_s=figures.get("enqueue_many"),
+                        drain_per_s=figures["drain"], latency_p50_ms=None, latency_p99_ms=None,
+                        notes=row_notes,
+                    )
+                )  # fmt: skip
     return out
 
 
@@ -310,13 +340,15 @@ def main() -> None:
         return
     results = compare(args.broker, args.jobs, args.rounds, args.options)
     for kind, rates in results.items():
-        print(f"{kind:>7}: " + "   ".join(f"{k} {v:8.0f} jobs/s" for k, v in rates.items()))
-    plain, jobkit = results["plain"], results["jobkit"]
-    print(
-        f"Celery+{args.broker}, {args.jobs} jobs, concurrency {CONCURRENCY}: "
-        f"jobkit / plain Celery = enqueue {jobkit['enqueue'] / plain['enqueue']:.2f}, "
-        f"drain {jobkit['drain'] / plain['drain']:.2f}"
-    )
+        print(f"{kind:>12}: " + "   ".join(f"{k} {v:8.0f} jobs/s" for k, v in rates.items()))
+    plain = results["plain"]
+    for kind, rates in results.items():
+        if kind != "plain":
+            print(
+                f"Celery+{args.broker}, {args.jobs} jobs, concurrency {CONCURRENCY}: "
+                f"{kind} / plain Celery = enqueue {rates['enqueue'] / plain['enqueue']:.2f}, "
+                f"drain {rates['drain'] / plain['drain']:.2f}"
+            )
 
 
 if __name__ == "__main__":

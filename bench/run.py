@@ -92,9 +92,10 @@ def selected(names: Sequence[str], only: Sequence[str]) -> list[str]:
 
 
 def keep_row(row: Measurement, module: str, only: Sequence[str]) -> bool:
-    """`--only celery+redis` keeps that backend's rows; `--only celery` keeps all the module's."""
+    """`--only celery+redis` keeps that backend's rows; `--only celery` keeps all the module's.
+    A backend's variants count as the backend: `--only rq+redis` keeps ``rq+redis (fork)``."""
     wanted = [o for o in only if o.split("+")[0] == module]
-    return not wanted or module in wanted or row.backend in wanted
+    return not wanted or module in wanted or row.backend.split(" (")[0] in wanted
 
 
 def conforming_measure(module: Any) -> tuple[Any, str]:

@@ -107,6 +107,21 @@ def test_only_runs_the_named_backends_and_refuses_an_unknown_name(tmp_path: Path
     assert "--only nosuch: no such bench module; known: broken, good, older" in done.stderr
 
 
+def test_only_a_backend_scheme_keeps_the_rows_of_its_variants(tmp_path: Path) -> None:
+    runner = _fake_bench_dir(tmp_path)
+    (runner.parent / "multi_bench.py").write_text(
+        _ROW.replace('backend="fake"', "backend=backend").replace(
+            "system: str,", "backend: str, system: str,"
+        )
+        + "\n\ndef measure(*, quick: bool) -> list[Measurement]:\n"
+        "    return [row(b, s, 10.0) for b in ('multi+x', 'multi+x (v)', 'multi+y')\n"
+        "            for s in ('jobkit', 'native')]\n"
+    )
+    done, result = _run(runner, "--quick", "--only", "multi+x", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {r["backend"] for r in result["rows"]} == {"multi+x", "multi+x (v)"}
+
+
 def test_the_smoke_run_of_every_benchmark_finishes_with_its_rows(tmp_path: Path) -> None:
     runner = tmp_path / "run.py"
     runner.symlink_to(BENCH / "run.py")  # the real runner; the JSON lands in tmp_path
