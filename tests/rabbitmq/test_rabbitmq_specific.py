@@ -133,6 +133,40 @@ def test_a_stale_ack_after_a_reconnect_does_not_close_the_channel(
         transport.close()
 
 
+def test_acking_around_a_held_delivery_leaves_it_held(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    """The oldest held deliveries are acked with one multiple ack: it must stop at one still
+    held, which comes back when the connection drops, and only it."""
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
+    link = transport._link
+    try:
+        transport.send([Message(queue="q", body=b"x", id=str(i)) for i in range(5)])
+        got: list = []  # type: ignore[type-arg]
+        wait_until(
+            lambda: (
+                got.extend(transport.receive(["q"], max_messages=5, wait=WAIT, lease=LONG))
+                or len(got) == 5
+            ),
+            what="five deliveries",
+        )
+        assert [d.id for d in got] == ["0", "1", "2", "3", "4"]
+        transport.ack([got[0], got[1], got[3]])  # "0" and "1" in one frame, "3" alone
+        transport.ack([got[4]])  # "2" still held: "4" alone
+        link.call(lambda s: s.connection.close(), "drop the connection")
+        back = wait_until(
+            lambda: transport.receive(["q"], max_messages=5, wait=WAIT, lease=LONG),
+            what="the held delivery again",
+        )
+        assert [d.id for d in back] == ["2"]
+        transport.ack(back)
+        assert transport.receive(["q"], max_messages=5, wait=WAIT, lease=LONG) == []
+        (stats,) = transport.stats(["q"])
+        assert (stats.ready, stats.in_flight) == (0, 0)
+    finally:
+        transport.close()
+
+
 def test_without_a_shared_store_keys_and_records_are_refused_naming_the_store_option(
     rabbit_server: RabbitServer, prefix: str
 ) -> None:

@@ -27,6 +27,7 @@ queues, uncounted).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -300,12 +301,26 @@ def stop_consuming(s: Session) -> None:
 
 
 def ack(s: Session, generation: int, tags: Sequence[int]) -> None:
-    """Ack the deliveries still held under this session; stale ones are skipped."""
+    """Ack the deliveries still held under this session; stale ones are skipped.
+
+    The oldest held deliveries, when all of them are among `tags`, are acked with one frame
+    (``multiple``; pika's blocking channel writes and flushes every ack it is given, which cost
+    the supervisor about a fifth of its time in a drain). That acks exactly them: every delivery
+    of the consume channel is in `s.unsettled` from its arrival to its settling, in delivery-tag
+    order (tags rise on a channel, and arrivals are recorded in the order pika delivers them).
+    """
     if generation != s.generation:
         return
-    for tag in tags:
-        if s.unsettled.pop(tag, None) is not None:
-            s.consume.basic_ack(tag)
+    acking = {tag for tag in tags if tag in s.unsettled}
+    if not acking:
+        return
+    oldest = list(itertools.takewhile(acking.__contains__, s.unsettled))
+    for tag in acking:
+        del s.unsettled[tag]
+    if oldest:
+        s.consume.basic_ack(oldest[-1], multiple=len(oldest) > 1)
+    for tag in sorted(acking.difference(oldest)):
+        s.consume.basic_ack(tag)
 
 
 def requeue(s: Session, generation: int, tag: int) -> None:
