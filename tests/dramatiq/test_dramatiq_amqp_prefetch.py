@@ -88,3 +88,28 @@ def test_a_queue_deleted_under_its_consumer_is_declared_and_consumed_again(
         assert [d.id for d in got] == ["after"]
     finally:
         transport.close()
+
+
+def test_acking_around_a_held_delivery_leaves_it_held(amqp_url: str) -> None:
+    """The oldest held deliveries are acked with one multiple ack: it must stop at one still
+    held, which comes back when the connection closes, and only it."""
+    config = parse_url(amqp_url)
+    first = AmqpTransport(config, results=False)
+    try:
+        first.send([Message(queue=QUEUE, body=b'{"n": %d}' % i, id=f"m{i}") for i in range(5)])
+        got = sorted(_receive_all(first, 5), key=lambda d: d.id)
+        assert [d.id for d in got] == ["m0", "m1", "m2", "m3", "m4"]
+        first.ack([got[0], got[1], got[3]])  # "m0" and "m1" in one frame, "m3" alone
+        first.ack([got[4]])  # "m2" still held: "m4" alone
+    finally:
+        first.close()
+    second = AmqpTransport(config, results=False)
+    try:
+        back = _receive_all(second, 1)
+        second.ack(back)
+        assert (
+            second.receive([QUEUE], max_messages=5, wait=timedelta(seconds=1), lease=_LEASE) == []
+        )
+    finally:
+        second.close()
+    assert [d.id for d in back] == ["m2"]

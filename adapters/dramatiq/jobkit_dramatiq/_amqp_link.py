@@ -9,6 +9,7 @@ import itertools
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,6 +229,28 @@ class Link:
         tag = ch.basic_consume(queue=f"{queue}.DQ", on_message_callback=on_delayed)
         self.tags[tag] = (queue, True)
         self.consuming.add(queue)
+
+    def ack(self, tags: Sequence[int]) -> None:
+        """Ack the ready-queue deliveries `tags` (held in `unsettled`; others are skipped) and
+        forget them. Call under `lock` on the channel that delivered them.
+
+        When no delayed message is held, the oldest held deliveries, if all of them are among
+        `tags`, are acked with one frame (``multiple``: pika's blocking channel writes and
+        flushes every ack by itself). That acks exactly them: every delivery on the channel is
+        in `unsettled` (ready queues) or `delayed` (``Q.DQ``) until it is settled, and a
+        multiple ack covers every unsettled tag up to its own.
+        """
+        acking = self.unsettled.intersection(tags)
+        if not acking:
+            return
+        oldest: list[int] = []
+        if not self.delayed:
+            oldest = list(itertools.takewhile(acking.__contains__, sorted(self.unsettled)))
+        self.unsettled.difference_update(acking)
+        if oldest:
+            self.channel.basic_ack(oldest[-1], multiple=len(oldest) > 1)
+        for tag in sorted(acking.difference(oldest)):
+            self.channel.basic_ack(tag)
 
     def publish(
         self,

@@ -257,10 +257,14 @@ class AmqpTransport(Transport):
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         link = self._link
         with _translated(f"ack {len(deliveries)} message(s)"), link.lock:
+            if link.channel is None:
+                return  # every receipt is stale: the messages went back when it closed
+            tags = []
             for d in deliveries:
-                tag = self._settle(d)
-                if tag is not None:
-                    link.channel.basic_ack(tag)
+                generation, _, tag = d.receipt.partition("|")
+                if int(generation) == link.generation:
+                    tags.append(int(tag))
+            link.ack(tags)
 
     def release(self, delivery: Delivery, *, delay: timedelta = timedelta(0)) -> None:
         self._requeue(delivery, delay, counted=True)
