@@ -11,13 +11,25 @@ from jobkit_rabbitmq import RabbitTransport, parse_url
 from jobkit_rabbitmq import _wire as wire
 
 from jobkit import App, ConfigurationError, UnsupportedFeature
-from jobkit.spi import Message, redact_url
+from jobkit.spi import Delivery, Message, redact_url
 from tests.rabbitmq.conftest import url_of
 from tests.servers.rabbitmq import RabbitServer
 from tests.waiting import wait_until
 
 WAIT = timedelta(seconds=0.5)
 LONG = timedelta(seconds=60)
+
+
+def _receive_all(transport: RabbitTransport, count: int) -> list[Delivery]:
+    """`count` deliveries from queue "q", taken over as many receives as it needs."""
+    got: list[Delivery] = []
+
+    def more() -> bool:
+        got.extend(transport.receive(["q"], max_messages=count, wait=WAIT, lease=LONG))
+        return len(got) >= count
+
+    wait_until(more, what=f"{count} deliveries")
+    return got
 
 
 def test_url_gives_host_port_vhost_and_credentials() -> None:
@@ -115,14 +127,7 @@ def test_a_stale_ack_after_a_reconnect_does_not_close_the_channel(
             what="two deliveries",
         )
         link.call(lambda s: s.connection.close(), "drop the connection")
-        again: list = []  # type: ignore[type-arg]
-        wait_until(
-            lambda: (
-                again.extend(transport.receive(["q"], max_messages=2, wait=WAIT, lease=LONG))
-                or len(again) == 2
-            ),
-            what="both again",
-        )
+        again = _receive_all(transport, 2)
         generation = link.generation
         transport.ack(old)  # stale: a no-op, not an unknown delivery tag on the new channel
         transport.ack(again)
@@ -142,14 +147,7 @@ def test_acking_around_a_held_delivery_leaves_it_held(
     link = transport._link
     try:
         transport.send([Message(queue="q", body=b"x", id=str(i)) for i in range(5)])
-        got: list = []  # type: ignore[type-arg]
-        wait_until(
-            lambda: (
-                got.extend(transport.receive(["q"], max_messages=5, wait=WAIT, lease=LONG))
-                or len(got) == 5
-            ),
-            what="five deliveries",
-        )
+        got = _receive_all(transport, 5)
         assert [d.id for d in got] == ["0", "1", "2", "3", "4"]
         transport.ack([got[0], got[1], got[3]])  # "0" and "1" in one frame, "3" alone
         transport.ack([got[4]])  # "2" still held: "4" alone
