@@ -17,8 +17,9 @@ from jobkit.spi import (
     TransportBackend,
     redact_url,
 )
+from jobkit_rabbitmq._time_limit import hold_bound
 from jobkit_rabbitmq.config import RabbitConfig, parse_url
-from jobkit_rabbitmq.transport import RabbitTransport, capabilities_for, hold_bound
+from jobkit_rabbitmq.transport import RabbitTransport, capabilities_for
 
 __all__ = [
     "RabbitBackend",

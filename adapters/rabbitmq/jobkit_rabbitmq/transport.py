@@ -33,7 +33,6 @@ early.
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 from collections.abc import Sequence
@@ -53,6 +52,7 @@ from jobkit_rabbitmq import _export, dlq
 from jobkit_rabbitmq import _wire as wire
 from jobkit_rabbitmq._export import ExportingTransport
 from jobkit_rabbitmq._link import Arrival, Link, Session
+from jobkit_rabbitmq._time_limit import cap_time_limit, hold_bound
 from jobkit_rabbitmq.config import RESTART_SAFE_RETRY, STORE_OPTION, RabbitConfig
 
 
@@ -449,30 +449,6 @@ class RabbitTransport(ExportingTransport):
             return out
 
         return link.call(run, "read queue counts")
-
-
-def hold_bound(config: RabbitConfig) -> timedelta:
-    """How long a job may run: 90 % of `consumer_timeout`, the rest for time spent buffered."""
-    return config.consumer_timeout * 0.9
-
-
-def cap_time_limit(body: bytes, bound: float) -> bytes:
-    """`body` with its envelope's ``time_limit`` at most `bound` seconds (set to `bound` where
-    there is none). A body that is not a JSON object, or whose time limit is not a number, is
-    returned unchanged (the worker dead-letters it with the reason)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body
-    if not isinstance(data, dict):
-        return body
-    limit = data.get("time_limit")
-    if limit is not None and (not isinstance(limit, int | float) or isinstance(limit, bool)):
-        return body
-    if limit is not None and limit <= bound:
-        return body
-    data["time_limit"] = bound
-    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def _arrival(delivery: Delivery) -> Arrival:
