@@ -15,12 +15,10 @@ with its parent (PR_SET_PDEATHSIG), so a SIGKILLed worker leaves no orphan runni
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import select
 import signal
 import sys
-from dataclasses import asdict
 from types import FrameType
 
 from jobkit.envelope import decode
@@ -30,13 +28,13 @@ from jobkit.worker._execute import run
 from jobkit.worker._frames import read_frame, write_frame
 from jobkit.worker._observe import configure_child_logging, worker_hooks
 from jobkit.worker._outcome import Outcome
+from jobkit.worker._outcome import encode as encode_outcome
 
 _PR_SET_PDEATHSIG = 1
 
-_NOT_STARTED = json.dumps(
-    asdict(Outcome(ok=False, error="not started: the worker is stopping", not_started=True)),
-    separators=(",", ":"),
-).encode()
+_NOT_STARTED = encode_outcome(
+    Outcome(ok=False, error="not started: the worker is stopping", not_started=True)
+)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -83,7 +81,7 @@ def main(argv: list[str]) -> int:
             outcome = run(app, decode(body), int(head), hooks)
         except SerializationError as exc:  # the supervisor decodes first; belt and braces
             outcome = Outcome(ok=False, transient=False, error=str(exc))
-        write_frame(write_fd, json.dumps(asdict(outcome), separators=(",", ":")).encode())
+        write_frame(write_fd, encode_outcome(outcome))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""The decision for one finished attempt: ack, release with a delay, or dead-letter. Pure."""
+"""The decision for one finished attempt: ack, release with a delay, or dead-letter. Pure.
+
+Also how an `Outcome` travels from the job process to the supervisor: `encode` / `decode`."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +25,36 @@ class Outcome:
     transient: bool = True
     retry_delay: float | None = None  # seconds, from `Retry(delay=...)`
     not_started: bool = False  # the job process was told to hold and did not start the job
+
+
+def encode(outcome: Outcome) -> bytes:
+    """The outcome's JSON frame: only the fields that differ from their defaults (one is
+    decoded per job in the supervisor, whose one core bounds a worker's drain rate)."""
+    data: dict[str, Any] = {"ok": outcome.ok}
+    if outcome.result is not None:
+        data["result"] = outcome.result
+    if outcome.error is not None:
+        data["error"] = outcome.error
+    if not outcome.transient:
+        data["transient"] = False
+    if outcome.retry_delay is not None:
+        data["retry_delay"] = outcome.retry_delay
+    if outcome.not_started:
+        data["not_started"] = True
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def decode(frame: bytes) -> Outcome:
+    """The `Outcome` of an `encode` frame; a missing field has its default."""
+    data = json.loads(frame)
+    return Outcome(
+        ok=bool(data["ok"]),
+        result=data.get("result"),
+        error=data.get("error"),
+        transient=bool(data.get("transient", True)),
+        retry_delay=data.get("retry_delay"),
+        not_started=bool(data.get("not_started", False)),
+    )
 
 
 class Action(StrEnum):

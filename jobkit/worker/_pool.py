@@ -16,7 +16,6 @@ Not thread-safe: only the supervisor's main thread touches a `JobProcess`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -29,6 +28,7 @@ from jobkit.envelope import Envelope
 from jobkit.records import Delivery
 from jobkit.worker._frames import Incoming, Outgoing
 from jobkit.worker._outcome import Outcome
+from jobkit.worker._outcome import decode as decode_outcome
 
 
 @dataclass(kw_only=True)
@@ -153,17 +153,7 @@ class JobProcess:
                 self.up = True
                 outcomes.append(None)
                 continue
-            data = json.loads(frame)
-            outcomes.append(
-                Outcome(
-                    ok=bool(data["ok"]),
-                    result=data.get("result"),
-                    error=data.get("error"),
-                    transient=bool(data.get("transient", True)),
-                    retry_delay=data.get("retry_delay"),
-                    not_started=bool(data.get("not_started", False)),
-                )
-            )
+            outcomes.append(decode_outcome(frame))
         return outcomes, self.outbox.eof
 
     def finish_head(self, now: float) -> Running:
