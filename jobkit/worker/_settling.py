@@ -67,7 +67,7 @@ class Settling:
     def flush_events(self) -> None:
         """Queue the write of the events so far (before any call queued after this)."""
         if self.events:
-            events, self.events = self.events, []
+            events, self.events = folded(self.events), []
             self.calls.add("record job events", functools.partial(self.store.record, events))
 
     def due(self) -> bool:
@@ -107,3 +107,25 @@ class Settling:
     def drain(self, seconds: float) -> None:
         """At exit: keep trying the queued calls for up to `seconds` (see `CallQueue.drain`)."""
         self.calls.drain(seconds)
+
+
+def folded(events: list[JobEvent]) -> list[JobEvent]:
+    """`events` without each STARTED that a later event of the same attempt (or a later one)
+    in the batch supersedes: a store folds both into the same record as the later one alone
+    (`apply_event`), and nobody could have read the RUNNING state in between, since the batch
+    is written in one call. Most jobs start and end within one batch, so this halves the
+    records folded per job (the store call runs in the supervisor)."""
+    later: dict[str, JobEvent] = {}
+    kept: list[JobEvent] = []
+    for event in reversed(events):
+        after = later.get(event.job_id)
+        if not (
+            event.kind is EventKind.STARTED
+            and after is not None
+            and after.attempt >= event.attempt
+            and (event.key is None or after.key == event.key)
+        ):
+            kept.append(event)
+        later[event.job_id] = event
+    kept.reverse()
+    return kept
