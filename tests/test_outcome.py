@@ -1,8 +1,11 @@
 from datetime import timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from jobkit import RetryPolicy
 from jobkit.spi import Envelope
-from jobkit.worker._outcome import Action, Outcome, decide
+from jobkit.worker._outcome import Action, Outcome, decide, decode, encode
 
 POLICY = RetryPolicy(backoff_base=timedelta(seconds=1), jitter=0.0)
 ENV = Envelope(job="j", max_attempts=3)
@@ -38,3 +41,30 @@ def test_retry_delay_asked_by_the_job_wins_over_backoff() -> None:
 def test_envelope_max_attempts_bounds_retries_not_the_current_policy() -> None:
     generous = RetryPolicy(max_attempts=50)
     assert decide(ENV, 3, Outcome(ok=False), generous).action is Action.DEAD_LETTER
+
+
+@given(
+    ok=st.booleans(),
+    result=st.none() | st.integers() | st.text(max_size=5) | st.lists(st.integers(), max_size=2),
+    error=st.none() | st.text(max_size=5),
+    transient=st.booleans(),
+    retry_delay=st.none() | st.floats(min_value=0, max_value=1e6),
+    not_started=st.booleans(),
+)
+def test_an_outcome_crosses_the_pipe_unchanged(
+    ok: bool,
+    result: object,
+    error: str | None,
+    transient: bool,
+    retry_delay: float | None,
+    not_started: bool,
+) -> None:
+    outcome = Outcome(
+        ok=ok,
+        result=result,
+        error=error,
+        transient=transient,
+        retry_delay=retry_delay,
+        not_started=not_started,
+    )
+    assert decode(encode(outcome)) == outcome
