@@ -70,6 +70,19 @@ class Settling:
             events, self.events = folded(self.events), []
             self.calls.add("record job events", functools.partial(self.store.record, events))
 
+    def wait_at_most(self, now: float) -> float | None:
+        """How long the supervisor may wait (s, from `now`, monotonic) before it must `flush`
+        what is pending, or retry a call held back by an outage; None when nothing is pending.
+        Without this, pending acks would wait for whatever wakes the loop next: with jobs that
+        arrive in batches, the next batch, whose processing then waits for those acks."""
+        wait: float | None = None
+        if self.events or self.acks:
+            wait = self._last_flush + FLUSH_EVERY - now
+        if len(self.calls):
+            retry = self.calls.streak.next_try - now
+            wait = retry if wait is None else min(wait, retry)
+        return None if wait is None else max(wait, 0.0)
+
     def due(self) -> bool:
         """Whether the batch should be written now."""
         return time.monotonic() - self._last_flush >= FLUSH_EVERY or len(self.acks) >= FLUSH_AT

@@ -230,6 +230,9 @@ class Worker:
                 timeout = min(timeout, proc.jobs[0].deadline - now)
         if grace_deadline is not None:
             timeout = min(timeout, grace_deadline - now)
+        pending = self._settling.wait_at_most(now)
+        if pending is not None:
+            timeout = min(timeout, pending)
         return max(timeout, 0.0)
 
     def _running_count(self) -> int:
