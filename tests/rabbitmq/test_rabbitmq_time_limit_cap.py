@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jobkit_rabbitmq._time_limit import cap_time_limit
 
 from jobkit.spi import Envelope, decode
-from jobkit_rabbitmq._time_limit import cap_time_limit
 
 BOUND = 9.0
 
