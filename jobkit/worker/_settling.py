@@ -75,13 +75,12 @@ class Settling:
         what is pending, or retry a call held back by an outage; None when nothing is pending.
         Without this, pending acks would wait for whatever wakes the loop next: with jobs that
         arrive in batches, the next batch, whose processing then waits for those acks."""
-        wait: float | None = None
-        if self.events or self.acks:
-            wait = self._last_flush + FLUSH_EVERY - now
+        due = self._last_flush + FLUSH_EVERY  # `flush` is what writes and retries
         if len(self.calls):
-            retry = self.calls.streak.next_try - now
-            wait = retry if wait is None else min(wait, retry)
-        return None if wait is None else max(wait, 0.0)
+            due = max(due, self.calls.streak.next_try)
+        elif not self.events and not self.acks:
+            return None
+        return max(due - now, 0.0)
 
     def due(self) -> bool:
         """Whether the batch should be written now."""
