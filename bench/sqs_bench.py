@@ -24,6 +24,12 @@ Before the worker leased in batches: plain boto3 121 jobs/s, jobkit 91, ratio 0.
 (~0.2 ReceiveMessage and ~0.2 DeleteMessageBatch calls per job against the plain loop's 0.1 + 0.1;
 moto's cost is per call). Since the worker waits for room for 10 while jobs wait for a process:
 plain 136 jobs/s, jobkit 126, ratio 0.88 [0.81-1.05].
+
+2026-12-04, a quiet 2-vCPU Intel Xeon (plain boto3 ~930-980 jobs/s): 0.61-0.64 until the
+worker wrote its pending acks within the batch interval instead of at the next batch's arrival
+(receives and deletes had strictly alternated), 0.84-0.90 since. A trace of every call of
+both consumers: `SQS_BENCH_WORKER` can name a wrapper that patches botocore and then runs
+`jobkit.cli.main`.
 """
 
 from __future__ import annotations
