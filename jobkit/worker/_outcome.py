@@ -45,7 +45,7 @@ def encode(outcome: Outcome) -> bytes:
 
 
 _SUCCEEDED = Outcome(ok=True)
-_SUCCEEDED_FRAME = b'{"ok":true}'  # what `encode` makes of a job that returned None
+_SUCCEEDED_FRAME = encode(_SUCCEEDED)  # a job that returned None
 
 
 def decode(frame: bytes) -> Outcome:
