@@ -129,10 +129,22 @@ class MemoryJobStore(JobStore):
     record `retention.records` after its last event, a done key `retention.keys` after the job
     succeeded. Expired entries are invisible at once and deleted on the next `record`, oldest
     first, so the cost is proportional to what expired (entries are kept in update order).
+
+    `records=False` keeps the done keys only: `get` then always returns None. For a store
+    private to one process whose records nobody can read (a backend without
+    `Capabilities.results`, whose `job_record` refuses): folding every outcome into a record
+    cost that process's worker about a tenth of its drain rate on RabbitMQ, for nothing.
     """
 
-    def __init__(self, *, retention: Retention | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        retention: Retention | None = None,
+        clock: Clock | None = None,
+        records: bool = True,
+    ) -> None:
         self.retention = retention or Retention()
+        self.keeps_records = records
         self._clock: Clock = clock or SystemClock()
         self._records: OrderedDict[str, tuple[JobRecord, datetime]] = OrderedDict()
         self._done: OrderedDict[str, datetime] = OrderedDict()
@@ -143,9 +155,10 @@ class MemoryJobStore(JobStore):
         with self._lock:
             self._prune(now)
             for event in events:
-                old = self._records.pop(event.job_id, None)
-                record = apply_event(old[0] if old else None, event)
-                self._records[event.job_id] = (record, now)
+                if self.keeps_records:
+                    old = self._records.pop(event.job_id, None)
+                    record = apply_event(old[0] if old else None, event)
+                    self._records[event.job_id] = (record, now)
                 if event.kind is EventKind.SUCCEEDED:
                     key = dedup_key(event.job_id, event.key)
                     self._done.pop(key, None)

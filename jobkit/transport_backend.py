@@ -74,7 +74,7 @@ class TransportBackend(Backend):
         if not caps.results:
             raise UnsupportedFeature(
                 asked=f"the record of job {job_id}",
-                supported=f"{caps.name} keeps job records only in each worker's own process",
+                supported=f"{caps.name} keeps no job records another process can read",
                 change=caps.without_store("job states and results", "Do not ask for them"),
             )
         return self.store.get(job_id)

@@ -11,13 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
 from jobkit import App, UnsupportedFeature
 from jobkit.job import EnqueueOptions
 from jobkit.memory import MemoryTransport
-from jobkit.spi import Capabilities, MemoryJobStore, TransportBackend
+from jobkit.registry import open_backend
+from jobkit.spi import (
+    Capabilities,
+    EventKind,
+    JobEvent,
+    MemoryJobStore,
+    TransportBackend,
+    dedup_key,
+)
 
 
 class _StorelessBackend(TransportBackend):
@@ -95,3 +104,35 @@ def test_job_record_without_a_shared_store_raises_naming_the_store_option(app: A
 def test_without_a_store_option_the_refusal_says_to_drop_the_key() -> None:
     caps = Capabilities(name="x", idempotency_keys=False)
     assert caps.without_store("idempotency keys", "Drop the key") == "Drop the key"
+
+
+def test_a_store_without_records_keeps_the_done_keys_and_no_record() -> None:
+    store = MemoryJobStore(records=False)
+    at = datetime.now(UTC)
+    store.record(
+        [
+            JobEvent(job_id="j1", job="t.charge", kind=EventKind.STARTED, attempt=1, at=at),
+            JobEvent(job_id="j1", job="t.charge", kind=EventKind.SUCCEEDED, attempt=1, at=at),
+            JobEvent(job_id="j2", job="t.charge", kind=EventKind.DEAD, attempt=3, at=at),
+        ]
+    )
+    assert store.done([dedup_key("j1", None), dedup_key("j2", None)]) == {dedup_key("j1", None)}
+    assert store.get("j1") is None and store.get("j2") is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://guest:guest@127.0.0.1:1/%2F",
+        "sqs://us-east-1?endpoint_url=http://127.0.0.1:1",
+        "dramatiq+redis://127.0.0.1:1/0",
+    ],
+)
+def test_a_backend_whose_store_is_private_to_its_process_keeps_no_records(url: str) -> None:
+    backend = open_backend(url)
+    try:
+        assert not backend.capabilities.results
+        assert isinstance(backend, TransportBackend)
+        assert isinstance(backend.store, MemoryJobStore) and not backend.store.keeps_records
+    finally:
+        backend.close()

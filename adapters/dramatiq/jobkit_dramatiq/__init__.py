@@ -60,10 +60,10 @@ def transport_for(config: DramatiqConfig, *, results: bool) -> Transport:
 
 def open_store(config: DramatiqConfig) -> tuple[JobStore, bool]:
     """The job store named by ``store=``, and whether other processes share it: ``memory``
-    (per process: results and idempotency keys are per worker process) or ``sqlite:///path``
-    (shared by the processes of one machine)."""
+    (per process, done keys only: no results, and idempotency keys are per worker process) or
+    ``sqlite:///path`` (shared by the processes of one machine)."""
     if config.store == "memory":
-        return MemoryJobStore(retention=config.retention), False
+        return MemoryJobStore(retention=config.retention, records=False), False
     if config.store.startswith("sqlite:///") and len(config.store) > len("sqlite:///"):
         return SqliteJobStore(config.store[len("sqlite:///") :], retention=config.retention), True
     raise ConfigurationError(

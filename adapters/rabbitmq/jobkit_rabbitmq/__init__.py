@@ -67,10 +67,10 @@ def backend_from_url(url: str) -> RabbitBackend:
 
 def open_store(config: RabbitConfig, url: str) -> tuple[JobStore, bool]:
     """The job store of the ``store=`` option and whether other processes share it: ``memory``
-    (default; records per process, so keys and `job_record` are refused, see `RabbitBackend`)
-    or ``sqlite:///path`` (shared by the processes of one machine)."""
+    (default; per process, done keys only, so keys and `job_record` are refused, see
+    `RabbitBackend`) or ``sqlite:///path`` (shared by the processes of one machine)."""
     if config.store == "memory":
-        return MemoryJobStore(retention=config.retention), False
+        return MemoryJobStore(retention=config.retention, records=False), False
     if config.store.startswith("sqlite:///") and len(config.store) > len("sqlite:///"):
         return SqliteJobStore(config.store[len("sqlite:///") :], retention=config.retention), True
     raise ConfigurationError(

@@ -42,16 +42,17 @@ def open_store(
 ) -> tuple[JobStore, bool]:
     """The job store named by the ``store=`` option, and whether other processes share it.
 
-    ``memory`` (the default) keeps job records in the process: results and idempotency are then
-    per worker process (`Capabilities.results` is False), and bounded by `retention` (expired
-    entries are deleted as new ones are written). ``sqlite:///path`` shares them between the
+    ``memory`` (the default) keeps only the done keys of the jobs that ran in the process (no
+    records, which nobody could read): results are refused and idempotency is per worker
+    process (`Capabilities.results` is False), bounded by `retention` (expired keys are deleted
+    as new ones are written). ``sqlite:///path`` shares them between the
     processes of one machine; ``dynamodb://TABLE`` (`jobkit_sqs.dynamodb`) between the
     processes of every machine, taking the SQS URL's region, endpoint_url and profile unless it
     names its own.
     """
     retention = retention or Retention()
     if store_url == "memory":
-        return MemoryJobStore(retention=retention), False
+        return MemoryJobStore(retention=retention, records=False), False
     if store_url.startswith("sqlite:"):
         path = store_url.split("://", 1)[1].removeprefix("/") if "://" in store_url else ""
         if not path:
