@@ -67,13 +67,21 @@ def properties(out: Outgoing) -> pika.BasicProperties:
 
 
 def headers_of(props: Any) -> dict[str, Any]:
+    """A copy of the message's headers, to change and publish again."""
     return dict(props.headers or {}) if props is not None else {}
+
+
+def _header(props: Any, name: str, default: Any) -> Any:
+    """One header's value, read without copying the headers (done several times for every
+    delivery, in the worker's receiver thread)."""
+    headers = props.headers if props is not None else None
+    return headers.get(name, default) if headers else default
 
 
 def broker_count(props: Any, redelivered: bool) -> int:
     """Returns the broker counted for this message: quorum ``x-delivery-count``, else 1 for a
     redelivered message of a classic queue (which counts no further)."""
-    count = headers_of(props).get("x-delivery-count")
+    count = _header(props, "x-delivery-count", None)
     if isinstance(count, int):
         return count
     return 1 if redelivered else 0
@@ -87,7 +95,7 @@ def message_id(props: Any, body: bytes) -> str:
 
 def due_of(props: Any) -> int:
     """When the message falls due (``jobkit-due``, epoch ms); 0 for one due at once."""
-    value = headers_of(props).get(DUE, 0)
+    value = _header(props, DUE, 0)
     return value if isinstance(value, int) else 0
 
 
@@ -103,7 +111,7 @@ def due_after(delay_s: float) -> int:
 
 
 def prior_of(props: Any) -> int:
-    value = headers_of(props).get(PRIOR, 0)
+    value = _header(props, PRIOR, 0)
     return value if isinstance(value, int) else 0
 
 

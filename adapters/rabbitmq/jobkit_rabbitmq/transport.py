@@ -196,10 +196,15 @@ class RabbitTransport(ExportingTransport):
         while True:
             taken = self._take(names, wanted, deadline)
             now_ms = wire.now_ms()
-            early = [a for a in taken if wire.due_of(a.properties) > now_ms]
+            early: list[Arrival] = []
+            due: list[Delivery] = []
+            for a in taken:
+                if wire.due_of(a.properties) > now_ms:
+                    early.append(a)
+                else:
+                    due.append(self._delivery(a))
             if early:
                 link.call(functools.partial(self._hop, arrivals=early), "send delayed on")
-            due = [self._delivery(a) for a in taken if wire.due_of(a.properties) <= now_ms]
             if due or time.monotonic() >= deadline:
                 return due
 
