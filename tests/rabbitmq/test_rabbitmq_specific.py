@@ -165,6 +165,32 @@ def test_acking_around_a_held_delivery_leaves_it_held(
         transport.close()
 
 
+def test_a_receive_that_enough_waiting_deliveries_answer_makes_no_call_through_the_io_thread(
+    rabbit_server: RabbitServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consume call (declare, consume, grow the window) is a round trip through the I/O
+    thread; a receive that deliveries already waiting can answer does without it."""
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
+    link = transport._link
+    try:
+        assert transport.receive(["q"], max_messages=20, wait=WAIT, lease=LONG) == []
+        transport.send([Message(queue="q", body=b"x", id=str(i)) for i in range(20)])
+        wait_until(lambda: len(link.inbox) == 20, what="20 deliveries in the inbox")
+        calls: list[str] = []
+        through_io = link.call
+        monkeypatch.setattr(
+            link, "call", lambda fn, what: calls.append(what) or through_io(fn, what)
+        )
+        got = transport.receive(["q"], max_messages=20, wait=WAIT, lease=LONG)
+        assert calls == []
+        assert [d.id for d in got] == [str(i) for i in range(20)]
+        transport.ack(got)
+        assert transport.receive(["q"], max_messages=1, wait=WAIT, lease=LONG) == []
+        assert "consume" in calls  # nothing waited: the round trip is made again
+    finally:
+        transport.close()
+
+
 def test_without_a_shared_store_keys_and_records_are_refused_naming_the_store_option(
     rabbit_server: RabbitServer, prefix: str
 ) -> None:
