@@ -191,6 +191,33 @@ def test_a_receive_that_enough_waiting_deliveries_answer_makes_no_call_through_t
         transport.close()
 
 
+def test_a_queue_whose_consumer_was_cancelled_is_consumed_again_while_others_deliveries_wait(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    """Deliveries waiting from one queue do not keep a receive from consuming again a queue
+    whose consumer RabbitMQ cancelled (the queue was deleted, then declared again)."""
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
+    link = transport._link
+    native = transport.config.queue_name("b")
+    try:
+        assert transport.receive(["a", "b"], max_messages=20, wait=WAIT, lease=LONG) == []
+        transport.send([Message(queue="a", body=b"x", id=f"a{i}") for i in range(20)])
+        wait_until(lambda: len(link.inbox) == 20, what="20 deliveries from a in the inbox")
+        link.call(lambda s: s.admin_channel().queue_delete(native), "delete queue b")
+        wait_until(lambda: not link.consuming([native]), what="b's consumer cancelled")
+        got = transport.receive(["a", "b"], max_messages=1, wait=WAIT, lease=LONG)
+        assert link.consuming([native])  # consumed again although 19 deliveries still wait
+        transport.send([Message(queue="b", body=b"y", id="b0")])
+        for _ in range(30):
+            got += transport.receive(["a", "b"], max_messages=20, wait=WAIT, lease=LONG)
+            if len(got) == 21:
+                break
+        assert sorted(d.id for d in got) == sorted([f"a{i}" for i in range(20)] + ["b0"])
+        transport.ack(got)
+    finally:
+        transport.close()
+
+
 def test_without_a_shared_store_keys_and_records_are_refused_naming_the_store_option(
     rabbit_server: RabbitServer, prefix: str
 ) -> None:

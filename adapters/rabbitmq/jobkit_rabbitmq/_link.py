@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -113,6 +113,13 @@ class Link:
         """Whether a session is open (a call would not have to connect first)."""
         with self._lock:
             return self._connection is not None
+
+    def consuming(self, natives: Sequence[str]) -> bool:
+        """Whether the current session consumes every queue of `natives` (native names). Read
+        from another thread without the I/O thread: an answer that is stale by the time it is
+        used costs at most one unneeded consume call, or one receive without it."""
+        session = self._session
+        return session is not None and all(session.windows.get(n, 0) > 0 for n in natives)
 
     def attach(self) -> None:
         """One more transport uses this link."""
