@@ -8,7 +8,7 @@ until the broker has what it needs (publishes: until confirmed).
 
 Leases: AMQP has no visibility timeout. A delivery stays with this connection until it is
 settled or the connection dies: a crashed worker's connection closes at once, a hung one misses
-its heartbeats (`heartbeat`, so within about 2 x heartbeat), and the broker then requeues the
+its heartbeats (`heartbeat`, so within 3 x heartbeat), and the broker then requeues the
 message. So the `lease` asked for in `receive` is not used, `extend` is a no-op, and a job
 longer than the lease is never started a second time, up to the server's `consumer_timeout`
 (after which the broker takes the message away, closes the channel and hands the message to
@@ -61,7 +61,9 @@ def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
         name=f"rabbitmq-{config.queue_type}",
         redelivery="connection loss: at once when a worker dies, after missed heartbeats when "
         "it hangs",
-        redelivery_after=timedelta(seconds=2 * config.heartbeat),
+        # RabbitMQ closes a connection that sent nothing for two heartbeat intervals, looking
+        # once an interval: up to three (28.8 s measured with heartbeat=10)
+        redelivery_after=timedelta(seconds=3 * config.heartbeat),
         dead_letter=True,
         max_delay=None,
         priorities=config.priorities,

@@ -64,6 +64,12 @@ class Context:
     def lease(self) -> float:
         return self.suite.settings.lease.total_seconds()
 
+    @property
+    def redelivery_bound(self) -> float:
+        """The backend's declared redelivery bound for this run's lease, in seconds."""
+        caps = self.suite.backend.capabilities
+        return caps.redelivery_bound(self.suite.settings.lease).total_seconds()
+
     def record(
         self,
         process: str,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from jobkit import App, RetryPolicy
 from jobkit_conformance import jobs
+from jobkit_conformance.checkers.bounds import REDELIVERY_SLACK
 from jobkit_conformance.history import F, JobSpec, OpType
 
 from . import crashes, scenarios_broker, scenarios_contract, scenarios_stats
@@ -25,6 +26,7 @@ from .migration import migration
 from .poison_variants import poison_variants
 from .pulse import pulse
 from .settings import NotApplicable, ScenarioFailed
+from .workers import POLL
 
 Scenario = Callable[[Context], None]
 
@@ -85,7 +87,9 @@ def stop(ctx: Context) -> None:
     ctx.start_worker(concurrency=1)
     ctx.try_wait(lambda: False, timeout=min(1.0, ctx.lease / 2))
     ctx.fault(F.STOP, first)
-    ctx.try_wait(lambda: ctx.started([job], 2), timeout=ctx.lease * 4 + 10)
+    # resumed no sooner than the declared bound allows a takeover (RabbitMQ: 3 heartbeats)
+    takeover = ctx.redelivery_bound + POLL.total_seconds() + REDELIVERY_SLACK
+    ctx.try_wait(lambda: ctx.started([job], 2), timeout=max(ctx.lease * 4 + 10, takeover))
     ctx.fault(F.CONT, first)
     ctx.settle(lambda: ctx.succeeded([job]) and not ctx.running(), "the job finished")
     ctx.drained()
