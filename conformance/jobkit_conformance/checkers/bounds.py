@@ -94,6 +94,14 @@ def percentiles(values: Sequence[float], prefix: str) -> dict[str, float]:
     }
 
 
+def redelivery_deadline(
+    redelivery_bound_s: float, poll_s: float, slack: float = REDELIVERY_SLACK
+) -> float:
+    """How long after its consumer died or stalled a job must be running again: the declared
+    redelivery bound, plus the poll interval, plus `slack`."""
+    return redelivery_bound_s + poll_s + slack
+
+
 def _no_claim() -> Finding:
     return Finding(passed=False, summary="the history records no declared bounds (CLAIM)")
 
@@ -105,7 +113,7 @@ def redelivered_within_bound(history: History, *, slack: float = REDELIVERY_SLAC
     claim = declared(history)
     if claim is None:
         return _no_claim()
-    bound = float(claim["redelivery_bound_s"]) + float(claim["poll_s"]) + slack
+    bound = redelivery_deadline(float(claim["redelivery_bound_s"]), float(claim["poll_s"]), slack)
     kills = sorted(history.select(f=F.KILL, type=OpType.OK), key=lambda op: op.time)
     views = jobs(history)
     # a replacement worker proves it is polling by running a job of kind "ready" enqueued

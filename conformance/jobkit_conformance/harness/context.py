@@ -52,7 +52,7 @@ class Context:
                 "backend": caps.name,
                 "lease_s": lease.total_seconds(),
                 "poll_s": POLL.total_seconds(),
-                "redelivery_bound_s": caps.redelivery_bound(lease).total_seconds(),
+                "redelivery_bound_s": self.redelivery_bound,
                 "scheduling_precision_s": caps.scheduling_precision.total_seconds(),
                 "delay_rounding": caps.delay_rounding,
                 "time_limit_margin_s": caps.time_limit_margin.total_seconds(),

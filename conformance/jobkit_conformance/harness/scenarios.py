@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from jobkit import App, RetryPolicy
 from jobkit_conformance import jobs
-from jobkit_conformance.checkers.bounds import REDELIVERY_SLACK
+from jobkit_conformance.checkers.bounds import redelivery_deadline
 from jobkit_conformance.history import F, JobSpec, OpType
 
 from . import crashes, scenarios_broker, scenarios_contract, scenarios_stats
@@ -88,7 +88,7 @@ def stop(ctx: Context) -> None:
     ctx.try_wait(lambda: False, timeout=min(1.0, ctx.lease / 2))
     ctx.fault(F.STOP, first)
     # resumed no sooner than the declared bound allows a takeover (RabbitMQ: 3 heartbeats)
-    takeover = ctx.redelivery_bound + POLL.total_seconds() + REDELIVERY_SLACK
+    takeover = redelivery_deadline(ctx.redelivery_bound, POLL.total_seconds())
     ctx.try_wait(lambda: ctx.started([job], 2), timeout=max(ctx.lease * 4 + 10, takeover))
     ctx.fault(F.CONT, first)
     ctx.settle(lambda: ctx.succeeded([job]) and not ctx.running(), "the job finished")
