@@ -118,3 +118,16 @@ def test_app_is_found_in_the_working_directory(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "cannot import" not in done.stderr
+
+
+def test_the_command_line_imports_rich_and_sqlite_only_for_the_commands_that_use_them() -> None:
+    # `jobkit worker` forks job processes (and RQ's work-horses) from what it imported: a
+    # smaller process copies fewer pages per fork, and every command starts faster
+    probe = (
+        "import sys, jobkit.cli.main; "
+        "print(sorted(m for m in ('rich', 'sqlite3') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

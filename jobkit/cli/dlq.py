@@ -13,10 +13,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
 from jobkit.backend import Backend
 from jobkit.cli._common import open_configured_backend
 
@@ -60,6 +56,9 @@ def run_list(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(rows, indent=2))
         return 0
+    from rich.console import Console  # imported by the commands that print with it
+    from rich.table import Table
+
     table = Table(title=f"dead letters of {args.queue}: {len(letters)}")
     for column in ("id", "dead at", "deliveries", "reason"):
         table.add_column(column)
@@ -72,6 +71,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 def _with_progress(verb: str, queue: str, dead: int, call: Callable[[], int]) -> int:
     """`call()`, with a progress display on stderr when it is a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(

@@ -11,18 +11,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from jobkit.cli._common import seconds
 from jobkit.errors import ConfigurationError
@@ -30,7 +19,11 @@ from jobkit.migrate import Migration, QueueReport, Report, migrate
 from jobkit.migrate._engine import RUNNING
 from jobkit.redact import redact_url
 from jobkit.registry import open_backend
-from jobkit.sqlite import parse_url
+
+if TYPE_CHECKING:  # rich is imported by the commands that print with it, not by every command
+    from rich.console import Console
+    from rich.progress import TaskID
+    from rich.table import Table
 
 
 def add_parser(commands: Any) -> None:
@@ -71,6 +64,8 @@ def _non_negative(value: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     options = Migration(
         queues=tuple(args.queues or ()),
         include_dead=args.include_dead,
@@ -128,6 +123,8 @@ def _same_place(a: str, b: str) -> bool:
     if a == b:
         return True
     if a.startswith("sqlite:") and b.startswith("sqlite:"):
+        from jobkit.sqlite import parse_url
+
         paths = [os.path.realpath(parse_url(url).path) for url in (a, b)]
         return paths[0] == paths[1]
     return False
@@ -137,6 +134,14 @@ class _Bars:
     """One rich progress bar per queue: moved / total, rate, ETA."""
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -173,6 +178,8 @@ class _Bars:
 
 
 def _table(report: Report) -> Table:
+    from rich.table import Table
+
     title = f"jobkit migrate {report.source} -> {report.target}"
     table = Table(title=title + (" (dry run: nothing moved)" if report.dry_run else ""))
     columns = ("queue", "found at source", "copied", "skipped (present)", "left", "at target")

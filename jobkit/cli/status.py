@@ -13,15 +13,14 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
-
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from jobkit.cli._common import backend_url, open_configured_backend, seconds
 from jobkit.records import QueueStats
 from jobkit.redact import redact_url
+
+if TYPE_CHECKING:  # rich is imported when a table is printed, not by every command
+    from rich.table import Table
 
 
 def add_parser(commands: Any) -> None:
@@ -45,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(s) for s in stats], indent=2))
         return 0
+    from rich.console import Console
+
     Console().print(_table(args, stats, None, 0.0))
     return 0
 
@@ -69,6 +70,8 @@ def _table(
     before: Sequence[QueueStats] | None,
     elapsed: float,
 ) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"jobkit status: {redact_url(backend_url(args))}")
     columns = ["queue", "ready", "in flight", "delayed", "dead"]
     if args.watch:
@@ -88,6 +91,9 @@ def _table(
 
 def _watch(args: argparse.Namespace, backend: Any) -> int:
     """Read every `args.interval` s until Ctrl-C or `args.count` reads. Blocks."""
+    from rich.console import Console
+    from rich.live import Live
+
     before: list[QueueStats] | None = None
     last = time.monotonic()
     reads = 0
