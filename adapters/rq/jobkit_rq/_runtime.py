@@ -41,6 +41,7 @@ from jobkit.spi import (
     check_round_trip,
     salvage,
 )
+from jobkit_rq._client import redis_client
 from jobkit_rq._settings import Settings
 from jobkit_rq._store import RedisJobStore
 from jobkit_rq._wire import (
@@ -84,7 +85,7 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client = redis.Redis.from_url(settings.redis_url)
+        self.client = redis_client(settings.redis_url)
         self.store = RedisJobStore(self.client, retention=settings.retention)
         self.clock: spi.Clock = spi.SystemClock()
         self.app: spi.JobSet | None = None
