@@ -82,6 +82,11 @@ class Capabilities:
     read them from any process. A configuration without a shared store claims neither: a key is
     then refused at enqueue and `job_record` raises, both with `UnsupportedFeature` naming
     `store_option`, the URL option that gives the backend a shared store (None: there is none).
+    `in_flight_visible` says whether `Backend.stats` counts, as in flight, every message any
+    process holds unacknowledged (a job running on another worker, a message its consumer has
+    prefetched). False where the broker tells each client only about its own, as AMQP 0-9-1
+    does: other processes' in-flight messages are then counted nowhere (neither ready nor in
+    flight), and `stats` reports only what this process holds.
     """
 
     name: str
@@ -104,6 +109,7 @@ class Capabilities:
     survives_broker_restart: bool = False
     idempotency_keys: bool = True
     store_option: str | None = None
+    in_flight_visible: bool = True
 
     def redelivery_bound(self, lease: timedelta) -> timedelta:
         """At most how long after its consumer died or stalled an unacknowledged message is

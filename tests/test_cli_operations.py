@@ -66,6 +66,14 @@ def test_status_watch_draws_a_table_with_rate_columns(url):
     assert "obs" in done.stdout
 
 
+def test_status_table_has_no_in_flight_caveat_where_stats_see_every_process(url):
+    O.ok.enqueue(4)
+    done = jobkit_cli(url, "status", "-q", "obs")
+    assert done.returncode == 0, done.stderr
+    assert "obs" in done.stdout
+    assert "only what this process holds" not in " ".join(done.stdout.split())
+
+
 def test_check_json_lists_no_problems_for_a_sound_app(url):
     done = jobkit_cli(url, *APP, "check", "--json")
     assert done.returncode == 0, done.stderr

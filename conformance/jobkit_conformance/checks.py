@@ -128,6 +128,11 @@ CAPABILITIES: dict[str, Capability] = {
             description="what is not claimed is refused with UnsupportedFeature at enqueue",
             claimed=_always,
         ),
+        Capability(
+            name="in_flight_counts",
+            description="stats count the jobs other processes hold as in flight",
+            claimed=lambda c, lease: c.in_flight_visible,
+        ),
     ]
 }
 
@@ -332,8 +337,12 @@ CHECKS += (
        "idempotent",
        _observed("clone", "connect", "close")),
     _c("stats.counts", "contract", "stats",
-       "Backend.stats counts dead, delayed, ready and in-flight jobs while a worker runs one",
-       _observed("stats.counts", "stats.in_flight")),
+       "Backend.stats counts dead, delayed, ready and in-flight jobs while a worker runs one "
+       "(ready alone at most the waiting jobs where in-flight counts are not claimed)",
+       _observed("stats.counts")),
+    _c("stats.in_flight", "in_flight_counts", "stats",
+       "Backend.stats counts the job a worker process runs as in flight, not as ready",
+       _observed("stats.in_flight")),
     _c("backend.job_record", "contract", "stats",
        "job_record tells a succeeded and a dead job's state and attempts, nothing of an unknown "
        "id (or raises UnsupportedFeature where results are not claimed)",

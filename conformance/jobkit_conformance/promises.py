@@ -138,9 +138,10 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "Capabilities.max_message_bytes": ("backend.message_size", "payload.intact"),
     "Capabilities.shared_across_processes": ("durability.producer_killed", "delivery.no_loss"),
     "Capabilities.survives_broker_restart": ("durability.broker_restart", "outage.no_loss"),
+    "Capabilities.in_flight_visible": ("stats.in_flight", "stats.counts"),
     # the CLI's read commands
     "jobkit status: ready": ("cli.status",),
-    "jobkit status: in flight": ("cli.status", "stats.counts"),
+    "jobkit status: in flight": ("cli.status", "stats.in_flight"),
     "jobkit status: delayed": ("cli.status",),
     "jobkit status: dead": ("cli.status",),
     "jobkit dlq list: count": ("cli.dlq_list",),

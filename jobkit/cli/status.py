@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from jobkit.capabilities import Capabilities
 from jobkit.cli._common import backend_url, open_configured_backend, seconds
 from jobkit.records import QueueStats
 from jobkit.redact import redact_url
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         if args.watch:
             return _watch(args, backend)
         stats = backend.stats(args.queues)
+        caption = _caption(backend.capabilities)
     finally:
         backend.close()
     if args.json:
@@ -46,8 +48,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
 
-    Console().print(_table(args, stats, None, 0.0))
+    Console().print(_table(args, stats, None, 0.0, caption))
     return 0
+
+
+def _caption(caps: Capabilities) -> str | None:
+    """What the table's in-flight column cannot show on this backend, if anything."""
+    if caps.in_flight_visible:
+        return None
+    return (
+        f"in flight: only what this process holds; {caps.name} does not show the jobs other "
+        "processes (workers) hold unacknowledged, as ready or in flight"
+    )
 
 
 def _rates(
@@ -69,10 +81,11 @@ def _table(
     stats: Sequence[QueueStats],
     before: Sequence[QueueStats] | None,
     elapsed: float,
+    caption: str | None,
 ) -> Table:
     from rich.table import Table
 
-    table = Table(title=f"jobkit status: {redact_url(backend_url(args))}")
+    table = Table(title=f"jobkit status: {redact_url(backend_url(args))}", caption=caption)
     columns = ["queue", "ready", "in flight", "delayed", "dead"]
     if args.watch:
         columns += ["ready/s", "dead/s"]
@@ -97,6 +110,7 @@ def _watch(args: argparse.Namespace, backend: Any) -> int:
     before: list[QueueStats] | None = None
     last = time.monotonic()
     reads = 0
+    caption = _caption(backend.capabilities)
     live = None if args.json else Live(console=Console(), auto_refresh=False)
     try:
         if live is not None:
@@ -117,7 +131,7 @@ def _watch(args: argparse.Namespace, backend: Any) -> int:
                 ]
                 print(json.dumps({"at": time.time(), "queues": rows}), flush=True)
             else:
-                live.update(_table(args, stats, before, elapsed), refresh=True)
+                live.update(_table(args, stats, before, elapsed, caption), refresh=True)
             before = stats
     except KeyboardInterrupt:
         pass

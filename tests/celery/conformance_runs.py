@@ -19,13 +19,21 @@ def outcomes_of(data: dict[str, Any]) -> dict[str, str]:
     return {c["id"]: c["outcome"] for c in data.get("checks", [])}
 
 
-def all_pass(data: dict[str, Any], xfails: dict[str, str] | None = None) -> bool:
+def all_pass(
+    data: dict[str, Any], xfails: dict[str, str] | None = None, unclaimed: tuple[str, ...] = ()
+) -> bool:
     """Every check passes, except the Transport contract's (Celery implements Backend directly,
-    n/a) and the declared expected failures."""
+    n/a), the declared expected failures, and the checks `unclaimed` names (reported so)."""
     outcomes = outcomes_of(data)
     transport = {outcomes.pop(k) for k in list(outcomes) if k.startswith("contract.")}
     declared = {outcomes.pop(k) for k in xfails or {}}
-    return transport == {"n/a"} and declared <= {"xfail"} and set(outcomes.values()) == {"pass"}
+    not_claimed = {outcomes.pop(k) for k in unclaimed}
+    return (
+        transport == {"n/a"}
+        and declared <= {"xfail"}
+        and not_claimed <= {"unclaimed"}
+        and set(outcomes.values()) == {"pass"}
+    )
 
 
 def fresh(server: RedisServer) -> None:

@@ -39,6 +39,9 @@ MUTANTS: dict[str, tuple[str, str, list[str], bool]] = {
     "mutant-stats-no-in-flight": (
         "contract.stats", "in_flight=0", ["contract.stats", "stats.counts"], False,
     ),
+    "mutant-in-flight-as-ready": (
+        "stats.counts", "in-flight counts not claimed", ["stats.counts"], False,
+    ),
     "mutant-extra-message": (
         "contract.receive_max_messages", "receive(max_messages=3)",
         ["contract.receive_max_messages"], False,

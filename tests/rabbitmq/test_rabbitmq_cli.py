@@ -79,3 +79,13 @@ def left(app: App) -> str:
         ["work"], max_messages=10, wait=timedelta(seconds=1), lease=timedelta(seconds=60)
     )
     return f"left in the queue: {[(d.id, d.deliveries, d.native.properties.headers) for d in got]}"
+
+
+def test_status_table_says_it_counts_only_this_processs_jobs_in_flight(
+    app: App, backend: str
+) -> None:
+    ledger.permanent.enqueue("p")  # the queue exists
+    done = jobkit_cli(backend, "status", "-q", "work")
+    assert done.returncode == 0, done.stderr
+    words = " ".join(done.stdout.split())  # rich wraps the caption to the table's width
+    assert "in flight: only what this process holds" in words

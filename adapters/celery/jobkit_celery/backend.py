@@ -99,6 +99,9 @@ class CeleryBackend(spi.Backend):
             # one attempt at most: one that runs into the hard limit every time would loop
             time_limits=s.store_url is not None,
             time_limit_margin=margin,
+            # AMQP 0-9-1 counts a queue's ready messages only; what the workers hold
+            # unacknowledged (running, prefetched) shows nowhere without the management API
+            in_flight_visible=False,
         )
 
     def send(self, envelopes: Sequence[tuple[spi.Envelope, bytes]]) -> None:

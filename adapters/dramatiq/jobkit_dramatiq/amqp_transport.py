@@ -82,6 +82,9 @@ def amqp_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities:
             killed_export_counts=True,
         ),
         survives_broker_restart=True,  # durable queues, persistent messages
+        # AMQP 0-9-1 counts a queue's ready messages only; what other connections hold
+        # unacknowledged (running, prefetched) shows nowhere without the management API
+        in_flight_visible=False,
     )
 
 

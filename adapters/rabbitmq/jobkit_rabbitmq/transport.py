@@ -75,6 +75,9 @@ def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
         store_option=STORE_OPTION,
         max_message_bytes=config.max_message_bytes,
         shared_across_processes=True,
+        # AMQP 0-9-1 counts a queue's ready messages only; what other connections hold
+        # unacknowledged (running, prefetched) shows nowhere without the management API
+        in_flight_visible=False,
         scheduling_precision=config.precision + timedelta(seconds=0.5),  # + the hops' round trips
         # Queues durable, messages persistent and confirmed, delay queues dead-lettering at
         # least once. A delay that falls due while its target queue is still recovering after

@@ -6,6 +6,9 @@ message about something else), and each breaks one promise of `jobkit.Transport`
 * ``mutant-lingering-send``: `send` returns before the messages are stored; a thread writes
   them 0.2 s later (a producer "linger"): a producer killed right after enqueue loses them;
 * ``mutant-stats-no-in-flight``: `stats` counts leased messages as ready, none in flight;
+* ``mutant-in-flight-as-ready``: the same, declaring that its in-flight counts are not
+  visible (`Capabilities.in_flight_visible` False), which allows counting them nowhere, never
+  as ready;
 * ``mutant-extra-message``: `receive` returns one message more than `max_messages` when asked
   for 3 or more (an off-by-one in batching: the worker asks for fewer and never sees it);
 * ``mutant-ignores-wait``: `receive` never blocks, whatever `wait` says;
@@ -80,6 +83,14 @@ class StatsNoInFlight(Wrapped):
         return [
             replace(s, ready=s.ready + s.in_flight, in_flight=0) for s in self.inner.stats(queues)
         ]
+
+
+class InFlightAsReady(StatsNoInFlight):
+    name = "mutant-in-flight-as-ready"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return replace(self.inner.capabilities, name=self.name, in_flight_visible=False)
 
 
 class ExtraMessage(Wrapped):
@@ -215,6 +226,10 @@ def lingering_send(url: str) -> TransportBackend:
 
 def stats_no_in_flight(url: str) -> TransportBackend:
     return _wrap(url, StatsNoInFlight)
+
+
+def in_flight_as_ready(url: str) -> TransportBackend:
+    return _wrap(url, InFlightAsReady)
 
 
 def extra_message(url: str) -> TransportBackend:
