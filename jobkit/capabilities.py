@@ -85,8 +85,9 @@ class Capabilities:
     `in_flight_visible` says whether `Backend.stats` counts, as in flight, every message any
     process holds unacknowledged (a job running on another worker, a message its consumer has
     prefetched). False where the broker tells each client only about its own, as AMQP 0-9-1
-    does: other processes' in-flight messages are then counted nowhere (neither ready nor in
-    flight), and `stats` reports only what this process holds.
+    does: other processes' unacknowledged messages are then counted nowhere (not as ready, nor
+    in flight, nor as delayed where a worker holds delayed messages until due, as Dramatiq's
+    workers do), and `stats` adds only what this process holds.
     """
 
     name: str

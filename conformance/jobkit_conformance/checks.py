@@ -338,7 +338,8 @@ CHECKS += (
        _observed("clone", "connect", "close")),
     _c("stats.counts", "contract", "stats",
        "Backend.stats counts dead, delayed, ready and in-flight jobs while a worker runs one "
-       "(where in-flight counts are not claimed: ready at most the jobs not yet started)",
+       "(where in-flight counts are not claimed: ready at most the jobs not yet started, "
+       "delayed at most the delayed jobs)",
        _observed("stats.counts")),
     _c("stats.in_flight", "in_flight_counts", "stats",
        "Backend.stats counts the job a worker process runs as in flight, not as ready",

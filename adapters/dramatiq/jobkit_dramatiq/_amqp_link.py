@@ -8,7 +8,7 @@ import heapq
 import itertools
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +91,8 @@ class Link:
         self.consumers: list[str] = []  # consumer tags on the ready queues
         self.tags: dict[str, tuple[str, bool]] = {}  # consumer tag -> (queue, its ``Q.DQ``?)
         self.inbox: deque[Arrival] = deque()
-        self.unsettled: set[int] = set()  # delivery tags of ready-queue deliveries not settled
+        # delivery tag -> queue of each ready-queue delivery not settled yet
+        self.unsettled: dict[int, str] = {}
         self.delayed: list[tuple[int, int, Any, Any, bytes]] = []  # (eta, seq, ...)
         self.seq = itertools.count()
         self.closed = False
@@ -164,7 +165,7 @@ class Link:
             return
 
         def on_message(_ch: Any, method: Any, props: Any, body: bytes) -> None:
-            self.unsettled.add(method.delivery_tag)
+            self.unsettled[method.delivery_tag] = queue
             self.inbox.append(Arrival(queue=queue, method=method, props=props, body=body))
 
         ch.basic_qos(prefetch_count=needed - window)
@@ -230,6 +231,15 @@ class Link:
         self.tags[tag] = (queue, True)
         self.consuming.add(queue)
 
+    def held(self) -> tuple[Counter[str], Counter[str], Counter[str]]:
+        """Per queue, what this process holds: deliveries not settled (the inbox's included),
+        those waiting in the inbox for a `receive`, and delayed messages held until due.
+        Call under `lock`."""
+        unsettled = Counter(self.unsettled.values())
+        waiting = Counter(a.queue for a in self.inbox)
+        delayed = Counter(m.routing_key.removesuffix(".DQ") for _, _, m, _, _ in self.delayed)
+        return unsettled, waiting, delayed
+
     def ack(self, tags: Sequence[int]) -> None:
         """Ack the ready-queue deliveries `tags` (held in `unsettled`; others are skipped) and
         forget them. Call under `lock` on the channel that delivered them.
@@ -240,13 +250,14 @@ class Link:
         in `unsettled` (ready queues) or `delayed` (``Q.DQ``) until it is settled, and a
         multiple ack covers every unsettled tag up to its own.
         """
-        acking = self.unsettled.intersection(tags)
+        acking = {tag for tag in tags if tag in self.unsettled}
         if not acking:
             return
         oldest: list[int] = []
         if not self.delayed:
             oldest = list(itertools.takewhile(acking.__contains__, sorted(self.unsettled)))
-        self.unsettled.difference_update(acking)
+        for tag in acking:
+            del self.unsettled[tag]
         if oldest:
             self.channel.basic_ack(oldest[-1], multiple=len(oldest) > 1)
         for tag in sorted(acking.difference(oldest)):

@@ -194,7 +194,7 @@ class AmqpTransport(Transport):
                 method, props, body = link.channel.basic_get(queue, auto_ack=False)
                 if method is None:
                     break
-                link.unsettled.add(method.delivery_tag)
+                link.unsettled[method.delivery_tag] = queue
                 got.append(self._delivery(queue, method, props, body))
         return got
 
@@ -254,7 +254,7 @@ class AmqpTransport(Transport):
         generation, _, tag = delivery.receipt.partition("|")
         if int(generation) != self._link.generation or self._link.channel is None:
             return None
-        self._link.unsettled.discard(int(tag))
+        self._link.unsettled.pop(int(tag), None)
         return int(tag)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -398,13 +398,18 @@ class AmqpTransport(Transport):
             return int(ch.queue_purge(f"{queue}.XQ").method.message_count)
 
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
-        """Ready and dead counts from RabbitMQ; messages held unacked by consumers (in flight,
-        and delayed messages a worker holds until due) are not visible to AMQP clients."""
+        """Ready, delayed and dead counts from RabbitMQ, plus what this process holds: its
+        consumers' deliveries not handed out yet count as ready, those handed out and not
+        settled as in flight, delayed messages it holds until due as delayed. Other processes'
+        holdings (in flight, and the delayed messages a worker holds) are not visible to AMQP
+        clients (`Capabilities.in_flight_visible`)."""
         out = []
+        link = self._link
         with self._side_channel("read queue statistics") as ch:
-            names = list(queues) if queues is not None else sorted(self._link.declared)
+            names = list(queues) if queues is not None else sorted(link.declared)
+            unsettled, waiting, delayed = link.held()
             for queue in names:
-                self._link.declare(queue)
+                link.declare(queue)
 
                 def count(name: str) -> int:
                     return int(ch.queue_declare(name, passive=True).method.message_count)
@@ -412,9 +417,9 @@ class AmqpTransport(Transport):
                 out.append(
                     QueueStats(
                         queue=queue,
-                        ready=count(queue),
-                        in_flight=0,
-                        delayed=count(f"{queue}.DQ"),
+                        ready=count(queue) + waiting[queue],
+                        in_flight=max(unsettled[queue] - waiting[queue], 0),
+                        delayed=count(f"{queue}.DQ") + delayed[queue],
                         dead=count(f"{queue}.XQ"),
                     )
                 )
