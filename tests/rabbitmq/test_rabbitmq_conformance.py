@@ -24,10 +24,6 @@ from tests.servers.rabbitmq import RabbitServer
 pytestmark = pytest.mark.slow
 
 
-# Declared, with the reason, as strict expected failures (an unexpected pass fails the run).
-XFAILS: dict[str, str] = {}
-
-
 # What differs on classic queues (priorities, attempts counted without x-delivery-count, no
 # delivery limit, requeues, delays, dead letters, export): the rest of the suite exercises the
 # same code as on quorum queues, and runs once, there.
@@ -43,12 +39,11 @@ def run_suite(
     """Runs the suite's CLI on `url` (with broker control `control`, and only the checks
     `only` when given); returns its JSON report (fails on a non-zero exit)."""
     report = tmp_path / "report.json"
-    xfails = [arg for check, why in XFAILS.items() for arg in ("--xfail", f"{check}={why}")]
-    xfails += [arg for check in only for arg in ("--only", check)]
-    xfails += ["--broker-control", control] if control is not None else []
+    extra = [arg for check in only for arg in ("--only", check)]
+    extra += ["--broker-control", control] if control is not None else []
     proc = subprocess.run(
         [sys.executable, "-m", "jobkit_conformance.cli", "run", "--backend", url, "-q",
-         "--workdir", str(tmp_path / "work"), "--json", str(report), *xfails],
+         "--workdir", str(tmp_path / "work"), "--json", str(report), *extra],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
         timeout=600,
     )  # fmt: skip
