@@ -24,13 +24,6 @@ pytestmark = pytest.mark.slow
 AMQP_UNCLAIMED = ("stats.in_flight",)
 
 
-# What the suite finds wrong with celery+amqp without a store (found 2026-12-02, not fixed yet).
-STORELESS_AMQP_XFAILS = {
-    "cli.status": "without a store the delay queues are known only to the process that made "
-    "them: `jobkit status` in a fresh process counts no delayed job",
-}
-
-
 def test_the_suite_passes_on_celery_rabbitmq(
     rabbit_server: RabbitServer, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -48,11 +41,7 @@ def test_the_suite_passes_on_celery_rabbitmq_without_a_store_with_keys_refused(
     rabbit_server: RabbitServer, tmp_path: Path
 ) -> None:
     # the README's URL as written: no store=, so no idempotency keys and no job records
-    xfails = STORELESS_AMQP_XFAILS
-    code, data, out = run(
-        f"celery+{rabbit_server.url}", tmp_path,
-        *[arg for check, why in xfails.items() for arg in ("--xfail", f"{check}={why}")],
-    )  # fmt: skip
+    code, data, out = run(f"celery+{rabbit_server.url}", tmp_path)
     assert code == 0, out
     outcomes = outcomes_of(data)
     assert outcomes.pop("duplicate.effect_once_with_key") == "refused", out
@@ -60,11 +49,10 @@ def test_the_suite_passes_on_celery_rabbitmq_without_a_store_with_keys_refused(
     assert outcomes.pop("timeout.stopped_and_counted") == "refused", out
     outcomes.pop("migration.round_trip_exact")  # a migration target only without a store
     transport = {outcomes.pop(k) for k in list(outcomes) if k.startswith("contract.")}
-    declared = {outcomes.pop(k) for k in xfails}
     assert {outcomes.pop(k) for k in AMQP_UNCLAIMED} == {"unclaimed"}, out
     broker = {
         outcomes.pop(k) for k in list(outcomes) if k.startswith(("durability.broker", "outage."))
     }
-    assert transport == {"n/a"} and declared <= {"xfail"}, out
+    assert transport == {"n/a"}, out
     assert broker <= {"not run"}, out  # no --broker-control in this run
     assert set(outcomes.values()) == {"pass"}, out

@@ -9,6 +9,7 @@ from their Celery headers and ``x-death``.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import os
@@ -43,12 +44,38 @@ def work_queue_arguments(queue: str) -> dict[str, Any]:
     }
 
 
+MAX_TTL_MS = 2**32 - 1
+"""RabbitMQ's largest `x-message-ttl` (about 49.7 days)."""
+
+
+def _delay_buckets() -> tuple[int, ...]:
+    """Every TTL a delay queue may have, in ms: 1 s apart up to a minute, 10 s up to 10 min,
+    30 s up to 20 min, 1 min up to an hour, then 1/20 of the TTL apart (in whole minutes) up to
+    `MAX_TTL_MS`: a delay is at most 1 s + 1/6 of it late (`Capabilities.delay_rounding`), a
+    delay of an hour or more at most 1/20 of it.
+
+    A fixed, finite set (about 320) so that any process can count a queue's delayed messages
+    by asking for each bucket by name: AMQP 0-9-1 cannot list queues, and without a job store
+    no process knows which buckets another one used."""
+    out = [*range(1_000, 60_001, 1_000), *range(70_000, 600_001, 10_000)]
+    out += [*range(630_000, 1_200_001, 30_000), *range(1_260_000, 3_600_001, 60_000)]
+    while out[-1] < MAX_TTL_MS:
+        out.append(min(MAX_TTL_MS, out[-1] + max(60_000, out[-1] // 20 // 60_000 * 60_000)))
+    return tuple(out)
+
+
+DELAY_BUCKETS = _delay_buckets()
+
+
 def delay_ttl_ms(seconds: float) -> int:
-    """The delay bucket for a delay of `seconds`: rounded *up* (a job never runs early) to
-    1 s below a minute, 10 s below 10 min, 1 min above; so few distinct TTL queues exist."""
+    """The delay bucket for a delay of `seconds`: the smallest of `DELAY_BUCKETS` not below it
+    (rounded *up*: a job never runs early). Raises `ValueError` past `MAX_TTL_MS`
+    (`Capabilities.max_delay` refuses such a delay at enqueue)."""
     ms = max(1, int(seconds * 1000 + 0.999))
-    step = 1000 if ms <= 60_000 else 10_000 if ms <= 600_000 else 60_000
-    return -(-ms // step) * step
+    i = bisect.bisect_left(DELAY_BUCKETS, ms)
+    if i == len(DELAY_BUCKETS):
+        raise ValueError(f"a delay of {seconds} s is longer than RabbitMQ's largest TTL")
+    return DELAY_BUCKETS[i]
 
 
 def delay_queue_arguments(queue: str, ttl_ms: int) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from jobkit.spi import (
     UnsupportedEnvelopeVersion,
     check_round_trip,
 )
-from jobkit_celery._amqp_ops import AmqpOps, delay_ttl_ms
+from jobkit_celery._amqp_ops import DELAY_BUCKETS, AmqpOps, delay_ttl_ms
 from jobkit_celery._celery_app import (
     attach_runtime,
     build_celery,
@@ -126,9 +126,12 @@ class Runtime:
         return sorted(names)
 
     def known_delays(self) -> list[int]:
-        """The delay-queue TTLs (ms) sent with here, or by any process sharing the store."""
-        stored = self.store.delays() if self.store is not None else set()
-        return sorted(self.delay_ttls | stored)
+        """The delay-queue TTLs (ms) that may hold messages: those sent with here or by any
+        process sharing the store; without a store every bucket there is (`DELAY_BUCKETS`,
+        about 320 queues to ask for: no process knows which ones another one used)."""
+        if self.store is None:
+            return sorted(self.delay_ttls.union(DELAY_BUCKETS))
+        return sorted(self.delay_ttls | self.store.delays())
 
     def send(self, envelopes: Sequence[Envelope]) -> None:
         """Send each envelope as a Celery task message. Raises `BrokerUnavailable`, or

@@ -84,8 +84,8 @@ class CeleryBackend(spi.Backend):
             name=f"celery+amqp{native}",
             redelivery="connection loss when a worker dies; requeue when a pool child dies",
             redelivery_after=timedelta(seconds=5),
-            # delays go to TTL queues rounded up to 1 s below a minute, 10 s below 10 min,
-            # 1 min above (< 1 s + delay / 6 in all); RabbitMQ expires them to the ms
+            # delays go to TTL queues rounded up to a fixed set (`DELAY_BUCKETS`: < 1 s +
+            # delay / 6, < delay / 20 above an hour); RabbitMQ expires them to the ms
             scheduling_precision=timedelta(seconds=1.5),
             delay_rounding=1 / 6,
             max_delay=timedelta(days=49),  # x-message-ttl is at most 2**32-1 ms
