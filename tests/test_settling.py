@@ -81,16 +81,28 @@ def _settling() -> Settling:
 
 
 def test_nothing_pending_sets_no_deadline_for_the_supervisor() -> None:
-    assert _settling().wait_at_most(time.monotonic()) is None
+    assert _settling().wait_at_most(time.monotonic(), idle=True) is None
 
 
-def test_a_pending_ack_is_due_within_the_flush_interval() -> None:
+def _one_ack_pending() -> Settling:
     settling = _settling()
     settling.flush(MemoryTransport())
     settling.acks.append(Delivery(queue="q", id="a", body=b"{}", deliveries=1, receipt="r"))
-    wait = settling.wait_at_most(time.monotonic())
+    return settling
+
+
+def test_a_pending_ack_is_due_within_the_flush_interval_while_other_jobs_may_join_it() -> None:
+    settling = _one_ack_pending()
+    wait = settling.wait_at_most(time.monotonic(), idle=False)
     assert wait is not None
-    assert wait <= FLUSH_EVERY
+    assert 0 < wait <= FLUSH_EVERY
+    assert not settling.due(idle=False)
+
+
+def test_a_pending_ack_is_due_at_once_when_the_worker_holds_no_other_job() -> None:
+    settling = _one_ack_pending()
+    assert settling.wait_at_most(time.monotonic(), idle=True) == 0.0
+    assert settling.due(idle=True)
 
 
 def test_a_call_held_back_by_an_outage_is_due_at_its_next_try() -> None:
@@ -101,7 +113,7 @@ def test_a_call_held_back_by_an_outage_is_due_at_its_next_try() -> None:
 
     settling.calls.add("ack", down)
     now = time.monotonic()
-    wait = settling.wait_at_most(now)
+    wait = settling.wait_at_most(now, idle=True)
     assert wait is not None
     assert 0 < wait <= settling.calls.streak.next_try - now
 

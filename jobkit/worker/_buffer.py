@@ -46,6 +46,11 @@ class Buffer:
         with self._cond:
             return len(self._jobs)
 
+    def holds_nothing(self) -> bool:
+        """Whether no job is buffered or running (nothing leased is still to end)."""
+        with self._cond:
+            return self._held == 0
+
     def room(self) -> int:
         with self._cond:
             return self.capacity - self._held

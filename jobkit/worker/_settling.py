@@ -1,7 +1,8 @@
 """What the supervisor tells the store and the broker about ended attempts, in order.
 
 Outcomes (job events) and acks are batched: events are written at most `FLUSH_EVERY` seconds
-after a job ends (or once `FLUSH_AT` acks wait), and always before the acks of their jobs, so a
+after a job ends (or once `FLUSH_AT` acks wait, or at once when the worker holds no other job,
+so no other outcome is about to join the batch), and always before the acks of their jobs, so a
 crash in between re-runs nothing whose key is done. Releases and dead letters are sent right
 after the events before them are written. Every call goes through a `CallQueue`: in order,
 retried through outages with capped backoff, never blocking the supervisor's loop.
@@ -70,20 +71,28 @@ class Settling:
             events, self.events = folded(self.events), []
             self.calls.add("record job events", functools.partial(self.store.record, events))
 
-    def wait_at_most(self, now: float) -> float | None:
+    def wait_at_most(self, now: float, *, idle: bool) -> float | None:
         """How long the supervisor may wait (s, from `now`, monotonic) before it must `flush`
         what is pending, or retry a call held back by an outage; None when nothing is pending.
         Without this, pending acks would wait for whatever wakes the loop next: with jobs that
-        arrive in batches, the next batch, whose processing then waits for those acks."""
+        arrive in batches, the next batch, whose processing then waits for those acks.
+        `idle`: the worker holds no job (see `due`)."""
         due = self._last_flush + FLUSH_EVERY  # `flush` is what writes and retries
         if len(self.calls):
             due = max(due, self.calls.streak.next_try)
         elif not self.events and not self.acks:
             return None
+        elif idle:
+            return 0.0
         return max(due - now, 0.0)
 
-    def due(self) -> bool:
-        """Whether the batch should be written now."""
+    def due(self, *, idle: bool) -> bool:
+        """Whether the batch should be written now: `FLUSH_EVERY` has passed since the last
+        one, `FLUSH_AT` acks wait, or the worker holds no job (`idle`: no outcome is about to
+        join the batch, and a broker that counts unacked messages as in flight, or a producer
+        that waits for the queue to shrink, should not wait for it)."""
+        if idle and (self.events or self.acks):
+            return True
         return time.monotonic() - self._last_flush >= FLUSH_EVERY or len(self.acks) >= FLUSH_AT
 
     def flush(self, transport: Transport) -> None:
