@@ -124,6 +124,35 @@ def test_send_batches_more_than_ten_messages(transport: SqsTransport) -> None:
     assert sorted(d.id for d in got) == sorted(str(i) for i in range(25))
 
 
+def test_an_envelope_s_message_carries_its_id_in_the_body_only(
+    transport: SqsTransport, prefix: str, sqs: Any
+) -> None:
+    # each message attribute costs SQS work on every send and receive; the envelope has the id
+    from jobkit.spi import Envelope
+
+    env = Envelope(job="j", args=(1,), queue="q")
+    transport.send([Message(queue="q", body=env.encode(), id=env.id)])
+    raw = sqs.receive_message(QueueUrl=queue_url(sqs, f"{prefix}q"), MessageAttributeNames=["All"])
+    (message,) = raw["Messages"]
+    assert "MessageAttributes" not in message
+    sqs.change_message_visibility(
+        QueueUrl=queue_url(sqs, f"{prefix}q"),
+        ReceiptHandle=message["ReceiptHandle"],
+        VisibilityTimeout=0,
+    )
+    (delivery,) = receive_n(transport, "q", 1)
+    assert (delivery.id, delivery.body) == (env.id, env.encode())
+
+
+def test_a_body_that_does_not_start_with_its_id_keeps_the_id_in_an_attribute(
+    transport: SqsTransport,
+) -> None:
+    bodies = {"raw": b"x", "other": b'{"v":1,"id":"other"}', "bin": b"\xff\x00"}
+    transport.send([Message(queue="q", body=body, id=id) for id, body in bodies.items()])
+    got = receive_n(transport, "q", 3)
+    assert {d.id: d.body for d in got} == bodies
+
+
 def test_unreachable_sqs_raises_broker_unavailable() -> None:
     url = f"sqs://?region=us-east-1&endpoint_url=http://127.0.0.1:{free_port()}&max_retries=0"
     transport = SqsTransport(parse_url(url))
