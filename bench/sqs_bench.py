@@ -27,11 +27,12 @@ plain 136 jobs/s, jobkit 126, ratio 0.88 [0.81-1.05].
 
 2026-12-04, a quiet 2-vCPU Intel Xeon (plain boto3 ~930-980 jobs/s): 0.61-0.64 until the
 worker wrote its pending acks within the batch interval instead of at the next batch's arrival
-(receives and deletes had strictly alternated), 0.84-0.90 since. Then 0.93-0.99 (medians of
-5 and of 3, 15:00-15:30 UTC): jobkit's messages stopped carrying a `jobkit-id` attribute (moto
-deep-copies each message it hands out, attributes included: 1.24 against 1.13 ms of moto CPU
-per job before, the same since), and the worker writes its acks at once when it holds no other
-job instead of up to 20 ms later (this feeder waits for deletes before it sends).
+(receives and deletes had strictly alternated), 0.84-0.90 since. Then (medians of 5 rounds,
+15:00-16:10 UTC): 0.90-0.91 once jobkit's messages stopped carrying a `jobkit-id` attribute
+(moto deep-copies each message it hands out, attributes included: 1.24 against 1.13 ms of moto
+CPU per job before, the same since); 0.98-1.00 once the worker also wrote its acks after 1 ms
+without a job instead of up to 20 ms later (this feeder waits for deletes before it sends; after
+5 ms: 0.90-0.91).
 
 A trace of every call of both consumers: `SQS_BENCH_WORKER` can name a wrapper that patches
 botocore and then runs `jobkit.cli.main`.

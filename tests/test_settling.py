@@ -24,7 +24,7 @@ from jobkit.spi import (
     apply_event,
     open_backend,
 )
-from jobkit.worker._settling import FLUSH_EVERY, Settling, folded
+from jobkit.worker._settling import FLUSH_EVERY, IDLE_FLUSH, Settling, folded
 from tests.apps import ledger
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -81,7 +81,7 @@ def _settling() -> Settling:
 
 
 def test_nothing_pending_sets_no_deadline_for_the_supervisor() -> None:
-    assert _settling().wait_at_most(time.monotonic(), idle=True) is None
+    assert _settling().wait_at_most(time.monotonic(), idle_since=0.0) is None
 
 
 def _one_ack_pending() -> Settling:
@@ -93,16 +93,21 @@ def _one_ack_pending() -> Settling:
 
 def test_a_pending_ack_is_due_within_the_flush_interval_while_other_jobs_may_join_it() -> None:
     settling = _one_ack_pending()
-    wait = settling.wait_at_most(time.monotonic(), idle=False)
+    wait = settling.wait_at_most(time.monotonic(), idle_since=None)
     assert wait is not None
     assert 0 < wait <= FLUSH_EVERY
-    assert not settling.due(idle=False)
+    assert not settling.due(idle_since=None)
 
 
-def test_a_pending_ack_is_due_at_once_when_the_worker_holds_no_other_job() -> None:
+def test_a_pending_ack_is_due_once_the_worker_has_held_no_job_for_a_moment() -> None:
     settling = _one_ack_pending()
-    assert settling.wait_at_most(time.monotonic(), idle=True) == 0.0
-    assert settling.due(idle=True)
+    now = time.monotonic()
+    wait = settling.wait_at_most(now, idle_since=now)
+    assert wait is not None
+    assert 0 < wait < IDLE_FLUSH + 1e-6 < FLUSH_EVERY
+    assert not settling.due(idle_since=now)  # the buffer may fill again at once
+    assert settling.due(idle_since=now - IDLE_FLUSH)
+    assert settling.wait_at_most(now, idle_since=now - IDLE_FLUSH) == 0.0
 
 
 def test_a_call_held_back_by_an_outage_is_due_at_its_next_try() -> None:
@@ -113,7 +118,7 @@ def test_a_call_held_back_by_an_outage_is_due_at_its_next_try() -> None:
 
     settling.calls.add("ack", down)
     now = time.monotonic()
-    wait = settling.wait_at_most(now, idle=True)
+    wait = settling.wait_at_most(now, idle_since=0.0)
     assert wait is not None
     assert 0 < wait <= settling.calls.streak.next_try - now
 

@@ -38,6 +38,7 @@ class Buffer:
         self.processes = processes
         self._jobs: deque[Running] = deque()
         self._held = 0  # buffered + running: what this worker holds leases on
+        self._idle_at: float | None = time.monotonic()  # when `_held` last fell to 0
         self._running_keys: dict[str, int] = {}
         self._succeeded: OrderedDict[str, float] = OrderedDict()  # key -> monotonic expiry
         self._cond = threading.Condition()
@@ -46,10 +47,16 @@ class Buffer:
         with self._cond:
             return len(self._jobs)
 
-    def holds_nothing(self) -> bool:
-        """Whether no job is buffered or running (nothing leased is still to end)."""
+    def idle_since(self) -> float | None:
+        """Since when (monotonic) no job has been buffered or running; None while one is."""
         with self._cond:
-            return self._held == 0
+            return self._idle_at
+
+    def _let_go(self, n: int) -> None:
+        """`n` jobs are no longer held. Call with the lock held."""
+        self._held -= n
+        if self._held == 0 and n:
+            self._idle_at = time.monotonic()
 
     def room(self) -> int:
         with self._cond:
@@ -74,6 +81,7 @@ class Buffer:
             for job in jobs:
                 self._jobs.append(job)
                 self._held += 1
+                self._idle_at = None
 
     def requeue(self, jobs: Iterable[Running]) -> None:
         """Put leased jobs that did not start back at the front, in order."""
@@ -96,12 +104,12 @@ class Buffer:
                 key = key_of(job)
                 if key in self._succeeded:
                     self._jobs.remove(job)
-                    self._held -= 1
+                    self._let_go(1)
                     duplicates.append(job)
                     continue
                 if job.lapsed(now):
                     self._jobs.remove(job)
-                    self._held -= 1
+                    self._let_go(1)
                     lapsed.append(job)
                     continue
                 if self._running_keys.get(key):
@@ -142,7 +150,7 @@ class Buffer:
             self._unmark(key)
             if succeeded:
                 self._remember_succeeded(key)
-            self._held -= 1
+            self._let_go(1)
             self._cond.notify()
 
     def _remember_succeeded(self, key: str) -> None:
@@ -171,7 +179,7 @@ class Buffer:
             lapsed = [job for job in self._jobs if job.lapsed(now)]
             for job in lapsed:
                 self._jobs.remove(job)
-                self._held -= 1
+                self._let_go(1)
             return lapsed
 
     def drain(self) -> list[Running]:
@@ -179,7 +187,7 @@ class Buffer:
         with self._cond:
             jobs = list(self._jobs)
             self._jobs.clear()
-            self._held -= len(jobs)
+            self._let_go(len(jobs))
             self._cond.notify_all()
             return jobs
 

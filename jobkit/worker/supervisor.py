@@ -199,7 +199,7 @@ class Worker:
                 now = time.monotonic()
                 self._enforce_time_limits(transport, now)
                 self._extend_leases(transport)
-                if self._settling.due(idle=self._buffer.holds_nothing()):
+                if self._settling.due(idle_since=self._buffer.idle_since()):
                     self._settling.flush(transport)
                     self._extend_leases(transport)
         finally:
@@ -230,7 +230,7 @@ class Worker:
                 timeout = min(timeout, proc.jobs[0].deadline - now)
         if grace_deadline is not None:
             timeout = min(timeout, grace_deadline - now)
-        pending = self._settling.wait_at_most(now, idle=self._buffer.holds_nothing())
+        pending = self._settling.wait_at_most(now, idle_since=self._buffer.idle_since())
         if pending is not None:
             timeout = min(timeout, pending)
         return max(timeout, 0.0)
