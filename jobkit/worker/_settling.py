@@ -3,10 +3,9 @@
 Outcomes (job events) and acks are batched: events are written at most `FLUSH_EVERY` seconds
 after a job ends (or once `FLUSH_AT` acks wait, or once the worker has held no job for
 `IDLE_FLUSH`: no other outcome is about to join the batch), and always before the acks of their
-jobs, so a
-crash in between re-runs nothing whose key is done. Releases and dead letters are sent right
-after the events before them are written. Every call goes through a `CallQueue`: in order,
-retried through outages with capped backoff, never blocking the supervisor's loop.
+jobs, so a crash in between re-runs nothing whose key is done. Releases and dead letters are
+sent right after the events before them are written. Every call goes through a `CallQueue`:
+in order, retried through outages with capped backoff, never blocking the supervisor's loop.
 
 Not thread-safe: used by the supervisor's main thread only.
 """
