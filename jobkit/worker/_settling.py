@@ -82,13 +82,12 @@ class Settling:
         Without this, pending acks would wait for whatever wakes the loop next: with jobs that
         arrive in batches, the next batch, whose processing then waits for those acks.
         `idle_since`: since when the worker has held no job (None: it holds one; see `due`)."""
-        due = self._last_flush + FLUSH_EVERY  # `flush` is what writes and retries
-        if len(self.calls):
-            due = max(due, self.calls.streak.next_try)
+        if len(self.calls):  # `flush` is what writes and retries
+            due = max(self._last_flush + FLUSH_EVERY, self.calls.streak.next_try)
         elif not self.events and not self.acks:
             return None
-        elif idle_since is not None:
-            due = min(due, idle_since + IDLE_FLUSH)
+        else:
+            due = self._write_by(idle_since)
         return max(due - now, 0.0)
 
     def due(self, *, idle_since: float | None) -> bool:
@@ -97,10 +96,14 @@ class Settling:
         `IDLE_FLUSH` (no outcome is about to join the batch, and a broker that counts unacked
         messages as in flight, or a producer that waits for the queue to shrink, should not
         wait for the interval)."""
-        now = time.monotonic()
-        if idle_since is not None and now - idle_since >= IDLE_FLUSH and (self.events or self.acks):
-            return True
-        return now - self._last_flush >= FLUSH_EVERY or len(self.acks) >= FLUSH_AT
+        return time.monotonic() >= self._write_by(idle_since) or len(self.acks) >= FLUSH_AT
+
+    def _write_by(self, idle_since: float | None) -> float:
+        """When (monotonic) the pending batch is due, by the interval or by idleness."""
+        by = self._last_flush + FLUSH_EVERY
+        if idle_since is not None and (self.events or self.acks):
+            by = min(by, idle_since + IDLE_FLUSH)
+        return by
 
     def flush(self, transport: Transport) -> None:
         """Record outcomes, then ack, then run every queued call that can run now."""

@@ -164,8 +164,7 @@ def job_id_of(message: dict[str, Any]) -> str:
     (a body from another producer)."""
     if found := attr_str(message, ID):
         return found
-    encoded = _string(message.get("MessageAttributes") or {}, ENC) is not None
-    if not encoded and (found := envelope_id(message.get("Body", ""))):
+    if attr_str(message, ENC) is None and (found := envelope_id(message.get("Body", ""))):
         return found
     return str(message["MessageId"])
 
