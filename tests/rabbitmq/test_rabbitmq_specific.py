@@ -272,3 +272,92 @@ def test_surviving_a_restart_is_claimed_only_for_a_server_stating_a_short_dead_l
     stated = parse_url("amqp://h?dead_letter_retry=5")
     assert not capabilities_for(default, results=False).survives_broker_restart
     assert capabilities_for(stated, results=False).survives_broker_restart
+
+
+def test_single_sends_from_many_threads_at_once_are_all_stored(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    """A producer's sends run in the calling thread while the connection is free; the other
+    threads' sends (and a stats call) wait for it or go through the I/O thread, none lost."""
+    import threading
+
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
+    errors: list[BaseException] = []
+
+    def produce(worker: int) -> None:
+        clone = transport.clone()
+        try:
+            for i in range(100):
+                clone.send([Message(queue="q", body=b"x", id=f"{worker}-{i}")])
+                if i % 25 == 0:
+                    clone.stats(["q"])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            clone.close()
+
+    try:
+        threads = [threading.Thread(target=produce, args=(w,)) for w in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == []
+        (stats,) = transport.stats(["q"])
+        assert stats.ready == 800
+        got = _receive_all(transport, 800)
+        assert len({d.id for d in got}) == 800
+        transport.ack(got)
+    finally:
+        transport.close()
+
+
+def test_a_single_send_to_a_queue_deleted_meanwhile_is_refused_then_declared_again(
+    rabbit_server: RabbitServer, prefix: str
+) -> None:
+    """RabbitMQ returns a message it cannot route: the send raises (nothing was stored), and
+    the next send declares the queue again."""
+    from jobkit import JobkitError
+
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
+    native = transport.config.queue_name("q")
+    try:
+        transport.send([Message(queue="q", body=b"x", id="first")])
+        transport._link.call(lambda s: s.admin_channel().queue_delete(native), "delete q")
+        with pytest.raises(JobkitError, match="no queue"):
+            transport.send([Message(queue="q", body=b"x", id="lost")])
+        transport.send([Message(queue="q", body=b"x", id="again")])
+        assert [d.id for d in _receive_all(transport, 1)] == ["again"]
+    finally:
+        transport.close()
+
+
+def test_a_producers_send_runs_in_the_calling_thread_until_the_link_consumes(
+    rabbit_server: RabbitServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without consumers, a send publishes from the calling thread (two thread switches fewer
+    per enqueue); once the link consumes, sends go through its I/O thread again."""
+    import threading
+
+    transport = RabbitTransport(parse_url(url_of(rabbit_server, prefix)))
+    threads: list[threading.Thread] = []
+    publish = wire.publish
+
+    def recorded(*args: object, **kwargs: object) -> None:
+        threads.append(threading.current_thread())
+        publish(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wire, "publish", recorded)
+    try:
+        transport.send([Message(queue="q", body=b"x", id="connects")])
+        threads.clear()
+        transport.send([Message(queue="q", body=b"x", id=str(i)) for i in range(3)])
+        transport.send([Message(queue="q", body=b"x", id="3")])
+        assert threads == [threading.current_thread()] * 2
+        got = _receive_all(transport, 5)  # now it consumes
+        threads.clear()
+        transport.send([Message(queue="q", body=b"x", id="4")])
+        assert [t.name for t in threads] == ["jobkit-rabbitmq-io"]
+        transport.ack(got + _receive_all(transport, 1))
+    finally:
+        transport.close()

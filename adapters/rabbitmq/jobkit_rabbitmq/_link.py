@@ -1,12 +1,20 @@
-"""`Link`: one pika connection and the one thread that uses it.
+"""`Link`: one pika connection and the one thread at a time that uses it.
 
 pika connections and channels are not thread-safe. A `Link` owns a `pika.BlockingConnection`
-in a daemon I/O thread of its own; every other thread hands it work through `Link.call`, which
-queues a function, wakes the I/O thread (`add_callback_threadsafe`) and blocks until the I/O
-thread has run the function against the `Session`. Deliveries arrive on the session's consume
-channel (in the I/O thread) and wait in `Link.inbox` until `receive` takes them. So acks,
-releases and publishes for a delivery always go through the channel that received it,
-whichever thread asks.
+and a daemon I/O thread; every other thread hands it work through `Link.call`, which queues a
+function, wakes the I/O thread (`add_callback_threadsafe`) and blocks until the I/O thread has
+run the function against the `Session`. Deliveries arrive on the session's consume channel (in
+the I/O thread) and wait in `Link.inbox` until `receive` takes them. So acks, releases and
+publishes for a delivery always go through the channel that received it, whichever thread asks.
+
+Whoever touches pika holds the link's connection lock. While the session consumes, the I/O
+thread holds it whenever it is inside pika, which is nearly always (it waits there for
+deliveries). Without consumers (a producer: a web app's enqueues) the I/O thread waits for
+requests without it and only polls the connection every `_IDLE_S` (heartbeats, a closed
+connection); then `call(inline=True)` runs the function in the calling thread itself once it
+has the lock, if no request waits for the I/O thread. That saves the two thread switches of a
+round trip through the I/O thread (with `_wire._publish_one`, single confirmed enqueues on a
+local broker went from about 1,100 to 1,550 a second).
 
 Reconnection: when the connection or the consume channel is lost, the session is dropped and
 `generation` moves on; the broker has requeued every unacked delivery of the old session, so
@@ -71,6 +79,7 @@ class Session:
     connection: Any
     consume: Any  # BlockingChannel: consumers, acks
     publish: Any  # BlockingChannel whose pika Channel is in confirm mode (see `publish`)
+    confirm: Any  # BlockingChannel in confirm mode: one message, waited for (`_publish_one`)
     admin: Any  # BlockingChannel for declares and basic_get; reopened after a channel error
     generation: int
     windows: dict[str, int] = field(default_factory=dict)  # native queue -> prefetch window
@@ -98,7 +107,9 @@ class Link:
         self.inbox: deque[Arrival] = deque()
         self.arrived = threading.Condition()
         self.declared: set[str] = set()  # native queues declared through this link
-        self._requests: queue.SimpleQueue[_Request[Any]] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[_Request[Any] | None] = queue.SimpleQueue()  # None wakes
+        self._pika = threading.Lock()  # held by whichever thread is using the connection
+        self._ran: list[_Request[Any]] | None = None  # see `_run`; set only under `_pika`
         self._session: Session | None = None
         self._connection: Any = None  # for waking the I/O thread from other threads
         self._lock = threading.Lock()
@@ -132,10 +143,14 @@ class Link:
             self._users -= 1
             return self._users <= 0
 
-    def call(self, fn: Callable[[Session], T], what: str) -> T:
+    def call(self, fn: Callable[[Session], T], what: str, *, inline: bool = False) -> T:
         """Run `fn(session)` in the I/O thread and return its result; blocks until it ran.
-        pika's connection errors come back as `BrokerUnavailable`."""
+        pika's connection errors come back as `BrokerUnavailable`. `inline`: run it in this
+        thread instead when the link is connected, consumes nothing and is not in use (see the
+        module docstring); never for what starts consuming."""
         request: _Request[T] = _Request(fn, what)
+        if inline and self._ran_inline(request):
+            return request.result()
         with self._lock:
             if self._closing:
                 raise JobkitError(f"cannot {what}: this RabbitMQ transport is closed")
@@ -153,6 +168,29 @@ class Link:
                 pass
         return request.result()
 
+    def _ran_inline(self, request: _Request[Any]) -> bool:
+        """Run `request` in this thread if the connection is free for it (see `call`). While
+        the link consumes nothing, the lock is held only for moments (the I/O thread's poll,
+        another thread's call), so it is waited for, up to one poll interval."""
+        if not self._idle() or not self._pika.acquire(timeout=_IDLE_S):
+            return False
+        try:
+            with self._lock:
+                if self._closing:
+                    return False  # the queued path says so
+            if not self._idle():
+                return False
+            self._run(request)
+            return True
+        finally:
+            self._pika.release()
+
+    def _idle(self) -> bool:
+        """Connected, consuming nothing, no request waiting for the I/O thread (which runs them
+        in order: nothing may overtake them)."""
+        session = self._session
+        return session is not None and not session.consumers and self._requests.empty()
+
     def close(self) -> None:
         """Close the connection (unacked deliveries go back to their queues) and end the I/O
         thread. Idempotent."""
@@ -166,6 +204,7 @@ class Link:
                 return
         with self._lock:
             self._closing = True  # the I/O thread runs what is queued, then closes
+        self._requests.put(None)  # wakes it when it waits for requests
         if connection is not None:
             try:
                 connection.add_callback_threadsafe(_nothing)
@@ -182,22 +221,45 @@ class Link:
                 if self._closing:
                     break
             session = self._session
-            if session is None:
+            if session is None or not session.consumers:
+                # Not consuming: wait for a request with the connection free for inline calls.
                 try:
                     request = self._requests.get(timeout=_IDLE_S)
                 except queue.Empty:
-                    continue
-                self._run(request)
+                    request = None
+                ran: list[_Request[Any]] = []
+                with self._pika:
+                    self._ran = ran
+                    try:
+                        if request is not None:
+                            self._run(request)
+                        self._run_pending()
+                        if request is None:
+                            self._poll(0)  # heartbeats; a request has just used the connection
+                    finally:
+                        self._ran = None
+                for done in ran:
+                    done.wake()
             else:
-                self._run_pending()
-                try:
-                    self._check(session)
-                    session.connection.process_data_events(time_limit=_IDLE_S)
-                    self._check(session)
-                except Exception as exc:
-                    self._drop(exc)
-        self._run_pending()
-        self._drop(None)
+                with self._pika:
+                    self._run_pending()
+                    self._poll(_IDLE_S)
+        with self._pika:
+            self._run_pending()
+            self._drop(None)
+
+    def _poll(self, seconds: float) -> None:
+        """Let pika read and dispatch for up to `seconds` (deliveries, confirms, heartbeats);
+        a lost connection drops the session."""
+        session = self._session
+        if session is None:
+            return
+        try:
+            self._check(session)
+            session.connection.process_data_events(time_limit=seconds)
+            self._check(session)
+        except Exception as exc:
+            self._drop(exc)
 
     def _run_pending(self) -> None:
         while True:
@@ -205,7 +267,8 @@ class Link:
                 request = self._requests.get_nowait()
             except queue.Empty:
                 return
-            self._run(request)
+            if request is not None:
+                self._run(request)
 
     @staticmethod
     def _check(session: Session) -> None:
@@ -215,6 +278,18 @@ class Link:
             raise px.ChannelWrongStateError("the consume channel was closed")
 
     def _run(self, request: _Request[Any]) -> None:
+        """Run `request` (holding the connection lock) and wake its caller: at once, or, when
+        `_ran` is a list, once the I/O thread has let go of the lock (`_serve`), so that a
+        caller whose next call could run inline finds the connection free."""
+        try:
+            self._attempt(request)
+        finally:
+            if self._ran is None:
+                request.wake()
+            else:
+                self._ran.append(request)
+
+    def _attempt(self, request: _Request[Any]) -> None:
         if self._session is not None:
             try:
                 self._check(self._session)
@@ -267,10 +342,13 @@ class Link:
         try:
             consume = connection.channel()
             publish = connection.channel()
+            confirm = connection.channel()
+            confirm.confirm_delivery()
             session = Session(
                 connection=connection,
                 consume=consume,
                 publish=publish,
+                confirm=confirm,
                 admin=connection.channel(),
                 generation=self.generation,
             )
@@ -357,10 +435,12 @@ class _Request(Generic[T]):
 
     def done(self, value: T) -> None:
         self._value = value
-        self._done.set()
 
     def fail(self, error: BaseException) -> None:
         self.error = error
+
+    def wake(self) -> None:
+        """Let the caller's `result` return (after `done` or `fail`)."""
         self._done.set()
 
     def result(self) -> T:

@@ -1,10 +1,11 @@
 """`RabbitTransport`: jobkit's leased-delivery `Transport` on RabbitMQ (pika).
 
 Threads: pika is not thread-safe, so a transport and all its clones share one `Link`, which
-owns the connection and the only thread that touches it. `receive` takes deliveries from the
-link's inbox; `ack`, `release`, `dead_letter` and `send` are run by that I/O thread, on the
-channel that received the delivery. Every method may be called from any thread; each blocks
-until the broker has what it needs (publishes: until confirmed).
+owns the connection and lets one thread at a time touch it. `receive` takes deliveries from the
+link's inbox; `ack`, `release`, `dead_letter` and `send` are run by the link's I/O thread, on
+the channel that received the delivery (`send` runs in the calling thread when the link
+consumes nothing: a producer's enqueue). Every method may be called from any thread; each
+blocks until the broker has what it needs (publishes: until confirmed).
 
 Leases: AMQP has no visibility timeout. A delivery stays with this connection until it is
 settled or the connection dies: a crashed worker's connection closes at once, a hung one misses
@@ -150,7 +151,7 @@ class RabbitTransport(ExportingTransport):
                     wire.ensure_delays(self._link, s, queue)
             wire.publish(self._link, s, items)
 
-        self._link.call(run, f"send {len(items)} message(s)")
+        self._link.call(run, f"send {len(items)} message(s)", inline=True)
 
     def _outgoing(self, message: Message, now_ms: int, *, prior: int = 0) -> wire.Outgoing:
         if message.priority and not 0 <= message.priority < self._caps.priorities:
