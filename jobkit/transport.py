@@ -28,6 +28,14 @@ DEFAULT_PEEK_LIMIT = 100
 
 
 class Transport(ABC):
+    receive_batch: int = 10
+    """While jobs wait in a worker's buffer, the worker calls `receive` again only once this
+    many have left it (or its job processes could run out of work): where each call is a round
+    trip to the broker (SQS, Redis, SQLite) one call per job costs more than a short job. A
+    transport whose `receive` takes deliveries the broker has already pushed to this process
+    (AMQP consumers) sets 1, so that the buffer is topped up as soon as there is room: with a
+    small buffer, waiting for ten let the job processes run dry between refills."""
+
     @property
     @abstractmethod
     def capabilities(self) -> Capabilities:

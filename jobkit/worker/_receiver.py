@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_MIN_BATCH = 10
-
 
 class Receiver(threading.Thread):
     """Runs until `stop` is set. Uses its own transport instance. Calls `wake` after each
@@ -54,9 +52,9 @@ class Receiver(threading.Thread):
         self.on_lapsed = on_lapsed  # `Leases.dropped`
         self.queues_empty = threading.Event()
         self.retry = Retrier(stop)  # every broker and store call: retried through outages
-        # While jobs wait in the buffer, lease in batches of at least this many: one broker
-        # round trip per message would cost more than the job on brokers like SQS.
-        self.batch = min(_MIN_BATCH, buffer.capacity)
+        # While jobs wait in the buffer, lease in batches of at least this many (see
+        # `Transport.receive_batch`).
+        self.batch = max(1, min(backend.transport.receive_batch, buffer.capacity))
 
     def run(self) -> None:
         transport = self.backend.transport.clone()

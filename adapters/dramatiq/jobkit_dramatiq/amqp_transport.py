@@ -100,6 +100,8 @@ class AmqpTransport(Transport):
     """Thread-safe: every call takes the shared link's lock (`receive` does not hold it while
     it waits)."""
 
+    receive_batch = 1  # receive takes from the inbox the consumers fill
+
     def __init__(self, config: DramatiqConfig, *, results: bool, link: Link | None = None):
         self.config = config
         self._results = results

@@ -100,6 +100,8 @@ def capabilities_for(config: RabbitConfig, *, results: bool) -> Capabilities:
 class RabbitTransport(ExportingTransport):
     """Thread-safe; `clone` shares the connection (see the module docstring)."""
 
+    receive_batch = 1  # receive takes from the inbox the consumers fill
+
     def __init__(self, config: RabbitConfig, *, results: bool = False, link: Link | None = None):
         self.config = config
         self._results = results
