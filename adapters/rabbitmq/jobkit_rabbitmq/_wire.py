@@ -221,8 +221,9 @@ def count(s: Session, native: str) -> int | None:
 
 def publish(link: Link, s: Session, items: Sequence[Outgoing]) -> None:
     """Publish persistent messages with publisher confirms, waiting for the confirms per chunk
-    of 2,000 (not per message). Raises `BrokerUnavailable` when the broker nacks or does not
-    confirm within `confirm_timeout`, `JobkitError` when a message was unroutable."""
+    of 2,000 (not per message; one message: `_publish_one`). Raises `BrokerUnavailable` when
+    the broker nacks or does not confirm within `confirm_timeout`, `JobkitError` when a message
+    was unroutable."""
     if len(items) == 1:
         _publish_one(link, s, items[0])
         return
@@ -261,8 +262,9 @@ def _publish_one(link: Link, s: Session, out: Outgoing) -> None:
     """One message on the blocking confirm channel, which waits for its confirm the way pika
     does for its own callers. The batch path's wait for one message cost a timer, a wake-up
     through pika's interrupt socket and a poll more: a fifth of the CPU of a single enqueue.
-    A broker that blocks publishers (an alarm) closes the connection after
-    `blocked_connection_timeout` (= `confirm_timeout`): `BrokerUnavailable`."""
+    The wait has no deadline of its own: a broker that blocks publishers (an alarm) has the
+    connection closed after `blocked_connection_timeout` (= `confirm_timeout`), one that stops
+    answering after missed heartbeats; either way the call raises `BrokerUnavailable`."""
     try:
         s.confirm.basic_publish("", out.routing_key, out.body, properties(out), mandatory=True)
     except px.NackError as exc:
