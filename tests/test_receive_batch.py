@@ -35,7 +35,7 @@ class PushedTransport(CountingTransport):
 
 
 def _asked_while_draining(transport: CountingTransport, tmp_path: Path) -> list[int]:
-    """Drain 8 jobs of 50 ms through a worker holding at most 3 (one running, two queued)."""
+    """Drain 6 jobs of 0.2 s through a worker holding at most 3 (one running, two queued)."""
     path = tmp_path / "ledger.db"
     ledger.connect(str(path)).close()
     backend = TransportBackend(transport, MemoryJobStore())
@@ -51,7 +51,7 @@ def _asked_while_draining(transport: CountingTransport, tmp_path: Path) -> list[
     worker = Worker(ledger.app, backend, options)
     thread = threading.Thread(target=worker.run)
     try:
-        handles = [ledger.record.enqueue(f"k{i}", 0.05) for i in range(8)]
+        handles = [ledger.record.enqueue(f"k{i}", 0.2) for i in range(6)]
         thread.start()
         for handle in handles:
             handle.result(timeout=30)
