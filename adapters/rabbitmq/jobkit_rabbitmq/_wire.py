@@ -246,16 +246,11 @@ def publish(link: Link, s: Session, items: Sequence[Outgoing]) -> None:
         nacked = {t for t in s.nacked if first <= t <= last}
         s.nacked -= nacked
         if nacked:
-            raise BrokerUnavailable(f"RabbitMQ refused {len(nacked)} of {len(chunk)} messages")
+            raise _refused(len(nacked), len(chunk))
         returned = {out.id for out in chunk} & s.returned
         s.returned -= returned
         if returned:
-            for out in chunk:
-                link.declared.discard(out.routing_key)
-            raise JobkitError(
-                f"RabbitMQ had no queue for {len(returned)} message(s) (was a queue deleted "
-                "while in use?); nothing of them was stored: send again"
-            )
+            raise _unroutable(link, chunk, len(returned))
 
 
 def _publish_one(link: Link, s: Session, out: Outgoing) -> None:
@@ -268,13 +263,23 @@ def _publish_one(link: Link, s: Session, out: Outgoing) -> None:
     try:
         s.confirm.basic_publish("", out.routing_key, out.body, properties(out), mandatory=True)
     except px.NackError as exc:
-        raise BrokerUnavailable("RabbitMQ refused 1 of 1 messages") from exc
+        raise _refused(1, 1) from exc
     except px.UnroutableError as exc:
+        raise _unroutable(link, [out], 1) from exc
+
+
+def _refused(nacked: int, sent: int) -> BrokerUnavailable:
+    return BrokerUnavailable(f"RabbitMQ refused {nacked} of {sent} messages")
+
+
+def _unroutable(link: Link, sent: Sequence[Outgoing], returned: int) -> JobkitError:
+    """The error for messages RabbitMQ returned; their queues are declared again next time."""
+    for out in sent:
         link.declared.discard(out.routing_key)
-        raise JobkitError(
-            "RabbitMQ had no queue for 1 message(s) (was a queue deleted while in use?); "
-            "nothing of them was stored: send again"
-        ) from exc
+    return JobkitError(
+        f"RabbitMQ had no queue for {returned} message(s) (was a queue deleted while in use?); "
+        "nothing of them was stored: send again"
+    )
 
 
 # -- consuming and settling ------------------------------------------------------------------
