@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobkit_celery._wire import envelope_of, meta_of
+import pytest
+from jobkit_celery._wire import display_repr, envelope_of, meta_of
 
 from jobkit.spi import Envelope
 
@@ -40,3 +41,23 @@ def test_a_header_written_with_null_optional_fields_reads_as_the_short_one() -> 
         "headers": {},
     }  # fmt: skip
     assert _read(env, written_before) == _read(env, meta_of(env)) == env
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1, "a", 2.5, None, True],
+        [],
+        {"order": 7, "note": "x'y\"z"},
+        [1, {"k": [1, 2, {"z": [3]}]}],  # nested deeper than Celery shows
+        [[[[[1]]]]],
+        ["é" * 2000],  # longer than Celery's 1,024 characters
+        {"long": list(range(1000))},
+    ],
+)
+def test_display_repr_is_what_celery_would_write(values: Any) -> None:
+    """Flower and ``celery inspect`` show the same ``argsrepr`` / ``kwargsrepr`` for a job sent
+    by jobkit as Celery's own ``apply_async`` would have written."""
+    from celery.utils.saferepr import saferepr
+
+    assert display_repr(values) == saferepr(values, 1024)

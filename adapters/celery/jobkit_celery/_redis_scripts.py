@@ -7,9 +7,10 @@ untouched; score = the time the caller passes). So a message is at every instant
 of: a queue list, the delayed set, the unacked hash+index; a worker killed at any point cannot
 lose it, only leave it for ``restore_visible``.
 
-``MOVE_DUE`` moves due delayed messages onto their lists, and ``PUSH`` sends one message; both
-ring the queue's doorbell (`jobkit_celery._names.bell_name`) that an idle worker blocks on.
-``PUSH`` rings only when its list was empty: a worker blocks on the doorbell only after ``POP``
+``MOVE_DUE`` moves due delayed messages onto their lists and rings the queue's doorbell
+(`jobkit_celery._names.bell_name`) that an idle worker blocks on. A single message is sent
+with a plain LPUSH, and the doorbell rung only when that made the list non-empty
+(`_redis_transport._ring_after_push`): a worker blocks on the doorbell only after ``POP``
 found every list empty, so the push that made a list non-empty is the one it waits for, and
 the pushes after it would wake nobody (a ring costs an XADD on every enqueue otherwise).
 """
@@ -75,14 +76,4 @@ if #items > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'r', '1')
 end
 return #items
-"""
-
-# KEYS: the list (queue and priority step), the queue's doorbell.  ARGV: the message, BELL_MAXLEN.
-# Returns the list's length after the push.
-PUSH = """
-local n = redis.call('LPUSH', KEYS[1], ARGV[1])
-if n == 1 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'r', '1')
-end
-return n
 """

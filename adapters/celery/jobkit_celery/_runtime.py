@@ -46,7 +46,7 @@ from jobkit_celery._returns import forget_declarations, returns_of
 from jobkit_celery._settings import Settings
 from jobkit_celery._store import RedisJobStore
 from jobkit_celery._waiting import wait_newer_for_a_worker
-from jobkit_celery._wire import DUE_HEADER, HEADER, envelope_of, meta_of
+from jobkit_celery._wire import DUE_HEADER, HEADER, display_repr, envelope_of, meta_of
 
 logger = logging.getLogger(f"jobkit.celery.{__name__.rpartition('.')[2]}")
 
@@ -174,10 +174,13 @@ class Runtime:
         replay or retry of the same job id and attempt count starts from zero again)."""
         header = {**(meta if meta is not None else meta_of(env)), SEND_ID: uuid.uuid4().hex}
         headers: dict[str, Any] = {HEADER: header}
+        args = list(env.args)
         options: dict[str, Any] = {
             "task_id": env.id,
-            "args": list(env.args),
+            "args": args,
             "kwargs": env.kwargs,
+            "argsrepr": display_repr(args),
+            "kwargsrepr": display_repr(env.kwargs),
             "serializer": "json",
             "producer": producer,
             "headers": headers,

@@ -20,6 +20,24 @@ from jobkit.spi import Envelope
 HEADER = "jobkit"
 DUE_HEADER = "x-jobkit-due"
 
+REPR_LIMIT = 1024  # Celery's ``AMQP.argsrepr_maxsize`` and ``kwargsrepr_maxsize``
+_FLAT = (str, int, float, bool, type(None))
+
+
+def display_repr(values: list[Any] | dict[str, Any]) -> str:
+    """The ``argsrepr`` / ``kwargsrepr`` Celery puts in a task message for Flower and
+    ``celery inspect``: the same text Celery's own ``saferepr(values, 1024)`` gives, computed by
+    the built-in ``repr`` when that is the same (no nested containers, 1,024 characters at most).
+    ``saferepr`` is pure Python and cost about 40 us per message, an eighth of an enqueue."""
+    items = values.values() if isinstance(values, dict) else values
+    if all(type(value) in _FLAT for value in items):
+        text = repr(values)
+        if len(text) <= REPR_LIMIT:
+            return text
+    from celery.utils.saferepr import saferepr
+
+    return str(saferepr(values, REPR_LIMIT))
+
 
 def meta_of(env: Envelope) -> dict[str, Any]:
     """The envelope fields that go into the ``jobkit`` header. The optional ones are left out
