@@ -4,10 +4,12 @@ brought that no `receive` has taken yet (`inbox`) and the delayed messages it ho
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +60,53 @@ def publish(
     )
 
 
+def _nothing() -> None:
+    """A callback that does nothing: queued only to end a blocked ``process_data_events``."""
+
+
+class WakingLock:
+    """The link's lock (reentrant, used as ``with link.lock``). Its holder may block in the
+    connection waiting for deliveries (`Link.wait`); a thread that finds the lock taken first
+    wakes that wait (pika's ``add_callback_threadsafe`` ends ``process_data_events`` early),
+    so a send or an ack waits only for the holder's current step, not a whole receive wait.
+
+    Holder and wanter never miss each other: a wanter counts itself in `wanting` before it
+    reads `polling`, and the holder sets `polling` before it reads `wanting` (and then does not
+    block at all). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._guard = threading.Condition(threading.Lock())
+        self.wanting = 0  # threads waiting for the lock
+        self.polling: Any = None  # the connection the holder blocks in, or None
+
+    def __enter__(self) -> None:
+        if self._lock.acquire(blocking=False):
+            return
+        with self._guard:
+            self.wanting += 1
+        try:
+            conn = self.polling
+            if conn is not None:
+                with contextlib.suppress(Exception):  # closed meanwhile: its wait ends anyway
+                    conn.add_callback_threadsafe(_nothing)
+            self._lock.acquire()
+        finally:
+            with self._guard:
+                self.wanting -= 1
+                self._guard.notify_all()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def let_others_in(self, timeout: float) -> None:
+        """Wait, not holding the lock, until no other thread wants it (at most `timeout` s):
+        a receive loop calls this between its waits, so that the send or ack that woke a wait
+        gets the lock before the next wait takes it again."""
+        with self._guard:
+            self._guard.wait_for(lambda: self.wanting == 0, timeout)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Arrival:
     """A delivery a consumer brought, waiting in `Link.inbox` for a `receive`."""
@@ -81,7 +130,7 @@ class Link:
         self.params.heartbeat = HEARTBEAT_S
         self.params.blocked_connection_timeout = 30
         self.params.connection_attempts = 1
-        self.lock = threading.RLock()
+        self.lock = WakingLock()
         self.generation = 0
         self.conn: Any = None
         self.channel: Any = None
@@ -113,6 +162,24 @@ class Link:
             self._keeper = threading.Thread(target=self._keep, name="jobkit-amqp-keep", daemon=True)
             self._keeper.start()
         return self.channel
+
+    def wait(self, seconds: float) -> None:
+        """Block in the connection up to `seconds` until a consumer's delivery is dispatched
+        (or a cancel, or a confirm), or another thread wants `lock`; heartbeats are answered
+        meanwhile. Not at all when a thread already waits for the lock. Call under `lock` on an
+        open connection."""
+        lock = self.lock
+        lock.polling = self.conn
+        try:
+            self.conn.process_data_events(time_limit=0 if lock.wanting else max(seconds, 0.0))
+        finally:
+            lock.polling = None
+
+    def next_due_in(self) -> float:
+        """Seconds until the first delayed message held here is due (inf without one)."""
+        if not self.delayed:
+            return float("inf")
+        return max(0.0, self.delayed[0][0] / 1000 - time.time())
 
     def drop(self) -> None:
         """Forget the connection (its unacked messages go back to their queues)."""
@@ -276,6 +343,8 @@ class Link:
 
     def _keep(self) -> None:
         while not self._stop.wait(_KEEPALIVE_S):
+            if self.lock.polling is not None:
+                continue  # a receive waits in the connection, answering heartbeats itself
             with self.lock:
                 if self.closed:
                     return

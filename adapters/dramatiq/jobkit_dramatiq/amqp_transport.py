@@ -142,9 +142,11 @@ class AmqpTransport(Transport):
         self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
     ) -> list[Delivery]:
         """Takes up to `max_messages` deliveries the queues' consumers brought (their prefetch
-        window is what is unsettled plus `max_messages`, see `Link.consume`); polls (2 ms
-        doubling to 50 ms, the lock free in between) until one comes or `wait` is over.
-        Inside `export`, takes with ``basic.get`` instead (see there)."""
+        window is what is unsettled plus `max_messages`, see `Link.consume`). With none there,
+        blocks in the connection (`Link.wait`) until one is pushed, a delayed message is due,
+        or `wait` is over; a send or an ack from another thread ends that wait early and goes
+        first. Inside `export`, takes with ``basic.get`` instead, polling (2 ms doubling to
+        50 ms, the lock free in between: see `export`)."""
         link = self._link
         deadline = time.monotonic() + wait.total_seconds()
         pause = _POLL_MIN_S
@@ -155,13 +157,20 @@ class AmqpTransport(Transport):
                         got = self._get(queues, max_messages)
                     else:
                         got = self._take(queues, max_messages)
+                        left = deadline - time.monotonic()
+                        if not got and left > 0:
+                            link.wait(min(left, link.next_due_in()))
+                            got = self._take(queues, max_messages)
                 except (pika.exceptions.AMQPError, OSError):
                     link.drop()
                     raise
             if got or time.monotonic() >= deadline:
                 return got
-            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
-            pause = min(pause * 2, _POLL_MAX_S)
+            if self._exporting:
+                time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+                pause = min(pause * 2, _POLL_MAX_S)
+            else:
+                link.lock.let_others_in(min(_POLL_MAX_S, max(deadline - time.monotonic(), 0)))
 
     def _take(self, queues: Sequence[str], max_messages: int) -> list[Delivery]:
         """From the inbox, in arrival order. Under lock."""
