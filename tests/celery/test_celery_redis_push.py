@@ -13,12 +13,13 @@ from jobkit_celery._names import bell_name
 
 from tests.apps import ledger as L
 from tests.celery.conftest import QUEUE
+from tests.servers.redis import RedisServer
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
+def client(redis_url: str, redis_server: RedisServer) -> Iterator[redis.Redis]:
     L.app.use(redis_url)
-    conn = redis.Redis.from_url(redis_url.removeprefix("celery+").split("?")[0])
+    conn = redis.Redis.from_url(f"{redis_server.url}/0")
     yield conn
     conn.close()
     L.app.close()
