@@ -17,6 +17,11 @@ then start the worker and time the drain. The drain time comes from marks the jo
 writes: jobs ``i < 4`` and ``i >= n - 8`` RPUSH ``time.time()`` to a Redis list in another
 db; the other jobs do nothing.
 
+Latency (enqueue-to-start), after the blocks: each system's worker, started as for the drain
+and warmed by a few stamp jobs sent at once, gets 200 stamp jobs one at a time at 50 per second
+(``--latency-jobs``; `_local.paced`); each appends its start time minus its send time to a file
+(`_stamp`, as ``noop_app.stamp``); p50 and p99 of those.
+
     .venv/bin/python bench/celery_bench.py [--jobs 10000] [--broker redis|amqp]
 
 It starts its own redis-server (and rabbitmq-server for amqp) on free ports and stops them.
@@ -47,6 +52,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -55,6 +61,8 @@ from typing import TYPE_CHECKING, Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+
+import _local  # noqa: E402  (bench/ is on the path: the script's directory)
 
 if TYPE_CHECKING:
     from _rows import Measurement
@@ -72,6 +80,14 @@ def _mark(i: int, n: int) -> None:
         client = redis.Redis.from_url(os.environ[MARKS_ENV])
         client.rpush("marks", time.time())
         client.close()
+
+
+def _stamp(sent: float) -> None:
+    """The latency probe (as ``noop_app.stamp``): append start time - `sent` (s) to the file
+    named by ``JOBKIT_BENCH_STAMPS``."""
+    started = time.time()
+    with open(os.environ[_local.STAMPS_ENV], "a") as out:
+        out.write(f"{started - sent}\n")
 
 
 # -- the two systems ---------------------------------------------------------------------------
@@ -116,6 +132,7 @@ def plain_celery(broker_url: str) -> Any:
     def noop(i: int, n: int) -> None:
         _mark(i, n)
 
+    app.task(name="stamp")(_stamp)
     return app, noop
 
 
@@ -128,6 +145,7 @@ def jobkit_app(backend_url: str) -> Any:
     def noop(i: int, n: int) -> None:
         _mark(i, n)
 
+    app.job(name="stamp", queue=QUEUE)(_stamp)
     return app, noop
 
 
@@ -159,8 +177,12 @@ def run_worker(kind: str, url: str) -> None:
     app.backend.run_worker(app, options)
 
 
-def start_worker(kind: str, url: str, marks_url: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    kind: str, url: str, marks_url: str, stamps: Path | None = None
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ, **{MARKS_ENV: marks_url}, PYTHONPATH=str(ROOT))
+    if stamps is not None:
+        env[_local.STAMPS_ENV] = str(stamps)
     return subprocess.Popen(
         [sys.executable, __file__, "--worker", kind, url],
         env=env,
@@ -217,6 +239,31 @@ def _block(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
     return enqueue_s, (stamps[-1] - stamps[0]) * n / (n - 4)
 
 
+def _latency_ms(kind: str, url: str, marks_url: str, count: int) -> tuple[float, float]:
+    """(p50, p99) enqueue-to-start latency in ms of `count` stamp jobs sent one at a time at
+    `_local.LATENCY_RATE` to a warm worker of `kind` (started as for the drain; warm once the
+    stamp jobs sent at once before them have run, which the figures leave out)."""
+    with tempfile.TemporaryDirectory(prefix="jobkit-bench-celery-") as tmp:
+        stamps = Path(tmp) / "stamps"
+        if kind == "plain":
+            app, _ = plain_celery(url)
+            send = app.tasks["stamp"].delay
+        else:
+            app, _ = jobkit_app(url)
+            send = app.jobs["stamp"].enqueue
+        worker = start_worker(kind, url, marks_url, stamps)
+        try:
+            warm = 2 * CONCURRENCY  # sent at once, so that every pool process runs one
+            for _ in range(warm):
+                send(time.time())
+            _local.read_stamps(stamps, warm, timeout=120)
+            _local.paced(count, send)
+            return _local.latency_ms(stamps, warm, count)
+        finally:
+            stop_worker(worker)
+            app.close()
+
+
 def _enqueue_many_s(url: str, n: int) -> float:
     """Seconds jobkit's `enqueue_many` takes for `n` jobs in batches of 100 (jobs left queued)."""
     app, job = jobkit_app(url)
@@ -230,13 +277,16 @@ def _enqueue_many_s(url: str, n: int) -> float:
         app.close()
 
 
-def compare(broker: str, jobs: int, rounds: int, options: str = "") -> dict[str, dict[str, float]]:
+def compare(
+    broker: str, jobs: int, rounds: int, options: str = "", latency_jobs: int = 0
+) -> dict[str, dict[str, float]]:
     """Run plain Celery and jobkit on `broker` ("redis" or "amqp"), `jobs` each in `rounds`
     blocks (the order rotating each round), on servers of its own; returns per system the
-    rates in jobs/s ("enqueue", "drain", and for jobkit "enqueue_many"). Prints one line per
-    block. On RabbitMQ jobkit runs twice: "jobkit" with the URL as the README writes it (no
-    job records) and "jobkit-store" with its job records in Redis (``store=``); `options`
-    (extra URL options) replaces both with one "jobkit" run."""
+    rates in jobs/s ("enqueue", "drain", and for jobkit "enqueue_many") and, with
+    `latency_jobs`, the enqueue-to-start latency of that many jobs in ms ("p50", "p99"; see
+    `_latency_ms`). Prints one line per block. On RabbitMQ jobkit runs twice: "jobkit" with
+    the URL as the README writes it (no job records) and "jobkit-store" with its job records in
+    Redis (``store=``); `options` (extra URL options) replaces both with one "jobkit" run."""
     import redis
 
     from tests.servers.redis import start_redis
@@ -280,6 +330,10 @@ def compare(broker: str, jobs: int, rounds: int, options: str = "") -> dict[str,
         results = {k: {"enqueue": done / v[0], "drain": done / v[1]} for k, v in totals.items()}
         for kind in kinds[1:]:
             results[kind]["enqueue_many"] = done / _enqueue_many_s(urls[kind], done)
+        for kind in kinds if latency_jobs else []:
+            p50, p99 = _latency_ms(kind, urls[kind], marks_url, latency_jobs)
+            results[kind].update(p50=p50, p99=p99)
+            print(f"celery+{broker} {kind:>12}: latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         return results
     finally:
         if rabbit is not None:
@@ -289,13 +343,13 @@ def compare(broker: str, jobs: int, rounds: int, options: str = "") -> dict[str,
 
 def measure(*, quick: bool) -> list[Measurement]:
     """`bench._rows` convention: jobkit and plain Celery on celery+redis and celery+amqp (and
-    jobkit with job records on celery+amqp). Latency is not measured here (None)."""
+    jobkit with job records on celery+amqp), latency included (`_latency_ms`)."""
     from _rows import Measurement
 
-    jobs, rounds = (40, 2) if quick else (5000, 5)
+    jobs, rounds, latency_jobs = (40, 2, 20) if quick else (5000, 5, 200)
     out: list[Measurement] = []
     for broker in ("redis", "amqp"):
-        results = compare(broker, jobs, rounds)
+        results = compare(broker, jobs, rounds, latency_jobs=latency_jobs)
         done = max(jobs // rounds, 20) * rounds
         notes = f"concurrency {CONCURRENCY}, prefetch 1, acks late"
         rows = [("jobkit", f"celery+{broker}", notes + ", records in the broker's Redis")]
@@ -313,8 +367,8 @@ def measure(*, quick: bool) -> list[Measurement]:
                         backend=backend, system=system, jobs=done,
                         enqueue_per_s=figures["enqueue"],
                         enqueue_many_per_s=figures.get("enqueue_many"),
-                        drain_per_s=figures["drain"], latency_p50_ms=None, latency_p99_ms=None,
-                        notes=row_notes,
+                        drain_per_s=figures["drain"], latency_p50_ms=figures["p50"],
+                        latency_p99_ms=figures["p99"], notes=row_notes,
                     )
                 )  # fmt: skip
     return out
@@ -333,14 +387,23 @@ def main() -> None:
     parser.add_argument(
         "--options", default="", help="extra jobkit URL options, e.g. store=none (experiments)"
     )
+    parser.add_argument(
+        "--latency-jobs", type=int, default=200, help="jobs to time enqueue-to-start (0: none)"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_worker(*args.worker)
         return
-    results = compare(args.broker, args.jobs, args.rounds, args.options)
+    results = compare(args.broker, args.jobs, args.rounds, args.options, args.latency_jobs)
     for kind, rates in results.items():
-        print(f"{kind:>12}: " + "   ".join(f"{k} {v:8.0f} jobs/s" for k, v in rates.items()))
+        print(
+            f"{kind:>12}: "
+            + "   ".join(
+                f"{k} {v:8.2f} ms" if k in ("p50", "p99") else f"{k} {v:8.0f} jobs/s"
+                for k, v in rates.items()
+            )
+        )
     plain = results["plain"]
     for kind, rates in results.items():
         if kind != "plain":

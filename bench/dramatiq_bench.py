@@ -12,6 +12,13 @@ like jobkit's: same namespace, confirms on RabbitMQ) against ``jobkit worker -c 
 worker, job records in memory). Each figure is the median of the
 rounds' rates.
 
+Latency, per broker and system, once after the rounds: the worker started exactly as for the
+drain, warm once the few ``stamp`` jobs sent to it at once have run (left out), then ``stamp(sent)``
+sent one call at a time at ``_local.LATENCY_RATE`` (50/s) with ``sent = time.time()``; the job,
+when it starts, appends ``time.time() - sent`` to the file named by ``JOBKIT_BENCH_STAMPS``
+(the same work on both sides, as ``noop_app.stamp``). p50 / p99 (nearest rank) of 200 jobs, 20
+with ``--quick``.
+
     .venv/bin/python bench/dramatiq_bench.py [--jobs 5000] [--rounds 4] [--broker redis|amqp]
 
 It starts its own redis-server and rabbitmq-server on free ports and stops them.
@@ -25,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,7 @@ for _path in (str(ROOT), str(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from _local import LATENCY_RATE, STAMPS_ENV, latency_ms, paced, read_stamps  # noqa: E402
 from _rows import Measurement  # noqa: E402
 
 import jobkit  # noqa: E402
@@ -73,14 +82,27 @@ def _mark(i: int, n: int) -> None:
 app = jobkit.App("dramatiq-bench")
 
 
+def _stamp(sent: float) -> None:
+    """The latency probe, the same on both sides (as ``noop_app.stamp``): append ``started -
+    sent`` (seconds) to the file named by ``JOBKIT_BENCH_STAMPS``."""
+    started = time.time()
+    with open(os.environ[STAMPS_ENV], "a") as out:
+        out.write(f"{started - sent}\n")
+
+
 @app.job(name="noop", queue=QUEUE)
 def noop(i: int, n: int) -> None:
     _mark(i, n)
 
 
-def plain_actor(url: str) -> Any:
+@app.job(name="stamp", queue=QUEUE)
+def stamp(sent: float) -> None:
+    _stamp(sent)
+
+
+def plain_actors(url: str) -> tuple[Any, Any]:
     """Plain Dramatiq's broker for the jobkit URL `url` (as `native_broker` builds it) and
-    the same no-op as an actor on its own queue."""
+    the same no-op and stamp jobs as actors on its own queue: (noop actor, stamp actor)."""
     import dramatiq
     from jobkit_dramatiq import native_broker, parse_url
 
@@ -90,17 +112,27 @@ def plain_actor(url: str) -> Any:
     def plain_noop(i: int, n: int) -> None:
         _mark(i, n)
 
-    return dramatiq.actor(actor_name="plain_noop", queue_name=PLAIN_QUEUE, broker=broker)(
-        plain_noop
-    )
+    def plain_stamp(sent: float) -> None:
+        _stamp(sent)
+
+    def declare(fn: Any) -> Any:
+        return dramatiq.actor(actor_name=fn.__name__, queue_name=PLAIN_QUEUE, broker=broker)(fn)
+
+    return declare(plain_noop), declare(plain_stamp)
 
 
 if os.environ.get(PLAIN_ENV):  # imported by the plain `dramatiq` worker
-    plain_noop = plain_actor(os.environ[PLAIN_ENV])
+    plain_noop, plain_stamp = plain_actors(os.environ[PLAIN_ENV])
 
 
-def _start_worker(kind: str, url: str, marks_url: str) -> subprocess.Popen[bytes]:
+def _start_worker(
+    kind: str, url: str, marks_url: str, stamps: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The worker of `kind` ("plain" or "jobkit") on `url`, in its own process group; its jobs
+    write marks to `marks_url` and, if `stamps` is given, latency stamps to that file."""
     env = dict(os.environ, **{MARKS_ENV: marks_url}, PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}")
+    if stamps is not None:
+        env[STAMPS_ENV] = str(stamps)
     if kind == "plain":
         env[PLAIN_ENV] = url
         argv = ["-m", "dramatiq", "dramatiq_bench", "-p", str(PROCESSES), "-t", "1",
@@ -132,7 +164,7 @@ def _one(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
     marks = redis.Redis.from_url(marks_url)
     marks.delete("marks", "done")
     if kind == "plain":
-        actor = plain_actor(url)
+        actor, _ = plain_actors(url)
         actor.send(-1, 0)  # connect and declare outside the timing
         start = time.perf_counter()
         for i in range(n):
@@ -161,9 +193,47 @@ def _one(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
     return enqueue_s, (stamps[-1] - stamps[0]) * n / (n - 1)
 
 
-def _broker(broker: str, jobs: int, rounds: int, redis_url: str, amqp_url: str) -> dict[str, Any]:
+def _latency_ms(kind: str, url: str, marks_url: str, count: int) -> tuple[float, float]:
+    """(p50, p99) enqueue-to-start latency in ms of `count` stamp jobs sent one at a time at
+    `LATENCY_RATE` to a warm worker of `kind` (started by `_start_worker`, as for the drain;
+    warm once the stamp jobs sent at once before them have run, which are left out)."""
+    with tempfile.TemporaryDirectory(prefix="jobkit-bench-dramatiq-") as tmp:
+        stamps = Path(tmp) / "stamps"
+        if kind == "plain":
+            _, actor = plain_actors(url)
+            close = actor.broker.close
+
+            def send(sent: float) -> None:
+                actor.send(sent)
+
+        else:
+            app.use(url)
+            close = app.close
+
+            def send(sent: float) -> None:
+                stamp.enqueue(sent)
+
+        try:
+            worker = _start_worker(kind, url, marks_url, stamps)
+            try:
+                warm = 2 * PROCESSES  # sent at once, so that each process likely runs one
+                for _ in range(warm):
+                    send(time.time())
+                read_stamps(stamps, warm, timeout=120)
+                paced(count, send)
+                return latency_ms(stamps, warm, count)
+            finally:
+                _stop(worker)
+        finally:
+            close()
+
+
+def _broker(
+    broker: str, jobs: int, rounds: int, latency_jobs: int, redis_url: str, amqp_url: str
+) -> dict[str, Any]:
     """Per system: (enqueue, drain) jobs/s, each the median over the rounds (the machine is
-    shared: a median keeps one disturbed round from deciding the figure)."""
+    shared: a median keeps one disturbed round from deciding the figure), then
+    (p50, p99) latency ms of `latency_jobs` stamp jobs, one run per system."""
     import redis
 
     url = f"dramatiq+{redis_url}/0" if broker == "redis" else f"dramatiq+{amqp_url}"
@@ -180,12 +250,23 @@ def _broker(broker: str, jobs: int, rounds: int, redis_url: str, amqp_url: str) 
                 f"drain {block / drain:6.0f} jobs/s",
                 flush=True,
             )
+    latency: dict[str, tuple[float, float]] = {}
+    for kind in ("plain", "jobkit") if broker == "redis" else ("jobkit", "plain"):
+        latency[kind] = _latency_ms(kind, url, f"{redis_url}/1", latency_jobs)
+        if broker == "redis":
+            redis.Redis.from_url(f"{redis_url}/0").flushdb()
+        print(
+            f"{broker} latency {kind:>6}: p50 {latency[kind][0]:6.1f} ms   "
+            f"p99 {latency[kind][1]:6.1f} ms ({latency_jobs} jobs at {LATENCY_RATE:.0f}/s)",
+            flush=True,
+        )
     return {
         "jobs": block * rounds,
         **{
             kind: (
                 statistics.median(e for e, _ in found),
                 statistics.median(d for _, d in found),
+                *latency[kind],
             )
             for kind, found in rates.items()
         },
@@ -200,20 +281,24 @@ def measure(
     rounds: int | None = None,
 ) -> list[Measurement]:
     """jobkit and plain Dramatiq on each broker; starts and stops its own servers. `jobs` and
-    `rounds` default to 200 in 2 rounds with `quick`, else 5,000 in 4."""
+    `rounds` default to 200 in 2 rounds with `quick`, else 5,000 in 4; latency over 20 stamp
+    jobs with `quick`, else 200."""
     from tests.servers.rabbitmq import start_rabbitmq
     from tests.servers.redis import start_redis
 
     jobs = jobs or (200 if quick else 5000)
     rounds = rounds or (2 if quick else 4)
+    latency_jobs = 20 if quick else 200
     redis_server = start_redis(persistent=False)
     rabbit = start_rabbitmq() if "amqp" in brokers else None
     out: list[Measurement] = []
     try:
         for broker in brokers:
-            found = _broker(broker, jobs, rounds, redis_server.url, rabbit.url if rabbit else "")
+            found = _broker(
+                broker, jobs, rounds, latency_jobs, redis_server.url, rabbit.url if rabbit else ""
+            )
             for system in ("jobkit", "plain"):
-                enqueue, drain = found[system]
+                enqueue, drain, p50, p99 = found[system]
                 out.append(
                     Measurement(
                         backend=f"dramatiq+{broker}",
@@ -222,8 +307,8 @@ def measure(
                         enqueue_per_s=enqueue,
                         enqueue_many_per_s=None,
                         drain_per_s=drain,
-                        latency_p50_ms=None,
-                        latency_p99_ms=None,
+                        latency_p50_ms=p50,
+                        latency_p99_ms=p99,
                         notes=(
                             f"{PROCESSES} processes x 1 thread, prefetch {PREFETCH} each; "
                             "jobkit: store=memory"
@@ -254,11 +339,15 @@ def main() -> None:
     for backend in sorted({r.backend for r in rows}):
         j, p = by[(backend, "jobkit")], by[(backend, "dramatiq")]
         assert j.enqueue_per_s and p.enqueue_per_s and j.drain_per_s and p.drain_per_s
+        assert j.latency_p50_ms is not None and j.latency_p99_ms is not None
+        assert p.latency_p50_ms is not None and p.latency_p99_ms is not None
         print(
             f"{backend}, {j.jobs} jobs, {PROCESSES} processes: jobkit {j.enqueue_per_s:.0f} / "
             f"{j.drain_per_s:.0f}, plain Dramatiq {p.enqueue_per_s:.0f} / {p.drain_per_s:.0f} "
             f"jobs/s (enqueue / drain); ratio enqueue {j.enqueue_per_s / p.enqueue_per_s:.2f}, "
-            f"drain {j.drain_per_s / p.drain_per_s:.2f}"
+            f"drain {j.drain_per_s / p.drain_per_s:.2f}; latency p50 / p99: jobkit "
+            f"{j.latency_p50_ms:.1f} / {j.latency_p99_ms:.1f} ms, plain Dramatiq "
+            f"{p.latency_p50_ms:.1f} / {p.latency_p99_ms:.1f} ms"
         )
 
 

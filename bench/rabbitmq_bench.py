@@ -23,8 +23,17 @@ queues, persistent messages, publisher confirms on both sides.
   10 ms (so a consumer's start-up is not counted, and the last prefetch window is not: fair
   only while both windows are bounded; jobkit's once grew to the whole queue, which read as
   0.49 where the bounded window gives 0.34-0.43).
+- latency, enqueue to start, on a lightly loaded queue (`--latency` jobs, 200; 20 if quick):
+  a fresh queue and a consumer configured as in the drain (raw: ``--raw-consumer ... --stamps``,
+  which runs ``stamp`` instead of ``noop``; jobkit: the same ``jobkit worker`` command), warmed
+  by one job whose stamp is discarded; then one job per 1/50 s (`_local.LATENCY_RATE`), each
+  carrying ``sent = time.time()``, sent as in the one-confirm-per-message enqueue: raw pika
+  ``basic_publish`` (persistent) of an envelope for ``stamp(sent)`` on a confirm-mode channel,
+  against ``stamp.enqueue(sent)``. Both consumers run the same ``stamp`` job, which appends
+  ``time.time() - sent`` to a stamps file when it starts (raw: before the ack); p50 and p99
+  (nearest rank) of those.
 
-Run as a script, prints each rate and the ratios jobkit / raw pika.
+Run as a script, prints each rate, the latency percentiles and the ratios jobkit / raw pika.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -47,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pika  # type: ignore[import-untyped]  # noqa: E402
+from _local import LATENCY_RATE, STAMPS_ENV, latency_ms, paced  # noqa: E402
 from _procs import child_env, stop  # noqa: E402
 from _rows import Measurement  # noqa: E402
 
@@ -61,18 +72,35 @@ def noop(i: int) -> None:
     """The benchmark job: does nothing."""
 
 
+@app.job(queue="bench", name="bench.stamp")
+def stamp(sent: float) -> None:
+    """The latency probe (as ``noop_app.stamp``): appends ``time.time() - sent`` to the file
+    named by ``JOBKIT_BENCH_STAMPS``."""
+    started = time.time()
+    with open(os.environ[STAMPS_ENV], "a") as out:
+        out.write(f"{started - sent}\n")
+
+
 def body(i: int) -> bytes:
     from jobkit.spi import Envelope
 
     return Envelope(job=noop.name, args=(i,), queue="bench").encode()
 
 
+def stamp_body(sent: float) -> bytes:
+    """The raw side's latency message: the envelope of ``stamp(sent)``."""
+    from jobkit.spi import Envelope
+
+    return Envelope(job=stamp.name, args=(sent,), queue="bench").encode()
+
+
 def connect(port: int) -> Any:
     return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port, heartbeat=30))
 
 
-def raw_consumer(port: int, queue: str, prefetch: int) -> None:
-    """The raw pika consumer (run in its own process until SIGTERM)."""
+def raw_consumer(port: int, queue: str, prefetch: int, stamps: str | None = None) -> None:
+    """The raw pika consumer (run in its own process until SIGTERM). Runs ``noop`` per message;
+    with `stamps` (latency mode), ``stamp`` instead, writing to that file."""
     connection = connect(port)
     channel = connection.channel()
     channel.basic_qos(prefetch_count=prefetch)
@@ -81,7 +109,13 @@ def raw_consumer(port: int, queue: str, prefetch: int) -> None:
         noop(*json.loads(data)["args"])
         ch.basic_ack(method.delivery_tag)
 
-    channel.basic_consume(queue, on_message, auto_ack=False)
+    def on_stamp(ch: Any, method: Any, props: Any, data: bytes) -> None:
+        stamp(*json.loads(data)["args"])  # appends started - sent, then the ack
+        ch.basic_ack(method.delivery_tag)
+
+    if stamps is not None:
+        os.environ[STAMPS_ENV] = stamps
+    channel.basic_consume(queue, on_message if stamps is None else on_stamp, auto_ack=False)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # measuring is over
     channel.start_consuming()
     connection.close()
@@ -128,6 +162,84 @@ def raw_publish_batched(port: int, queue: str, n: int, batch: int = 1000) -> flo
     return n / elapsed
 
 
+def raw_consumer_process(
+    port: int, queue: str, prefetch: int, stamps: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`raw_consumer` in a process of its own (latency mode with `stamps`)."""
+    extra = [] if stamps is None else ["--stamps", str(stamps)]
+    return subprocess.Popen(
+        [sys.executable, __file__, "--raw-consumer", str(port), queue, str(prefetch), *extra],
+        env=child_env(),
+    )
+
+
+def jobkit_worker(base: str, prefetch: int, **env: str) -> subprocess.Popen[bytes]:
+    """``jobkit worker -c 1 --prefetch <prefetch - 1>`` on queue ``bench`` of `base`, in a new
+    process group (stop it with ``stop(..., group=True)``)."""
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "jobkit.cli.main", "--app", "rabbitmq_bench:app",
+            "--backend", base, "worker", "-q", "bench",
+            "-c", "1", "--prefetch", str(prefetch - 1),
+        ],
+        env=dict(child_env(), **env),
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def await_first_stamp(stamps: Path, consumer: subprocess.Popen[bytes]) -> None:
+    """Wait (up to 120 s) until the warm-up job's stamp is written: the consumer is up and has
+    run one job. Raises RuntimeError if it exits or the deadline passes first."""
+    deadline = time.monotonic() + 120
+    while not (stamps.exists() and stamps.read_text().split()):
+        if consumer.poll() is not None:
+            raise RuntimeError(f"the latency consumer exited ({consumer.returncode})")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the latency consumer ran no warm-up job in 120 s")
+        time.sleep(0.02)
+
+
+def raw_latency(
+    port: int, queue: str, prefetch: int, count: int, stamps: Path
+) -> tuple[float, float]:
+    """(p50, p99) ms enqueue to start of `count` ``stamp`` messages, each published on its own
+    with a confirm (persistent), to a raw consumer in latency mode, after one warm-up message."""
+    connection = connect(port)
+    channel = connection.channel()
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    channel.confirm_delivery()
+    props = pika.BasicProperties(delivery_mode=2)
+
+    def send(sent: float) -> None:
+        channel.basic_publish("", queue, stamp_body(sent), props)
+
+    send(time.time())  # the warm-up message, waiting for the consumer
+    consumer = raw_consumer_process(port, queue, prefetch, stamps)
+    try:
+        await_first_stamp(stamps, consumer)
+        paced(count, send)
+        return latency_ms(stamps, 1, count)
+    finally:
+        stop(consumer)
+        connection.close()
+
+
+def jobkit_latency(port: int, prefetch: int, count: int, stamps: Path) -> tuple[float, float]:
+    """(p50, p99) ms enqueue to start of `count` ``stamp.enqueue(sent)`` calls, one per job, run
+    by the drain's worker command on a fresh prefix, after one warm-up job."""
+    base = f"amqp://guest:guest@127.0.0.1:{port}/%2F?prefix=bench{uuid.uuid4().hex[:6]}."
+    app.use(base)
+    stamp.enqueue(time.time())  # declares the queues; the warm-up job
+    worker = jobkit_worker(base, prefetch, **{STAMPS_ENV: str(stamps)})
+    try:
+        await_first_stamp(stamps, worker)
+        paced(count, lambda sent: stamp.enqueue(sent))
+        return latency_ms(stamps, 1, count)
+    finally:
+        app.close()
+        stop(worker, group=True)
+
+
 def ready(port: int, queue: str) -> Callable[[], int]:
     channel = connect(port).channel()
     return lambda: int(channel.queue_declare(queue, passive=True).method.message_count)
@@ -153,24 +265,30 @@ class Sizes:
     jobs: int = 10_000  # enqueue_many and drain
     single: int = 2_000  # one enqueue per job
     prefetch: int = 100
+    latency: int = 200  # latency jobs after the warm-up one
 
 
-def run_raw(port: int, sizes: Sizes) -> dict[str, float]:
+def run_raw(port: int, sizes: Sizes, work: Path) -> dict[str, float]:
     queue = f"raw-{uuid.uuid4().hex[:8]}"
     single = raw_publish_single(port, queue + "-single", sizes.single)
     batched = raw_publish_batched(port, queue, sizes.jobs)
-    consumer = subprocess.Popen(
-        [sys.executable, __file__, "--raw-consumer", str(port), queue, str(sizes.prefetch)],
-        env=child_env(),
-    )
+    consumer = raw_consumer_process(port, queue, sizes.prefetch)
     try:
         seconds = drain(ready(port, queue), sizes.jobs, consumer)
     finally:
         stop(consumer)
-    return {"single": single, "many": batched, "drain": sizes.jobs / seconds}
+    stamps = work / f"{queue}-stamps.txt"
+    p50, p99 = raw_latency(port, queue + "-latency", sizes.prefetch, sizes.latency, stamps)
+    return {
+        "single": single,
+        "many": batched,
+        "drain": sizes.jobs / seconds,
+        "p50": p50,
+        "p99": p99,
+    }
 
 
-def run_jobkit(port: int, sizes: Sizes) -> dict[str, float]:
+def run_jobkit(port: int, sizes: Sizes, work: Path) -> dict[str, float]:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     base = f"amqp://guest:guest@127.0.0.1:{port}/%2F?prefix={prefix}"
     app.use(base)
@@ -186,41 +304,38 @@ def run_jobkit(port: int, sizes: Sizes) -> dict[str, float]:
     many = sizes.jobs / (time.perf_counter() - started)
     app.close()
     total = sizes.jobs + sizes.single + 1
-    worker = subprocess.Popen(
-        [
-            sys.executable, "-m", "jobkit.cli.main", "--app", "rabbitmq_bench:app",
-            "--backend", base, "worker", "-q", "bench",
-            "-c", "1", "--prefetch", str(sizes.prefetch - 1),
-        ],
-        env=child_env(),
-        start_new_session=True,
-    )  # fmt: skip
+    worker = jobkit_worker(base, sizes.prefetch)
     try:
         seconds = drain(count, total, worker)
     finally:
         stop(worker, group=True)
-    return {"single": single, "many": many, "drain": total / seconds}
+    stamps = work / f"{prefix}stamps.txt"
+    p50, p99 = jobkit_latency(port, sizes.prefetch, sizes.latency, stamps)
+    return {"single": single, "many": many, "drain": total / seconds, "p50": p50, "p99": p99}
 
 
 def measure(*, quick: bool, sizes: Sizes | None = None) -> list[Measurement]:
     """jobkit and raw pika on one rabbitmq-server of its own, in rounds alternating which goes
-    first (2 rounds; `quick`: 1 round of 500 jobs); each figure is the rounds' median."""
+    first (2 rounds; `quick`: 1 round of 500 jobs, 20 latency jobs); each figure is the rounds'
+    median."""
     from tests.servers.rabbitmq import start_rabbitmq
 
-    sizes = sizes or (Sizes(jobs=500, single=100) if quick else Sizes())
+    sizes = sizes or (Sizes(jobs=500, single=100, latency=20) if quick else Sizes())
     runs: dict[str, list[dict[str, float]]] = {"pika": [], "jobkit": []}
     server = start_rabbitmq()
     try:
-        for round_ in range(1 if quick else 2):
-            order = [("pika", run_raw), ("jobkit", run_jobkit)]
-            for system, run in order[:: -1 if round_ % 2 else 1]:
-                runs[system].append(run(server.port, sizes))
+        with tempfile.TemporaryDirectory(prefix="jobkit-bench-rabbitmq-") as tmp:
+            for round_ in range(1 if quick else 2):
+                order = [("pika", run_raw), ("jobkit", run_jobkit)]
+                for system, run in order[:: -1 if round_ % 2 else 1]:
+                    runs[system].append(run(server.port, sizes, Path(tmp)))
     finally:
         server.stop()
     notes = (
         f"quorum queues, persistent, confirms on both sides; enqueue_many in batches of 1,000; "
         f"drain by 1 process with prefetch {sizes.prefetch} (jobkit: worker -c 1 --prefetch "
-        f"{sizes.prefetch - 1})"
+        f"{sizes.prefetch - 1}); latency: {sizes.latency} jobs at {LATENCY_RATE:g}/s, "
+        f"one confirm each, same consumer settings"
     )
     return [
         Measurement(
@@ -230,8 +345,8 @@ def measure(*, quick: bool, sizes: Sizes | None = None) -> list[Measurement]:
             enqueue_per_s=median(r["single"] for r in rows),
             enqueue_many_per_s=median(r["many"] for r in rows),
             drain_per_s=median(r["drain"] for r in rows),
-            latency_p50_ms=None,
-            latency_p99_ms=None,
+            latency_p50_ms=median(r["p50"] for r in rows),
+            latency_p99_ms=median(r["p99"] for r in rows),
             notes=notes,
         )
         for system, rows in runs.items()
@@ -243,15 +358,19 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--prefetch", type=int, default=100)
+    parser.add_argument("--latency", type=int, default=200, help="latency jobs (after warm-up)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 500 jobs, 1 round")
     parser.add_argument("--raw-consumer", nargs=3, metavar=("PORT", "QUEUE", "PREFETCH"))
+    parser.add_argument("--stamps", help="with --raw-consumer: latency mode, stamps to this file")
     args = parser.parse_args()
     if args.raw_consumer:
         port, queue, prefetch = args.raw_consumer
-        raw_consumer(int(port), queue, int(prefetch))
+        raw_consumer(int(port), queue, int(prefetch), args.stamps)
         return 0
     sizes = (
-        None if args.quick else Sizes(jobs=args.jobs, single=args.single, prefetch=args.prefetch)
+        None
+        if args.quick
+        else Sizes(jobs=args.jobs, single=args.single, prefetch=args.prefetch, latency=args.latency)
     )
     raw, ours = measure(quick=args.quick, sizes=sizes)
     for label, field in (
@@ -264,6 +383,9 @@ def main() -> int:
             f"{label}: raw pika {theirs:,.0f} jobs/s, jobkit {mine:,.0f} jobs/s, "
             f"ratio {mine / theirs:.2f}"
         )
+    for label, field in (("latency p50", "latency_p50_ms"), ("latency p99", "latency_p99_ms")):
+        mine, theirs = getattr(ours, field), getattr(raw, field)
+        print(f"{label}: raw pika {theirs:.1f} ms, jobkit {mine:.1f} ms, ratio {mine / theirs:.2f}")
     print(raw.notes)
     return 0
 

@@ -6,8 +6,20 @@ scheduler), jobkit through ``jobkit worker -c 1`` (its supervisor runs the maint
 mover, StartedJobRegistry cleaning). Per block: enqueue N jobs one call at a time with no worker
 running (``queue.enqueue("rq_plain_jobs.plain_noop", i, n)`` vs ``noop.enqueue(i, n)``), then
 start the worker and time the drain from marks the job writes (jobs ``i < 4`` and
-``i >= n - 8`` RPUSH ``time.time()`` to a list in another db). Blocks alternate which system
-goes first.
+``i >= n - 8`` RPUSH ``time.time()`` to a list in another db). Then, into the emptied db, N
+jobs with the batch call, 500 (``_local.BATCH``) per call: jobkit's
+``noop.enqueue_many([(i, n), ...])`` against RQ's own batch path,
+``queue.enqueue_many([Queue.prepare_data("rq_plain_jobs.plain_noop", (i, n)), ...])``, given no
+``pipeline`` (RQ then builds one MULTI/EXEC pipeline per call and executes it; a caller's
+pipeline would only let it add commands of its own). Then the enqueue-to-start latency, p50 and
+p99: a worker started as the drain's, warm (its first job has run), and 200 jobs (20 when
+quick) sent one call at a time at 50/s (``_local.paced``), each carrying ``sent =
+time.time()``; the job appends ``started - sent`` to the file named by ``JOBKIT_BENCH_STAMPS``
+(jobkit's ``stamp`` and plain RQ's ``rq_plain_jobs.plain_stamp`` are one function, in the
+small module RQ's forking work-horse imports for every job). What happens between the two ends
+is part of the figure: RQ's blocking dequeue (BLMOVE) and, for the forking class, a fork per
+job. Each round runs all of that for one system, then for the other; rounds alternate which
+goes first, and each figure is the median of the rounds.
 
 The Redis commands of each drain are counted with ``INFO commandstats`` (reset before, read after)
 and printed per job, by command: that says where they go. Each drain also reads the worker's CPU
@@ -16,7 +28,8 @@ the end, per job, a second view of what jobkit costs beside the rate (on the sha
 move with the neighbours' load: the same code read 3.29 and 4.29 ms per job for plain RQ an
 hour apart).
 
-    .venv/bin/python bench/rq_bench.py [--jobs 2000] [--rounds 3] [--worker fork|simple|both]
+    .venv/bin/python bench/rq_bench.py [--jobs 2000] [--rounds 3] [--latency-jobs 200]
+        [--worker fork|simple|both]
 
 Measured 2026-12-02 on the quiet 2-core machine (load average 0.4), ``--jobs 2000 --rounds 2``,
 medians of 2 alternated rounds:
@@ -83,23 +96,32 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from _local import BATCH, latency_ms, paced, read_stamps  # noqa: E402
 from _rows import Measurement  # noqa: E402
-from rq_plain_jobs import MARKS_ENV, mark  # noqa: E402
+from rq_plain_jobs import MARKS_ENV, STAMPS_ENV, mark, plain_stamp  # noqa: E402
 
 from jobkit import App  # noqa: E402
+
+if TYPE_CHECKING:
+    from rq import Queue
 
 QUEUE = "bench"
 PLAIN_QUEUE = "bench-plain"
 JSON = "rq.serializers.JSONSerializer"
+PLAIN_STAMP = "rq_plain_jobs.plain_stamp"
+LATENCY_JOBS = 200
+"""Latency jobs per round (after the warm-up job); 20 in a quick run."""
 
 app = App("rq-bench")
 
@@ -109,15 +131,34 @@ def noop(i: int, n: int) -> None:
     mark(i, n)
 
 
+stamp = app.job(name="stamp", queue=QUEUE)(plain_stamp)
+
+
+def _plain_queue(redis_url: str) -> Queue:
+    """Plain RQ's queue, JSON-serialized as its worker is (``--serializer``)."""
+    import redis
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    return Queue(PLAIN_QUEUE, connection=redis.Redis.from_url(redis_url), serializer=JSONSerializer)
+
+
+def _flush(redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+
+
+def _marks_url(redis_url: str) -> str:
+    return redis_url.rsplit("/", 1)[0] + "/15"
+
+
 def _enqueue(system: str, redis_url: str, url: str, n: int) -> float:
     """Enqueue n jobs one call at a time; jobs per second."""
     if system == "rq":
-        import redis
-        from rq import Queue
-        from rq.serializers import JSONSerializer
-
-        queue = Queue(PLAIN_QUEUE, connection=redis.Redis.from_url(redis_url),
-                      serializer=JSONSerializer)  # fmt: skip
+        queue = _plain_queue(redis_url)
         start = time.perf_counter()
         for i in range(n):
             queue.enqueue("rq_plain_jobs.plain_noop", i, n)
@@ -133,10 +174,94 @@ def _enqueue(system: str, redis_url: str, url: str, n: int) -> float:
     return n / took
 
 
+def _enqueue_many(system: str, redis_url: str, url: str, n: int) -> float:
+    """Enqueue n jobs with the batch call, `_local.BATCH` (500) per call, into an empty db with
+    no worker running, timed from the first call as `_enqueue` is; jobs per second.
+
+    jobkit: ``noop.enqueue_many([(i, n), ...])``. Plain RQ: its documented batch path,
+    ``queue.enqueue_many([Queue.prepare_data("rq_plain_jobs.plain_noop", (i, n)), ...])``
+    without a ``pipeline`` argument: RQ then makes the pipeline itself (a MULTI/EXEC
+    transaction) and executes it, one round trip per batch; passing one would only let the
+    caller add commands of its own to it. Raises RuntimeError unless the queue holds n jobs."""
+    batches = [range(start, min(start + BATCH, n)) for start in range(0, n, BATCH)]
+    if system == "rq":
+        from rq import Queue
+
+        queue = _plain_queue(redis_url)
+        start = time.perf_counter()
+        for batch in batches:
+            queue.enqueue_many(
+                [Queue.prepare_data("rq_plain_jobs.plain_noop", (i, n)) for i in batch]
+            )
+        took = time.perf_counter() - start
+        queued = queue.count
+        queue.connection.close()
+    else:
+        import redis
+
+        app.use(url)
+        start = time.perf_counter()
+        for batch in batches:
+            noop.enqueue_many([(i, n) for i in batch])
+        took = time.perf_counter() - start
+        app.close()
+        client = redis.Redis.from_url(redis_url)
+        queued = client.llen(f"rq:queue:{QUEUE}")
+        client.close()
+    if queued != n:
+        raise RuntimeError(f"{system}: enqueue_many left {queued} of {n} jobs in the queue")
+    return n / took
+
+
+def _latency(
+    system: str, redis_url: str, url: str, worker: str, count: int, stamps: Path
+) -> tuple[float, float]:
+    """Enqueue-to-start latency on a lightly loaded queue, (p50, p99) in ms: the worker started
+    as the drain's (`_worker`), warm (its first stamp job has run; that stamp is discarded),
+    then `count` stamp jobs sent one call at a time at ``_local.LATENCY_RATE`` (50/s), each
+    carrying ``sent = time.time()``; the job appends ``started - sent`` to `stamps`. jobkit's
+    ``stamp.enqueue(sent)`` against plain RQ's ``queue.enqueue("rq_plain_jobs.plain_stamp", sent)``
+    (JSON, as for the drain): the same function. What the worker does between the two ends is
+    measured too: RQ's blocking dequeue (BLMOVE) and, for the forking class, the fork of a
+    work-horse per job."""
+    _flush(redis_url)
+    if system == "rq":
+        queue = _plain_queue(redis_url)
+
+        def send(sent: float) -> None:
+            queue.enqueue(PLAIN_STAMP, sent)
+
+        close = queue.connection.close
+    else:
+        app.use(url)
+
+        def send(sent: float) -> None:
+            stamp.enqueue(sent)
+
+        close = app.close
+    send(time.time())  # the warm-up job
+    proc = _worker(system, redis_url, url, worker, _marks_url(redis_url), stamps=stamps)
+    try:
+        read_stamps(stamps, 1)  # the worker is up and warm
+        paced(count, send)
+        return latency_ms(stamps, 1, count)
+    finally:
+        _stop(proc)
+        close()
+
+
 def _worker(
-    system: str, redis_url: str, url: str, worker: str, marks: str
+    system: str,
+    redis_url: str,
+    url: str,
+    worker: str,
+    marks: str,
+    *,
+    stamps: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}", **{MARKS_ENV: marks})
+    """One worker process of class `worker` on `system`'s queue; `stamps`, the latency file."""
+    extra = {MARKS_ENV: marks} | ({STAMPS_ENV: str(stamps)} if stamps else {})
+    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}", **extra)
     if system == "rq":
         cls = "rq.worker.SimpleWorker" if worker == "simple" else "rq.worker.Worker"
         argv = [str(Path(sys.executable).with_name("rq")), "worker", "--url", redis_url, "-q",
@@ -193,7 +318,7 @@ def _drain(
     the jobs left then."""
     import redis
 
-    marks_url = redis_url.rsplit("/", 1)[0] + "/15"
+    marks_url = _marks_url(redis_url)
     marks = redis.Redis.from_url(marks_url)
     marks.delete("marks")
     client = redis.Redis.from_url(redis_url)
@@ -225,50 +350,63 @@ def _drain(
     return (n - 1) / (times[-1] - times[0]), cpu_ms, commands
 
 
-def run(worker: str, n: int, rounds: int) -> list[Measurement]:
-    import redis
-
+def run(worker: str, n: int, rounds: int, latency_jobs: int = LATENCY_JOBS) -> list[Measurement]:
+    """`rounds` rounds alternating which system goes first; in each, per system: enqueue n jobs
+    one call at a time, drain them (`_drain`), enqueue n with the batch call
+    (`_enqueue_many`), then the latency of `latency_jobs` jobs (`_latency`). Medians of the
+    rounds."""
     from tests.servers.redis import start_redis
 
     server = start_redis(persistent=False)
     redis_url = f"{server.url}/0"
     url = f"rq+{redis_url}?worker={worker}"
+    figures = ("enqueue", "enqueue_many", "drain", "p50", "p99")
     rates: dict[str, dict[str, list[float]]] = {
-        s: {"enqueue": [], "drain": []} for s in ("jobkit", "rq")
+        s: {f: [] for f in figures} for s in ("jobkit", "rq")
     }
     commands: dict[str, Counter[str]] = {"jobkit": Counter(), "rq": Counter()}
     cpu: dict[str, list[float]] = {"jobkit": [], "rq": []}
     try:
-        for r in range(rounds):
-            order = ("jobkit", "rq") if r % 2 == 0 else ("rq", "jobkit")
-            for system in order:
-                client = redis.Redis.from_url(redis_url)
-                client.flushdb()
-                client.close()
-                rates[system]["enqueue"].append(_enqueue(system, redis_url, url, n))
-                drain, cpu_ms, used = _drain(system, redis_url, url, worker, n)
-                rates[system]["drain"].append(drain)
-                if cpu_ms is not None:
-                    cpu[system].append(cpu_ms)
-                commands[system] += used
+        with tempfile.TemporaryDirectory(prefix="jobkit-bench-rq-") as tmp:
+            for r in range(rounds):
+                order = ("jobkit", "rq") if r % 2 == 0 else ("rq", "jobkit")
+                for system in order:
+                    _flush(redis_url)
+                    rates[system]["enqueue"].append(_enqueue(system, redis_url, url, n))
+                    drain, cpu_ms, used = _drain(system, redis_url, url, worker, n)
+                    rates[system]["drain"].append(drain)
+                    if cpu_ms is not None:
+                        cpu[system].append(cpu_ms)
+                    commands[system] += used
+                    _flush(redis_url)
+                    many = _enqueue_many(system, redis_url, url, n)
+                    rates[system]["enqueue_many"].append(many)
+                    stamps = Path(tmp) / f"stamps-{system}-{r}.txt"
+                    p50, p99 = _latency(system, redis_url, url, worker, latency_jobs, stamps)
+                    rates[system]["p50"].append(p50)
+                    rates[system]["p99"].append(p99)
     finally:
         server.stop()
     out = []
     for system in ("jobkit", "rq"):
         per_job = {k: v / (n * rounds) for k, v in commands[system].most_common()}
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(per_job.items())[:12])
+        median = {f: statistics.median(rates[system][f]) for f in figures}
+        batch = "noop.enqueue_many" if system == "jobkit" else "Queue.enqueue_many of prepare_data"
         out.append(
             Measurement(
                 backend=f"rq+redis ({worker})",  # one ratio per worker class
                 system=system,
                 jobs=n,
-                enqueue_per_s=statistics.median(rates[system]["enqueue"]),
-                enqueue_many_per_s=None,
-                drain_per_s=statistics.median(rates[system]["drain"]),
-                latency_p50_ms=None,
-                latency_p99_ms=None,
+                enqueue_per_s=median["enqueue"],
+                enqueue_many_per_s=median["enqueue_many"],
+                drain_per_s=median["drain"],
+                latency_p50_ms=median["p50"],
+                latency_p99_ms=median["p99"],
                 notes=f"worker={worker}, 1 process; worker CPU per job {_median_ms(cpu[system])}; "
-                f"Redis commands per job during the drain: {sum(per_job.values()):.1f} ({top})",
+                f"Redis commands per job during the drain: {sum(per_job.values()):.1f} ({top}); "
+                f"enqueue_many: {batch}, 500 per call; latency: {latency_jobs} jobs at 50/s to "
+                "the running worker",
             )
         )
     return out
@@ -279,10 +417,11 @@ def _median_ms(values: list[float]) -> str:
 
 
 def measure(*, quick: bool) -> list[Measurement]:
-    """Both worker classes, 2,000 jobs: medians of 3 rounds (forking) and 5 (``SimpleWorker``,
-    whose drain varies most between rounds on a shared VM); `quick`: 200 jobs, one round."""
+    """Both worker classes, 2,000 jobs (enqueue, enqueue_many, drain) and 200 latency jobs:
+    medians of 3 rounds (forking) and 5 (``SimpleWorker``, whose drain varies most between
+    rounds on a shared VM); `quick`: 200 jobs, 20 latency jobs, one round."""
     if quick:
-        return run("fork", 200, 1) + run("simple", 200, 1)
+        return run("fork", 200, 1, 20) + run("simple", 200, 1, 20)
     return run("fork", 2000, 3) + run("simple", 2000, 5)
 
 
@@ -290,20 +429,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-jobs", type=int, default=LATENCY_JOBS)
     parser.add_argument("--worker", choices=("fork", "simple", "both"), default="both")
     args = parser.parse_args()
     for worker in ("fork", "simple") if args.worker == "both" else (args.worker,):
-        jobkit, plain = run(worker, args.jobs, args.rounds)
+        jobkit, plain = run(worker, args.jobs, args.rounds, args.latency_jobs)
         for m in (jobkit, plain):
             print(f"{worker:6} {m.system:6} enqueue {m.enqueue_per_s:8.0f}/s  "
-                  f"drain {m.drain_per_s:7.1f}/s  {m.notes}")  # fmt: skip
+                  f"enqueue_many {m.enqueue_many_per_s:8.0f}/s  drain {m.drain_per_s:7.1f}/s  "
+                  f"latency p50 {m.latency_p50_ms:6.2f} ms  p99 {m.latency_p99_ms:6.2f} ms  "
+                  f"{m.notes}")  # fmt: skip
         assert jobkit.enqueue_per_s and plain.enqueue_per_s and jobkit.drain_per_s
-        assert plain.drain_per_s
+        assert plain.drain_per_s and jobkit.enqueue_many_per_s and plain.enqueue_many_per_s
+        assert jobkit.latency_p50_ms and plain.latency_p50_ms
+        assert jobkit.latency_p99_ms and plain.latency_p99_ms
         enqueue = jobkit.enqueue_per_s / plain.enqueue_per_s
+        many = jobkit.enqueue_many_per_s / plain.enqueue_many_per_s
         drain = jobkit.drain_per_s / plain.drain_per_s
+        p50 = jobkit.latency_p50_ms / plain.latency_p50_ms
+        p99 = jobkit.latency_p99_ms / plain.latency_p99_ms
         cpu = [re.search(r"CPU per job ([0-9.]+) ms", m.notes) for m in (jobkit, plain)]
         cost = f"  worker CPU per job {float(cpu[0][1]) / float(cpu[1][1]):.2f}" if all(cpu) else ""
-        print(f"{worker:6} ratio jobkit/rq: enqueue {enqueue:.2f}  drain {drain:.2f}{cost}")
+        print(
+            f"{worker:6} ratio jobkit/rq: enqueue {enqueue:.2f}  enqueue_many {many:.2f}  "
+            f"drain {drain:.2f}{cost}  latency (>1 slower) p50 {p50:.2f}  p99 {p99:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import time
 
 MARKS_ENV = "RQ_BENCH_MARKS"
+STAMPS_ENV = "JOBKIT_BENCH_STAMPS"  # `_local.STAMPS_ENV` (importing `_local` imports jobkit)
 
 
 def mark(i: int, n: int) -> None:
@@ -21,3 +22,12 @@ def mark(i: int, n: int) -> None:
 
 def plain_noop(i: int, n: int) -> None:
     mark(i, n)
+
+
+def plain_stamp(sent: float) -> None:
+    """The latency job, plain RQ's and (as job ``stamp``) jobkit's: the work of
+    ``noop_app.stamp``, append ``time.time() - sent`` to the file named by
+    ``JOBKIT_BENCH_STAMPS``."""
+    started = time.time()
+    with open(os.environ[STAMPS_ENV], "a") as out:
+        out.write(f"{started - sent}\n")

@@ -1,16 +1,35 @@
 """jobkit on SQS vs a plain boto3 loop, same moto server, same run.
 
-    .venv/bin/python bench/sqs_bench.py [--jobs 1000] [--wave 50] [--reps 1]
+    .venv/bin/python bench/sqs_bench.py [--jobs 1000] [--wave 50] [--reps 1] [--latency-jobs 200]
 
-Starts its own moto server (``moto[server]``) on a free loopback port. For each side, one
-consumer process is started and warmed up, then a feeder in this process sends N no-op jobs in
-waves that keep the queue under about 100 messages (it sends a wave of `--wave` whenever fewer
-than `--wave` messages are in the queue). Throughput = N / (first send .. queue empty).
+Starts its own moto server (``moto[server]``) on a free loopback port. Each round measures both
+sides, one after the other (which goes first alternates from round to round), each on fresh
+queues; every figure is the median over the rounds (`--reps`; ``measure()``: 3, 1 if quick).
+
+Enqueue: N jobs (`--jobs`) with the drain's message body (jobkit's envelope of ``noop(i)``) into
+a fresh queue, after one warm-up send; rate = N / time of the sends. One call per job: jobkit
+``noop.enqueue(i)`` vs boto3 ``send_message``. Batched: jobkit ``noop.enqueue_many`` in calls of
+500 (`_local.BATCH`; SendMessageBatch of 10 underneath) vs boto3 ``send_message_batch`` of 10
+entries per call (SQS's maximum). Nothing consumes these queues; they are deleted afterwards.
+
+Drain: one consumer process is started and warmed up, then a feeder in this process sends N
+no-op jobs in waves that keep the queue under about 100 messages (it sends a wave of `--wave`
+whenever fewer than `--wave` messages are in the queue). Throughput = N / (first send .. queue
+empty).
 
 - plain: a boto3 consumer process: ReceiveMessage(10, long poll) -> json.loads + call -> one
   DeleteMessageBatch; the feeder sends with SendMessageBatch of 10.
 - jobkit: ``jobkit worker -c 2 --prefetch 5`` on an ``sqs://`` URL; the feeder enqueues with
   ``job.enqueue_many`` (SendMessageBatch of 10 underneath).
+
+Latency (enqueue-to-start, p50/p99 ms, nearest rank): a fresh consumer as in the drain (the
+jobkit worker with the same options; the plain loop in its latency mode: it calls ``stamp``
+instead of ``noop``) runs with ``JOBKIT_BENCH_STAMPS`` set; once the 4 warm-up jobs sent at
+once have run, this process sends `--latency-jobs` jobs (200; 20 if quick) one at a time at
+``_local.LATENCY_RATE`` (50/s): jobkit ``stamp.enqueue(time.time())``, boto3 ``send_message`` of
+the same envelope. The job appends ``time.time() - sent`` to the stamps file
+(``noop_app.stamp``'s code, for both). Both consumers long-poll, so moto answers a waiting
+ReceiveMessage as soon as a message lands.
 
 Environment: ``SQS_BENCH_WORKER_ARGS`` (default ``-c 2 --prefetch 5``) sets the worker's options;
 ``SQS_BENCH_WORKER`` replaces ``-m jobkit.cli.main`` (for a profiling wrapper).
@@ -44,9 +63,9 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -57,12 +76,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import boto3  # type: ignore[import-untyped]  # noqa: E402
+import noop_app  # noqa: E402
+from _local import (  # noqa: E402
+    BATCH,
+    LATENCY_RATE,
+    STAMPS_ENV,
+    latency_ms,
+    median_of,
+    paced,
+    read_stamps,
+)
 from _procs import child_env, stop  # noqa: E402
+from _rows import Measurement  # noqa: E402
 
 from jobkit import App  # noqa: E402
 
 app = App("sqs-bench")
 WORKER_ARGS = os.environ.get("SQS_BENCH_WORKER_ARGS", "-c 2 --prefetch 5").split()
+SQS_BATCH = 10
+"""Entries per SendMessageBatch: SQS's maximum."""
+WARM = 4
+"""Latency warm-up jobs, sent at once and left out: each of jobkit's two job processes likely
+runs one."""
 
 
 @app.job(queue="bench", name="bench.noop")
@@ -70,8 +105,14 @@ def noop(i: int) -> None:
     """The benchmark job: does nothing."""
 
 
-def plain_consumer(endpoint: str, queue_url: str) -> None:
-    """The plain boto3 loop (run in its own process until SIGTERM)."""
+stamp = app.job(queue="bench", name="bench.stamp")(noop_app.stamp.fn)
+"""The latency probe, ``noop_app.stamp``'s code: appends ``time.time() - sent`` to the file
+named by ``JOBKIT_BENCH_STAMPS``. The plain consumer's latency mode calls the same function."""
+
+
+def plain_consumer(endpoint: str, queue_url: str, job: Callable[..., None] = noop) -> None:
+    """The plain boto3 loop (run in its own process until SIGTERM), calling `job` with each
+    message's args: `noop` for the drain, `stamp` for the latency."""
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
     stop = False
 
@@ -89,7 +130,7 @@ def plain_consumer(endpoint: str, queue_url: str) -> None:
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         ).get("Messages", [])
         for message in got:
-            noop(*json.loads(message["Body"])["args"])
+            job(*json.loads(message["Body"])["args"])
         if got:
             sqs.delete_message_batch(
                 QueueUrl=queue_url,
@@ -124,28 +165,127 @@ def depth_of(sqs: Any, url: str) -> int:
 
 
 def body(i: int) -> str:
+    """The message body of ``noop(i)``: jobkit's envelope, as the plain loop's jobs carry it."""
     from jobkit.spi import Envelope
 
     return Envelope(job=noop.name, args=(i,), queue="bench").encode().decode()
 
 
-def run_plain(endpoint: str, n: int, wave: int) -> float:
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
-    url = sqs.create_queue(QueueName=f"plain-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    consumer = subprocess.Popen(
-        [sys.executable, __file__, "--plain-consumer", endpoint, url], env=child_env()
+def stamp_body(sent: float) -> str:
+    """The message body of ``stamp(sent)`` (jobkit's envelope) for the plain latency loop."""
+    from jobkit.spi import Envelope
+
+    return Envelope(job=stamp.name, args=(sent,), queue="bench").encode().decode()
+
+
+def send_batches(sqs: Any, url: str, first: int, count: int) -> None:
+    """``body(i)`` for i in first .. first+count-1, in SendMessageBatch calls of 10."""
+    for start in range(first, first + count, SQS_BATCH):
+        entries = [
+            {"Id": str(i), "MessageBody": body(i)}
+            for i in range(start, min(start + SQS_BATCH, first + count))
+        ]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+
+
+def client(endpoint: str) -> Any:
+    return boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+
+
+def jobkit_backend(endpoint: str) -> tuple[str, str]:
+    """(an ``sqs://`` URL on a fresh queue prefix, that prefix)."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}-"
+    return f"sqs://?region=us-east-1&endpoint_url={endpoint}&prefix={prefix}", prefix
+
+
+def jobkit_worker(backend: str, **env: str) -> subprocess.Popen[bytes]:
+    """``jobkit worker -q bench`` with `WORKER_ARGS` on `backend`, in its own process group."""
+    return subprocess.Popen(
+        [
+            sys.executable, *os.environ.get("SQS_BENCH_WORKER", "-m jobkit.cli.main").split(),
+            "--app", "sqs_bench:app",
+            "--backend", backend, "worker", "-q", "bench", *WORKER_ARGS,
+        ],
+        env=dict(child_env(), **env),
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def plain_process(endpoint: str, url: str, *extra: str, **env: str) -> subprocess.Popen[bytes]:
+    """The plain boto3 consumer (`plain_consumer`) in a process of its own."""
+    return subprocess.Popen(
+        [sys.executable, __file__, "--plain-consumer", endpoint, url, *extra],
+        env=dict(child_env(), **env),
     )
+
+
+def delete_queues(sqs: Any, prefix: str) -> None:
+    """Delete every queue whose name starts with `prefix` (moto keeps their messages in memory)."""
+    for url in sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", []):
+        sqs.delete_queue(QueueUrl=url)
+
+
+# -- enqueue -----------------------------------------------------------------------------------
+
+
+def plain_enqueue(endpoint: str, n: int) -> tuple[float, float]:
+    """(jobs/s with one ``send_message`` per job, jobs/s with ``send_message_batch`` of 10), each
+    into a fresh queue after one warm-up send, `n` jobs with the drain's body."""
+    sqs = client(endpoint)
+    rates = []
+    for batched in (False, True):
+        name = f"plain-enq-{uuid.uuid4().hex[:8]}"
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody=body(-1))  # warm-up
+        t0 = time.perf_counter()
+        if batched:
+            send_batches(sqs, url, 0, n)
+        else:
+            for i in range(n):
+                sqs.send_message(QueueUrl=url, MessageBody=body(i))
+        rates.append(n / (time.perf_counter() - t0))
+        delete_queues(sqs, name)
+    return rates[0], rates[1]
+
+
+def jobkit_enqueue(endpoint: str, n: int) -> tuple[float, float]:
+    """(jobs/s with one ``noop.enqueue`` per job, jobs/s with ``noop.enqueue_many`` in calls of
+    `BATCH`), each on a fresh queue prefix after one warm-up enqueue (which creates the queue)."""
+    sqs = client(endpoint)
+    rates = []
+    for batched in (False, True):
+        backend, prefix = jobkit_backend(endpoint)
+        app.use(backend)
+        try:
+            noop.enqueue(-1)  # creates the queues; warm-up
+            t0 = time.perf_counter()
+            if batched:
+                for start in range(0, n, BATCH):
+                    noop.enqueue_many([(i,) for i in range(start, min(start + BATCH, n))])
+            else:
+                for i in range(n):
+                    noop.enqueue(i)
+            rates.append(n / (time.perf_counter() - t0))
+        finally:
+            app.close()
+        delete_queues(sqs, prefix)
+    return rates[0], rates[1]
+
+
+# -- drain -------------------------------------------------------------------------------------
+
+
+def run_plain(endpoint: str, n: int, wave: int) -> float:
+    """Seconds the plain consumer takes to drain `n` jobs fed in waves (see the module doc)."""
+    sqs = client(endpoint)
+    url = sqs.create_queue(QueueName=f"plain-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    consumer = plain_process(endpoint, url)
     try:
         sqs.send_message(QueueUrl=url, MessageBody=body(-1))  # warm-up
         _wait(lambda: depth_of(sqs, url) == 0)
 
         def send_wave(start: int, count: int) -> None:
-            for first in range(start, start + count, 10):
-                entries = [
-                    {"Id": str(i), "MessageBody": body(i)}
-                    for i in range(first, min(first + 10, start + count))
-                ]
-                sqs.send_message_batch(QueueUrl=url, Entries=entries)
+            send_batches(sqs, url, start, count)
 
         return feed(n, wave, lambda: depth_of(sqs, url), send_wave)
     finally:
@@ -153,21 +293,13 @@ def run_plain(endpoint: str, n: int, wave: int) -> float:
 
 
 def run_jobkit(endpoint: str, n: int, wave: int) -> float:
-    prefix = f"bench{uuid.uuid4().hex[:6]}-"
-    backend = f"sqs://?region=us-east-1&endpoint_url={endpoint}&prefix={prefix}"
+    """Seconds the jobkit worker takes to drain `n` jobs fed in waves (see the module doc)."""
+    backend, prefix = jobkit_backend(endpoint)
     app.use(backend)
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+    sqs = client(endpoint)
     noop.enqueue(-1)  # creates the queues; the warm-up job
     url = sqs.get_queue_url(QueueName=f"{prefix}bench")["QueueUrl"]
-    worker = subprocess.Popen(
-        [
-            sys.executable, *os.environ.get("SQS_BENCH_WORKER", "-m jobkit.cli.main").split(),
-            "--app", "sqs_bench:app",
-            "--backend", backend, "worker", "-q", "bench", *WORKER_ARGS,
-        ],
-        env=child_env(),
-        start_new_session=True,
-    )  # fmt: skip
+    worker = jobkit_worker(backend)
     try:
         _wait(lambda: depth_of(sqs, url) == 0)
 
@@ -178,6 +310,49 @@ def run_jobkit(endpoint: str, n: int, wave: int) -> float:
     finally:
         stop(worker, group=True)
         app.close()
+
+
+# -- latency -----------------------------------------------------------------------------------
+
+
+def plain_latency(endpoint: str, count: int, stamps: Path) -> tuple[float, float]:
+    """(p50, p99) ms enqueue-to-start of `count` ``send_message`` jobs at LATENCY_RATE, the plain
+    consumer (latency mode) warm on a fresh queue."""
+    sqs = client(endpoint)
+    url = sqs.create_queue(QueueName=f"plain-lat-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    consumer = plain_process(endpoint, url, "--latency", **{STAMPS_ENV: str(stamps)})
+
+    def send(sent: float) -> None:
+        sqs.send_message(QueueUrl=url, MessageBody=stamp_body(sent))
+
+    try:
+        for _ in range(WARM):
+            send(time.time())
+        read_stamps(stamps, WARM)  # the consumer is up and warm
+        paced(count, send)
+        return latency_ms(stamps, WARM, count)
+    finally:
+        stop(consumer)
+
+
+def jobkit_latency(endpoint: str, count: int, stamps: Path) -> tuple[float, float]:
+    """(p50, p99) ms enqueue-to-start of `count` ``stamp.enqueue`` jobs at LATENCY_RATE, a
+    jobkit worker (as in the drain) warm on a fresh queue prefix."""
+    backend, _ = jobkit_backend(endpoint)
+    app.use(backend)
+    for _ in range(WARM):
+        stamp.enqueue(time.time())  # the first creates the queues
+    worker = jobkit_worker(backend, **{STAMPS_ENV: str(stamps)})
+    try:
+        read_stamps(stamps, WARM)  # the worker is up and warm
+        paced(count, lambda sent: stamp.enqueue(sent))
+        return latency_ms(stamps, WARM, count)
+    finally:
+        stop(worker, group=True)
+        app.close()
+
+
+# -- rounds ------------------------------------------------------------------------------------
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -197,52 +372,93 @@ def _fake_credentials() -> None:
         os.environ.setdefault(name, value)  # fake credentials, only sent to our own moto
 
 
-def _rounds(jobs: int, wave: int, reps: int, say: Callable[[str], None]) -> tuple[float, float]:
-    """Median drain rates (plain boto3, jobkit) over `reps` rounds on one moto server, which
+def plain_round(endpoint: str, jobs: int, wave: int, latency_jobs: int, work: Path) -> Measurement:
+    """Every figure of the plain boto3 side, once."""
+    enqueue, enqueue_many = plain_enqueue(endpoint, jobs)
+    drain = jobs / run_plain(endpoint, jobs, wave)
+    p50, p99 = plain_latency(endpoint, latency_jobs, work / f"plain-{uuid.uuid4().hex[:8]}.txt")
+    return Measurement(
+        backend="sqs",
+        system="boto3",
+        jobs=jobs,
+        enqueue_per_s=enqueue,
+        enqueue_many_per_s=enqueue_many,
+        drain_per_s=drain,
+        latency_p50_ms=p50,
+        latency_p99_ms=p99,
+        notes=f"moto server; 1 consumer process, receive 10, long poll 1 s; send_message_batch "
+        f"of {SQS_BATCH}; drain in waves of {wave}",
+    )
+
+
+def jobkit_round(endpoint: str, jobs: int, wave: int, latency_jobs: int, work: Path) -> Measurement:
+    """Every figure of the jobkit side, once."""
+    enqueue, enqueue_many = jobkit_enqueue(endpoint, jobs)
+    drain = jobs / run_jobkit(endpoint, jobs, wave)
+    p50, p99 = jobkit_latency(endpoint, latency_jobs, work / f"jobkit-{uuid.uuid4().hex[:8]}.txt")
+    return Measurement(
+        backend="sqs",
+        system="jobkit",
+        jobs=jobs,
+        enqueue_per_s=enqueue,
+        enqueue_many_per_s=enqueue_many,
+        drain_per_s=drain,
+        latency_p50_ms=p50,
+        latency_p99_ms=p99,
+        notes=f"moto server; worker {' '.join(WORKER_ARGS)}; enqueue_many in batches of "
+        f"{BATCH}; drain in waves of {wave}",
+    )
+
+
+def _rounds(
+    jobs: int, wave: int, reps: int, latency_jobs: int, say: Callable[[str], None]
+) -> list[Measurement]:
+    """[jobkit, plain boto3]: each figure's median over `reps` rounds on one moto server, which
     side goes first alternating from round to round."""
     from tests.servers.moto import start_moto
 
     server = start_moto(proxied=False)  # no outage proxy in the measured path
     try:
-        plain_rates, jobkit_rates = [], []
-        for rep in range(reps):
-            order = [run_plain, run_jobkit] if rep % 2 == 0 else [run_jobkit, run_plain]
-            rates = {run: jobs / run(server.endpoint, jobs, wave) for run in order}
-            plain_rates.append(rates[run_plain])
-            jobkit_rates.append(rates[run_jobkit])
-            say(
-                f"rep {rep + 1}: plain boto3 {rates[run_plain]:.1f} jobs/s, jobkit "
-                f"{rates[run_jobkit]:.1f} jobs/s, ratio {rates[run_jobkit] / rates[run_plain]:.2f}"
-            )
-        return statistics.median(plain_rates), statistics.median(jobkit_rates)
+        with tempfile.TemporaryDirectory(prefix="jobkit-bench-sqs-") as tmp:
+            ours: list[Measurement] = []
+            plain: list[Measurement] = []
+            for rep in range(reps):
+                sides = [
+                    (plain, plain_round),
+                    (ours, jobkit_round),
+                ]
+                for rows, run in sides if rep % 2 == 0 else sides[::-1]:
+                    rows.append(run(server.endpoint, jobs, wave, latency_jobs, Path(tmp)))
+                say(f"rep {rep + 1}: {_summary(plain[-1], ours[-1])}")
+            return [median_of(ours), median_of(plain)]
     finally:
         server.stop()
 
 
-def measure(*, quick: bool) -> list[Any]:
-    """Drain rates of jobkit and plain boto3 on one moto server (see the module doc): 100 jobs
-    once when `quick`, else 1,000 jobs, median of 3 rounds. Enqueue and latency: not measured
-    here (None)."""
-    from _rows import Measurement
+def _summary(plain: Measurement, ours: Measurement) -> str:
+    """One line: each figure for plain boto3 and jobkit, and the drain ratio."""
 
-    _fake_credentials()
-    jobs, reps = (100, 1) if quick else (1000, 3)
-    plain, ours = _rounds(jobs, 50, reps, lambda line: None)
-    notes = f"moto server, waves of 50, worker {' '.join(WORKER_ARGS)}, median of {reps}"
-    return [
-        Measurement(
-            backend="sqs",
-            system=system,
-            jobs=jobs,
-            enqueue_per_s=None,
-            enqueue_many_per_s=None,
-            drain_per_s=rate,
-            latency_p50_ms=None,
-            latency_p99_ms=None,
-            notes=notes,
+    def figures(m: Measurement) -> str:
+        return (
+            f"enqueue {m.enqueue_per_s:.0f}/s, enqueue_many {m.enqueue_many_per_s:.0f}/s, "
+            f"drain {m.drain_per_s:.1f} jobs/s, latency p50 {m.latency_p50_ms:.1f} ms "
+            f"p99 {m.latency_p99_ms:.1f} ms"
         )
-        for system, rate in (("jobkit", ours), ("boto3", plain))
-    ]
+
+    assert ours.drain_per_s is not None and plain.drain_per_s is not None
+    return (
+        f"plain boto3: {figures(plain)}; jobkit: {figures(ours)}; "
+        f"drain ratio jobkit/plain {ours.drain_per_s / plain.drain_per_s:.2f}"
+    )
+
+
+def measure(*, quick: bool) -> list[Measurement]:
+    """Enqueue rates (one call per job, batched), drain rates and enqueue-to-start latency of
+    jobkit and plain boto3 on one moto server (see the module doc): 100 jobs and 20 latency jobs
+    once when `quick`, else 1,000 jobs and 200 latency jobs, medians of 3 rounds."""
+    _fake_credentials()
+    jobs, latency_jobs, reps = (100, 20, 1) if quick else (1000, 200, 3)
+    return _rounds(jobs, 50, reps, latency_jobs, lambda line: None)
 
 
 def main() -> int:
@@ -250,17 +466,24 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--wave", type=int, default=50)
     parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--plain-consumer", nargs=2, metavar=("ENDPOINT", "QUEUE_URL"))
+    parser.add_argument(
+        "--latency", action="store_true", help="with --plain-consumer: run stamp, not noop"
+    )
     args = parser.parse_args()
     _fake_credentials()
     if args.plain_consumer:
-        plain_consumer(*args.plain_consumer)
+        endpoint, queue_url = args.plain_consumer
+        plain_consumer(endpoint, queue_url, job=stamp if args.latency else noop)
         return 0
-    plain, ours = _rounds(args.jobs, args.wave, args.reps, lambda line: print(line, flush=True))
+    ours, plain = _rounds(
+        args.jobs, args.wave, args.reps, args.latency_jobs, lambda line: print(line, flush=True)
+    )
     print(
-        f"SQS on moto, {args.jobs} jobs in waves of {args.wave} (queue < {2 * args.wave}): "
-        f"plain boto3 {plain:.1f} jobs/s, jobkit {ours:.1f} jobs/s, "
-        f"ratio jobkit/plain {ours / plain:.2f} (median rates of {args.reps})"
+        f"SQS on moto, {args.jobs} jobs (drain in waves of {args.wave}, queue < {2 * args.wave}), "
+        f"{args.latency_jobs} latency jobs at {LATENCY_RATE:g}/s, medians of {args.reps}: "
+        f"{_summary(plain, ours)}"
     )
     return 0
 

@@ -135,3 +135,9 @@ def test_the_smoke_run_of_every_benchmark_finishes_with_its_rows(tmp_path: Path)
     for backend in {r["backend"] for r in result["rows"]}:
         systems = [r["system"] for r in result["rows"] if r["backend"] == backend]
         assert "jobkit" in systems and len(systems) >= 2, (backend, systems)
+    # every row, jobkit's and the native system's, has the figures the table promises
+    promised = ("enqueue_per_s", "drain_per_s", "latency_p50_ms", "latency_p99_ms")
+    missing = [
+        (r["backend"], r["system"], f) for r in result["rows"] for f in promised if r[f] is None
+    ]
+    assert missing == []
