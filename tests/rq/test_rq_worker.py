@@ -177,6 +177,35 @@ def test_a_duplicate_job_id_never_runs_twice_nor_replaces_the_first(
     ) == []
 
 
+def test_a_batch_is_queued_in_order_and_leaves_a_job_rq_has_as_it_was(
+    backend, ledger_path, app, workers
+):
+    """Several envelopes in one send go in one pipeline of RQ's unique-enqueue script: each is
+    a full RQ job, in order; an id RQ has is skipped; a delayed one is scheduled."""
+    rq = L.app.backend
+    first = spi.Envelope(id="many-dup", job=L.record.name, args=("first",), queue=QUEUE)
+    rq.send([(first, first.encode())])
+    later = spi.SystemClock().now() + timedelta(seconds=2)
+    batch = [
+        spi.Envelope(id="many-0", job=L.record.name, args=("zero",), queue=QUEUE),
+        spi.Envelope(id="many-dup", job=L.record.name, args=("second",), queue=QUEUE),
+        spi.Envelope(id="many-later", job=L.record.name, args=("later",), queue=QUEUE,
+                     not_before=later),
+        spi.Envelope(id="many-1", job=L.record.name, args=("one",), queue=QUEUE),
+    ]  # fmt: skip
+    rq.send([(env, env.encode()) for env in batch])
+    client = _client(backend)
+    assert client.lrange(f"rq:queue:{QUEUE}", 0, -1) == [b"many-dup", b"many-0", b"many-1"]
+    assert client.zrange(f"rq:scheduled:{QUEUE}", 0, -1) == [b"many-later"]
+    spawn(workers, backend, ledger_path)
+    handles = {job_id: L.app.handle(job_id) for job_id in ("many-0", "many-1", "many-later")}
+    assert {k: h.result(timeout=30) for k, h in handles.items()} == {
+        "many-0": "zero", "many-1": "one", "many-later": "later"
+    }  # fmt: skip
+    assert L.app.handle("many-dup").result(timeout=30) == "first"
+    assert runs(ledger_path, "second") == []
+
+
 def test_a_job_queued_twice_runs_once_while_two_workers_take_both_copies(
     backend, ledger_path, app, workers
 ):

@@ -41,6 +41,7 @@ from jobkit.spi import (
     check_round_trip,
     salvage,
 )
+from jobkit_rq._batch import enqueue_unique
 from jobkit_rq._client import redis_client
 from jobkit_rq._settings import Settings
 from jobkit_rq._store import RedisJobStore
@@ -63,6 +64,7 @@ T = TypeVar("T")
 UNKNOWN_JOB_RETRY = timedelta(seconds=30)
 WAITING_SINCE = "jobkit_waiting_since"  # job.meta: when a job no worker here knew became due
 _PERMANENT = (jobkit.SerializationError, jobkit.UnknownJob)
+_BATCH = 500  # jobs per round trip of `send` (`_batch`)
 
 
 class _BadArguments(jobkit.JobkitError):
@@ -109,10 +111,19 @@ class Runtime:
     def send(self, envelopes: Sequence[Envelope]) -> None:
         """Enqueue each envelope as an RQ job with its id, atomically refusing an id RQ already
         has (RQ's ``unique=True``): a duplicate is skipped and the first is left as it was.
-        Raises `BrokerUnavailable`."""
+        Several envelopes due now go in one round trip per `_BATCH` (`_send_many`); one, or a
+        delayed one, in a call of its own. Raises `BrokerUnavailable`."""
         try:
+            if len(envelopes) == 1:
+                self.send_one(envelopes[0])
+                return
+            now = self.clock.now()
+            due = [e for e in envelopes if e.not_before is None or e.not_before <= now]
             for env in envelopes:
-                self.send_one(env)
+                if env.not_before is not None and env.not_before > now:
+                    self.send_one(env)
+            for start in range(0, len(due), _BATCH):
+                self._send_many(due[start : start + _BATCH])
         except redis.RedisError as exc:
             raise jobkit.BrokerUnavailable(
                 f"cannot send to {spi.redact_url(self.settings.url)}: {exc}"
@@ -140,16 +151,29 @@ class Runtime:
             job.retry_intervals = [0]
         return job
 
-    def send_one(self, env: Envelope) -> bool:
-        """Enqueue `env` unless RQ has a job with its id; True if it was enqueued. Raises
-        `redis.RedisError`."""
-        queue = self.queue(env.queue)
-        job = self.new_job(env)
+    def _register(self, queue: Queue) -> None:
         if queue.name not in self._registered:
             # rq:queues lists the queue for RQ's tools: once per process and queue (RQ's
             # enqueue_job would add it with a MULTI of its own on every job)
             self.client.sadd(Queue.redis_queues_keys, queue.key)
             self._registered.add(queue.name)
+
+    def _send_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Enqueue envelopes due now, in order, in one round trip (`_batch`), each unless RQ
+        has a job with its id. Raises `redis.RedisError`."""
+        items = [(self.queue(env.queue), self.new_job(env)) for env in envelopes]
+        for queue, _ in items:
+            self._register(queue)
+        for env, sent in zip(envelopes, enqueue_unique(self.client, items), strict=True):
+            if not sent:
+                logger.info("job %s[%s]: an RQ job has this id; not sent again", env.job, env.id)
+
+    def send_one(self, env: Envelope) -> bool:
+        """Enqueue `env` unless RQ has a job with its id; True if it was enqueued. Raises
+        `redis.RedisError`."""
+        queue = self.queue(env.queue)
+        job = self.new_job(env)
+        self._register(queue)
         try:
             if env.not_before is not None and env.not_before > self.clock.now():
                 # whole seconds, rounded up: never early
