@@ -8,7 +8,9 @@
   worker can take them too), and ``NS:Q.DQ.due`` (zset id -> eta ms), jobkit's index of them;
 - ``NS:Q.XQ`` (zset id -> when) / ``NS:Q.XQ.msgs``: dead letters, as Dramatiq has them, with
   ``NS:Q.XQ.why`` (id -> JSON {reason, deliveries}), jobkit's reasons;
-- ``NS:Q.counts`` (id -> deliveries): jobkit's delivery count of each live message.
+- ``NS:Q.counts`` (id -> deliveries): jobkit's delivery count of each live message;
+- ``NS:Q.bell`` (a stream of at most about 16 entries): jobkit's doorbell, rung (XADD) when a
+  push makes the queue non-empty; an idle worker blocks on it (XREAD) instead of polling.
 
 Each script is one atomic step: a message is always on exactly one of queue, some worker's ack
 set, the delay index or the dead-letter set.
@@ -17,7 +19,8 @@ set, the delay index or the dead-letter set.
 # ARGV: namespace, now ms, worker, heartbeat ms, maintain (0/1), max, queue...
 # Returns a flat list: queue, id, data, deliveries, ... Dead workers' (no heartbeat for
 # `heartbeat` ms) unacked messages go back to the head of their queue first, then due delayed
-# messages are moved onto their queue, then up to `max` messages are taken, oldest first.
+# messages are moved onto their queue, then up to `max` messages are taken, oldest first; the
+# doorbell rings if some of the messages moved in are left.
 FETCH = """
 local ns, now, worker = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local hb, maintain, max = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
@@ -30,6 +33,7 @@ for qi = 7, #ARGV do
   local qkey = ns .. ":" .. q
   local msgs = qkey .. ".msgs"
   local acks = ns .. ":__acks__." .. worker .. "." .. q
+  local moved = 0
   if maintain == "1" then
     local dead = redis.call("zrangebyscore", heartbeats, 0, now - hb)
     for _, w in ipairs(dead) do
@@ -38,6 +42,7 @@ for qi = 7, #ARGV do
       for _, id in ipairs(ids) do
         if redis.call("hexists", msgs, id) == 1 then
           redis.call("lpush", qkey, id)
+          moved = moved + 1
         end
       end
       redis.call("del", wacks)
@@ -56,6 +61,7 @@ for qi = 7, #ARGV do
       redis.call("lrem", qkey .. ".DQ", 1, id)
       redis.call("hset", msgs, id, data)
       redis.call("rpush", qkey, id)
+      moved = moved + 1
     end
   end
   while taken < max do
@@ -72,20 +78,36 @@ for qi = 7, #ARGV do
       taken = taken + 1
     end
   end
+  if moved > 0 and redis.call("llen", qkey) > 0 then
+    -- requeued or due messages this worker leaves: wake the workers waiting on the doorbell
+    redis.call("xadd", qkey .. ".bell", "MAXLEN", "~", 16, "*", "r", "1")
+  end
 end
 return out
 """
 
+RING = """
+-- The doorbell of queue key `qkey`, rung when a push left `n` ids on it (1: it was empty, so a
+-- worker may be waiting; a longer queue has no waiter that did not see it non-empty).
+local function ring(qkey, n)
+  if n == 1 then
+    redis.call("xadd", qkey .. ".bell", "MAXLEN", "~", 16, "*", "r", "1")
+  end
+end
+"""
+
 # ARGV: namespace, then (queue, id, data, eta ms or 0) quadruples. One command for a batch
 # (Dramatiq's own enqueue is one script call per message too), all or nothing.
-ENQUEUE = """
+ENQUEUE = (
+    RING
+    + """
 local ns = ARGV[1]
 for i = 2, #ARGV, 4 do
   local qkey = ns .. ":" .. ARGV[i]
   local id, data, eta = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if eta == 0 then
     redis.call("hset", qkey .. ".msgs", id, data)
-    redis.call("rpush", qkey, id)
+    ring(qkey, redis.call("rpush", qkey, id))
   else
     redis.call("hset", qkey .. ".DQ.msgs", id, data)
     redis.call("rpush", qkey .. ".DQ", id)
@@ -94,6 +116,7 @@ for i = 2, #ARGV, 4 do
 end
 return 1
 """
+)
 
 # ARGV: namespace, then (worker, queue, id) triples. Stale receipts (not in that worker's ack
 # set any more: requeued after it was taken for dead) change nothing.
@@ -113,14 +136,16 @@ return done
 """
 
 # ARGV: namespace, worker, queue, id, eta ms (0: now), uncount (0/1), data for the delay queue.
-RELEASE = """
+RELEASE = (
+    RING
+    + """
 local ns, worker, q, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local eta, uncount, data = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local qkey = ns .. ":" .. q
 if redis.call("srem", ns .. ":__acks__." .. worker .. "." .. q, id) == 0 then return 0 end
 if uncount == "1" then redis.call("hincrby", qkey .. ".counts", id, -1) end
 if eta == 0 then
-  redis.call("lpush", qkey, id)
+  ring(qkey, redis.call("lpush", qkey, id))
 else
   redis.call("hdel", qkey .. ".msgs", id)
   redis.call("hset", qkey .. ".DQ.msgs", id, data)
@@ -129,6 +154,7 @@ else
 end
 return 1
 """
+)
 
 # ARGV: namespace, worker, queue, id, now ms, why (JSON).
 DEAD_LETTER = """
@@ -149,16 +175,19 @@ return 1
 """
 
 # ARGV: namespace, queue, id, data. A dead letter back onto its queue (attempts reset in data).
-REPLAY = """
+REPLAY = (
+    RING
+    + """
 local ns, q, id, data = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local qkey = ns .. ":" .. q
 if redis.call("zrem", qkey .. ".XQ", id) == 0 then return 0 end
 redis.call("hdel", qkey .. ".XQ.msgs", id)
 redis.call("hdel", qkey .. ".XQ.why", id)
 redis.call("hset", qkey .. ".msgs", id, data)
-redis.call("rpush", qkey, id)
+ring(qkey, redis.call("rpush", qkey, id))
 return 1
 """
+)
 
 # ARGV: namespace, queue. Deletes every dead letter; returns how many.
 PURGE = """

@@ -7,7 +7,9 @@ so Dramatiq's tools and a plain ``dramatiq`` worker see the same queues. What jo
 - recovery: a worker's lease is its heartbeat, beaten by a thread every heartbeat/5; every
   fetch requeues the messages of workers whose heartbeat is older than the timeout (Dramatiq
   does that on 0.1 % of its commands, after 60 s): a killed worker's messages are back within
-  `heartbeat` + one poll, every time;
+  `heartbeat` + one doorbell wait (1/20 of the heartbeat), every time;
+- waiting: an idle receive blocks on the queues' doorbells, rung by the push that makes a queue
+  non-empty (see `receive`), instead of polling;
 - poison: a message is taken with its id, so one that is not a Dramatiq message or carries no
   jobkit envelope reaches jobkit's worker, which dead-letters it with the reason (Dramatiq's
   consumer fails to decode it and leaves it in its ack set for ever);
@@ -42,9 +44,6 @@ from jobkit.spi import (
 from jobkit_dramatiq import _redis_scripts, _wire
 from jobkit_dramatiq._heartbeat import Heartbeat
 from jobkit_dramatiq.config import STORE_OPTION, DramatiqConfig
-
-_POLL_MIN_S = 0.005
-_POLL_MAX_S = 0.1
 
 
 def redis_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities:
@@ -110,6 +109,8 @@ class RedisTransport(Transport):
         self._replay = self.client.register_script(_redis_scripts.REPLAY)
         self._purge = self.client.register_script(_redis_scripts.PURGE)
         self._closed = False
+        # the longest doorbell wait of one receive (see `receive`); under the socket timeout
+        self._block_max = min(config.heartbeat.total_seconds() / 20, 10.0)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -143,17 +144,45 @@ class RedisTransport(Transport):
     def receive(
         self, queues: Sequence[str], *, max_messages: int, wait: timedelta, lease: timedelta
     ) -> list[Delivery]:
-        """Polls (5 ms doubling to 100 ms) until a message comes or `wait` is over. The lease
-        is the heartbeat, not `lease`: see the module docstring."""
+        """Takes up to `max_messages`; with none there, blocks on the queues' doorbells
+        (``NS:Q.bell``, see `_redis_scripts`) until a push rings one, the first delayed message
+        is due, or `wait` is over, then takes again. A block lasts at most 1/20 of the
+        heartbeat (0.25 s hardened; 10 s at most), so that this worker's fetches still requeue
+        dead workers' messages soon after their heartbeat lapses. The lease is the heartbeat,
+        not `lease`: see the module docstring."""
         self._heartbeat.start()
         deadline = time.monotonic() + wait.total_seconds()
-        pause = _POLL_MIN_S
-        while True:
+        got = self._take(queues, max_messages)
+        while not got and time.monotonic() < deadline:
+            # the bells' last ids first, then look again: a push after that look rings past them
+            with _translated("wait for messages"):
+                rung, due_in = self._bells(queues)
             got = self._take(queues, max_messages)
-            if got or time.monotonic() >= deadline:
-                return got
-            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
-            pause = min(pause * 2, _POLL_MAX_S)
+            if got:
+                break
+            block = min(deadline - time.monotonic(), due_in, self._block_max)
+            if block > 0:
+                with _translated("wait for messages"):
+                    self.client.xread(rung, block=max(1, int(block * 1000)))
+            got = self._take(queues, max_messages)
+        return got
+
+    def _bells(self, queues: Sequence[str]) -> tuple[dict[str, str], float]:
+        """({doorbell key: its last id, "0" if none}, seconds until the first delayed message
+        of `queues` is due, 0 if one is, inf if none). One round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            key = self._key(queue)
+            pipe.xrevrange(f"{key}.bell", count=1)
+            pipe.zrange(f"{key}.DQ.due", 0, 0, withscores=True)
+        replies = pipe.execute()
+        rung: dict[str, str] = {}
+        first_due = float("inf")
+        for queue, last, due in zip(queues, replies[::2], replies[1::2], strict=True):
+            rung[f"{self._key(queue)}.bell"] = last[0][0].decode() if last else "0"
+            if due:
+                first_due = min(first_due, due[0][1] / 1000)
+        return rung, max(0.0, first_due - time.time())
 
     def _take(self, queues: Sequence[str], max_messages: int) -> list[Delivery]:
         c = self.config
