@@ -153,7 +153,7 @@ class RedisTransport(Transport):
         self._heartbeat.start()
         deadline = time.monotonic() + wait.total_seconds()
         got = self._take(queues, max_messages)
-        while not got and time.monotonic() < deadline:
+        while not got and queues and max_messages > 0 and time.monotonic() < deadline:
             # the bells' last ids first, then look again: a push after that look rings past them
             with _translated("wait for messages"):
                 rung, due_in = self._bells(queues)
