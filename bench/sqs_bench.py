@@ -372,41 +372,30 @@ def _fake_credentials() -> None:
         os.environ.setdefault(name, value)  # fake credentials, only sent to our own moto
 
 
-def plain_round(endpoint: str, jobs: int, wave: int, latency_jobs: int, work: Path) -> Measurement:
-    """Every figure of the plain boto3 side, once."""
-    enqueue, enqueue_many = plain_enqueue(endpoint, jobs)
-    drain = jobs / run_plain(endpoint, jobs, wave)
-    p50, p99 = plain_latency(endpoint, latency_jobs, work / f"plain-{uuid.uuid4().hex[:8]}.txt")
-    return Measurement(
-        backend="sqs",
-        system="boto3",
-        jobs=jobs,
-        enqueue_per_s=enqueue,
-        enqueue_many_per_s=enqueue_many,
-        drain_per_s=drain,
-        latency_p50_ms=p50,
-        latency_p99_ms=p99,
-        notes=f"moto server; 1 consumer process, receive 10, long poll 1 s; send_message_batch "
-        f"of {SQS_BATCH}; drain in waves of {wave}",
+def one_round(
+    system: str, endpoint: str, jobs: int, wave: int, latency_jobs: int, work: Path
+) -> Measurement:
+    """Every figure of one side, ``"boto3"`` (the plain loop) or ``"jobkit"``, once."""
+    plain = system == "boto3"
+    enqueue, enqueue_many = (plain_enqueue if plain else jobkit_enqueue)(endpoint, jobs)
+    drain = jobs / (run_plain if plain else run_jobkit)(endpoint, jobs, wave)
+    stamps = work / f"{system}-{uuid.uuid4().hex[:8]}.txt"
+    p50, p99 = (plain_latency if plain else jobkit_latency)(endpoint, latency_jobs, stamps)
+    setup = (
+        f"1 consumer process, receive 10, long poll 1 s; send_message_batch of {SQS_BATCH}"
+        if plain
+        else f"worker {' '.join(WORKER_ARGS)}; enqueue_many in batches of {BATCH}"
     )
-
-
-def jobkit_round(endpoint: str, jobs: int, wave: int, latency_jobs: int, work: Path) -> Measurement:
-    """Every figure of the jobkit side, once."""
-    enqueue, enqueue_many = jobkit_enqueue(endpoint, jobs)
-    drain = jobs / run_jobkit(endpoint, jobs, wave)
-    p50, p99 = jobkit_latency(endpoint, latency_jobs, work / f"jobkit-{uuid.uuid4().hex[:8]}.txt")
     return Measurement(
         backend="sqs",
-        system="jobkit",
+        system=system,
         jobs=jobs,
         enqueue_per_s=enqueue,
         enqueue_many_per_s=enqueue_many,
         drain_per_s=drain,
         latency_p50_ms=p50,
         latency_p99_ms=p99,
-        notes=f"moto server; worker {' '.join(WORKER_ARGS)}; enqueue_many in batches of "
-        f"{BATCH}; drain in waves of {wave}",
+        notes=f"moto server; {setup}; drain in waves of {wave}",
     )
 
 
@@ -420,17 +409,13 @@ def _rounds(
     server = start_moto(proxied=False)  # no outage proxy in the measured path
     try:
         with tempfile.TemporaryDirectory(prefix="jobkit-bench-sqs-") as tmp:
-            ours: list[Measurement] = []
-            plain: list[Measurement] = []
+            rows: dict[str, list[Measurement]] = {"boto3": [], "jobkit": []}
             for rep in range(reps):
-                sides = [
-                    (plain, plain_round),
-                    (ours, jobkit_round),
-                ]
-                for rows, run in sides if rep % 2 == 0 else sides[::-1]:
-                    rows.append(run(server.endpoint, jobs, wave, latency_jobs, Path(tmp)))
-                say(f"rep {rep + 1}: {_summary(plain[-1], ours[-1])}")
-            return [median_of(ours), median_of(plain)]
+                for system in ("boto3", "jobkit") if rep % 2 == 0 else ("jobkit", "boto3"):
+                    found = one_round(system, server.endpoint, jobs, wave, latency_jobs, Path(tmp))
+                    rows[system].append(found)
+                say(f"rep {rep + 1}: {_summary(rows['boto3'][-1], rows['jobkit'][-1])}")
+            return [median_of(rows["jobkit"]), median_of(rows["boto3"])]
     finally:
         server.stop()
 
