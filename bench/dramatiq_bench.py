@@ -239,26 +239,29 @@ def _broker(
     url = f"dramatiq+{redis_url}/0" if broker == "redis" else f"dramatiq+{amqp_url}"
     rates: dict[str, list[tuple[float, float]]] = {"plain": [], "jobkit": []}
     block = max(jobs // rounds, 20)
+
+    def done(line: str) -> None:
+        """Print `line`; on Redis, empty the broker's db for the next system."""
+        if broker == "redis":
+            client = redis.Redis.from_url(f"{redis_url}/0")
+            client.flushdb()
+            client.close()
+        print(f"{broker} {line}", flush=True)
+
     for r in range(rounds):
         for kind in ("plain", "jobkit") if r % 2 == 0 else ("jobkit", "plain"):
             enq, drain = _one(kind, url, f"{redis_url}/1", block)
             rates[kind].append((block / enq, block / drain))
-            if broker == "redis":
-                redis.Redis.from_url(f"{redis_url}/0").flushdb()
-            print(
-                f"{broker} round {r + 1} {kind:>6}: enqueue {block / enq:6.0f} jobs/s   "
-                f"drain {block / drain:6.0f} jobs/s",
-                flush=True,
+            done(
+                f"round {r + 1} {kind:>6}: enqueue {block / enq:6.0f} jobs/s   "
+                f"drain {block / drain:6.0f} jobs/s"
             )
     latency: dict[str, tuple[float, float]] = {}
     for kind in ("plain", "jobkit") if broker == "redis" else ("jobkit", "plain"):
         latency[kind] = _latency_ms(kind, url, f"{redis_url}/1", latency_jobs)
-        if broker == "redis":
-            redis.Redis.from_url(f"{redis_url}/0").flushdb()
-        print(
-            f"{broker} latency {kind:>6}: p50 {latency[kind][0]:6.1f} ms   "
-            f"p99 {latency[kind][1]:6.1f} ms ({latency_jobs} jobs at {LATENCY_RATE:.0f}/s)",
-            flush=True,
+        done(
+            f"latency {kind:>6}: p50 {latency[kind][0]:6.1f} ms   "
+            f"p99 {latency[kind][1]:6.1f} ms ({latency_jobs} jobs at {LATENCY_RATE:.0f}/s)"
         )
     return {
         "jobs": block * rounds,

@@ -19,6 +19,7 @@ from jobkit_dramatiq.redis_transport import RedisTransport
 
 from jobkit.spi import Delivery, Message, new_job_id
 from tests.dramatiq.conftest import QUEUE
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -81,14 +82,15 @@ class _Receiving(threading.Thread):
         self.took = time.monotonic() - started
 
 
-def _blocked(calls: list[float]) -> None:
-    """Until the receive has looked twice (before and after reading the doorbells) and so
-    waits on them."""
-    deadline = time.monotonic() + 10
-    while len(calls) < 2:
-        assert time.monotonic() < deadline, "the receive never looked at the queue"
-        time.sleep(0.01)
-    time.sleep(0.2)  # into the doorbell wait (the wake-up must come from the doorbell)
+def _blocked(transport: RedisTransport) -> None:
+    """Until a client of the server is blocked in XREAD (CLIENT LIST flag ``b``): the receive
+    waits on the doorbells, so what ends its wait is the doorbell."""
+    clients: Any = transport.client.client_list
+
+    wait_until(
+        lambda: any(c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in clients()),
+        what="the receive waiting on the doorbell",
+    )
 
 
 def test_an_idle_receive_does_not_poll_redis(transport: RedisTransport) -> None:
@@ -106,7 +108,7 @@ def test_a_waiting_receive_takes_a_message_sent_meanwhile(
     calls = _fetches(transport)
     receiving = _Receiving(transport)
     receiving.start()
-    _blocked(calls)
+    _blocked(transport)
     sent = _message()
     other.send([sent])
     receiving.join(timeout=_WAIT.total_seconds() + 10)
@@ -131,10 +133,9 @@ def test_a_released_message_wakes_a_waiting_receive(
     sent = _message()
     other.send([sent])
     [held] = other.receive([QUEUE], max_messages=1, wait=timedelta(seconds=5), lease=_LEASE)
-    calls = _fetches(transport)
     receiving = _Receiving(transport)
     receiving.start()
-    _blocked(calls)
+    _blocked(transport)
     other.release(held)
     receiving.join(timeout=_WAIT.total_seconds() + 10)
     assert receiving.got is not None and [d.id for d in receiving.got] == [sent.id]
