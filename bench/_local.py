@@ -83,6 +83,17 @@ def latency_ms(path: Path, warm: int, count: int) -> tuple[float, float]:
     return percentile(got, 50) * 1000, percentile(got, 99) * 1000
 
 
+def warm_latency_ms(
+    path: Path, send: Callable[[float], None], count: int, *, warm: int = 1
+) -> tuple[float, float]:
+    """(p50, p99) ms of `count` stamp jobs sent by `send` at `LATENCY_RATE`, once the `warm`
+    warm-up jobs already sent have written their stamps to `path` (the worker is up and warm;
+    waited for up to 120 s). The warm-up stamps are left out."""
+    read_stamps(path, warm, timeout=120)
+    paced(count, send)
+    return latency_ms(path, warm, count)
+
+
 def median_of(runs: Sequence[Measurement]) -> Measurement:
     """One measurement whose figures are the medians of `runs` (same backend and system)."""
     figures: dict[str, float | None] = {}

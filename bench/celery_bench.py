@@ -63,6 +63,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 import _local  # noqa: E402  (bench/ is on the path: the script's directory)
+import noop_app  # noqa: E402
 
 if TYPE_CHECKING:
     from _rows import Measurement
@@ -82,12 +83,8 @@ def _mark(i: int, n: int) -> None:
         client.close()
 
 
-def _stamp(sent: float) -> None:
-    """The latency probe (as ``noop_app.stamp``): append start time - `sent` (s) to the file
-    named by ``JOBKIT_BENCH_STAMPS``."""
-    started = time.time()
-    with open(os.environ[_local.STAMPS_ENV], "a") as out:
-        out.write(f"{started - sent}\n")
+_stamp = noop_app.stamp.fn
+"""The latency probe: appends its start time minus `sent` to the file ``JOBKIT_BENCH_STAMPS``."""
 
 
 # -- the two systems ---------------------------------------------------------------------------
@@ -256,9 +253,7 @@ def _latency_ms(kind: str, url: str, marks_url: str, count: int) -> tuple[float,
             warm = 2 * CONCURRENCY  # sent at once, so that every pool process runs one
             for _ in range(warm):
                 send(time.time())
-            _local.read_stamps(stamps, warm, timeout=120)
-            _local.paced(count, send)
-            return _local.latency_ms(stamps, warm, count)
+            return _local.warm_latency_ms(stamps, send, count, warm=warm)
         finally:
             stop_worker(worker)
             app.close()

@@ -43,7 +43,8 @@ for _path in (str(ROOT), str(HERE)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from _local import LATENCY_RATE, STAMPS_ENV, latency_ms, paced, read_stamps  # noqa: E402
+import noop_app  # noqa: E402
+from _local import LATENCY_RATE, STAMPS_ENV, warm_latency_ms  # noqa: E402
 from _rows import Measurement  # noqa: E402
 
 import jobkit  # noqa: E402
@@ -82,22 +83,13 @@ def _mark(i: int, n: int) -> None:
 app = jobkit.App("dramatiq-bench")
 
 
-def _stamp(sent: float) -> None:
-    """The latency probe, the same on both sides (as ``noop_app.stamp``): append ``started -
-    sent`` (seconds) to the file named by ``JOBKIT_BENCH_STAMPS``."""
-    started = time.time()
-    with open(os.environ[STAMPS_ENV], "a") as out:
-        out.write(f"{started - sent}\n")
-
-
 @app.job(name="noop", queue=QUEUE)
 def noop(i: int, n: int) -> None:
     _mark(i, n)
 
 
-@app.job(name="stamp", queue=QUEUE)
-def stamp(sent: float) -> None:
-    _stamp(sent)
+# the latency probe, the same function on both sides: appends its start time minus `sent`
+stamp = app.job(name="stamp", queue=QUEUE)(noop_app.stamp.fn)
 
 
 def plain_actors(url: str) -> tuple[Any, Any]:
@@ -112,13 +104,10 @@ def plain_actors(url: str) -> tuple[Any, Any]:
     def plain_noop(i: int, n: int) -> None:
         _mark(i, n)
 
-    def plain_stamp(sent: float) -> None:
-        _stamp(sent)
+    def declare(name: str, fn: Any) -> Any:
+        return dramatiq.actor(actor_name=name, queue_name=PLAIN_QUEUE, broker=broker)(fn)
 
-    def declare(fn: Any) -> Any:
-        return dramatiq.actor(actor_name=fn.__name__, queue_name=PLAIN_QUEUE, broker=broker)(fn)
-
-    return declare(plain_noop), declare(plain_stamp)
+    return declare("plain_noop", plain_noop), declare("plain_stamp", noop_app.stamp.fn)
 
 
 if os.environ.get(PLAIN_ENV):  # imported by the plain `dramatiq` worker
@@ -219,9 +208,7 @@ def _latency_ms(kind: str, url: str, marks_url: str, count: int) -> tuple[float,
                 warm = 2 * PROCESSES  # sent at once, so that each process likely runs one
                 for _ in range(warm):
                     send(time.time())
-                read_stamps(stamps, warm, timeout=120)
-                paced(count, send)
-                return latency_ms(stamps, warm, count)
+                return warm_latency_ms(stamps, send, count, warm=warm)
             finally:
                 _stop(worker)
         finally:

@@ -31,7 +31,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _local import BATCH, STAMPS_ENV, alternating, enqueue_rates, latency_ms, paced, read_stamps  # noqa: E402
+from _local import (  # noqa: E402
+    BATCH,
+    STAMPS_ENV,
+    alternating,
+    enqueue_rates,
+    latency_ms,
+    paced,
+    warm_latency_ms,
+)
 from _rows import Measurement  # noqa: E402
 from noop_app import app, stamp  # noqa: E402
 
@@ -121,9 +129,7 @@ def jobkit_latency(work: Path, count: int) -> tuple[float, float]:
     thread.start()
     try:
         stamp.enqueue(time.time())
-        read_stamps(stamps, 1)  # the worker is up and warm
-        paced(count, lambda sent: stamp.enqueue(sent))
-        return latency_ms(stamps, 1, count)
+        return warm_latency_ms(stamps, lambda sent: stamp.enqueue(sent), count)
     finally:
         running.stop()
         thread.join(timeout=60)

@@ -56,8 +56,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import noop_app  # noqa: E402
 import pika  # type: ignore[import-untyped]  # noqa: E402
-from _local import LATENCY_RATE, STAMPS_ENV, latency_ms, paced  # noqa: E402
+from _local import LATENCY_RATE, STAMPS_ENV, warm_latency_ms  # noqa: E402
 from _procs import child_env, stop  # noqa: E402
 from _rows import Measurement  # noqa: E402
 
@@ -72,13 +73,9 @@ def noop(i: int) -> None:
     """The benchmark job: does nothing."""
 
 
-@app.job(queue="bench", name="bench.stamp")
-def stamp(sent: float) -> None:
-    """The latency probe (as ``noop_app.stamp``): appends ``time.time() - sent`` to the file
-    named by ``JOBKIT_BENCH_STAMPS``."""
-    started = time.time()
-    with open(os.environ[STAMPS_ENV], "a") as out:
-        out.write(f"{started - sent}\n")
+stamp = app.job(queue="bench", name="bench.stamp")(noop_app.stamp.fn)
+"""The latency probe (``noop_app.stamp``'s code): appends ``time.time() - sent`` to the file
+named by ``JOBKIT_BENCH_STAMPS``."""
 
 
 def body(i: int) -> bytes:
@@ -217,8 +214,7 @@ def raw_latency(
     consumer = raw_consumer_process(port, queue, prefetch, stamps)
     try:
         await_first_stamp(stamps, consumer)
-        paced(count, send)
-        return latency_ms(stamps, 1, count)
+        return warm_latency_ms(stamps, send, count)
     finally:
         stop(consumer)
         connection.close()
@@ -233,8 +229,7 @@ def jobkit_latency(port: int, prefetch: int, count: int, stamps: Path) -> tuple[
     worker = jobkit_worker(base, prefetch, **{STAMPS_ENV: str(stamps)})
     try:
         await_first_stamp(stamps, worker)
-        paced(count, lambda sent: stamp.enqueue(sent))
-        return latency_ms(stamps, 1, count)
+        return warm_latency_ms(stamps, lambda sent: stamp.enqueue(sent), count)
     finally:
         app.close()
         stop(worker, group=True)

@@ -107,7 +107,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from _local import BATCH, latency_ms, paced, read_stamps  # noqa: E402
+from _local import BATCH, warm_latency_ms  # noqa: E402
 from _rows import Measurement  # noqa: E402
 from rq_plain_jobs import MARKS_ENV, STAMPS_ENV, mark, plain_stamp  # noqa: E402
 
@@ -242,9 +242,7 @@ def _latency(
     send(time.time())  # the warm-up job
     proc = _worker(system, redis_url, url, worker, _marks_url(redis_url), stamps=stamps)
     try:
-        read_stamps(stamps, 1)  # the worker is up and warm
-        paced(count, send)
-        return latency_ms(stamps, 1, count)
+        return warm_latency_ms(stamps, send, count)
     finally:
         _stop(proc)
         close()

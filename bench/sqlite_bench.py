@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _local import BATCH, STAMPS_ENV, alternating, enqueue_rates, latency_ms, paced, read_stamps  # noqa: E402
+from _local import BATCH, STAMPS_ENV, alternating, enqueue_rates, warm_latency_ms  # noqa: E402
 from _rows import Measurement  # noqa: E402
 from noop_app import app, stamp  # noqa: E402
 
@@ -118,9 +118,7 @@ def jobkit_latency(work: Path, count: int) -> tuple[float, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        read_stamps(stamps, 1)  # the worker is up and warm
-        paced(count, lambda sent: stamp.enqueue(sent))
-        return latency_ms(stamps, 1, count)
+        return warm_latency_ms(stamps, lambda sent: stamp.enqueue(sent), count)
     finally:
         app.close()
         worker.send_signal(signal.SIGTERM)
@@ -231,9 +229,7 @@ def raw_latency(work: Path, count: int) -> tuple[float, float]:
 
     try:
         send(time.time())
-        read_stamps(stamps, 1)
-        paced(count, send)
-        return latency_ms(stamps, 1, count)
+        return warm_latency_ms(stamps, send, count)
     finally:
         stop.set()
         consumer.join(timeout=30)

@@ -81,10 +81,8 @@ from _local import (  # noqa: E402
     BATCH,
     LATENCY_RATE,
     STAMPS_ENV,
-    latency_ms,
     median_of,
-    paced,
-    read_stamps,
+    warm_latency_ms,
 )
 from _procs import child_env, stop  # noqa: E402
 from _rows import Measurement  # noqa: E402
@@ -328,9 +326,7 @@ def plain_latency(endpoint: str, count: int, stamps: Path) -> tuple[float, float
     try:
         for _ in range(WARM):
             send(time.time())
-        read_stamps(stamps, WARM)  # the consumer is up and warm
-        paced(count, send)
-        return latency_ms(stamps, WARM, count)
+        return warm_latency_ms(stamps, send, count, warm=WARM)
     finally:
         stop(consumer)
 
@@ -344,9 +340,7 @@ def jobkit_latency(endpoint: str, count: int, stamps: Path) -> tuple[float, floa
         stamp.enqueue(time.time())  # the first creates the queues
     worker = jobkit_worker(backend, **{STAMPS_ENV: str(stamps)})
     try:
-        read_stamps(stamps, WARM)  # the worker is up and warm
-        paced(count, lambda sent: stamp.enqueue(sent))
-        return latency_ms(stamps, WARM, count)
+        return warm_latency_ms(stamps, lambda sent: stamp.enqueue(sent), count, warm=WARM)
     finally:
         stop(worker, group=True)
         app.close()
