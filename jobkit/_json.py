@@ -35,13 +35,29 @@ _EXACT = frozenset({str, bool, int})
 """Types whose values always come back from JSON as they went in (``ensure_ascii`` escapes
 lone surrogates, and Python's JSON reads ints of any size)."""
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
 _DECODER = json.JSONDecoder()
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+# The C encoder `_ENCODER.encode` builds on every call, built once: `JSONEncoder.encode` and
+# `iterencode` are Python code run on every enqueue (they also define a closure each time).
+# Stateless without circular-reference markers: a value that refers to itself ends in
+# RecursionError, which callers report as "refers to itself".
+_C_ENCODE: Any = None
+if _c_make_encoder is not None:
+    # (markers, default, encoder, indent, key separator, item separator, sort_keys, skipkeys,
+    # allow_nan), as `JSONEncoder.iterencode` passes them
+    _C_ENCODE = _c_make_encoder(
+        None, _ENCODER.default, json.encoder.encode_basestring_ascii, None, ":", ",",
+        False, False, False,
+    )  # fmt: skip
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text; raises `TypeError`/`ValueError` for what JSON cannot hold."""
-    return _ENCODER.encode(value)
+    """Compact JSON text, ASCII only; raises `TypeError`/`ValueError` for what JSON cannot hold
+    (`RecursionError` for a value that refers to itself). Thread-safe."""
+    if _C_ENCODE is None:
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def loads(text: str) -> Any:

@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -172,7 +171,7 @@ class Runtime:
         """`meta`: the jobkit header to send instead of `env`'s (a newer jobkit's, kept as is).
         "send" in it: this message's own id, so that starts are counted per message sent (a
         replay or retry of the same job id and attempt count starts from zero again)."""
-        header = {**(meta if meta is not None else meta_of(env)), SEND_ID: uuid.uuid4().hex}
+        header = {**(meta if meta is not None else meta_of(env)), SEND_ID: spi.new_job_id()}
         headers: dict[str, Any] = {HEADER: header}
         args = list(env.args)
         options: dict[str, Any] = {
