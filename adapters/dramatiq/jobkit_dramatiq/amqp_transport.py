@@ -88,12 +88,16 @@ def amqp_capabilities(config: DramatiqConfig, *, results: bool) -> Capabilities:
     )
 
 
+def _unavailable(what: str, exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(f"RabbitMQ unreachable while trying to {what}: {exc!r}")
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
     try:
         yield
     except (pika.exceptions.AMQPError, OSError) as exc:
-        raise BrokerUnavailable(f"RabbitMQ unreachable while trying to {what}: {exc!r}") from exc
+        raise _unavailable(what, exc) from exc
 
 
 class AmqpTransport(Transport):
@@ -117,13 +121,16 @@ class AmqpTransport(Transport):
     def send(self, messages: Sequence[Message]) -> None:
         """Each message published persistent with a confirm; returns once all are confirmed."""
         link = self._link
-        with _translated(f"send {len(messages)} message(s)"), link.lock:
-            try:
-                for m in messages:
-                    self._publish(m)
-            except (pika.exceptions.AMQPError, OSError):
-                link.drop()
-                raise
+        try:  # as `_translated`, without a generator per call: this runs for every enqueue
+            with link.lock:
+                try:
+                    for m in messages:
+                        self._publish(m)
+                except (pika.exceptions.AMQPError, OSError):
+                    link.drop()
+                    raise
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise _unavailable(f"send {len(messages)} message(s)", exc) from exc
 
     def _publish(self, m: Message, headers: dict[str, Any] | None = None) -> None:
         link = self._link
