@@ -10,12 +10,14 @@ message, its Redis transport subclass (delays, heartbeat, poison check) and its 
 (per job: a start counted before the run and the outcome written before the ack). On RabbitMQ
 jobkit runs twice, with the README's URL (no job records) and with ``store=`` Redis.
 
-The N jobs per system run in blocks (``--rounds``, default 5 of N/5), alternating which system
-goes first, so that noise from a shared machine falls on both alike. In a block: enqueue the
-jobs one call at a time (``task.delay(i, n)`` vs ``job.enqueue(i, n)``) with no worker running,
-then start the worker and time the drain. The drain time comes from marks the job itself
-writes: jobs ``i < 4`` and ``i >= n - 8`` RPUSH ``time.time()`` to a Redis list in another
-db; the other jobs do nothing.
+Enqueue: N jobs per system one call at a time (``task.delay(i, n)`` vs ``job.enqueue(i, n)``)
+with no worker running, the systems taking turns of 50 calls (`_local.interleaved_enqueue`, so
+that a drift of the shared machine's speed falls on all alike; blocks of a thousand calls, one
+system after the other, moved the ratio by up to ±0.1 between runs); then the queues are
+emptied. Drain: the N jobs per system in blocks (``--rounds``, default 5 of N/5), rotating which
+system goes first: enqueue the block, then start the worker and time the drain. The drain time
+comes from marks the job itself writes: jobs ``i < 4`` and ``i >= n - 8`` RPUSH
+``time.time()`` to a Redis list in another db; the other jobs do nothing.
 
 Latency (enqueue-to-start), after the blocks: each system's worker, started as for the drain
 and warmed by a few stamp jobs sent at once, gets 200 stamp jobs one at a time at 50 per second
@@ -198,27 +200,57 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
 # -- one measured run --------------------------------------------------------------------------
 
 
-def _block(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
-    """(enqueue seconds, drain seconds) of `n` jobs on one system."""
+def _enqueue_s(urls: dict[str, str], n: int) -> dict[str, float]:
+    """Seconds each system took to enqueue `n` jobs one call at a time (``task.delay(i, n)``
+    vs ``job.enqueue(i, n)``), in turns (`_local.interleaved_enqueue`: all under the same
+    drift of the machine's speed), each on a client opened for this and warmed by one job
+    outside the timing. The jobs stay queued (`_purge` removes them)."""
+    apps: list[Any] = []
+    sends: dict[str, Any] = {}
+    for kind, url in urls.items():
+        if kind == "plain":
+            app, task = plain_celery(url)
+            task.delay(-1, 0)  # connects and declares the queue
+            sends[kind] = lambda i, task=task: task.delay(i, n)
+        else:
+            app, job = jobkit_app(url)
+            job.enqueue(-1, 0)
+            sends[kind] = lambda i, job=job: job.enqueue(i, n)
+        apps.append(app)
+    try:
+        return _local.interleaved_enqueue(sends, n)
+    finally:
+        for app in apps:
+            app.close()
+
+
+def _purge(redis_url: str, rabbit_url: str | None) -> None:
+    """Empty the Redis server and, on RabbitMQ, both systems' queues."""
+    import redis
+    from kombu import Connection
+
+    redis.Redis.from_url(f"{redis_url}/0").flushall()
+    if rabbit_url is not None:
+        with Connection(rabbit_url) as conn:
+            for queue in (QUEUE, PLAIN_QUEUE):
+                conn.default_channel.queue_purge(queue)
+
+
+def _block(kind: str, url: str, marks_url: str, n: int) -> float:
+    """Seconds `kind`'s worker took to drain `n` jobs, enqueued before it started."""
     import redis
 
     marks = redis.Redis.from_url(marks_url)
     marks.delete("marks")
     if kind == "plain":
         app, task = plain_celery(url)
-        task.delay(-1, 0)  # warm the connection and declare the queue, outside the timing
-        start = time.perf_counter()
         for i in range(n):
             task.delay(i, n)
-        enqueue_s = time.perf_counter() - start
     else:
         app, job = jobkit_app(url)
-        job.enqueue(-1, 0)
-        start = time.perf_counter()
         for i in range(n):
             job.enqueue(i, n)
-        enqueue_s = time.perf_counter() - start
-        app.close()
+    app.close()
     worker = start_worker(kind, url, marks_url)
     try:
         deadline = time.monotonic() + 600
@@ -233,7 +265,7 @@ def _block(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
     if os.environ.get("CELERY_BENCH_DEBUG"):
         print(kind, [round(x - stamps[0], 3) for x in stamps], flush=True)
     # the first mark is job 0's start; the others come from the first 4 and last 8 jobs
-    return enqueue_s, (stamps[-1] - stamps[0]) * n / (n - 4)
+    return (stamps[-1] - stamps[0]) * n / (n - 4)
 
 
 def _latency_ms(kind: str, url: str, marks_url: str, count: int) -> tuple[float, float]:
@@ -279,7 +311,7 @@ def compare(
     blocks (the order rotating each round), on servers of its own; returns per system the
     rates in jobs/s ("enqueue", "drain", and for jobkit "enqueue_many") and, with
     `latency_jobs`, the enqueue-to-start latency of that many jobs in ms ("p50", "p99"; see
-    `_latency_ms`). Prints one line per block. On RabbitMQ jobkit runs twice: "jobkit" with
+    `_latency_ms`). Prints one line per drain block. On RabbitMQ jobkit runs twice: "jobkit" with
     the URL as the README writes it (no job records) and "jobkit-store" with its job records in
     Redis (``store=``); `options` (extra URL options) replaces both with one "jobkit" run."""
     import redis
@@ -306,23 +338,26 @@ def compare(
             else:
                 urls["jobkit"] = f"celery+{rabbit.url}"
                 urls["jobkit-store"] = f"celery+{rabbit.url}?store={redis_server.url}/2"
-        totals = {kind: [0.0, 0.0] for kind in urls}
         block = max(jobs // rounds, 20)
+        done = block * rounds
         kinds = list(urls)
+        enqueue_s = _enqueue_s(urls, done)
+        _purge(redis_server.url, rabbit.url if rabbit is not None else None)
+        drain_s = dict.fromkeys(kinds, 0.0)
         for r in range(rounds):
             order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
             for kind in order:
-                enq, drain = _block(kind, urls[kind], marks_url, block)
-                totals[kind][0] += enq
-                totals[kind][1] += drain
+                drain = _block(kind, urls[kind], marks_url, block)
+                drain_s[kind] += drain
                 redis.Redis.from_url(f"{redis_server.url}/0").flushall()
                 print(
-                    f"celery+{broker} round {r + 1} {kind:>12}: enqueue {block / enq:6.0f} "
-                    f"jobs/s   drain {block / drain:6.0f} jobs/s",
+                    f"celery+{broker} round {r + 1} {kind:>12}: drain {block / drain:6.0f} jobs/s",
                     flush=True,
                 )
-        done = block * rounds
-        results = {k: {"enqueue": done / v[0], "drain": done / v[1]} for k, v in totals.items()}
+        results = {
+            kind: {"enqueue": done / enqueue_s[kind], "drain": done / drain_s[kind]}
+            for kind in kinds
+        }
         for kind in kinds[1:]:
             results[kind]["enqueue_many"] = done / _enqueue_many_s(urls[kind], done)
         for kind in kinds if latency_jobs else []:

@@ -1,11 +1,13 @@
 """Benchmark jobkit-on-Dramatiq against plain Dramatiq: same broker, same no-op job, same
 number of worker processes and threads.
 
-Per broker (Redis, then RabbitMQ) and per system, in blocks alternating which system goes
-first: enqueue the block one call at a time (``actor.send(i, n)`` vs ``job.enqueue(i, n)``)
-with no worker running, then start the worker and time the drain from marks the job writes
-(every job INCRs a counter in Redis db 1; jobs ``i < 4`` and the one that brings the counter to
-``n`` RPUSH ``time.time()`` to a list there: the same per-job cost on both sides). Workers:
+Per broker (Redis, then RabbitMQ), in rounds: enqueue the round's jobs one call at a time
+(``actor.send(i, n)`` vs ``job.enqueue(i, n)``) with no worker running, the two systems taking
+turns of 50 calls (`_local.interleaved_enqueue`: both under the same drift of the machine's
+speed), then start each system's worker in turn (which goes first alternating by round) and
+time its drain from marks the job writes (every job INCRs a counter in Redis db 1; jobs
+``i < 4`` and the one that brings the counter to ``n`` RPUSH ``time.time()`` to a list there:
+the same per-job cost on both sides). Workers:
 plain ``dramatiq -p 2 -t 1`` (its default middleware, a broker configured
 like jobkit's: same namespace, confirms on RabbitMQ) against ``jobkit worker -c 2 --prefetch 2``
 (two job processes, each holding what a one-thread Dramatiq process prefetches; jobkit's own
@@ -44,7 +46,12 @@ for _path in (str(ROOT), str(HERE)):
         sys.path.insert(0, _path)
 
 import noop_app  # noqa: E402
-from _local import LATENCY_RATE, STAMPS_ENV, warm_latency_ms  # noqa: E402
+from _local import (  # noqa: E402
+    LATENCY_RATE,
+    STAMPS_ENV,
+    interleaved_enqueue,
+    warm_latency_ms,
+)
 from _rows import Measurement  # noqa: E402
 
 import jobkit  # noqa: E402
@@ -146,28 +153,29 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-def _one(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
-    """(enqueue seconds, drain seconds) of `n` jobs on one system."""
+def _enqueue(url: str, n: int) -> dict[str, float]:
+    """Seconds each system took to enqueue `n` jobs one call at a time (``actor.send(i, n)``
+    vs ``noop.enqueue(i, n)``), in turns (`_local.interleaved_enqueue`), each on a client
+    opened for this and warmed by one job outside the timing. The jobs stay queued."""
+    actor, _ = plain_actors(url)
+    actor.send(-1, 0)  # connect and declare outside the timing
+    app.use(url)
+    noop.enqueue(-1, 0)
+    try:
+        return interleaved_enqueue(
+            {"plain": lambda i: actor.send(i, n), "jobkit": lambda i: noop.enqueue(i, n)}, n
+        )
+    finally:
+        actor.broker.close()
+        app.close()
+
+
+def _drain(kind: str, url: str, marks_url: str, n: int) -> float:
+    """Seconds `kind`'s worker took to drain the `n` jobs `_enqueue` left on its queue."""
     import redis
 
     marks = redis.Redis.from_url(marks_url)
     marks.delete("marks", "done")
-    if kind == "plain":
-        actor, _ = plain_actors(url)
-        actor.send(-1, 0)  # connect and declare outside the timing
-        start = time.perf_counter()
-        for i in range(n):
-            actor.send(i, n)
-        enqueue_s = time.perf_counter() - start
-        actor.broker.close()
-    else:
-        app.use(url)
-        noop.enqueue(-1, 0)
-        start = time.perf_counter()
-        for i in range(n):
-            noop.enqueue(i, n)
-        enqueue_s = time.perf_counter() - start
-        app.close()
     worker = _start_worker(kind, url, marks_url)
     try:
         deadline = time.monotonic() + 600
@@ -179,7 +187,7 @@ def _one(kind: str, url: str, marks_url: str, n: int) -> tuple[float, float]:
     finally:
         _stop(worker)
         marks.close()
-    return enqueue_s, (stamps[-1] - stamps[0]) * n / (n - 1)
+    return (stamps[-1] - stamps[0]) * n / (n - 1)
 
 
 def _latency_ms(kind: str, url: str, marks_url: str, count: int) -> tuple[float, float]:
@@ -227,28 +235,32 @@ def _broker(
     rates: dict[str, list[tuple[float, float]]] = {"plain": [], "jobkit": []}
     block = max(jobs // rounds, 20)
 
-    def done(line: str) -> None:
-        """Print `line`; on Redis, empty the broker's db for the next system."""
+    def emptied() -> None:
+        """On Redis, empty the broker's db for what comes next."""
         if broker == "redis":
             client = redis.Redis.from_url(f"{redis_url}/0")
             client.flushdb()
             client.close()
-        print(f"{broker} {line}", flush=True)
 
     for r in range(rounds):
+        enqueue_s = _enqueue(url, block)
         for kind in ("plain", "jobkit") if r % 2 == 0 else ("jobkit", "plain"):
-            enq, drain = _one(kind, url, f"{redis_url}/1", block)
-            rates[kind].append((block / enq, block / drain))
-            done(
-                f"round {r + 1} {kind:>6}: enqueue {block / enq:6.0f} jobs/s   "
-                f"drain {block / drain:6.0f} jobs/s"
+            drain_s = _drain(kind, url, f"{redis_url}/1", block)
+            rates[kind].append((block / enqueue_s[kind], block / drain_s))
+            print(
+                f"{broker} round {r + 1} {kind:>6}: enqueue {block / enqueue_s[kind]:6.0f} "
+                f"jobs/s   drain {block / drain_s:6.0f} jobs/s",
+                flush=True,
             )
+        emptied()
     latency: dict[str, tuple[float, float]] = {}
     for kind in ("plain", "jobkit") if broker == "redis" else ("jobkit", "plain"):
         latency[kind] = _latency_ms(kind, url, f"{redis_url}/1", latency_jobs)
-        done(
-            f"latency {kind:>6}: p50 {latency[kind][0]:6.1f} ms   "
-            f"p99 {latency[kind][1]:6.1f} ms ({latency_jobs} jobs at {LATENCY_RATE:.0f}/s)"
+        emptied()
+        print(
+            f"{broker} latency {kind:>6}: p50 {latency[kind][0]:6.1f} ms   "
+            f"p99 {latency[kind][1]:6.1f} ms ({latency_jobs} jobs at {LATENCY_RATE:.0f}/s)",
+            flush=True,
         )
     return {
         "jobs": block * rounds,
