@@ -52,12 +52,13 @@ INTERLEAVE = 50
 
 
 def interleaved_enqueue(
-    sends: Mapping[str, Callable[[int], object]], n: int, *, turn: int = INTERLEAVE
+    sends: Mapping[str, Callable[[int, int], object]], n: int, *, turn: int = INTERLEAVE
 ) -> dict[str, float]:
-    """Seconds each system took to enqueue `n` jobs one call at a time, ``send(i)`` for ``i``
-    in ``range(n)``, the systems taking turns of `turn` calls (the first of each turn rotating).
+    """Seconds each system took to enqueue jobs ``0 .. n-1``, the systems taking turns of `turn`
+    jobs (the first of each turn rotating): ``send(start, stop)`` enqueues jobs ``start ..
+    stop-1`` (one call per job, or one batch).
 
-    One call takes 0.3-1.5 ms on a local broker, and a shared 2-core machine's speed drifts by
+    One call takes 0.3-4 ms on a local broker, and a shared 2-core machine's speed drifts by
     ±25 % over seconds: blocks of a thousand calls per system, one system after the other,
     gave ratios from 0.79 to 1.09 between runs of the same code. Turns this short put both
     systems under the same drift; each system's figure is then the total of its turns."""
@@ -66,12 +67,20 @@ def interleaved_enqueue(
     for index, start in enumerate(range(0, n, turn)):
         stop = min(start + turn, n)
         for kind in kinds[index % len(kinds) :] + kinds[: index % len(kinds)]:
-            send = sends[kind]
             t0 = time.perf_counter()
-            for i in range(start, stop):
-                send(i)
+            sends[kind](start, stop)
             spent[kind] += time.perf_counter() - t0
     return spent
+
+
+def one_by_one(send: Callable[[int], object]) -> Callable[[int, int], None]:
+    """For `interleaved_enqueue`: ``send(i)`` for each job of a turn."""
+
+    def turn(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            send(i)
+
+    return turn
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -211,11 +211,11 @@ def _enqueue_s(urls: dict[str, str], n: int) -> dict[str, float]:
         if kind == "plain":
             app, task = plain_celery(url)
             task.delay(-1, 0)  # connects and declares the queue
-            sends[kind] = lambda i, task=task: task.delay(i, n)
+            sends[kind] = _local.one_by_one(lambda i, task=task: task.delay(i, n))
         else:
             app, job = jobkit_app(url)
             job.enqueue(-1, 0)
-            sends[kind] = lambda i, job=job: job.enqueue(i, n)
+            sends[kind] = _local.one_by_one(lambda i, job=job: job.enqueue(i, n))
         apps.append(app)
     try:
         return _local.interleaved_enqueue(sends, n)

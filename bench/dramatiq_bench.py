@@ -50,6 +50,7 @@ from _local import (  # noqa: E402
     LATENCY_RATE,
     STAMPS_ENV,
     interleaved_enqueue,
+    one_by_one,
     warm_latency_ms,
 )
 from _rows import Measurement  # noqa: E402
@@ -163,7 +164,11 @@ def _enqueue(url: str, n: int) -> dict[str, float]:
     noop.enqueue(-1, 0)
     try:
         return interleaved_enqueue(
-            {"plain": lambda i: actor.send(i, n), "jobkit": lambda i: noop.enqueue(i, n)}, n
+            {
+                "plain": one_by_one(lambda i: actor.send(i, n)),
+                "jobkit": one_by_one(lambda i: noop.enqueue(i, n)),
+            },
+            n,
         )
     finally:
         actor.broker.close()

@@ -3,14 +3,17 @@
     .venv/bin/python bench/sqs_bench.py [--jobs 1000] [--wave 50] [--reps 1] [--latency-jobs 200]
 
 Starts its own moto server (``moto[server]``) on a free loopback port. Each round measures both
-sides, one after the other (which goes first alternates from round to round), each on fresh
-queues; every figure is the median over the rounds (`--reps`; ``measure()``: 3, 1 if quick).
+sides' enqueue in turns, then the rest one side after the other (which goes first alternates
+from round to round), each on fresh queues; every figure is the median over the rounds
+(`--reps`; ``measure()``: 3, 1 if quick).
 
 Enqueue: N jobs (`--jobs`) with the drain's message body (jobkit's envelope of ``noop(i)``) into
-a fresh queue, after one warm-up send; rate = N / time of the sends. One call per job: jobkit
-``noop.enqueue(i)`` vs boto3 ``send_message``. Batched: jobkit ``noop.enqueue_many`` in calls of
-500 (`_local.BATCH`; SendMessageBatch of 10 underneath) vs boto3 ``send_message_batch`` of 10
-entries per call (SQS's maximum). Nothing consumes these queues; they are deleted afterwards.
+a fresh queue of each side, after one warm-up send, the two sides taking turns (50 jobs a turn
+one call at a time, `_local.BATCH` batched); rate = N / time of that side's turns. One call per
+job: jobkit ``noop.enqueue(i)`` vs boto3 ``send_message``. Batched: jobkit ``noop.enqueue_many``
+in calls of 500 (`_local.BATCH`; SendMessageBatch of 10 underneath) vs boto3
+``send_message_batch`` of 10 entries per call (SQS's maximum). Nothing consumes these queues;
+they are deleted afterwards.
 
 Drain: one consumer process is started and warmed up, then a feeder in this process sends N
 no-op jobs in waves that keep the queue under about 100 messages (it sends a wave of `--wave`
@@ -81,7 +84,9 @@ from _local import (  # noqa: E402
     BATCH,
     LATENCY_RATE,
     STAMPS_ENV,
+    interleaved_enqueue,
     median_of,
+    one_by_one,
     warm_latency_ms,
 )
 from _procs import child_env, stop  # noqa: E402
@@ -226,48 +231,44 @@ def delete_queues(sqs: Any, prefix: str) -> None:
 # -- enqueue -----------------------------------------------------------------------------------
 
 
-def plain_enqueue(endpoint: str, n: int) -> tuple[float, float]:
-    """(jobs/s with one ``send_message`` per job, jobs/s with ``send_message_batch`` of 10), each
-    into a fresh queue after one warm-up send, `n` jobs with the drain's body."""
+def enqueue_rates(endpoint: str, n: int) -> dict[str, tuple[float, float]]:
+    """Per system, (jobs/s with one call per job, jobs/s in batches): `n` jobs with the drain's
+    body into a fresh queue of each system after one warm-up send, the two systems taking turns
+    (`_local.interleaved_enqueue`; moto's cost per call grows with the queue's depth, which
+    turns keep alike on both sides). One call per job: boto3 ``send_message`` vs
+    ``noop.enqueue``, turns of 50; batched: boto3 ``send_message_batch`` of 10 vs
+    ``noop.enqueue_many`` of `BATCH`, turns of `BATCH` jobs."""
     sqs = client(endpoint)
-    rates = []
-    for batched in (False, True):
-        name = f"plain-enq-{uuid.uuid4().hex[:8]}"
-        url = sqs.create_queue(QueueName=name)["QueueUrl"]
-        sqs.send_message(QueueUrl=url, MessageBody=body(-1))  # warm-up
-        t0 = time.perf_counter()
+    single = _enqueue_seconds(sqs, endpoint, n, batched=False)
+    batched = _enqueue_seconds(sqs, endpoint, n, batched=True)
+    return {system: (n / single[system], n / batched[system]) for system in single}
+
+
+def _enqueue_seconds(sqs: Any, endpoint: str, n: int, *, batched: bool) -> dict[str, float]:
+    name = f"plain-enq-{uuid.uuid4().hex[:8]}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=body(-1))  # warm-up
+    backend, prefix = jobkit_backend(endpoint)
+    app.use(backend)
+    try:
+        noop.enqueue(-1)  # creates the queues; warm-up
         if batched:
-            send_batches(sqs, url, 0, n)
-        else:
-            for i in range(n):
-                sqs.send_message(QueueUrl=url, MessageBody=body(i))
-        rates.append(n / (time.perf_counter() - t0))
+            sends = {
+                "boto3": lambda a, b: send_batches(sqs, url, a, b - a),
+                "jobkit": lambda a, b: noop.enqueue_many([(i,) for i in range(a, b)]),
+            }
+            return interleaved_enqueue(sends, n, turn=BATCH)
+        return interleaved_enqueue(
+            {
+                "boto3": one_by_one(lambda i: sqs.send_message(QueueUrl=url, MessageBody=body(i))),
+                "jobkit": one_by_one(noop.enqueue),
+            },
+            n,
+        )
+    finally:
+        app.close()
         delete_queues(sqs, name)
-    return rates[0], rates[1]
-
-
-def jobkit_enqueue(endpoint: str, n: int) -> tuple[float, float]:
-    """(jobs/s with one ``noop.enqueue`` per job, jobs/s with ``noop.enqueue_many`` in calls of
-    `BATCH`), each on a fresh queue prefix after one warm-up enqueue (which creates the queue)."""
-    sqs = client(endpoint)
-    rates = []
-    for batched in (False, True):
-        backend, prefix = jobkit_backend(endpoint)
-        app.use(backend)
-        try:
-            noop.enqueue(-1)  # creates the queues; warm-up
-            t0 = time.perf_counter()
-            if batched:
-                for start in range(0, n, BATCH):
-                    noop.enqueue_many([(i,) for i in range(start, min(start + BATCH, n))])
-            else:
-                for i in range(n):
-                    noop.enqueue(i)
-            rates.append(n / (time.perf_counter() - t0))
-        finally:
-            app.close()
         delete_queues(sqs, prefix)
-    return rates[0], rates[1]
 
 
 # -- drain -------------------------------------------------------------------------------------
@@ -367,11 +368,18 @@ def _fake_credentials() -> None:
 
 
 def one_round(
-    system: str, endpoint: str, jobs: int, wave: int, latency_jobs: int, work: Path
+    system: str,
+    endpoint: str,
+    jobs: int,
+    wave: int,
+    latency_jobs: int,
+    work: Path,
+    enqueued: tuple[float, float],
 ) -> Measurement:
-    """Every figure of one side, ``"boto3"`` (the plain loop) or ``"jobkit"``, once."""
+    """Every other figure of one side, ``"boto3"`` (the plain loop) or ``"jobkit"``, once;
+    `enqueued` is its (enqueue/s, enqueue_many/s) from `enqueue_rates`."""
     plain = system == "boto3"
-    enqueue, enqueue_many = (plain_enqueue if plain else jobkit_enqueue)(endpoint, jobs)
+    enqueue, enqueue_many = enqueued
     drain = jobs / (run_plain if plain else run_jobkit)(endpoint, jobs, wave)
     stamps = work / f"{system}-{uuid.uuid4().hex[:8]}.txt"
     p50, p99 = (plain_latency if plain else jobkit_latency)(endpoint, latency_jobs, stamps)
@@ -405,8 +413,12 @@ def _rounds(
         with tempfile.TemporaryDirectory(prefix="jobkit-bench-sqs-") as tmp:
             rows: dict[str, list[Measurement]] = {"boto3": [], "jobkit": []}
             for rep in range(reps):
+                enqueued = enqueue_rates(server.endpoint, jobs)
                 for system in ("boto3", "jobkit") if rep % 2 == 0 else ("jobkit", "boto3"):
-                    found = one_round(system, server.endpoint, jobs, wave, latency_jobs, Path(tmp))
+                    found = one_round(
+                        system, server.endpoint, jobs, wave, latency_jobs, Path(tmp),
+                        enqueued[system],
+                    )  # fmt: skip
                     rows[system].append(found)
                 say(f"rep {rep + 1}: {_summary(rows['boto3'][-1], rows['jobkit'][-1])}")
             return [median_of(rows["jobkit"]), median_of(rows["boto3"])]
