@@ -73,12 +73,12 @@ def interleaved_enqueue(
     return spent
 
 
-def one_by_one(send: Callable[[int], object]) -> Callable[[int, int], None]:
-    """For `interleaved_enqueue`: ``send(i)`` for each job of a turn."""
+def one_by_one(send: Callable[..., object], *args: object) -> Callable[[int, int], None]:
+    """For `interleaved_enqueue`: ``send(i, *args)`` for each job ``i`` of a turn."""
 
     def turn(start: int, stop: int) -> None:
         for i in range(start, stop):
-            send(i)
+            send(i, *args)
 
     return turn
 
@@ -90,7 +90,7 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def paced(count: int, send: Callable[[float], None], rate: float = LATENCY_RATE) -> None:
+def paced(count: int, send: Callable[[float], object], rate: float = LATENCY_RATE) -> None:
     """Call `send(time.time())` `count` times at `rate` per second. Blocks about count/rate s."""
     start = time.monotonic()
     for i in range(count):
@@ -120,7 +120,7 @@ def latency_ms(path: Path, warm: int, count: int) -> tuple[float, float]:
 
 
 def warm_latency_ms(
-    path: Path, send: Callable[[float], None], count: int, *, warm: int = 1
+    path: Path, send: Callable[[float], object], count: int, *, warm: int = 1
 ) -> tuple[float, float]:
     """(p50, p99) ms of `count` stamp jobs sent by `send` at `LATENCY_RATE`, once the `warm`
     warm-up jobs already sent have written their stamps to `path` (the worker is up and warm;

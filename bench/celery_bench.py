@@ -106,8 +106,8 @@ def _plain_queue_arguments(broker_url: str) -> dict[str, Any] | None:
 
 
 def plain_celery(broker_url: str) -> Any:
-    from celery import Celery
-    from kombu import Queue
+    from celery import Celery  # type: ignore[import-untyped]
+    from kombu import Queue  # type: ignore[attr-defined]
 
     app = Celery("plain", set_as_current=False)
     app.conf.update(
@@ -120,14 +120,16 @@ def plain_celery(broker_url: str) -> Any:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=PLAIN_QUEUE,
-        task_queues=[Queue(PLAIN_QUEUE, queue_arguments=_plain_queue_arguments(broker_url))],
+        task_queues=[
+            Queue(PLAIN_QUEUE, queue_arguments=_plain_queue_arguments(broker_url))  # type: ignore[no-untyped-call]
+        ],
         worker_hijack_root_logger=False,
         broker_transport_options={"confirm_publish": True}
         if broker_url.startswith("amqp")
         else {"visibility_timeout": 60},
     )
 
-    @app.task(name="noop")
+    @app.task(name="noop")  # type: ignore[untyped-decorator]
     def noop(i: int, n: int) -> None:
         _mark(i, n)
 
@@ -211,11 +213,11 @@ def _enqueue_s(urls: dict[str, str], n: int) -> dict[str, float]:
         if kind == "plain":
             app, task = plain_celery(url)
             task.delay(-1, 0)  # connects and declares the queue
-            sends[kind] = _local.one_by_one(lambda i, task=task: task.delay(i, n))
+            sends[kind] = _local.one_by_one(task.delay, n)
         else:
             app, job = jobkit_app(url)
             job.enqueue(-1, 0)
-            sends[kind] = _local.one_by_one(lambda i, job=job: job.enqueue(i, n))
+            sends[kind] = _local.one_by_one(job.enqueue, n)
         apps.append(app)
     try:
         return _local.interleaved_enqueue(sends, n)
@@ -227,11 +229,11 @@ def _enqueue_s(urls: dict[str, str], n: int) -> dict[str, float]:
 def _purge(redis_url: str, rabbit_url: str | None) -> None:
     """Empty the Redis server and, on RabbitMQ, both systems' queues."""
     import redis
-    from kombu import Connection
+    from kombu import Connection  # type: ignore[attr-defined]
 
     redis.Redis.from_url(f"{redis_url}/0").flushall()
     if rabbit_url is not None:
-        with Connection(rabbit_url) as conn:
+        with Connection(rabbit_url) as conn:  # type: ignore[no-untyped-call]
             for queue in (QUEUE, PLAIN_QUEUE):
                 conn.default_channel.queue_purge(queue)
 

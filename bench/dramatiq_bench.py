@@ -164,11 +164,7 @@ def _enqueue(url: str, n: int) -> dict[str, float]:
     noop.enqueue(-1, 0)
     try:
         return interleaved_enqueue(
-            {
-                "plain": one_by_one(lambda i: actor.send(i, n)),
-                "jobkit": one_by_one(lambda i: noop.enqueue(i, n)),
-            },
-            n,
+            {"plain": one_by_one(actor.send, n), "jobkit": one_by_one(noop.enqueue, n)}, n
         )
     finally:
         actor.broker.close()

@@ -447,7 +447,12 @@ def main() -> None:
         p50 = jobkit.latency_p50_ms / plain.latency_p50_ms
         p99 = jobkit.latency_p99_ms / plain.latency_p99_ms
         cpu = [re.search(r"CPU per job ([0-9.]+) ms", m.notes) for m in (jobkit, plain)]
-        cost = f"  worker CPU per job {float(cpu[0][1]) / float(cpu[1][1]):.2f}" if all(cpu) else ""
+        ours, theirs = cpu
+        cost = (
+            f"  worker CPU per job {float(ours[1]) / float(theirs[1]):.2f}"
+            if ours is not None and theirs is not None
+            else ""
+        )
         print(
             f"{worker:6} ratio jobkit/rq: enqueue {enqueue:.2f}  enqueue_many {many:.2f}  "
             f"drain {drain:.2f}{cost}  latency (>1 slower) p50 {p50:.2f}  p99 {p99:.2f}"

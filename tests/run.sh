@@ -60,13 +60,14 @@ say "ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
-say "mypy --strict (core, conformance, adapters)"
+say "mypy --strict (core, conformance, adapters, benchmarks)"
 .venv/bin/mypy jobkit conformance/jobkit_conformance
 .venv/bin/mypy adapters/sqs/jobkit_sqs
 .venv/bin/mypy --config-file adapters/celery/pyproject.toml adapters/celery/jobkit_celery
 .venv/bin/mypy --config-file adapters/dramatiq/pyproject.toml adapters/dramatiq/jobkit_dramatiq
 .venv/bin/mypy --config-file adapters/rq/pyproject.toml adapters/rq/jobkit_rq
 .venv/bin/mypy --config-file adapters/rabbitmq/pyproject.toml adapters/rabbitmq/jobkit_rabbitmq
+.venv/bin/mypy --strict bench
 
 export PYTHONUNBUFFERED=1
 
