@@ -170,16 +170,16 @@ class RedisTransport(Transport):
     def _bells(self, queues: Sequence[str]) -> tuple[dict[str, str], float]:
         """({doorbell key: its last id, "0" if none}, seconds until the first delayed message
         of `queues` is due, 0 if one is, inf if none). One round trip."""
+        keys = [self._key(queue) for queue in queues]
         pipe = self.client.pipeline(transaction=False)
-        for queue in queues:
-            key = self._key(queue)
+        for key in keys:
             pipe.xrevrange(f"{key}.bell", count=1)
             pipe.zrange(f"{key}.DQ.due", 0, 0, withscores=True)
         replies = pipe.execute()
         rung: dict[str, str] = {}
         first_due = float("inf")
-        for queue, last, due in zip(queues, replies[::2], replies[1::2], strict=True):
-            rung[f"{self._key(queue)}.bell"] = last[0][0].decode() if last else "0"
+        for key, last, due in zip(keys, replies[::2], replies[1::2], strict=True):
+            rung[f"{key}.bell"] = last[0][0].decode() if last else "0"
             if due:
                 first_due = min(first_due, due[0][1] / 1000)
         return rung, max(0.0, first_due - time.time())

@@ -118,10 +118,12 @@ class Runtime:
                 self.send_one(envelopes[0])
                 return
             now = self.clock.now()
-            due = [e for e in envelopes if e.not_before is None or e.not_before <= now]
+            due: list[Envelope] = []
             for env in envelopes:
                 if env.not_before is not None and env.not_before > now:
                     self.send_one(env)
+                else:
+                    due.append(env)
             for start in range(0, len(due), _BATCH):
                 self._send_many(due[start : start + _BATCH])
         except redis.RedisError as exc:
